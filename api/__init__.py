@@ -1,0 +1,1 @@
+"""The FastAPI gateway: thin routes over twinloop's services."""

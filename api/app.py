@@ -1,0 +1,38 @@
+"""The gateway's app factory. Everything it holds open belongs to the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.logging import RequestIdMiddleware
+from api.routes import answer, health, openai
+from twinloop import __version__
+from twinloop.runtime import open_runtime
+from twinloop.settings import Settings
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Build the gateway. `engine_transport` lets tests put a fake engine under the client."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_runtime(settings, engine_transport=engine_transport) as runtime:
+            app.state.runtime = runtime
+            yield
+
+    app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
+    app.add_middleware(RequestIdMiddleware)
+    install_error_handlers(app)
+    for module in (answer, openai, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,73 @@
+"""Request dependencies as `Annotated` aliases; tests replace them with dependency_overrides."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.errors import TwinloopError
+from twinloop.inference.readiness import ReadinessService
+from twinloop.inference.service import AnswerService
+from twinloop.metrics import Metrics
+from twinloop.runtime import Runtime
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, rolled back on error."""
+    async with runtime.sessionmaker.begin() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_answers(runtime: RuntimeDep) -> AnswerService:
+    return runtime.answers
+
+
+def get_readiness(runtime: RuntimeDep) -> ReadinessService:
+    return runtime.readiness
+
+
+def get_metrics(runtime: RuntimeDep) -> Metrics:
+    return runtime.metrics
+
+
+AnswersDep = Annotated[AnswerService, Depends(get_answers)]
+ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+class AdminAuthError(TwinloopError):
+    status_code = 401
+
+
+def require_admin(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """401 without a bearer token, 403 with a wrong one; returns the actor for the audit log."""
+    if credentials is None:
+        raise AdminAuthError("admin token required: send `Authorization: Bearer <token>`")
+    expected = runtime.settings.admin_token.get_secret_value()
+    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise AdminAuthError("admin token is not valid", status_code=403)
+    return "admin"
+
+
+AdminDep = Annotated[str, Depends(require_admin)]

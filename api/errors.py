@@ -1,0 +1,52 @@
+"""One place that turns errors into JSON: `{"error": type, "detail": message}`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from twinloop.errors import TwinloopError
+
+log = structlog.get_logger(__name__)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(TwinloopError)
+    async def twinloop_error(_: Request, exc: TwinloopError) -> JSONResponse:
+        return error_response(exc.status_code, type(exc).__name__, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "message": err["msg"]}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
+        return error_response(422, "ValidationError", detail, fields=problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, "HTTPError", str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", error=type(exc).__name__)
+        return error_response(500, "InternalError", "internal error; the gateway log has details")
+
+
+def error_response(
+    status_code: int,
+    error: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: object,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": detail, **extra}, status_code=status_code, headers=headers
+    )

@@ -1,0 +1,1 @@
+"""Route modules; each handler parses, calls one service function, returns."""

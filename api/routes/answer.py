@@ -1,0 +1,24 @@
+"""POST /answer: a question in, an answer (and where it came from) out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from api.deps import AnswersDep, MetricsDep, SessionDep
+from api.disconnect import cancel_on_disconnect
+from twinloop.inference.schemas import AnswerRequest, AnswerResponse
+
+router = APIRouter(tags=["answer"])
+
+
+@router.post("/answer")
+async def answer(
+    body: AnswerRequest,
+    request: Request,
+    session: SessionDep,
+    answers: AnswersDep,
+    metrics: MetricsDep,
+) -> AnswerResponse:
+    return await cancel_on_disconnect(
+        request, answers.answer(session, body), route="answer", metrics=metrics
+    )

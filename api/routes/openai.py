@@ -1,0 +1,50 @@
+"""OpenAI-compatible endpoints, so the official clients work against the gateway."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from api.deps import AnswersDep, MetricsDep, SessionDep
+from api.disconnect import cancel_on_disconnect
+from twinloop.errors import TwinloopError
+from twinloop.inference.schemas import ChatCompletionRequest
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.get("/models")
+async def list_models(answers: AnswersDep) -> dict[str, Any]:
+    return {"object": "list", "data": [card.model_dump() for card in answers.models()]}
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    request: Request,
+    session: SessionDep,
+    answers: AnswersDep,
+    metrics: MetricsDep,
+) -> dict[str, Any] | StreamingResponse:
+    if body.stream:
+        chunks = await answers.stream_chat(body)
+        return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+    return await cancel_on_disconnect(
+        request, answers.chat(session, body), route="chat", metrics=metrics
+    )
+
+
+async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:
+    try:
+        async for chunk in chunks:
+            yield f"data: {json.dumps(chunk)}\n\n"
+    except TwinloopError as e:
+        # Headers are gone; OpenAI's clients read an error event as the failure.
+        error = {"message": e.message, "type": type(e).__name__, "code": e.status_code}
+        yield f"data: {json.dumps({'error': error})}\n\n"
+        return
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,1 @@
+"""Per-domain Chroma retrieval with versioned visibility."""

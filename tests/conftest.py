@@ -1,0 +1,86 @@
+"""Shared fixtures. Unit tests never reach a real model or engine: real network
+transports are blocked for every test not marked `integration`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.fakes.engine import FakeEngine
+from twinloop.db import migrate
+from twinloop.runtime import Runtime
+from twinloop.settings import EngineSettings, Settings
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ADMIN_TOKEN = "test-admin-token"  # noqa: S105
+
+
+@pytest.fixture(autouse=True)
+def _block_real_engines(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("integration"):
+        return
+
+    async def refuse(self: object, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"unit tests must not reach the network ({request.url}); use FakeEngine")
+
+    monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", refuse)
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file per session; each test gets a copy (migrating is slow)."""
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
+    db = tmp_path / "twinloop.db"
+    shutil.copy(migrated_sqlite_template, db)
+    return Settings(
+        data_dir=tmp_path,
+        database_url=f"sqlite+aiosqlite:///{db}",
+        admin_token=ADMIN_TOKEN,
+        engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
+    )
+
+
+@pytest.fixture
+def fake_engine(settings: Settings) -> FakeEngine:
+    return FakeEngine(ports={settings.engines.blue_port: "blue", settings.engines.green_port: "green"})
+
+
+@pytest.fixture
+async def app(settings: Settings, fake_engine: FakeEngine) -> AsyncIterator[FastAPI]:
+    from api.app import create_app
+
+    application = create_app(settings, engine_transport=fake_engine.transport())
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> Iterator[dict[str, str]]:
+    yield {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def runtime(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import httpx
+
+from tests.fakes.engine import FakeEngine
+
+
+async def test_healthz_is_alive(client: httpx.AsyncClient) -> None:
+    response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (200, {"status": "alive"})
+
+
+async def test_readyz_probes_the_active_engine_with_one_token(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "ready": True, "database": "ok", "active_slot": "blue", "engine": "ok",
+    }  # fmt: skip
+    probe = fake_engine.calls("/v1/completions")[0]
+    assert probe["max_tokens"] == 1
+
+
+async def test_readyz_caches_a_success_but_never_a_failure(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
+    await client.get("/readyz")
+    await client.get("/readyz")
+    assert len(fake_engine.calls("/v1/completions")) == 1
+
+    fake_engine.down.add("green")  # the shadow slot does not matter
+    assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_readyz_is_503_when_the_active_engine_is_down(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
+    fake_engine.down.add("blue")
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["ready"] is False
+    assert "unreachable" in response.json()["engine"]
+    assert "twinloop_engine_ready" in (await client.get("/metrics")).text
+
+
+async def test_metrics_count_answers_by_route_slot_and_domain(client: httpx.AsyncClient) -> None:
+    await client.post("/answer", json={"question": "Q?", "domain": "med"})
+
+    text = (await client.get("/metrics")).text
+
+    assert (
+        'twinloop_requests_total{adapter="",domain="med",outcome="ok",route="answer",slot="blue"} 1.0'
+        in text
+    )
+    assert "twinloop_request_latency_seconds_bucket" in text
+    assert 'twinloop_active_slot{slot="blue"} 1.0' in text
+    assert "twinloop_release_generation 1.0" in text

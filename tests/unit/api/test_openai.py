@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import httpx
+from sqlalchemy import select
+
+from tests.fakes.engine import FakeEngine
+from twinloop.db.models import Answer
+from twinloop.runtime import Runtime
+
+CHAT = "/v1/chat/completions"
+
+
+def _chat(model: str = "auto", **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": "Capital of France?"}], **extra}
+
+
+async def test_models_lists_auto_the_domains_and_the_base_model(client: httpx.AsyncClient) -> None:
+    response = await client.get("/v1/models")
+
+    ids = [m["id"] for m in response.json()["data"]]
+    assert ids == ["auto", "law", "med", "fin", "general", "smollm2-135m-instruct"]
+
+
+async def test_chat_completion_keeps_openai_shape_and_is_stored(
+    client: httpx.AsyncClient, fake_engine: FakeEngine, runtime: Runtime
+) -> None:
+    response = await client.post(CHAT, json=_chat("law", temperature=0.3, top_p=0.9))
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "law"
+    assert body["choices"][0]["message"]["content"] == fake_engine.reply
+    sent = fake_engine.calls(CHAT)[0]
+    assert sent["model"] == "smollm2-135m-instruct"
+    assert (sent["temperature"], sent["top_p"]) == (0.3, 0.9)  # unknown fields pass through
+    answer_id = body["id"].removeprefix("chatcmpl-")
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, answer_id)
+    assert row is not None
+    assert (row.route, row.domain, row.question) == ("chat", "law", "Capital of France?")
+
+
+async def test_base_model_name_is_accepted(client: httpx.AsyncClient) -> None:
+    response = await client.post(CHAT, json=_chat("smollm2-135m-instruct"))
+    assert response.status_code == 200
+
+
+async def test_unknown_model_is_404_listing_the_models(client: httpx.AsyncClient) -> None:
+    response = await client.post(CHAT, json=_chat("gpt-9"))
+
+    assert response.status_code == 404
+    assert "gpt-9" in response.json()["detail"]
+    assert "auto" in response.json()["detail"]
+
+
+async def test_missing_messages_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(CHAT, json={"model": "auto"})
+    assert response.status_code == 422
+    assert response.json()["fields"][0]["field"] == "messages"
+
+
+async def test_streaming_relays_chunks_then_done_and_stores_the_answer(
+    client: httpx.AsyncClient, fake_engine: FakeEngine, runtime: Runtime
+) -> None:
+    async with client.stream("POST", CHAT, json=_chat(stream=True)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == fake_engine.reply
+    assert len(chunks) == len(fake_engine.reply.split(" "))  # usage chunk not asked for: dropped
+    assert {c["model"] for c in chunks} == {"auto"}
+    answer_id = chunks[0]["id"].removeprefix("chatcmpl-")
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, answer_id)
+    assert row is not None
+    assert row.answer == fake_engine.reply
+    assert row.completion_tokens == len(fake_engine.reply.split(" "))
+
+
+async def test_streaming_passes_usage_when_asked(client: httpx.AsyncClient) -> None:
+    body = _chat(stream=True, stream_options={"include_usage": True})
+    async with client.stream("POST", CHAT, json=body) as response:
+        events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
+
+    assert json.loads(events[-2])["usage"]["completion_tokens"] > 0
+
+
+async def test_streaming_with_engine_down_is_503_before_any_chunk(
+    client: httpx.AsyncClient, fake_engine: FakeEngine, runtime: Runtime
+) -> None:
+    fake_engine.down.add("blue")
+
+    response = await client.post(CHAT, json=_chat(stream=True))
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "EngineUnavailableError"
+    async with runtime.sessionmaker() as session:
+        assert (await session.execute(select(Answer))).first() is None

@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
+from twinloop.inference.client import EngineClient, EngineRejectedRequestError
+
+
+def _client(handler: httpx.MockTransport, retries: int = 2) -> EngineClient:
+    http = httpx.AsyncClient(transport=handler)
+    return EngineClient(name="blue", base_url="http://engine:1", http=http, retries=retries)
+
+
+async def test_connection_refused_is_retried_then_succeeds() -> None:
+    attempts = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}]})
+
+    result = await _client(httpx.MockTransport(handle)).chat({"model": "m", "messages": []})
+
+    assert attempts == 3
+    assert result["choices"][0]["message"]["content"] == "hi"
+
+
+async def test_retries_are_bounded_and_end_in_engine_unavailable() -> None:
+    attempts = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(EngineUnavailableError, match="unreachable"):
+        await _client(httpx.MockTransport(handle), retries=2).chat({"model": "m"})
+    assert attempts == 3
+
+
+async def test_a_read_timeout_is_never_retried() -> None:
+    attempts = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with pytest.raises(EngineTimeoutError):
+        await _client(httpx.MockTransport(handle)).chat({"model": "m"})
+    assert attempts == 1  # the engine may be generating: a retry would generate twice
+
+
+async def test_a_stream_broken_after_the_first_byte_is_raised_not_retried() -> None:
+    attempts = 0
+
+    class Broken(httpx.AsyncByteStream):
+        async def __aiter__(self):  # type: ignore[no-untyped-def]
+            yield b'data: {"choices": [{"delta": {"content": "Pa"}}]}\n\n'
+            raise httpx.RemoteProtocolError("peer closed")
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal attempts
+        attempts += 1
+        return httpx.Response(200, stream=Broken())
+
+    chunks = []
+    with pytest.raises(EngineUnavailableError, match="broke off"):
+        async for chunk in _client(httpx.MockTransport(handle)).stream_chat({"model": "m"}):
+            chunks.append(chunk)
+    assert attempts == 1
+    assert len(chunks) == 1
+
+
+async def test_error_status_becomes_an_error_with_the_engine_message() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/chat/completions":
+            return httpx.Response(400, json={"error": {"message": "too long"}})
+        return httpx.Response(503, text="overloaded")
+
+    client = _client(httpx.MockTransport(handle))
+    with pytest.raises(EngineRejectedRequestError, match="too long"):
+        await client.chat({"model": "m"})
+    with pytest.raises(EngineResponseError, match="503: overloaded"):
+        await client.list_models()
+
+
+async def test_non_json_body_is_an_engine_response_error() -> None:
+    client = _client(httpx.MockTransport(lambda r: httpx.Response(200, text="<html>")))
+    with pytest.raises(EngineResponseError, match="not JSON"):
+        await client.chat({"model": "m"})
+
+
+async def test_adapter_calls_use_vllm_runtime_lora_endpoints() -> None:
+    seen: list[tuple[str, bytes]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append((request.url.path, request.content))
+        return httpx.Response(200, text="Success")
+
+    client = _client(httpx.MockTransport(handle))
+    await client.load_adapter("law-abc", "/data/adapters/abc")
+    await client.unload_adapter("law-abc")
+
+    assert seen[0] == ("/v1/load_lora_adapter", b'{"lora_name":"law-abc","lora_path":"/data/adapters/abc"}')
+    assert seen[1][0] == "/v1/unload_lora_adapter"
+
+
+async def test_health_is_false_when_unreachable() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    assert await _client(httpx.MockTransport(handle)).health() is False

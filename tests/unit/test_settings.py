@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from twinloop.settings import EngineSettings, Settings, Slot
+
+
+def test_placeholder_admin_token_is_refused_outside_development() -> None:
+    with pytest.raises(ValidationError, match="TWINLOOP_ADMIN_TOKEN"):
+        Settings(environment="production")
+    assert Settings(environment="production", admin_token="s3cret").environment == "production"
+
+
+def test_database_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    url = Settings(data_dir=tmp_path).sqlalchemy_url
+    assert url == f"sqlite+aiosqlite:///{tmp_path.resolve()}/twinloop.db"
+
+
+def test_plain_postgres_url_gets_the_async_driver() -> None:
+    url = Settings(database_url="postgresql://u@127.0.0.1:5432/test").sqlalchemy_url
+    assert url == "postgresql+asyncpg://u@127.0.0.1:5432/test"
+
+
+def test_nested_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWINLOOP_ENGINES__GREEN_PORT", "9999")
+    monkeypatch.setenv("TWINLOOP_DOMAINS", '["a", "general"]')
+    settings = Settings()
+    assert settings.engines.base_url(Slot.GREEN) == "http://127.0.0.1:9999"
+    assert settings.domains == ["a", "general"]
+
+
+def test_each_slot_gets_its_own_core_by_default() -> None:
+    engines = EngineSettings()
+    assert engines.cpus(Slot.BLUE) != engines.cpus(Slot.GREEN)
+
+
+def test_default_domain_must_be_a_domain() -> None:
+    with pytest.raises(ValidationError, match="default_domain"):
+        Settings(domains=["law"])

@@ -1,0 +1,188 @@
+"""The `twinloop` command: prepare models, run engines, migrate, serve."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from twinloop.db import migrate
+from twinloop.engines.process import EngineProcesses
+from twinloop.errors import TwinloopError
+from twinloop.logging import configure_logging
+from twinloop.settings import Settings, Slot
+
+app = typer.Typer(
+    help="twinloop: blue/green serving for LLMs that keep learning.", no_args_is_help=True
+)
+models_app = typer.Typer(help="Prepare the base and embedding models.", no_args_is_help=True)
+engines_app = typer.Typer(
+    help="Start, stop and inspect the two vLLM engines.", no_args_is_help=True
+)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(engines_app, name="engines")
+app.add_typer(db_app, name="db")
+
+console = Console(stderr=True)
+
+SlotOption = Annotated[
+    list[Slot] | None, typer.Option("--slot", help="Only this slot (repeatable); default both.")
+]
+
+
+def _fail(error: TwinloopError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error.message}")
+    return typer.Exit(code=1)
+
+
+def _spinner() -> Progress:
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    )
+
+
+@models_app.command("prepare")
+def models_prepare() -> None:
+    """Turn the shipped SmolLM2 GGUF into a Hugging Face folder; find the embedding model."""
+    try:
+        _prepare_models(Settings())
+    except TwinloopError as e:
+        raise _fail(e) from e
+
+
+def _prepare_models(settings: Settings) -> None:
+    from twinloop.weights.prepare import prepare_models
+
+    with _spinner() as progress:
+        task = progress.add_task("preparing models", total=None)
+        report = prepare_models(
+            settings, on_step=lambda step: progress.update(task, description=step)
+        )
+    console.print(report.summary())
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every migration to the configured database."""
+    settings = Settings()
+    migrate.upgrade(settings.sqlalchemy_url)
+    console.print("database is at the newest schema")
+
+
+@engines_app.command("start")
+def engines_start(slots: SlotOption = None) -> None:
+    """Start the engines one after the other and wait until each serves the model."""
+    try:
+        _start_engines(EngineProcesses(Settings()), slots or list(Slot))
+    except TwinloopError as e:
+        raise _fail(e) from e
+
+
+def _start_engines(engines: EngineProcesses, slots: list[Slot]) -> list[Slot]:
+    """Start what is not running; returns the slots this call started."""
+    started: list[Slot] = []
+    # One after the other: two engines loading at once on two cores take longer than in turn.
+    for slot in slots:
+        if engines.record(slot) is not None and engines.is_healthy(slot):
+            console.print(f"{slot} engine already running")
+            continue
+        engines.start(slot)
+        started.append(slot)
+        with _spinner() as progress:
+            progress.add_task(f"starting {slot} engine (log: {engines.spec(slot).log_path})")
+            waited = engines.wait_healthy(slot)
+        console.print(
+            f"{slot} engine healthy after {waited:.0f} s on port {engines.spec(slot).port}"
+        )
+    return started
+
+
+@engines_app.command("stop")
+def engines_stop(slots: SlotOption = None) -> None:
+    """Stop exactly the engine processes this data directory started."""
+    engines = EngineProcesses(Settings())
+    for slot in slots or list(Slot):
+        stopped = engines.stop(slot)
+        console.print(f"{slot} engine {'stopped' if stopped else 'was not running'}")
+
+
+@engines_app.command("status")
+def engines_status() -> None:
+    """Show each slot's engine: PID, port, health, log file."""
+    engines = EngineProcesses(Settings())
+    table = Table("slot", "pid", "port", "running", "healthy", "log")
+    for slot in Slot:
+        s = engines.status(slot)
+        table.add_row(
+            slot, str(s.pid or "-"), str(s.port), str(s.running), str(s.healthy), str(s.log_path)
+        )
+    Console().print(table)
+
+
+@app.command("serve")
+def serve() -> None:
+    """Run only the gateway (engines must be running)."""
+    settings = Settings()
+    _serve(settings)
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from api.app import create_app
+
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@app.command("up")
+def up() -> None:
+    """Prepare models, migrate, start both engines and serve the gateway; Ctrl-C stops it all."""
+    settings = Settings()
+    engines = EngineProcesses(settings)
+    started: list[Slot] = []
+    began = time.monotonic()
+    # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _prepare_models(settings)
+        migrate.upgrade(settings.sqlalchemy_url)
+        if not settings.engines.external:
+            started = _start_engines(engines, list(Slot))
+        console.print(
+            f"ready in {time.monotonic() - began:.0f} s: gateway on "
+            f"http://{settings.gateway.host}:{settings.gateway.port}"
+        )
+        _serve(settings)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for slot in started:
+            console.print(f"stopping {slot} engine")
+            engines.stop(slot)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

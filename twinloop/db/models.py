@@ -1,0 +1,206 @@
+"""Every record that must survive a restart (see DESIGN.md, Persistence).
+
+Ids that clients choose (feedback, examples, documents) are kept in their own
+`external_id` column so that our primary keys stay uniform.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from twinloop.db.base import Base, CreatedAtMixin, IdMixin
+
+SLOT_LEN = 8
+DOMAIN_LEN = 64
+EXTERNAL_ID_LEN = 128
+SHA256_LEN = 64
+
+
+class Answer(IdMixin, CreatedAtMixin, Base):
+    """One answer served to someone, so that feedback can point at it."""
+
+    __tablename__ = "answers"
+
+    route: Mapped[str] = mapped_column(String(32), doc="answer | chat")
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), index=True)
+    route_score: Mapped[float | None] = mapped_column(Float)
+    slot: Mapped[str] = mapped_column(String(SLOT_LEN))
+    snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"), index=True)
+    model: Mapped[str] = mapped_column(String(255), doc="the engine's model name that served it")
+    adapter_version_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
+    user_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(255))
+    is_preview: Mapped[bool] = mapped_column(
+        Boolean, default=False, doc="operator preview of Shadow"
+    )
+    latency_ms: Mapped[float] = mapped_column(Float)
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer)
+    finish_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class Feedback(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "feedback"
+
+    external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), unique=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), index=True)
+    rating: Mapped[str] = mapped_column(String(8), doc="up | down")
+    correction: Mapped[str | None] = mapped_column(Text)
+    comment: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    deleted_at: Mapped[datetime | None]
+
+
+class TrainingExample(IdMixin, CreatedAtMixin, Base):
+    """A question/answer pair to learn from: sent as-is, derived from a correction, or from QA."""
+
+    __tablename__ = "training_examples"
+
+    external_id: Mapped[str | None] = mapped_column(String(EXTERNAL_ID_LEN), unique=True)
+    source: Mapped[str] = mapped_column(String(32), doc="example | correction | qa")
+    feedback_id: Mapped[str | None] = mapped_column(ForeignKey("feedback.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), index=True)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    rejected_answer: Mapped[str | None] = mapped_column(Text, doc="for preference pairs")
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    deleted_at: Mapped[datetime | None]
+
+
+class Document(IdMixin, CreatedAtMixin, Base):
+    """Metadata of one version of an ingested document; chunks live in Chroma."""
+
+    __tablename__ = "documents"
+    __table_args__ = (UniqueConstraint("external_id", "added_in_version", "domain"),)
+
+    external_id: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN), index=True)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), index=True)
+    source: Mapped[str | None] = mapped_column(String(1024))
+    content_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    text: Mapped[str] = mapped_column(Text)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    added_in_version: Mapped[int] = mapped_column(Integer)
+    removed_in_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class AdapterVersion(IdMixin, CreatedAtMixin, Base):
+    """One immutable LoRA adapter on disk, named by the sha256 of its files."""
+
+    __tablename__ = "adapter_versions"
+
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), index=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, doc="the engine's model name")
+    base_model: Mapped[str] = mapped_column(String(1024))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
+    training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tainted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Snapshot(IdMixin, CreatedAtMixin, Base):
+    """Everything a slot serves. Never updated: a change is a new snapshot."""
+
+    __tablename__ = "snapshots"
+
+    base_model: Mapped[str] = mapped_column(String(1024))
+    adapters: Mapped[dict[str, str | None]] = mapped_column(
+        JSON, default=dict, doc="domain -> adapter_versions.id or null"
+    )
+    rag_versions: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    router_rules_version: Mapped[int | None] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))
+    created_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class Release(IdMixin, CreatedAtMixin, Base):
+    """Append-only: the row with the highest generation is the release in force.
+
+    The unique generation makes two concurrent swaps collide instead of both winning.
+    """
+
+    __tablename__ = "releases"
+
+    generation: Mapped[int] = mapped_column(Integer, unique=True)
+    active_slot: Mapped[str] = mapped_column(String(SLOT_LEN))
+    blue_snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))
+    green_snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))
+    actor: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class TrainingRun(IdMixin, CreatedAtMixin, Base):
+    """One learning cycle, persisted as a state machine so a crash can resume or abandon it."""
+
+    __tablename__ = "training_runs"
+
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))
+    domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    step_timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    item_counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"))
+    error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class QaRun(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "qa_runs"
+
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"), index=True)
+    slot: Mapped[str] = mapped_column(String(SLOT_LEN))
+    suite_version: Mapped[str] = mapped_column(String(64))
+    training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    overall_score: Mapped[float | None] = mapped_column(Float)
+    category_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    passed: Mapped[bool | None] = mapped_column(Boolean)
+    finished_at: Mapped[datetime | None]
+
+
+class QaItem(IdMixin, Base):
+    __tablename__ = "qa_items"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("qa_runs.id"), index=True)
+    item_key: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN))
+    category: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    question: Mapped[str] = mapped_column(Text)
+    expected: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    label: Mapped[str] = mapped_column(String(16), doc="correct | incorrect | hallucination")
+    score: Mapped[float] = mapped_column(Float)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class CanaryDecision(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "canary_decisions"
+
+    snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"), index=True)
+    baseline_snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"))
+    share: Mapped[float] = mapped_column(Float)
+    decision: Mapped[str] = mapped_column(String(16), doc="promote | rollback | continue")
+    reason: Mapped[str] = mapped_column(Text)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AuditEntry(IdMixin, CreatedAtMixin, Base):
+    """Who did what to the system, and why."""
+
+    __tablename__ = "audit_log"
+
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -1,0 +1,1 @@
+"""Running the vLLM engine processes of the two slots on this machine."""

@@ -1,0 +1,56 @@
+"""twinloop's own error types.
+
+Every error a caller may see is a `TwinloopError` with a message meant for a
+person and the HTTP status the gateway answers with. `twinloop/` never imports
+FastAPI; `api/errors.py` maps these to JSON.
+"""
+
+from __future__ import annotations
+
+
+class TwinloopError(Exception):
+    """Base of every error twinloop raises on purpose."""
+
+    status_code: int = 500
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class InvalidRequestError(TwinloopError):
+    """The caller asked for something that cannot be served as asked."""
+
+    status_code = 422
+
+
+class NotFoundError(TwinloopError):
+    status_code = 404
+
+
+class EngineUnavailableError(TwinloopError):
+    """The engine could not be reached (refused, reset, DNS): nothing was generated."""
+
+    status_code = 503
+
+
+class EngineTimeoutError(TwinloopError):
+    """The engine took longer than the configured timeout."""
+
+    status_code = 504
+
+
+class EngineResponseError(TwinloopError):
+    """The engine answered, but with an error or a response we cannot use."""
+
+    status_code = 502
+
+
+class ModelPreparationError(TwinloopError):
+    """A model could not be found or prepared (missing package, bad file)."""
+
+
+class EngineProcessError(TwinloopError):
+    """Starting, stopping or watching an engine process failed."""

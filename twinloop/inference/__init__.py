@@ -1,0 +1,1 @@
+"""Answering: the engine client, the answer service and readiness."""

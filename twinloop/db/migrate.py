@@ -24,6 +24,10 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    command.downgrade(alembic_config(url), revision)
+
+
 def check(url: str) -> None:
     """Raise if the models and the migrations disagree (alembic's `check`)."""
     command.check(alembic_config(url))

@@ -20,7 +20,7 @@ from twinloop.settings import EngineSettings, Settings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-ADMIN_TOKEN = "test-admin-token"  # noqa: S105
+ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +56,9 @@ def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
 
 @pytest.fixture
 def fake_engine(settings: Settings) -> FakeEngine:
-    return FakeEngine(ports={settings.engines.blue_port: "blue", settings.engines.green_port: "green"})
+    return FakeEngine(
+        ports={settings.engines.blue_port: "blue", settings.engines.green_port: "green"}
+    )
 
 
 @pytest.fixture

@@ -37,7 +37,9 @@ async def test_every_answer_is_persisted_for_feedback(
     body = response.json()
 
     async with runtime.sessionmaker() as session:
-        row = (await session.execute(select(Answer).where(Answer.id == body["answer_id"]))).scalar_one()
+        row = (
+            await session.execute(select(Answer).where(Answer.id == body["answer_id"]))
+        ).scalar_one()
     assert (row.question, row.answer, row.domain, row.slot) == ("Q?", body["answer"], "law", "blue")
     assert (row.user_id, row.session_id, row.snapshot_id) == ("u1", "s1", body["snapshot_id"])
     assert row.completion_tokens == 7
@@ -62,9 +64,7 @@ async def test_missing_question_is_422_naming_the_field(client: httpx.AsyncClien
 
 
 async def test_bad_fields_are_422_each_named(client: httpx.AsyncClient) -> None:
-    response = await client.post(
-        "/answer", json={"question": "", "max_tokens": 0, "surprise": 1}
-    )
+    response = await client.post("/answer", json={"question": "", "max_tokens": 0, "surprise": 1})
 
     assert response.status_code == 422
     fields = {f["field"] for f in response.json()["fields"]}
@@ -112,7 +112,9 @@ async def test_engine_rejecting_the_request_is_400_with_its_message(
     assert "context length exceeded" in response.json()["detail"]
 
 
-async def test_engine_server_error_is_502(client: httpx.AsyncClient, fake_engine: FakeEngine) -> None:
+async def test_engine_server_error_is_502(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
     fake_engine.status_override = (500, {"error": {"message": "boom"}})
 
     response = await client.post("/answer", json={"question": "Q?"})

@@ -9,7 +9,9 @@ from starlette.types import Message
 from tests.fakes.engine import FakeEngine
 
 
-async def test_client_leaving_cancels_the_engine_request(app: FastAPI, fake_engine: FakeEngine) -> None:
+async def test_client_leaving_cancels_the_engine_request(
+    app: FastAPI, fake_engine: FakeEngine
+) -> None:
     fake_engine.hang = True
     body = json.dumps({"question": "a long one"}).encode()
     sent: list[Message] = []

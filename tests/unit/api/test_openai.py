@@ -13,7 +13,11 @@ CHAT = "/v1/chat/completions"
 
 
 def _chat(model: str = "auto", **extra: object) -> dict[str, object]:
-    return {"model": model, "messages": [{"role": "user", "content": "Capital of France?"}], **extra}
+    return {
+        "model": model,
+        "messages": [{"role": "user", "content": "Capital of France?"}],
+        **extra,
+    }
 
 
 async def test_models_lists_auto_the_domains_and_the_base_model(client: httpx.AsyncClient) -> None:

@@ -34,7 +34,9 @@ def _sleeper() -> subprocess.Popen[bytes]:
 def _write_record(engines: EngineProcesses, pid: int, create_time: float) -> None:
     path = engines.spec(Slot.BLUE).pid_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "create_time": create_time, "port": 1, "started_at": 0}))
+    path.write_text(
+        json.dumps({"pid": pid, "create_time": create_time, "port": 1, "started_at": 0})
+    )
 
 
 def test_stop_ends_exactly_the_recorded_process_group(settings: Settings) -> None:
@@ -72,7 +74,9 @@ def test_start_refuses_a_port_someone_else_holds(settings: Settings) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         busy = settings.model_copy(
-            update={"engines": settings.engines.model_copy(update={"blue_port": sock.getsockname()[1]})}
+            update={
+                "engines": settings.engines.model_copy(update={"blue_port": sock.getsockname()[1]})
+            }
         )
         with pytest.raises(EngineProcessError, match="taken by a process"):
             EngineProcesses(busy).start(Slot.BLUE)

@@ -105,7 +105,10 @@ async def test_adapter_calls_use_vllm_runtime_lora_endpoints() -> None:
     await client.load_adapter("law-abc", "/data/adapters/abc")
     await client.unload_adapter("law-abc")
 
-    assert seen[0] == ("/v1/load_lora_adapter", b'{"lora_name":"law-abc","lora_path":"/data/adapters/abc"}')
+    assert seen[0] == (
+        "/v1/load_lora_adapter",
+        b'{"lora_name":"law-abc","lora_path":"/data/adapters/abc"}',
+    )
     assert seen[1][0] == "/v1/unload_lora_adapter"
 
 

@@ -1,0 +1,1 @@
+"""Model weights on disk: the folders the engines serve, PEFT trains on and RAG embeds with."""

@@ -26,7 +26,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
-    engine = create_async_engine(url, echo=echo, pool_pre_ping=not url.startswith("sqlite"))
+    if url.startswith("sqlite"):
+        # SQLite has one write lock; pooled connections (each on its own aiosqlite
+        # thread) only fight over it in busy_timeout sleeps. One connection queues
+        # requests instead: bench/gateway_overhead.py measured p99 at concurrency 8
+        # fall from ~540 ms to ~75 ms and throughput nearly double.
+        engine = create_async_engine(url, echo=echo, pool_size=1, max_overflow=0)
+    else:
+        engine = create_async_engine(url, echo=echo, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine

@@ -107,6 +107,9 @@ class EngineProcesses:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._dir = settings.engines_dir
+        # Processes this object spawned, kept so stop() can reap them (no zombies, no
+        # "still running" warnings); engines started by another process are found by PID file.
+        self._children: dict[Slot, subprocess.Popen[bytes]] = {}
 
     def spec(self, slot: Slot) -> EngineSpec:
         s, e = self._settings, self._settings.engines
@@ -196,6 +199,7 @@ class EngineProcesses:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        self._children[slot] = process
         record = EngineRecord(
             pid=process.pid,
             create_time=psutil.Process(process.pid).create_time(),
@@ -249,6 +253,9 @@ class EngineProcesses:
             pass
         # vLLM's engine-core child can outlive its parent for a moment; wait for the group.
         _wait_group_gone(record.pid, timeout_s)
+        child = self._children.pop(slot, None)
+        if child is not None:
+            child.wait(timeout=timeout_s)
         spec.pid_path.unlink(missing_ok=True)
         return True
 

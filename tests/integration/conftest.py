@@ -1,0 +1,107 @@
+"""One real vLLM engine per test session, and a real gateway over HTTP in front of it.
+
+The prepared model and the engine's data live under `TWINLOOP_TEST_DATA_DIR`
+(default `var/test`), so a second run reuses the converted model.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from twinloop.db import migrate
+from twinloop.engines.process import EngineProcesses
+from twinloop.settings import EngineSettings, Settings, Slot
+
+TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def integration_data_dir() -> Path:
+    path = Path(os.environ.get("TWINLOOP_TEST_DATA_DIR", "var/test")).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine_settings(integration_data_dir: Path) -> Settings:
+    """Settings for the shared engine: blue on a test port, green deliberately absent."""
+    return Settings(
+        data_dir=integration_data_dir,
+        engines=EngineSettings(
+            blue_port=TEST_BLUE_PORT,
+            green_port=_free_port(),  # nothing listens: the green slot is a stopped engine
+            blue_cpus="0-1",
+            start_timeout_s=600,
+            retries=1,
+        ),
+    )
+
+
+@pytest.fixture(scope="session")
+def prepared_model(engine_settings: Settings) -> Path:
+    from twinloop.weights.prepare import prepare_models
+
+    prepare_models(engine_settings)
+    return engine_settings.prepared_base_model_dir
+
+
+@pytest.fixture(scope="session")
+def engine_processes(engine_settings: Settings, prepared_model: Path) -> Iterator[EngineProcesses]:
+    processes = EngineProcesses(engine_settings)
+    yield processes
+    processes.stop(Slot.BLUE)
+
+
+@pytest.fixture
+def real_engine(engine_processes: EngineProcesses) -> EngineProcesses:
+    """The shared blue engine, (re)started if it is not serving."""
+    if not engine_processes.is_healthy(Slot.BLUE):
+        engine_processes.start(Slot.BLUE)
+        engine_processes.wait_healthy(Slot.BLUE)
+    return engine_processes
+
+
+@pytest.fixture
+def gateway_settings(engine_settings: Settings, tmp_path: Path) -> Settings:
+    settings = engine_settings.model_copy(
+        update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"}
+    )
+    migrate.upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+@pytest.fixture
+def gateway_url(gateway_settings: Settings, real_engine: EngineProcesses) -> Iterator[str]:
+    """The real gateway app served by uvicorn on a loopback port, in a thread."""
+    from api.app import create_app
+
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(gateway_settings), host="127.0.0.1", port=port, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the gateway did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)

@@ -1,0 +1,96 @@
+"""The whole slice against a real vLLM CPU engine: gateway -> engine -> real model."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import httpx
+import openai
+import pytest
+
+from twinloop.engines.process import EngineProcesses
+from twinloop.settings import Settings, Slot
+
+pytestmark = pytest.mark.integration
+
+QUESTION = "What is the capital of France?"
+
+
+def test_answer_comes_from_the_real_model(gateway_url: str) -> None:
+    response = httpx.post(f"{gateway_url}/answer", json={"question": QUESTION}, timeout=120)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert "Paris" in body["answer"]
+    assert (body["slot"], body["domain"], body["adapter"]) == ("blue", "general", None)
+    assert body["snapshot_id"]
+
+
+def test_readyz_is_200_with_a_generating_engine(gateway_url: str) -> None:
+    response = httpx.get(f"{gateway_url}/readyz", timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json()["engine"] == "ok"
+
+
+def test_openai_client_gets_plain_and_streamed_completions(gateway_url: str) -> None:
+    client = openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="unused", timeout=120)
+    messages: list[openai.types.chat.ChatCompletionMessageParam] = [
+        {"role": "user", "content": QUESTION}
+    ]
+
+    assert "auto" in [m.id for m in client.models.list()]
+    plain = client.chat.completions.create(
+        model="auto", messages=messages, max_tokens=32, temperature=0
+    )
+    assert "Paris" in (plain.choices[0].message.content or "")
+
+    stream = client.chat.completions.create(
+        model="general", messages=messages, max_tokens=32, temperature=0, stream=True
+    )
+    pieces = [chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices]
+    assert len(pieces) > 1
+    assert "Paris" in "".join(pieces)
+
+
+def _running_requests(engine_settings: Settings) -> float:
+    text = httpx.get(f"{engine_settings.engines.base_url(Slot.BLUE)}/metrics", timeout=10).text
+    match = re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)", text, re.MULTILINE)
+    assert match, "vLLM exports vllm:num_requests_running"
+    return float(match.group(1))
+
+
+def test_a_client_that_leaves_stops_the_generation(
+    gateway_url: str, engine_settings: Settings
+) -> None:
+    body = {
+        "model": "auto",
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 1500,
+        "min_tokens": 1500,
+        "stream": True,
+    }
+    with httpx.stream("POST", f"{gateway_url}/v1/chat/completions", json=body, timeout=60) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                break  # one chunk, then hang up
+    assert _running_requests(engine_settings) <= 1
+
+    # 1500 tokens take a minute at CPU speed; the engine must give up within seconds.
+    deadline = time.monotonic() + 10
+    while _running_requests(engine_settings) > 0:
+        assert time.monotonic() < deadline, "the engine kept generating for a client that left"
+        time.sleep(0.2)
+
+
+def test_zz_a_stopped_engine_gives_503(gateway_url: str, real_engine: EngineProcesses) -> None:
+    # Named to run last in this module; the `real_engine` fixture restarts it for later tests.
+    assert real_engine.stop(Slot.BLUE) is True
+    assert real_engine.record(Slot.BLUE) is None
+
+    answer = httpx.post(f"{gateway_url}/answer", json={"question": QUESTION}, timeout=30)
+    ready = httpx.get(f"{gateway_url}/readyz", timeout=30)
+
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "EngineUnavailableError"
+    assert ready.status_code == 503

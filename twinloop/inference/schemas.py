@@ -49,9 +49,16 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
 
-    def engine_body(self, model: str) -> dict[str, Any]:
+    def engine_body(self, model: str, *, default_max_tokens: int) -> dict[str, Any]:
+        """The request as the engine gets it: our model name, and a bound on its length.
+
+        Without `max_tokens` vLLM generates up to the context limit; a shared engine
+        should not spend a minute on one request nobody bounded.
+        """
         body = self.model_dump(exclude_none=True)
         body["model"] = model
+        if self.max_tokens is None and self.max_completion_tokens is None:
+            body["max_tokens"] = default_max_tokens
         return body
 
     def last_user_text(self) -> str:

@@ -112,9 +112,7 @@ class AnswerService:
         routed = self._route_model(request.model)
         started = time.perf_counter()
         engine = self._engines[routed.target.slot]
-        result = await self._call(
-            "chat", routed, engine.chat(request.engine_body(routed.target.model))
-        )
+        result = await self._call("chat", routed, engine.chat(self._engine_body(request, routed)))
         latency_ms = (time.perf_counter() - started) * 1000
         text, finish, usage = _first_choice(result)
         record = self._record(
@@ -140,7 +138,7 @@ class AnswerService:
         wants_usage = bool(
             (request.model_extra or {}).get("stream_options", {}).get("include_usage")
         )
-        body = request.engine_body(routed.target.model)
+        body = self._engine_body(request, routed)
         # Usage feeds the token metrics; it is dropped again if the client did not ask for it.
         body["stream_options"] = {"include_usage": True}
         labels = (routed.target.slot.value, routed.domain)
@@ -198,6 +196,9 @@ class AnswerService:
             session.add(record)
 
     # -- shared -------------------------------------------------------------------
+
+    def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
+        return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)
 
     def _route(self, domain: str | None) -> Routed:
         if domain is None:

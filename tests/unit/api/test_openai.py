@@ -8,6 +8,7 @@ from sqlalchemy import select
 from tests.fakes.engine import FakeEngine
 from twinloop.db.models import Answer
 from twinloop.runtime import Runtime
+from twinloop.settings import Settings
 
 CHAT = "/v1/chat/completions"
 
@@ -107,3 +108,16 @@ async def test_streaming_with_engine_down_is_503_before_any_chunk(
     assert response.json()["error"] == "EngineUnavailableError"
     async with runtime.sessionmaker() as session:
         assert (await session.execute(select(Answer))).first() is None
+
+
+async def test_unbounded_requests_get_the_default_max_tokens(
+    client: httpx.AsyncClient, fake_engine: FakeEngine, settings: Settings
+) -> None:
+    await client.post(CHAT, json=_chat())
+    await client.post(CHAT, json=_chat(max_tokens=7))
+    await client.post(CHAT, json=_chat(max_completion_tokens=9))
+
+    sent = fake_engine.calls(CHAT)
+    assert sent[0]["max_tokens"] == settings.gateway.default_max_tokens
+    assert sent[1]["max_tokens"] == 7
+    assert "max_tokens" not in sent[2]

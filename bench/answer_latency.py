@@ -1,0 +1,81 @@
+"""Single-request latency of a real answer: straight to vLLM versus through the gateway.
+
+Run against a running service (`make up`). Requests are interleaved, one at a
+time, with the same body and greedy decoding, so both paths generate the same
+tokens and the difference is what the gateway adds (routing, persistence,
+metrics, one more HTTP hop).
+
+    .venv/bin/python bench/answer_latency.py --requests 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import httpx
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "What is the largest planet in the solar system?",
+    "Who wrote Romeo and Juliet?",
+]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--gateway", default="http://127.0.0.1:8000")
+    parser.add_argument("--engine", default="http://127.0.0.1:8101", help="the active engine")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--max-tokens", type=int, default=16)
+    args = parser.parse_args()
+
+    timings: dict[str, list[float]] = {"vllm direct": [], "gateway /v1": [], "gateway /answer": []}
+    with httpx.Client(timeout=120) as client:
+        for i in range(args.requests + 3):
+            question = QUESTIONS[i % len(QUESTIONS)]
+            messages = [{"role": "user", "content": question}]
+            chat = {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0}
+            calls = {
+                "vllm direct": (
+                    f"{args.engine}/v1/chat/completions",
+                    {**chat, "model": args.model},
+                ),
+                "gateway /v1": (
+                    f"{args.gateway}/v1/chat/completions",
+                    {**chat, "model": args.model},
+                ),
+                "gateway /answer": (
+                    f"{args.gateway}/answer",
+                    {"question": question, "max_tokens": args.max_tokens},
+                ),
+            }
+            for name, (url, body) in calls.items():
+                started = time.perf_counter()
+                response = client.post(url, json=body)
+                elapsed = (time.perf_counter() - started) * 1000
+                response.raise_for_status()
+                if i >= 3:  # the first rounds warm caches and connections
+                    timings[name].append(elapsed)
+
+    base = statistics.median(timings["vllm direct"])
+    print(
+        f"single-request latency, {args.requests} interleaved requests each, greedy, "
+        f"max_tokens={args.max_tokens}"
+    )
+    print(f"{'path':<18}{'p50 ms':>9}{'p90 ms':>9}{'min ms':>9}{'+p50 ms':>9}")
+    for name, values in timings.items():
+        p50 = statistics.median(values)
+        extra = "-" if name == "vllm direct" else f"{p50 - base:+.1f}"
+        print(f"{name:<18}{p50:>9.1f}{_percentile(values, 0.9):>9.1f}{min(values):>9.1f}{extra:>9}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""Queries for adapter versions. Flushes, never commits."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
+
+
+async def get(session: AsyncSession, adapter_id: str) -> AdapterVersion | None:
+    return await session.get(AdapterVersion, adapter_id)
+
+
+async def get_by_sha256(session: AsyncSession, sha256: str) -> AdapterVersion | None:
+    result = await session.execute(select(AdapterVersion).where(AdapterVersion.sha256 == sha256))
+    return result.scalar_one_or_none()
+
+
+async def list_versions(session: AsyncSession, domain: str | None = None) -> list[AdapterVersion]:
+    """Newest first; all domains unless one is named."""
+    query = select(AdapterVersion).order_by(
+        AdapterVersion.created_at.desc(), AdapterVersion.id.desc()
+    )
+    if domain is not None:
+        query = query.where(AdapterVersion.domain == domain)
+    result = await session.execute(query)
+    return list(result.scalars())
+
+
+async def training_run_exists(session: AsyncSession, training_run_id: str) -> bool:
+    return await session.get(TrainingRun, training_run_id) is not None
+
+
+async def add(session: AsyncSession, *records: AdapterVersion | AuditEntry) -> None:
+    session.add_all(records)
+    await session.flush()

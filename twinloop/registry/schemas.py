@@ -1,0 +1,37 @@
+"""What the API takes and shows of adapter versions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class AdapterView(BaseModel):
+    """One registered adapter version. Its folder path stays server-side."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    domain: str
+    name: str
+    base_model: str
+    sha256: str
+    parent_id: str | None
+    training_run_id: str | None
+    metrics: dict[str, Any]
+    tainted: bool
+    created_at: datetime
+
+
+class RegisterAdapterRequest(BaseModel):
+    """Register a PEFT LoRA adapter folder that the server can read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="The adapter folder on the server (PEFT `save_pretrained`).")
+    domain: str
+    parent_id: str | None = Field(default=None, description="The adapter version it refines.")
+    training_run_id: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)

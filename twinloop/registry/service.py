@@ -1,0 +1,247 @@
+"""Adapter registry: the only way an adapter folder becomes something a slot may serve.
+
+Registering checks the folder (a PEFT LoRA adapter, a rank the engines accept, trained
+for the base model this service serves, lineage within one domain), copies it into the
+content-addressed store under the data directory and records it. Loading goes through
+`verified_path`, which hashes the stored copy again, so changed files never reach an engine.
+
+**Which base model an adapter was trained for.** PEFT records `base_model_name_or_path` as
+whatever the trainer passed to `from_pretrained`: a Hugging Face id, or a folder path that
+is often on another machine. It matches this service when, for one of the aliases from
+`base_model_aliases`:
+
+1. the two strings are equal; or
+2. taken as local paths (`~` expanded, relative ones against the working directory,
+   symlinks resolved), they are the same folder; or
+3. their last path components are equal ignoring case, so that
+   `HuggingFaceTB/SmolLM2-135M-Instruct`, `/elsewhere/smollm2-135m-instruct/` and the
+   served name `smollm2-135m-instruct` all name the same model.
+
+Rule 3 trusts folder names: keep a custom base model in a folder named after the model,
+not a generic `model/`, or adapters for any other model kept in a `model/` folder match.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from adapters.files import (
+    AdapterConfigInfo,
+    InvalidAdapterError,
+    StoredAdapter,
+    read_adapter_config,
+    store_adapter,
+    verify_adapter,
+)
+from twinloop.db.models import AdapterVersion, AuditEntry
+from twinloop.errors import InvalidRequestError, NotFoundError, TwinloopError
+from twinloop.registry import repository
+from twinloop.settings import Settings
+
+ADAPTERS_DIRNAME = "adapters"
+DEFAULT_BASE_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_NAME_HASH_CHARS = 12
+
+
+class AdapterConflictError(TwinloopError):
+    """The same adapter files are already registered in another domain."""
+
+    status_code = 409
+
+
+def base_model_aliases(settings: Settings) -> frozenset[str]:
+    """Every name an adapter's recorded base model may use for the model this service serves."""
+    configured = settings.base_model_path
+    aliases = {configured, settings.models.served_name}
+    folder = Path(configured).expanduser()
+    if folder.exists():
+        aliases.add(str(folder.resolve()))
+    if settings.models.base_model is None:
+        # The prepared folder is converted from this model; adapters trained on the
+        # original from the Hub fit it.
+        aliases.add(DEFAULT_BASE_MODEL_HUB_ID)
+    return frozenset(aliases)
+
+
+def _resolved(name: str) -> str:
+    return str(Path(name).expanduser().resolve())
+
+
+def _tail(name: str) -> str:
+    return PurePosixPath(name.replace("\\", "/")).name.casefold()
+
+
+class AdapterRegistry:
+    def __init__(
+        self,
+        *,
+        adapters_root: Path,
+        base_model_aliases: frozenset[str],
+        max_lora_rank: int,
+        domains: Sequence[str],
+    ) -> None:
+        if not base_model_aliases:
+            raise ValueError("base_model_aliases must name the base model this service serves")
+        self._root = adapters_root.absolute()
+        self._aliases = base_model_aliases
+        self._alias_paths = frozenset(_resolved(alias) for alias in base_model_aliases)
+        self._alias_tails = frozenset(filter(None, map(_tail, base_model_aliases)))
+        self._max_lora_rank = max_lora_rank
+        self._domains = tuple(domains)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdapterRegistry:
+        return cls(
+            adapters_root=settings.data_dir / ADAPTERS_DIRNAME,
+            base_model_aliases=base_model_aliases(settings),
+            max_lora_rank=settings.engines.max_lora_rank,
+            domains=settings.domains,
+        )
+
+    @property
+    def adapters_root(self) -> Path:
+        return self._root
+
+    async def register(
+        self,
+        session: AsyncSession,
+        *,
+        source: Path,
+        domain: str,
+        parent_id: str | None = None,
+        training_run_id: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> AdapterVersion:
+        """Check, copy and record the adapter folder `source`.
+
+        Registering files that are already registered returns the existing row unchanged
+        (the lineage and metrics of the first registration stand). An `actor` (an operator
+        through the admin API) is written to the audit log with a new registration.
+        """
+        if domain not in self._domains:
+            raise InvalidRequestError(
+                f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
+            )
+        recorded_metrics = _json_metrics(metrics)
+        config = await asyncio.to_thread(self._inspect, source)
+        if parent_id is not None:
+            await self._check_parent(session, parent_id, domain)
+        if training_run_id is not None and not await repository.training_run_exists(
+            session, training_run_id
+        ):
+            raise NotFoundError(f"training run {training_run_id} does not exist")
+
+        stored = await asyncio.to_thread(self._store, source, config)
+        existing = await repository.get_by_sha256(session, stored.sha256)
+        if existing is not None:
+            if existing.domain != domain:
+                raise AdapterConflictError(
+                    f"the files in {source} are already registered as {existing.name} for "
+                    f"domain {existing.domain!r}; an adapter version belongs to one domain"
+                )
+            return existing
+        adapter = AdapterVersion(
+            domain=domain,
+            name=f"{domain}-{stored.sha256[:_NAME_HASH_CHARS]}",
+            base_model=config.base_model_name_or_path,
+            path=str(stored.path),
+            sha256=stored.sha256,
+            parent_id=parent_id,
+            training_run_id=training_run_id,
+            metrics=recorded_metrics,
+        )
+        await repository.add(session, adapter)
+        if actor is not None:
+            audit = AuditEntry(
+                actor=actor,
+                action="adapter.register",
+                target=adapter.id,
+                details={"name": adapter.name, "sha256": adapter.sha256, "source": str(source)},
+            )
+            await repository.add(session, audit)
+        return adapter
+
+    async def verified_path(self, adapter: AdapterVersion) -> Path:
+        """The adapter's folder, hashed again just now; call right before an engine loads it."""
+        path = Path(adapter.path)
+        await asyncio.to_thread(verify_adapter, path, adapter.sha256)
+        return path
+
+    async def get(self, session: AsyncSession, adapter_id: str) -> AdapterVersion:
+        adapter = await repository.get(session, adapter_id)
+        if adapter is None:
+            raise NotFoundError(f"adapter version {adapter_id} does not exist")
+        return adapter
+
+    async def list(
+        self, session: AsyncSession, domain: str | None = None
+    ) -> builtins.list[AdapterVersion]:
+        """Newest first; every domain unless one is named."""
+        return await repository.list_versions(session, domain)
+
+    def trained_for_served_base(self, declared: str) -> bool:
+        """Whether `declared` names the served base model (rules in the module docstring).
+
+        Touches the file system to resolve paths: call it from a thread in async code.
+        """
+        if declared in self._aliases or _resolved(declared) in self._alias_paths:
+            return True
+        return _tail(declared) in self._alias_tails
+
+    def _inspect(self, source: Path) -> AdapterConfigInfo:
+        config = read_adapter_config(source)
+        if config.max_rank > self._max_lora_rank:
+            raise InvalidAdapterError(
+                f"adapter at {source} has LoRA rank {config.max_rank}; the engines accept at "
+                f"most rank {self._max_lora_rank} (engines.max_lora_rank)"
+            )
+        declared = config.base_model_name_or_path
+        if declared is None:
+            raise InvalidAdapterError(
+                f"adapter at {source} does not say which base model it was trained for "
+                "(base_model_name_or_path is empty in adapter_config.json)"
+            )
+        if not self.trained_for_served_base(declared):
+            served = ", ".join(repr(alias) for alias in sorted(self._aliases))
+            raise InvalidAdapterError(
+                f"adapter at {source} was trained for base model {declared!r}; "
+                f"this service serves the base model known as {served}"
+            )
+        return config
+
+    def _store(self, source: Path, inspected: AdapterConfigInfo) -> StoredAdapter:
+        stored = store_adapter(source, self._root)
+        # The copy, not `source`, is what engines load: it must be the adapter checked above.
+        if read_adapter_config(stored.path) != inspected:
+            raise InvalidAdapterError(
+                f"{source} changed while it was being registered; register it once it is "
+                "fully written"
+            )
+        return stored
+
+    async def _check_parent(self, session: AsyncSession, parent_id: str, domain: str) -> None:
+        parent = await repository.get(session, parent_id)
+        if parent is None:
+            raise NotFoundError(f"parent adapter version {parent_id} does not exist")
+        if parent.domain != domain:
+            raise InvalidRequestError(
+                f"parent adapter {parent.name} belongs to domain {parent.domain!r}, not "
+                f"{domain!r}; an adapter's lineage stays within one domain"
+            )
+
+
+def _json_metrics(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """The metrics as they will read back from the database (PostgreSQL's JSON has no NaN)."""
+    try:
+        normalized: dict[str, Any] = json.loads(json.dumps(metrics or {}, allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise InvalidRequestError(f"metrics must be JSON with finite numbers: {e}") from e
+    return normalized

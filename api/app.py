@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.logging import RequestIdMiddleware
-from api.routes import answer, health, openai
+from api.routes import admin, answer, health, openai
 from twinloop import __version__
 from twinloop.runtime import open_runtime
 from twinloop.settings import Settings
@@ -33,6 +33,6 @@ def create_app(
     app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (answer, openai, health):
+    for module in (answer, openai, health, admin):
         app.include_router(module.router)
     return app

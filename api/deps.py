@@ -14,6 +14,8 @@ from twinloop.errors import TwinloopError
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.metrics import Metrics
+from twinloop.registry.service import AdapterRegistry
+from twinloop.releases.admin import ReleaseAdmin
 from twinloop.runtime import Runtime
 
 
@@ -32,6 +34,18 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def get_release_admin(runtime: RuntimeDep) -> ReleaseAdmin:
+    return runtime.release_admin
+
+
+def get_registry(runtime: RuntimeDep) -> AdapterRegistry:
+    return runtime.registry
+
+
+ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
+RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
 
 
 def get_answers(runtime: RuntimeDep) -> AnswerService:
@@ -57,17 +71,25 @@ class AdminAuthError(TwinloopError):
     status_code = 401
 
 
-def require_admin(
-    runtime: RuntimeDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """401 without a bearer token, 403 with a wrong one; returns the actor for the audit log."""
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def optional_admin(runtime: RuntimeDep, credentials: CredentialsDep) -> str | None:
+    """The admin actor when a valid token came, None when none came; 403 for a wrong one."""
     if credentials is None:
-        raise AdminAuthError("admin token required: send `Authorization: Bearer <token>`")
+        return None
     expected = runtime.settings.admin_token.get_secret_value()
     if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
         raise AdminAuthError("admin token is not valid", status_code=403)
     return "admin"
 
 
+def require_admin(actor: Annotated[str | None, Depends(optional_admin)]) -> str:
+    """401 without a bearer token, 403 with a wrong one; returns the actor for the audit log."""
+    if actor is None:
+        raise AdminAuthError("admin token required: send `Authorization: Bearer <token>`")
+    return actor
+
+
 AdminDep = Annotated[str, Depends(require_admin)]
+OptionalAdminDep = Annotated[str | None, Depends(optional_admin)]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,9 +14,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from twinloop.db import migrate
+from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.engines.process import EngineProcesses
 from twinloop.errors import TwinloopError
 from twinloop.logging import configure_logging
+from twinloop.registry.schemas import AdapterView
+from twinloop.registry.service import AdapterRegistry
 from twinloop.settings import Settings, Slot
 
 app = typer.Typer(
@@ -25,9 +30,11 @@ engines_app = typer.Typer(
     help="Start, stop and inspect the two vLLM engines.", no_args_is_help=True
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+adapters_app = typer.Typer(help="The LoRA adapter registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(engines_app, name="engines")
 app.add_typer(db_app, name="db")
+app.add_typer(adapters_app, name="adapters")
 
 console = Console(stderr=True)
 
@@ -73,6 +80,34 @@ def db_upgrade() -> None:
     settings = Settings()
     migrate.upgrade(settings.sqlalchemy_url)
     console.print("database is at the newest schema")
+
+
+@adapters_app.command("register")
+def adapters_register(
+    path: Annotated[Path, typer.Argument(help="A PEFT LoRA adapter folder.")],
+    domain: Annotated[str, typer.Option(help="The domain it serves.")],
+    parent: Annotated[str | None, typer.Option(help="The adapter version it refines.")] = None,
+) -> None:
+    """Register an adapter trained elsewhere: checked, copied under its sha256, recorded."""
+    try:
+        view = asyncio.run(_register_adapter(Settings(), path, domain, parent))
+    except TwinloopError as e:
+        raise _fail(e) from e
+    console.print(f"registered {view.name} (id {view.id}, sha256 {view.sha256})")
+
+
+async def _register_adapter(
+    settings: Settings, path: Path, domain: str, parent: str | None
+) -> AdapterView:
+    db = create_engine(settings.sqlalchemy_url)
+    try:
+        async with create_sessionmaker(db).begin() as session:
+            adapter = await AdapterRegistry.from_settings(settings).register(
+                session, source=path, domain=domain, parent_id=parent, actor="cli"
+            )
+            return AdapterView.model_validate(adapter)
+    finally:
+        await db.dispose()
 
 
 @engines_app.command("start")

@@ -72,5 +72,19 @@ class Metrics:
             registry=r,
         )
 
+        self.release_changes = Histogram(
+            "twinloop_release_change_seconds",
+            "Duration of stage, swap and rollback, from the request to the pointer flip.",
+            ["kind"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.engine_reconciles = Counter(
+            "twinloop_engine_reconcile_loads",
+            "Adapters loaded again into an engine that had lost them (an engine restart).",
+            ["slot"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -6,6 +6,8 @@ network-facing exists outside it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +20,10 @@ from twinloop.inference.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.metrics import Metrics
+from twinloop.registry.service import AdapterRegistry
+from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
+from twinloop.releases.watcher import watch_releases
 from twinloop.settings import Settings, Slot
 
 
@@ -30,6 +35,8 @@ class Runtime:
     metrics: Metrics
     engines: dict[str, EngineClient]
     releases: ReleaseController
+    release_admin: ReleaseAdmin
+    registry: AdapterRegistry
     answers: AnswerService
     readiness: ReadinessService
 
@@ -65,11 +72,10 @@ async def open_runtime(
             for slot in Slot
         }
         base_name = settings.models.served_name
-        releases = ReleaseController(sessionmaker=sessionmaker, base_model_name=base_name)
-        state = await releases.load()
-        metrics.release_generation.set(state.generation)
-        for slot in Slot:
-            metrics.active_slot.labels(slot.value).set(int(slot is state.active_slot))
+        releases = ReleaseController(
+            sessionmaker=sessionmaker, engines=engines, metrics=metrics, base_model_name=base_name
+        )
+        await releases.load()
         answers = AnswerService(
             engines=engines,
             releases=releases,
@@ -88,16 +94,36 @@ async def open_runtime(
             base_model_name=base_name,
             cache_s=settings.gateway.readiness_cache_s,
         )
-        yield Runtime(
-            settings=settings,
-            db=db,
-            sessionmaker=sessionmaker,
-            metrics=metrics,
-            engines=engines,
-            releases=releases,
-            answers=answers,
-            readiness=readiness,
+        watcher = asyncio.create_task(
+            watch_releases(
+                releases,
+                poll_s=settings.gateway.release_poll_s,
+                reconcile_s=settings.gateway.reconcile_s,
+            ),
+            name="release-watcher",
         )
+        try:
+            yield Runtime(
+                settings=settings,
+                db=db,
+                sessionmaker=sessionmaker,
+                metrics=metrics,
+                engines=engines,
+                releases=releases,
+                release_admin=ReleaseAdmin(
+                    controller=releases,
+                    engines=engines,
+                    sessionmaker=sessionmaker,
+                    domains=settings.domains,
+                ),
+                registry=AdapterRegistry.from_settings(settings),
+                answers=answers,
+                readiness=readiness,
+            )
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     finally:
         await http.aclose()
         await db.dispose()

@@ -88,8 +88,17 @@ class GatewaySettings(BaseModel):
     readiness_cache_s: float = Field(
         default=5.0, description="How long a successful one-token readiness probe is trusted."
     )
-    default_max_tokens: int = 256
-    max_question_chars: int = 8000
+    default_max_tokens: int = Field(
+        default=256, description="Bound on answers whose request names no max_tokens."
+    )
+    release_poll_s: float = Field(
+        default=0.25,
+        description="How often a gateway reads the release generation; a swap made through "
+        "another gateway is taken within this.",
+    )
+    reconcile_s: float = Field(
+        default=5.0, description="How often engines are checked for lost adapters."
+    )
 
 
 class Settings(BaseSettings):

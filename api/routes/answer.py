@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import AnswersDep, MetricsDep, SessionDep
+from api.deps import AnswersDep, MetricsDep, OptionalAdminDep, SessionDep
 from api.disconnect import cancel_on_disconnect
 from twinloop.inference.schemas import AnswerRequest, AnswerResponse
 
@@ -18,7 +18,8 @@ async def answer(
     session: SessionDep,
     answers: AnswersDep,
     metrics: MetricsDep,
+    admin: OptionalAdminDep,
 ) -> AnswerResponse:
     return await cancel_on_disconnect(
-        request, answers.answer(session, body), route="answer", metrics=metrics
+        request, answers.answer(session, body, admin=admin), route="answer", metrics=metrics
     )

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+BASE_MODEL = "smollm2-135m-instruct"
+
 
 @dataclass
 class FakeEngine:
@@ -50,10 +52,26 @@ class FakeEngine:
             status, payload = self.status_override
             return httpx.Response(status, json=payload)
         path = request.url.path
+        loaded = self.loaded_adapters.setdefault(slot, set())
         if path == "/health":
             return httpx.Response(200)
         if path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "smollm2-135m-instruct"}]})
+            names = [BASE_MODEL, *sorted(loaded)]
+            return httpx.Response(200, json={"data": [{"id": name} for name in names]})
+        if path == "/v1/load_lora_adapter":
+            if body["lora_name"] in loaded:
+                message = f"The lora adapter '{body['lora_name']}' has already been loaded."
+                return httpx.Response(400, json={"error": {"message": message}})
+            loaded.add(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        if path == "/v1/unload_lora_adapter":
+            if body["lora_name"] not in loaded:
+                return httpx.Response(404, json={"error": {"message": "not found"}})
+            loaded.discard(body["lora_name"])
+            return httpx.Response(200, text="Success")
+        if body.get("model") not in (None, BASE_MODEL, *loaded):
+            message = f"The model `{body.get('model')}` does not exist."
+            return httpx.Response(404, json={"error": {"message": message}})
         if path == "/v1/completions":
             return httpx.Response(200, json={"choices": [{"text": "!", "index": 0}]})
         if path == "/v1/chat/completions":
@@ -75,12 +93,17 @@ class FakeEngine:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": self.reply},
+                    "message": {"role": "assistant", "content": self._reply_for(body)},
                     "finish_reason": "stop",
                 }
             ],
             "usage": {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16},
         }
+
+    def _reply_for(self, body: dict[str, Any]) -> str:
+        # An adapter changes the answer, so tests can tell who served it.
+        model = body.get("model")
+        return self.reply if model == BASE_MODEL else f"{self.reply} [{model}]"
 
     async def _stream_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
         words = self.reply.split(" ")

@@ -44,6 +44,10 @@ class EngineTimeouts:
         )
 
 
+class EngineModelNotFoundError(EngineResponseError):
+    """The engine does not serve the model asked for (an adapter it lost on restart)."""
+
+
 class EngineRejectedRequestError(InvalidRequestError):
     """The engine refused the request as invalid (context too long, bad parameter)."""
 
@@ -198,6 +202,8 @@ def _status_error(response: httpx.Response, engine: str) -> TwinloopError:
     detail = _engine_message(response)
     if response.status_code in (400, 422):
         return EngineRejectedRequestError(f"engine {engine} rejected the request: {detail}")
+    if response.status_code == 404:
+        return EngineModelNotFoundError(f"engine {engine} does not serve that model: {detail}")
     return EngineResponseError(f"engine {engine} answered HTTP {response.status_code}: {detail}")
 
 

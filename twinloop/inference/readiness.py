@@ -20,6 +20,7 @@ from twinloop.errors import TwinloopError
 from twinloop.inference.client import EngineClient
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
+from twinloop.settings import Slot
 
 
 class ReadinessReport(BaseModel):
@@ -76,6 +77,8 @@ class ReadinessService:
             if self._clock() < self._engine_ok_until.get(slot, 0.0):
                 return "ok"
             try:
+                # An engine that restarted serves traffic only with its adapters back.
+                await self._releases.reconcile(Slot(slot))
                 await self._engines[slot].probe_generation(self._base_model_name)
             except TwinloopError as e:
                 self._metrics.engine_ready.labels(slot).set(0)

@@ -18,6 +18,11 @@ class AnswerRequest(BaseModel):
     user_id: str | None = Field(default=None, max_length=255)
     session_id: str | None = Field(default=None, max_length=255)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    target: Literal["active", "shadow"] = Field(
+        default="active",
+        description="`shadow` previews the shadow slot; needs the admin token. Previews are "
+        "stored apart from users' answers.",
+    )
 
 
 class AnswerResponse(BaseModel):
@@ -29,6 +34,7 @@ class AnswerResponse(BaseModel):
     snapshot_id: str
     adapter: str | None
     latency_ms: float
+    preview: bool = False
 
 
 class ChatMessage(BaseModel):

@@ -20,7 +20,7 @@ from twinloop.errors import (
     NotFoundError,
     TwinloopError,
 )
-from twinloop.inference.client import EngineClient
+from twinloop.inference.client import EngineClient, EngineModelNotFoundError
 from twinloop.inference.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -30,8 +30,13 @@ from twinloop.inference.schemas import (
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
+from twinloop.settings import Slot
 
 AUTO_MODEL = "auto"
+
+
+class PreviewForbiddenError(TwinloopError):
+    status_code = 403
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,16 @@ class AnswerService:
 
     # -- /answer ------------------------------------------------------------------
 
-    async def answer(self, session: AsyncSession, request: AnswerRequest) -> AnswerResponse:
-        routed = self._route(request.domain)
+    async def answer(
+        self, session: AsyncSession, request: AnswerRequest, *, admin: str | None = None
+    ) -> AnswerResponse:
+        """Answer on the active slot, or preview the shadow slot when an admin asks."""
+        preview = request.target == "shadow"
+        if preview and admin is None:
+            raise PreviewForbiddenError("previewing the shadow slot needs the admin token")
+        slot = self._releases.state.shadow_slot if preview else None
+        routed = self._route(request.domain, slot=slot)
+        route = "answer_preview" if preview else "answer"
         body = {
             "model": routed.target.model,
             "messages": [{"role": "user", "content": request.question}],
@@ -75,11 +88,11 @@ class AnswerService:
             "temperature": 0.0,
         }
         started = time.perf_counter()
-        result = await self._call("answer", routed, self._engines[routed.target.slot].chat(body))
+        result = await self._generate(route, routed, body)
         latency_ms = (time.perf_counter() - started) * 1000
         text, finish, usage = _first_choice(result)
         record = self._record(
-            route="answer",
+            route=route,
             question=request.question,
             answer=text,
             routed=routed,
@@ -89,6 +102,7 @@ class AnswerService:
             user_id=request.user_id,
             session_id=request.session_id,
         )
+        record.is_preview = preview
         session.add(record)
         await session.flush()
         return AnswerResponse(
@@ -100,6 +114,7 @@ class AnswerService:
             snapshot_id=routed.target.snapshot_id,
             adapter=routed.target.adapter,
             latency_ms=round(latency_ms, 2),
+            preview=preview,
         )
 
     # -- OpenAI-compatible --------------------------------------------------------
@@ -111,8 +126,7 @@ class AnswerService:
     async def chat(self, session: AsyncSession, request: ChatCompletionRequest) -> dict[str, Any]:
         routed = self._route_model(request.model)
         started = time.perf_counter()
-        engine = self._engines[routed.target.slot]
-        result = await self._call("chat", routed, engine.chat(self._engine_body(request, routed)))
+        result = await self._generate("chat", routed, self._engine_body(request, routed))
         latency_ms = (time.perf_counter() - started) * 1000
         text, finish, usage = _first_choice(result)
         record = self._record(
@@ -143,8 +157,14 @@ class AnswerService:
         body["stream_options"] = {"include_usage": True}
         labels = (routed.target.slot.value, routed.domain)
         started = time.perf_counter()
-        chunks = self._engines[routed.target.slot].stream_chat(body)
-        first = await self._call("chat", routed, anext(chunks))
+        slot = routed.target.slot.value
+        self._releases.inflight.enter(slot)
+        try:
+            chunks = self._engines[slot].stream_chat(body)
+            first = await self._first_chunk(routed, chunks)
+        except BaseException:
+            self._releases.inflight.leave(slot)
+            raise
         self._metrics.time_to_first_token.labels(labels[0]).observe(time.perf_counter() - started)
         return self._relay(request, routed, first, chunks, started, wants_usage)
 
@@ -181,6 +201,7 @@ class AnswerService:
         finally:
             # Closing the upstream stream is what makes the engine stop generating.
             await chunks.aclose()
+            self._releases.inflight.leave(routed.target.slot.value)
         latency_ms = (time.perf_counter() - started) * 1000
         record = self._record(
             route="chat",
@@ -200,7 +221,33 @@ class AnswerService:
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)
 
-    def _route(self, domain: str | None) -> Routed:
+    async def _generate(self, route: str, routed: Routed, body: dict[str, Any]) -> dict[str, Any]:
+        """One completion on the routed slot, counted in flight so its adapter stays loaded."""
+        engine = self._engines[routed.target.slot]
+        with self._releases.inflight.track(routed.target.slot.value):
+            try:
+                try:
+                    return await engine.chat(body)
+                except EngineModelNotFoundError:
+                    if routed.target.adapter is None:
+                        raise
+                    # The engine restarted and lost its adapters: load them, then try once more.
+                    await self._releases.reconcile(routed.target.slot)
+                    return await engine.chat(body)
+            except TwinloopError as e:
+                self._count_failure(route, routed, e)
+                raise
+
+    async def _first_chunk(
+        self, routed: Routed, chunks: AsyncGenerator[dict[str, Any], None]
+    ) -> dict[str, Any]:
+        try:
+            return await anext(chunks)
+        except TwinloopError as e:
+            self._count_failure("chat", routed, e)
+            raise
+
+    def _route(self, domain: str | None, *, slot: Slot | None = None) -> Routed:
         if domain is None:
             # The router (embedding similarity to exemplars) replaces this default.
             domain = self._default_domain
@@ -208,7 +255,7 @@ class AnswerService:
             raise InvalidRequestError(
                 f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
             )
-        return Routed(domain=domain, score=None, target=self._releases.target(domain))
+        return Routed(domain=domain, score=None, target=self._releases.target(domain, slot=slot))
 
     def _route_model(self, model: str) -> Routed:
         if model == AUTO_MODEL:
@@ -221,13 +268,6 @@ class AnswerService:
             return Routed(domain=self._default_domain, score=None, target=target)
         known = ", ".join(card.id for card in self.models())
         raise NotFoundError(f"model {model!r} does not exist; available models: {known}")
-
-    async def _call(self, route: str, routed: Routed, call: Any) -> Any:
-        try:
-            return await call
-        except TwinloopError as e:
-            self._count_failure(route, routed, e)
-            raise
 
     def _count_failure(self, route: str, routed: Routed, error: TwinloopError) -> None:
         slot = routed.target.slot.value

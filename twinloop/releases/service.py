@@ -1,45 +1,60 @@
-"""Release controller: owns the pointer to the release in force.
+"""Release controller: owns the pointer to the release in force, and changes it.
 
 Readers take `state` without a lock: it is one immutable object, replaced whole,
-so a request that picked its target keeps it while a swap happens.
+so a request that picked its target keeps it while a swap happens. Writers
+(stage, swap, rollback, refresh) hold one lock, write one database transaction,
+then flip the pointer. The unique release generation makes two gateways that
+change the release at once collide instead of both winning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
+from twinloop.inference.client import EngineClient
+from twinloop.metrics import Metrics
 from twinloop.releases import repository
-from twinloop.releases.state import ReleaseState, SlotSnapshot, Target
+from twinloop.releases.errors import ReleaseConflictError, StagingError
+from twinloop.releases.inflight import InflightRequests
+from twinloop.releases.state import AdapterRef, ReleaseState, SlotSnapshot, Target
 from twinloop.settings import Slot
 
 SYSTEM_ACTOR = "system"
+_ReleaseFactory = Callable[[AsyncSession, Release], Awaitable[Release]]
+DRAIN_TIMEOUT_S = 30.0
 
 
 class ReleaseController:
-    def __init__(self, *, sessionmaker: SessionMaker, base_model_name: str) -> None:
+    def __init__(
+        self,
+        *,
+        sessionmaker: SessionMaker,
+        engines: Mapping[str, EngineClient],
+        metrics: Metrics,
+        base_model_name: str,
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._engines = engines
+        self._metrics = metrics
         self._base_model_name = base_model_name
         self._lock = asyncio.Lock()
         self._state: ReleaseState | None = None
+        self.inflight = InflightRequests()
 
     @property
     def state(self) -> ReleaseState:
         if self._state is None:
             raise RuntimeError("ReleaseController.load() has not run")
         return self._state
-
-    async def load(self) -> ReleaseState:
-        """Read the release in force, creating the first one (base model on both slots)."""
-        async with self._lock, self._sessionmaker.begin() as session:
-            release = await repository.latest_release(session)
-            if release is None:
-                release = await self._initial_release(session)
-            self._state = await self._state_of(session, release)
-            return self._state
 
     def target(self, domain: str, *, slot: Slot | None = None) -> Target:
         """The engine model to ask for `domain` on `slot` (the active slot by default)."""
@@ -50,8 +65,279 @@ class ReleaseController:
         return Target(
             slot=chosen,
             snapshot_id=serving.snapshot_id,
-            model=adapter or self._base_model_name,
-            adapter=adapter,
+            model=adapter.name if adapter else self._base_model_name,
+            adapter=adapter.name if adapter else None,
+        )
+
+    # -- reading the release ------------------------------------------------------
+
+    async def load(self) -> ReleaseState:
+        """Read the release in force, creating the first one (base model on both slots)."""
+        async with self._lock, self._sessionmaker.begin() as session:
+            release = await repository.latest_release(session)
+            if release is None:
+                release = await self._initial_release(session)
+            state = await self._state_of(session, release)
+        return self._set(state)
+
+    async def refresh(self) -> bool:
+        """Take a release another gateway made; True when the pointer moved."""
+        async with self._sessionmaker() as session:
+            generation = await repository.latest_generation(session)
+        if generation == self.state.generation:
+            return False
+        async with self._lock, self._sessionmaker.begin() as session:
+            release = await repository.latest_release(session)
+            if release is None or release.generation == self.state.generation:
+                return False
+            self._set(await self._state_of(session, release))
+            return True
+
+    # -- changing the release -----------------------------------------------------
+
+    async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
+        """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot."""
+        async with self._lock:
+            return await self._stage(snapshot_id, actor=actor, reason=reason)
+
+    async def swap(
+        self, *, actor: str, reason: str, expected_generation: int | None = None
+    ) -> ReleaseState:
+        """Make the shadow slot active. Requests already running finish where they started.
+
+        With `expected_generation`, refuse if the release moved past it meanwhile: two
+        operators pressing "swap" at once must not swap there and back.
+        """
+        async with self._lock:
+            await self._catch_up()
+            self._check_generation(expected_generation)
+            return await self._swap(actor=actor, reason=reason, action="release.swap")
+
+    async def rollback(
+        self,
+        *,
+        actor: str,
+        reason: str,
+        snapshot_id: str | None = None,
+        expected_generation: int | None = None,
+    ) -> ReleaseState:
+        """Make the previous active snapshot (or `snapshot_id`) active again.
+
+        A pointer flip when the shadow slot still holds it; otherwise it is staged first.
+        """
+        async with self._lock:
+            await self._catch_up()
+            self._check_generation(expected_generation)
+            state = self.state
+            target = snapshot_id or await self._previous_active_snapshot()
+            if state.serving(state.active_slot).snapshot_id == target:
+                raise ReleaseConflictError(f"snapshot {target} is already active")
+            if state.slot_holding(target) != state.shadow_slot:
+                await self._stage(target, actor=actor, reason=f"rollback: {reason}")
+            return await self._swap(actor=actor, reason=reason, action="release.rollback")
+
+    async def reconcile(self, slot: Slot) -> list[str]:
+        """Load any of the slot's adapters its engine lacks (an engine that restarted).
+
+        Returns the names loaded.
+        """
+        loaded = await self._ensure_loaded(slot, self.state.serving(slot))
+        if loaded:
+            self._metrics.engine_reconciles.labels(slot.value).inc(len(loaded))
+        return loaded
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check_generation(self, expected: int | None) -> None:
+        if expected is not None and expected != self.state.generation:
+            raise ReleaseConflictError(
+                f"the release is at generation {self.state.generation}, not {expected}; "
+                "look at /status again before changing it"
+            )
+
+    async def _stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
+        await self._catch_up()
+        async with self._sessionmaker() as session:
+            snapshot = await repository.get_snapshot(session, snapshot_id)
+            if snapshot is None:
+                raise ReleaseConflictError(f"snapshot {snapshot_id} does not exist")
+            serving = await self._slot_snapshot(session, snapshot)
+        shadow = self.state.shadow_slot
+        started = time.perf_counter()
+        await self._ensure_loaded(shadow, serving)
+        previous = self.state.serving(shadow)
+
+        async def write(session: AsyncSession, current: Release) -> Release:
+            return Release(
+                generation=current.generation + 1,
+                active_slot=current.active_slot,
+                blue_snapshot_id=snapshot_id if shadow is Slot.BLUE else current.blue_snapshot_id,
+                green_snapshot_id=snapshot_id
+                if shadow is Slot.GREEN
+                else current.green_snapshot_id,
+                actor=actor,
+                reason=reason,
+            )
+
+        state = await self._commit(
+            write,
+            actor=actor,
+            reason=reason,
+            action="release.stage",
+            target=snapshot_id,
+            details={"slot": shadow.value},
+        )
+        self._metrics.release_changes.labels("stage").observe(time.perf_counter() - started)
+        await self._unload_stale(shadow, previous, keep=serving)
+        return state
+
+    async def _swap(self, *, actor: str, reason: str, action: str) -> ReleaseState:
+        started = time.perf_counter()
+        await self._catch_up()
+        shadow = self.state.shadow_slot
+        # Never make active an engine that cannot serve its snapshot right now.
+        await self._ensure_loaded(shadow, self.state.serving(shadow))
+
+        async def write(session: AsyncSession, current: Release) -> Release:
+            return Release(
+                generation=current.generation + 1,
+                active_slot=Slot(current.active_slot).other.value,
+                blue_snapshot_id=current.blue_snapshot_id,
+                green_snapshot_id=current.green_snapshot_id,
+                actor=actor,
+                reason=reason,
+            )
+
+        state = await self._commit(
+            write,
+            actor=actor,
+            reason=reason,
+            action=action,
+            target=self.state.serving(shadow).snapshot_id,
+            details={"active_slot": shadow.value},
+        )
+        kind = action.removeprefix("release.")
+        self._metrics.release_changes.labels(kind).observe(time.perf_counter() - started)
+        return state
+
+    async def _commit(
+        self,
+        make_release: _ReleaseFactory,
+        *,
+        actor: str,
+        reason: str,
+        action: str,
+        target: str,
+        details: dict[str, str],
+    ) -> ReleaseState:
+        try:
+            async with self._sessionmaker.begin() as session:
+                current = await repository.latest_release(session)
+                if current is None or current.generation != self.state.generation:
+                    raise ReleaseConflictError(
+                        "the release changed meanwhile (another gateway?); try again"
+                    )
+                release = await make_release(session, current)
+                audit = AuditEntry(
+                    actor=actor,
+                    action=action,
+                    target=target,
+                    reason=reason,
+                    details={**details, "generation": str(release.generation)},
+                )
+                await repository.add(session, release, audit)
+                state = await self._state_of(session, release)
+        except IntegrityError as e:
+            raise ReleaseConflictError(
+                "another gateway changed the release at the same moment; try again"
+            ) from e
+        # Only a committed release moves the pointer.
+        return self._set(state)
+
+    async def _catch_up(self) -> None:
+        """Under the lock: take the newest release before changing it."""
+        async with self._sessionmaker() as session:
+            release = await repository.latest_release(session)
+            if release is not None and release.generation != self.state.generation:
+                self._set(await self._state_of(session, release))
+
+    async def _ensure_loaded(self, slot: Slot, serving: SlotSnapshot) -> list[str]:
+        if not serving.adapters:
+            return []
+        engine = self._engines[slot]
+        present = set(await engine.list_models())
+        loaded: list[str] = []
+        for adapter in serving.adapters.values():
+            if adapter.name in present:
+                continue
+            # The hash is checked right before loading: a changed file never reaches an engine.
+            await asyncio.to_thread(verify_adapter, _path(adapter), adapter.sha256)
+            await engine.load_adapter(adapter.name, adapter.path)
+            loaded.append(adapter.name)
+        missing = serving.adapter_names - set(await engine.list_models())
+        if missing:
+            raise StagingError(
+                f"the {slot} engine does not list {', '.join(sorted(missing))} after loading"
+            )
+        return loaded
+
+    async def _unload_stale(self, slot: Slot, previous: SlotSnapshot, keep: SlotSnapshot) -> None:
+        stale = previous.adapter_names - keep.adapter_names
+        if not stale:
+            return
+        # Requests that started before the change may still use the old adapters.
+        if not await self.inflight.drained(slot.value, DRAIN_TIMEOUT_S):
+            return  # left loaded; the next stage on this slot tries again
+        for name in sorted(stale):
+            await self._engines[slot].unload_adapter(name)
+
+    async def _previous_active_snapshot(self) -> str:
+        current = self.state.serving(self.state.active_slot).snapshot_id
+        async with self._sessionmaker() as session:
+            for release in await repository.releases_newest_first(session):
+                active = (
+                    release.blue_snapshot_id
+                    if release.active_slot == Slot.BLUE.value
+                    else release.green_snapshot_id
+                )
+                if active and active != current:
+                    return active
+        raise ReleaseConflictError("there is no earlier active snapshot to roll back to")
+
+    async def _state_of(self, session: AsyncSession, release: Release) -> ReleaseState:
+        slots: dict[Slot, SlotSnapshot] = {}
+        for slot, snapshot_id in (
+            (Slot.BLUE, release.blue_snapshot_id),
+            (Slot.GREEN, release.green_snapshot_id),
+        ):
+            snapshot = await repository.get_snapshot(session, snapshot_id) if snapshot_id else None
+            if snapshot is None:
+                raise RuntimeError(f"release {release.generation} names no snapshot for {slot}")
+            slots[slot] = await self._slot_snapshot(session, snapshot)
+        return ReleaseState(
+            generation=release.generation, active_slot=Slot(release.active_slot), slots=slots
+        )
+
+    def _set(self, state: ReleaseState) -> ReleaseState:
+        self._state = state
+        self._metrics.release_generation.set(state.generation)
+        for slot in Slot:
+            self._metrics.active_slot.labels(slot.value).set(int(slot is state.active_slot))
+        return state
+
+    async def _slot_snapshot(self, session: AsyncSession, snapshot: Snapshot) -> SlotSnapshot:
+        ids = [a for a in snapshot.adapters.values() if a]
+        rows = await repository.adapters_by_id(session, ids)
+        return SlotSnapshot(
+            snapshot_id=snapshot.id,
+            base_model=snapshot.base_model,
+            adapters={
+                domain: AdapterRef(
+                    id=rows[a].id, name=rows[a].name, path=rows[a].path, sha256=rows[a].sha256
+                )
+                for domain, a in snapshot.adapters.items()
+                if a
+            },
         )
 
     async def _initial_release(self, session: AsyncSession) -> Release:
@@ -77,22 +363,6 @@ class ReleaseController:
         await repository.add(session, release, audit)
         return release
 
-    async def _state_of(self, session: AsyncSession, release: Release) -> ReleaseState:
-        slots: dict[Slot, SlotSnapshot] = {}
-        for slot, snapshot_id in (
-            (Slot.BLUE, release.blue_snapshot_id),
-            (Slot.GREEN, release.green_snapshot_id),
-        ):
-            snapshot = await repository.get_snapshot(session, snapshot_id) if snapshot_id else None
-            if snapshot is None:
-                raise RuntimeError(f"release {release.generation} names no snapshot for {slot}")
-            ids = [a for a in snapshot.adapters.values() if a]
-            names = await repository.adapter_names(session, ids)
-            slots[slot] = SlotSnapshot(
-                snapshot_id=snapshot.id,
-                base_model=snapshot.base_model,
-                adapters={d: names[a] for d, a in snapshot.adapters.items() if a},
-            )
-        return ReleaseState(
-            generation=release.generation, active_slot=Slot(release.active_slot), slots=slots
-        )
+
+def _path(adapter: AdapterRef) -> Path:
+    return Path(adapter.path)

@@ -8,13 +8,27 @@ from twinloop.settings import Slot
 
 
 @dataclass(frozen=True)
+class AdapterRef:
+    """An adapter version as an engine needs it: the name it is served under and its files."""
+
+    id: str
+    name: str
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class SlotSnapshot:
     """What one slot serves: a snapshot, reduced to what routing a request needs."""
 
     snapshot_id: str
     base_model: str
-    # domain -> engine model name of the domain's adapter; a missing domain uses the base model.
-    adapters: dict[str, str] = field(default_factory=dict)
+    # domain -> adapter; a domain that is missing is served by the base model.
+    adapters: dict[str, AdapterRef] = field(default_factory=dict)
+
+    @property
+    def adapter_names(self) -> set[str]:
+        return {a.name for a in self.adapters.values()}
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,12 @@ class ReleaseState:
 
     def serving(self, slot: Slot) -> SlotSnapshot:
         return self.slots[slot]
+
+    def slot_holding(self, snapshot_id: str) -> Slot | None:
+        for slot in (self.shadow_slot, self.active_slot):
+            if self.slots[slot].snapshot_id == snapshot_id:
+                return slot
+        return None
 
 
 @dataclass(frozen=True)

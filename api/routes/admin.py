@@ -1,0 +1,84 @@
+"""Operators' routes: status, snapshots, adapters, swap, rollback. Admin token required."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, status
+
+from api.deps import AdminDep, RegistryDep, ReleaseAdminDep, SessionDep
+from twinloop.registry.schemas import AdapterView, RegisterAdapterRequest
+from twinloop.releases.schemas import (
+    ChangeRequest,
+    CreateSnapshotRequest,
+    ReleaseStatus,
+    ReleaseView,
+    RollbackRequest,
+    SnapshotView,
+)
+
+router = APIRouter(tags=["admin"])
+
+
+@router.get("/status")
+async def release_status(_: AdminDep, admin: ReleaseAdminDep) -> ReleaseStatus:
+    return await admin.status()
+
+
+@router.post("/swap")
+async def swap(
+    actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
+) -> ReleaseView:
+    return await admin.swap(body or ChangeRequest(), actor=actor)
+
+
+@router.post("/rollback")
+async def rollback(
+    actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest | None = None
+) -> ReleaseView:
+    return await admin.rollback(body or RollbackRequest(), actor=actor)
+
+
+@router.get("/snapshots")
+async def list_snapshots(
+    _: AdminDep, admin: ReleaseAdminDep, session: SessionDep
+) -> list[SnapshotView]:
+    return await admin.list_snapshots(session)
+
+
+@router.post("/snapshots", status_code=status.HTTP_201_CREATED)
+async def create_snapshot(
+    actor: AdminDep, admin: ReleaseAdminDep, body: CreateSnapshotRequest
+) -> SnapshotView:
+    return await admin.create_and_stage(body, actor=actor)
+
+
+@router.post("/adapters", status_code=status.HTTP_201_CREATED)
+async def register_adapter(
+    actor: AdminDep, registry: RegistryDep, session: SessionDep, body: RegisterAdapterRequest
+) -> AdapterView:
+    adapter = await registry.register(
+        session,
+        source=Path(body.path),
+        domain=body.domain,
+        parent_id=body.parent_id,
+        training_run_id=body.training_run_id,
+        metrics=body.metrics,
+        actor=actor,
+    )
+    return AdapterView.model_validate(adapter)
+
+
+@router.get("/adapters")
+async def list_adapters(
+    _: AdminDep, registry: RegistryDep, session: SessionDep, domain: str | None = None
+) -> list[AdapterView]:
+    return [AdapterView.model_validate(a) for a in await registry.list(session, domain)]
+
+
+@router.post("/snapshots/{snapshot_id}/stage")
+async def stage_snapshot(
+    snapshot_id: str, actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
+) -> ReleaseView:
+    reason = (body.reason if body else "") or "stage"
+    return await admin.stage(snapshot_id, actor=actor, reason=reason)

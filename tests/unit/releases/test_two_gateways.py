@@ -1,0 +1,73 @@
+"""Several gateways on one database agree on the release."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from tests.fakes.engine import FakeEngine
+from twinloop.settings import Settings
+
+
+@pytest.fixture
+async def second_client(
+    settings: Settings, fake_engine: FakeEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    other: FastAPI = create_app(settings, engine_transport=fake_engine.transport())
+    async with other.router.lifespan_context(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway-2") as c:
+            yield c
+
+
+async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
+    client: httpx.AsyncClient, second_client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    before = await second_client.post("/answer", json={"question": "Q?"})
+    assert before.json()["slot"] == "blue"
+
+    swapped = await client.post("/swap", headers=admin_headers)
+    started = time.monotonic()
+    assert swapped.json()["active_slot"] == "green"
+
+    while (await second_client.get("/status", headers=admin_headers)).json()[
+        "active_slot"
+    ] != "green":
+        assert time.monotonic() - started < 1.0, "the second gateway did not follow in 1 s"
+        await asyncio.sleep(0.02)
+    after = await second_client.post("/answer", json={"question": "Q?"})
+    assert after.json()["slot"] == "green"
+
+
+async def test_a_stale_generation_is_refused_so_two_operators_do_not_swap_back(
+    client: httpx.AsyncClient, second_client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    first = await client.post("/swap", json={"generation": 1}, headers=admin_headers)
+    second = await second_client.post("/swap", json={"generation": 1}, headers=admin_headers)
+
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert "generation 2, not 1" in second.json()["detail"]
+    status = (await second_client.get("/status", headers=admin_headers)).json()
+    assert (status["active_slot"], status["generation"]) == ("green", 2)
+
+
+async def test_a_gateway_restart_reads_the_release_from_the_database(
+    client: httpx.AsyncClient, settings: Settings, fake_engine: FakeEngine,
+    admin_headers: dict[str, str],
+) -> None:  # fmt: skip
+    await client.post("/swap", headers=admin_headers)
+
+    restarted: FastAPI = create_app(settings, engine_transport=fake_engine.transport())
+    async with restarted.router.lifespan_context(restarted):
+        transport = httpx.ASGITransport(app=restarted)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+            answer = await c.post("/answer", json={"question": "Q?"})
+
+    assert answer.json()["slot"] == "green"

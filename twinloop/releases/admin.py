@@ -1,0 +1,123 @@
+"""What operators do to releases: look, make and stage snapshots, swap, roll back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.session import SessionMaker
+from twinloop.errors import TwinloopError
+from twinloop.inference.client import EngineClient
+from twinloop.releases import repository, snapshots
+from twinloop.releases.schemas import (
+    ChangeRequest,
+    CreateSnapshotRequest,
+    ReleaseStatus,
+    ReleaseView,
+    RollbackRequest,
+    SlotStatus,
+    SnapshotView,
+)
+from twinloop.releases.service import ReleaseController
+from twinloop.releases.state import ReleaseState
+from twinloop.settings import Slot
+
+
+class ReleaseAdmin:
+    def __init__(
+        self,
+        *,
+        controller: ReleaseController,
+        engines: Mapping[str, EngineClient],
+        sessionmaker: SessionMaker,
+        domains: Sequence[str],
+    ) -> None:
+        self._controller = controller
+        self._engines = engines
+        self._sessionmaker = sessionmaker
+        self._domains = domains
+
+    async def status(self) -> ReleaseStatus:
+        state = self._controller.state
+        slots = await asyncio.gather(*(self._slot_status(state, slot) for slot in Slot))
+        return ReleaseStatus(
+            generation=state.generation,
+            active_slot=state.active_slot.value,
+            shadow_slot=state.shadow_slot.value,
+            slots=list(slots),
+        )
+
+    async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:
+        rows = await repository.list_snapshots(session)
+        return [SnapshotView.model_validate(row) for row in rows]
+
+    async def create_and_stage(self, request: CreateSnapshotRequest, *, actor: str) -> SnapshotView:
+        """Make a snapshot from the active one with the given adapters, and stage it to shadow."""
+        state = self._controller.state
+        reason = request.reason or "new snapshot"
+        # Committed on its own: staging reads it in another transaction.
+        async with self._sessionmaker.begin() as session:
+            parent = await snapshots.get_snapshot(
+                session, state.serving(state.active_slot).snapshot_id
+            )
+            snapshot = await snapshots.create_snapshot(
+                session,
+                parent=parent,
+                adapters=request.adapters,
+                domains=self._domains,
+                actor=actor,
+                reason=reason,
+            )
+            view = SnapshotView.model_validate(snapshot)
+        await self._controller.stage(view.id, actor=actor, reason=reason)
+        return view
+
+    async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseView:
+        return _view(await self._controller.stage(snapshot_id, actor=actor, reason=reason))
+
+    async def swap(self, request: ChangeRequest, *, actor: str) -> ReleaseView:
+        state = await self._controller.swap(
+            actor=actor,
+            reason=request.reason or "swap",
+            expected_generation=request.generation,
+        )
+        return _view(state)
+
+    async def rollback(self, request: RollbackRequest, *, actor: str) -> ReleaseView:
+        state = await self._controller.rollback(
+            actor=actor,
+            reason=request.reason or "rollback",
+            snapshot_id=request.snapshot_id,
+            expected_generation=request.generation,
+        )
+        return _view(state)
+
+    async def _slot_status(self, state: ReleaseState, slot: Slot) -> SlotStatus:
+        serving = state.serving(slot)
+        engine = self._engines[slot]
+        try:
+            models = await engine.list_models()
+            healthy = True
+        except TwinloopError:
+            models, healthy = [], False
+        return SlotStatus(
+            slot=slot.value,
+            role="active" if slot is state.active_slot else "shadow",
+            snapshot_id=serving.snapshot_id,
+            adapters={domain: ref.name for domain, ref in serving.adapters.items()},
+            engine_healthy=healthy,
+            engine_models=models,
+            missing_adapters=sorted(serving.adapter_names - set(models)) if healthy else [],
+            inflight=self._controller.inflight.count(slot.value),
+        )
+
+
+def _view(state: ReleaseState) -> ReleaseView:
+    return ReleaseView(
+        generation=state.generation,
+        active_slot=state.active_slot.value,
+        active_snapshot_id=state.serving(state.active_slot).snapshot_id,
+        shadow_snapshot_id=state.serving(state.shadow_slot).snapshot_id,
+    )

@@ -1,0 +1,69 @@
+"""Shapes of release administration, shared by the service and the API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChangeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000, description="Kept in the audit log.")
+    generation: int | None = Field(
+        default=None,
+        description="Refuse (409) unless the release is still at this generation.",
+    )
+
+
+class RollbackRequest(ChangeRequest):
+    snapshot_id: str | None = Field(
+        default=None, description="Snapshot to make active; default the previous active one."
+    )
+
+
+class CreateSnapshotRequest(ChangeRequest):
+    adapters: dict[str, str | None] = Field(
+        description="domain -> adapter id, or null for the base model. Domains not named keep "
+        "the active snapshot's adapter."
+    )
+
+
+class SnapshotView(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    base_model: str
+    adapters: dict[str, str | None]
+    rag_versions: dict[str, int]
+    router_rules_version: int | None
+    parent_id: str | None
+    created_by: str
+    reason: str
+    created_at: datetime
+
+
+class SlotStatus(BaseModel):
+    slot: str
+    role: str
+    snapshot_id: str
+    adapters: dict[str, str]
+    engine_healthy: bool
+    engine_models: list[str]
+    missing_adapters: list[str]
+    inflight: int
+
+
+class ReleaseStatus(BaseModel):
+    generation: int
+    active_slot: str
+    shadow_slot: str
+    slots: list[SlotStatus]
+
+
+class ReleaseView(BaseModel):
+    generation: int
+    active_slot: str
+    active_snapshot_id: str
+    shadow_snapshot_id: str

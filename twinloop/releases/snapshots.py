@@ -1,0 +1,65 @@
+"""Making snapshots: immutable descriptions of what a slot serves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.models import Snapshot
+from twinloop.errors import InvalidRequestError, NotFoundError
+from twinloop.releases import repository
+
+
+async def create_snapshot(
+    session: AsyncSession,
+    *,
+    parent: Snapshot,
+    adapters: dict[str, str | None],
+    domains: Sequence[str],
+    actor: str,
+    reason: str,
+) -> Snapshot:
+    """A new snapshot: `parent` with the named domains' adapters replaced.
+
+    Every adapter must exist and belong to the domain it is put in; RAG versions
+    and router rules are carried over from the parent.
+    """
+    unknown = sorted(set(adapters) - set(domains))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown domain(s) {', '.join(unknown)}; known domains: {', '.join(domains)}"
+        )
+    ids = [a for a in adapters.values() if a]
+    rows = await repository.adapters_by_id(session, ids)
+    for domain, adapter_id in adapters.items():
+        if adapter_id is None:
+            continue
+        row = rows.get(adapter_id)
+        if row is None:
+            raise NotFoundError(f"adapter {adapter_id} is not registered")
+        if row.domain != domain:
+            raise InvalidRequestError(
+                f"adapter {adapter_id} was registered for {row.domain!r}, not {domain!r}"
+            )
+        if row.tainted:
+            raise InvalidRequestError(f"adapter {adapter_id} is tainted and cannot be served")
+    merged = {**parent.adapters, **adapters}
+    snapshot = Snapshot(
+        base_model=parent.base_model,
+        adapters={d: a for d, a in merged.items() if a},
+        rag_versions=dict(parent.rag_versions),
+        router_rules_version=parent.router_rules_version,
+        parent_id=parent.id,
+        created_by=actor,
+        reason=reason,
+    )
+    await repository.add(session, snapshot)
+    return snapshot
+
+
+async def get_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:
+    snapshot = await repository.get_snapshot(session, snapshot_id)
+    if snapshot is None:
+        raise NotFoundError(f"snapshot {snapshot_id} does not exist")
+    return snapshot

@@ -43,6 +43,7 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
+# Self-contained; bench/answer_latency.py and bench/swap.py measure a running `make up`.
 bench: install
 	$(BIN)/python bench/gateway_overhead.py
 

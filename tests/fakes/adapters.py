@@ -54,14 +54,17 @@ def write_fake_adapter(
     return folder
 
 
-def make_random_lora(base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0) -> Path:
+def make_random_lora(
+    base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0, scaling: float = 2.0
+) -> Path:
     """A real PEFT LoRA adapter for the model in `base_dir`, with random non-zero weights.
 
     PEFT's default init makes B zero, so a fresh adapter would change nothing; with
     `init_lora_weights=False` both A and B keep torch's random init and the adapter visibly
     changes the model's outputs. The same `seed` gives byte-identical files, in any process
     (hence the same registry hash); the global RNG is left as it was. Well under a second
-    once torch and transformers are imported.
+    once torch and transformers are imported. At the default `scaling` (alpha / r) of 2,
+    greedy answers to easy questions often stay the same; 8 changes them for sure.
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -70,7 +73,7 @@ def make_random_lora(base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int 
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), local_files_only=True)
     config = LoraConfig(
         r=rank,
-        lora_alpha=2 * rank,
+        lora_alpha=scaling * rank,
         target_modules=list(TARGET_MODULES),
         init_lora_weights=False,
         task_type="CAUSAL_LM",

@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,10 @@ import uvicorn
 
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
-from twinloop.settings import EngineSettings, Settings, Slot
+from twinloop.settings import EngineSettings, GatewaySettings, Settings, Slot
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
+TEST_GREEN_PORT = TEST_BLUE_PORT + 1
 
 
 def _free_port() -> int:
@@ -39,16 +41,19 @@ def integration_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def engine_settings(integration_data_dir: Path) -> Settings:
-    """Settings for the shared engine: blue on a test port, green deliberately absent."""
+    """Settings for the shared engines, on test ports, one core each."""
     return Settings(
         data_dir=integration_data_dir,
         engines=EngineSettings(
             blue_port=TEST_BLUE_PORT,
-            green_port=_free_port(),  # nothing listens: the green slot is a stopped engine
-            blue_cpus="0-1",
+            green_port=TEST_GREEN_PORT,
+            blue_cpus="0",
+            green_cpus="1",
             start_timeout_s=600,
             retries=1,
         ),
+        # A test swaps many times: poll fast so a second gateway follows at once.
+        gateway=GatewaySettings(release_poll_s=0.1),
     )
 
 
@@ -64,15 +69,28 @@ def prepared_model(engine_settings: Settings) -> Path:
 def engine_processes(engine_settings: Settings, prepared_model: Path) -> Iterator[EngineProcesses]:
     processes = EngineProcesses(engine_settings)
     yield processes
-    processes.stop(Slot.BLUE)
+    for slot in Slot:
+        processes.stop(slot)
+
+
+def _ensure_running(processes: EngineProcesses, slot: Slot) -> None:
+    if not processes.is_healthy(slot):
+        processes.start(slot)
+        processes.wait_healthy(slot)
 
 
 @pytest.fixture
 def real_engine(engine_processes: EngineProcesses) -> EngineProcesses:
-    """The shared blue engine, (re)started if it is not serving."""
-    if not engine_processes.is_healthy(Slot.BLUE):
-        engine_processes.start(Slot.BLUE)
-        engine_processes.wait_healthy(Slot.BLUE)
+    """The shared blue engine, (re)started if it is not serving. Green may be down."""
+    _ensure_running(engine_processes, Slot.BLUE)
+    return engine_processes
+
+
+@pytest.fixture
+def real_engines(engine_processes: EngineProcesses) -> EngineProcesses:
+    """Both shared engines, started one after the other if they are not serving."""
+    for slot in Slot:
+        _ensure_running(engine_processes, slot)
     return engine_processes
 
 
@@ -88,12 +106,16 @@ def gateway_settings(engine_settings: Settings, tmp_path: Path) -> Settings:
 @pytest.fixture
 def gateway_url(gateway_settings: Settings, real_engine: EngineProcesses) -> Iterator[str]:
     """The real gateway app served by uvicorn on a loopback port, in a thread."""
+    with serve_gateway(gateway_settings) as url:
+        yield url
+
+
+@contextmanager
+def serve_gateway(settings: Settings) -> Iterator[str]:
     from api.app import create_app
 
     port = _free_port()
-    config = uvicorn.Config(
-        create_app(gateway_settings), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

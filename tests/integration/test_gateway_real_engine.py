@@ -9,7 +9,6 @@ import httpx
 import openai
 import pytest
 
-from twinloop.engines.process import EngineProcesses
 from twinloop.settings import Settings, Slot
 
 pytestmark = pytest.mark.integration
@@ -81,16 +80,3 @@ def test_a_client_that_leaves_stops_the_generation(
     while _running_requests(engine_settings) > 0:
         assert time.monotonic() < deadline, "the engine kept generating for a client that left"
         time.sleep(0.2)
-
-
-def test_zz_a_stopped_engine_gives_503(gateway_url: str, real_engine: EngineProcesses) -> None:
-    # Named to run last in this module; the `real_engine` fixture restarts it for later tests.
-    assert real_engine.stop(Slot.BLUE) is True
-    assert real_engine.record(Slot.BLUE) is None
-
-    answer = httpx.post(f"{gateway_url}/answer", json={"question": QUESTION}, timeout=30)
-    ready = httpx.get(f"{gateway_url}/readyz", timeout=30)
-
-    assert answer.status_code == 503
-    assert answer.json()["error"] == "EngineUnavailableError"
-    assert ready.status_code == 503

@@ -1,0 +1,109 @@
+"""Swap and rollback latency under load, and the requests that failed meanwhile.
+
+Run against a running service (`make up`; admin token from TWINLOOP_ADMIN_TOKEN):
+
+    .venv/bin/python bench/swap.py --flips 40 --clients 4
+
+It registers a random LoRA adapter for `law`, stages it to Shadow, then keeps
+`--clients` threads sending `/answer` while it alternates swap and rollback.
+Every rollback here is a pointer flip (the shadow slot still holds the target).
+Latency is measured at the admin client, request to response, so it includes
+HTTP, the database transaction and the engine check before the flip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fakes.adapters import make_random_lora
+from twinloop.settings import Settings
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="swap/rollback latency under load")
+    parser.add_argument("--gateway", default="http://127.0.0.1:8000")
+    parser.add_argument("--flips", type=int, default=40, help="swaps + rollbacks, alternating")
+    parser.add_argument("--clients", type=int, default=4, help="threads sending /answer")
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between flips")
+    args = parser.parse_args()
+    token = os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me")
+    admin = {"Authorization": f"Bearer {token}"}
+    url = args.gateway
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings().prepared_base_model_dir
+        folder = make_random_lora(base, Path(tmp) / "law", seed=int(time.time()), scaling=8)
+        adapter = (
+            httpx.post(
+                f"{url}/adapters", json={"path": str(folder), "domain": "law"}, headers=admin
+            )
+            .raise_for_status()
+            .json()
+        )
+    httpx.post(
+        f"{url}/snapshots", json={"adapters": {"law": adapter["id"]}, "reason": "bench"},
+        headers=admin, timeout=120,
+    ).raise_for_status()  # fmt: skip
+
+    outcomes: list[int] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(timeout=120) as http:
+            while not stop.is_set():
+                try:
+                    status = http.post(
+                        f"{url}/answer", json={"question": "Hi", "domain": "law", "max_tokens": 4}
+                    ).status_code
+                except httpx.HTTPError:
+                    status = 0
+                outcomes.append(status)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    timings: dict[str, list[float]] = {"swap": [], "rollback": []}
+    began = time.monotonic()
+    with httpx.Client(timeout=60, headers=admin) as http:
+        for i in range(args.flips):
+            time.sleep(args.interval)
+            kind = "swap" if i % 2 == 0 else "rollback"
+            started = time.perf_counter()
+            http.post(f"{url}/{kind}", json={"reason": "bench"}).raise_for_status()
+            timings[kind].append((time.perf_counter() - started) * 1000)
+        if args.flips % 2:
+            http.post(f"{url}/rollback", json={"reason": "bench: leave as found"})
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=120)
+    elapsed = time.monotonic() - began
+
+    failed = sum(1 for status in outcomes if status != 200)
+    print(f"{args.flips} flips in {elapsed:.1f} s, {args.clients} clients sending /answer")
+    print(f"{'change':<10}{'n':>4}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for kind, values in timings.items():
+        print(
+            f"{kind:<10}{len(values):>4}{statistics.median(values):>9.1f}"
+            f"{_percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
+        )
+    print(f"/answer requests: {len(outcomes)} served meanwhile, {failed} failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,7 @@ from typing import Any, TypeGuard
 import structlog
 
 from twinloop.errors import InvalidRequestError, TwinloopError
+from twinloop.files import fsync_dir
 from twinloop.weights.prepare import sha256_file
 
 log = structlog.get_logger(__name__)
@@ -288,7 +289,7 @@ def _move_into_place(staging: Path, target: Path, sha256: str) -> None:
         if not _intact(target, sha256):
             raise
         shutil.rmtree(staging, ignore_errors=True)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _remove(path: Path) -> None:
@@ -296,11 +297,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.fakes.engine import FakeEngine
 from twinloop.db import migrate
+from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
 from twinloop.settings import EngineSettings, Settings
 
@@ -52,6 +54,18 @@ def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
     )
+
+
+@pytest.fixture
+async def session(settings: Settings) -> AsyncIterator[AsyncSession]:
+    """A database session on the test's own database, rolled back at the end."""
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            yield session
+            await session.rollback()
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

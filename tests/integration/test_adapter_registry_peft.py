@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.files import adapter_sha256, read_adapter_config
 from tests.fakes.adapters import make_random_lora
-from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.registry import AdapterRegistry, base_model_aliases
 from twinloop.settings import Settings
 from twinloop.weights.prepare import prepare_base_model
@@ -36,17 +34,6 @@ def base_dir(served: Settings) -> Path:
 @pytest.fixture(scope="module")
 def lora(base_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_random_lora(base_dir, tmp_path_factory.mktemp("lora") / "law-1", seed=0)
-
-
-@pytest.fixture
-async def session(settings: Settings) -> AsyncIterator[AsyncSession]:
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            yield session
-            await session.rollback()
-    finally:
-        await engine.dispose()
 
 
 def test_random_lora_is_a_servable_non_zero_adapter(lora: Path, base_dir: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -29,7 +29,6 @@ from twinloop.releases.state import AdapterRef, ReleaseState, SlotSnapshot, Targ
 from twinloop.settings import Slot
 
 SYSTEM_ACTOR = "system"
-_ReleaseFactory = Callable[[AsyncSession, Release], Awaitable[Release]]
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -167,27 +166,16 @@ class ReleaseController:
         await self._ensure_loaded(shadow, serving)
         previous = self.state.serving(shadow)
 
-        async def write(session: AsyncSession, current: Release) -> Release:
-            return Release(
-                generation=current.generation + 1,
-                active_slot=current.active_slot,
-                blue_snapshot_id=snapshot_id if shadow is Slot.BLUE else current.blue_snapshot_id,
-                green_snapshot_id=snapshot_id
-                if shadow is Slot.GREEN
-                else current.green_snapshot_id,
-                actor=actor,
-                reason=reason,
-            )
-
+        holdings = {slot: self.state.serving(slot).snapshot_id for slot in Slot}
         state = await self._commit(
-            write,
+            active=self.state.active_slot,
+            holdings={**holdings, shadow: snapshot_id},
             actor=actor,
             reason=reason,
             action="release.stage",
             target=snapshot_id,
-            details={"slot": shadow.value},
+            started=started,
         )
-        self._metrics.release_changes.labels("stage").observe(time.perf_counter() - started)
         await self._unload_stale(shadow, previous, keep=serving)
         return state
 
@@ -198,38 +186,28 @@ class ReleaseController:
         # Never make active an engine that cannot serve its snapshot right now.
         await self._ensure_loaded(shadow, self.state.serving(shadow))
 
-        async def write(session: AsyncSession, current: Release) -> Release:
-            return Release(
-                generation=current.generation + 1,
-                active_slot=Slot(current.active_slot).other.value,
-                blue_snapshot_id=current.blue_snapshot_id,
-                green_snapshot_id=current.green_snapshot_id,
-                actor=actor,
-                reason=reason,
-            )
-
-        state = await self._commit(
-            write,
+        return await self._commit(
+            active=shadow,
+            holdings={slot: self.state.serving(slot).snapshot_id for slot in Slot},
             actor=actor,
             reason=reason,
             action=action,
             target=self.state.serving(shadow).snapshot_id,
-            details={"active_slot": shadow.value},
+            started=started,
         )
-        kind = action.removeprefix("release.")
-        self._metrics.release_changes.labels(kind).observe(time.perf_counter() - started)
-        return state
 
     async def _commit(
         self,
-        make_release: _ReleaseFactory,
         *,
+        active: Slot,
+        holdings: dict[Slot, str],
         actor: str,
         reason: str,
         action: str,
         target: str,
-        details: dict[str, str],
+        started: float,
     ) -> ReleaseState:
+        """Write the next release and its audit entry in one transaction, then flip."""
         try:
             async with self._sessionmaker.begin() as session:
                 current = await repository.latest_release(session)
@@ -237,13 +215,24 @@ class ReleaseController:
                     raise ReleaseConflictError(
                         "the release changed meanwhile (another gateway?); try again"
                     )
-                release = await make_release(session, current)
+                release = Release(
+                    generation=current.generation + 1,
+                    active_slot=active.value,
+                    blue_snapshot_id=holdings[Slot.BLUE],
+                    green_snapshot_id=holdings[Slot.GREEN],
+                    actor=actor,
+                    reason=reason,
+                )
                 audit = AuditEntry(
                     actor=actor,
                     action=action,
                     target=target,
                     reason=reason,
-                    details={**details, "generation": str(release.generation)},
+                    details={
+                        "generation": release.generation,
+                        "active_slot": active.value,
+                        **{slot.value: snapshot for slot, snapshot in holdings.items()},
+                    },
                 )
                 await repository.add(session, release, audit)
                 state = await self._state_of(session, release)
@@ -251,6 +240,8 @@ class ReleaseController:
             raise ReleaseConflictError(
                 "another gateway changed the release at the same moment; try again"
             ) from e
+        kind = action.removeprefix("release.")
+        self._metrics.release_changes.labels(kind).observe(time.perf_counter() - started)
         # Only a committed release moves the pointer.
         return self._set(state)
 

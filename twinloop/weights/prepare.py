@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from twinloop.errors import ModelPreparationError
+from twinloop.files import fsync_dir
 
 if TYPE_CHECKING:
     from twinloop.settings import Settings
@@ -300,14 +301,6 @@ def _seal(folder: Path, source: Path, source_sha256: str) -> None:
     folder.chmod(0o755)  # mkdtemp makes it 0700
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -325,7 +318,7 @@ def _swap_in(staging: Path, target: Path) -> None:
         _remove(old)
     else:
         os.replace(staging, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def _remove_leftovers(target: Path) -> None:

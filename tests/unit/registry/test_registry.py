@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from adapters.files import (
 )
 from tests.fakes.adapters import SMOLLM2_HUB_ID, write_fake_adapter
 from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
-from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.errors import InvalidRequestError, NotFoundError
 from twinloop.registry import (
     AdapterConflictError,
@@ -29,17 +27,6 @@ from twinloop.registry import (
     service,
 )
 from twinloop.settings import ModelSettings, Settings
-
-
-@pytest.fixture
-async def session(settings: Settings) -> AsyncIterator[AsyncSession]:
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            yield session
-            await session.rollback()
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture

@@ -73,7 +73,11 @@ async def open_runtime(
         }
         base_name = settings.models.served_name
         releases = ReleaseController(
-            sessionmaker=sessionmaker, engines=engines, metrics=metrics, base_model_name=base_name
+            sessionmaker=sessionmaker,
+            engines=engines,
+            metrics=metrics,
+            base_model_name=base_name,
+            verified_for_s=2 * settings.gateway.reconcile_s,
         )
         await releases.load()
         answers = AnswerService(

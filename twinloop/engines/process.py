@@ -36,6 +36,7 @@ class EngineSpec:
     model_path: str
     served_name: str
     cpus: str
+    niceness: int
     kv_cache_gib: int
     max_model_len: int
     max_lora_rank: int
@@ -120,6 +121,7 @@ class EngineProcesses:
             model_path=s.base_model_path,
             served_name=s.models.served_name,
             cpus=e.cpus(slot),
+            niceness=e.niceness,
             kv_cache_gib=e.kv_cache_gib,
             max_model_len=e.max_model_len,
             max_lora_rank=e.max_lora_rank,
@@ -200,9 +202,11 @@ class EngineProcesses:
                 start_new_session=True,
             )
         self._children[slot] = process
+        child = psutil.Process(process.pid)
+        _lower_priority(child, spec.niceness)
         record = EngineRecord(
             pid=process.pid,
-            create_time=psutil.Process(process.pid).create_time(),
+            create_time=child.create_time(),
             port=spec.port,
             started_at=time.time(),
         )
@@ -265,6 +269,19 @@ class EngineProcesses:
         except FileNotFoundError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _lower_priority(process: psutil.Process, niceness: int) -> None:
+    """Let the gateway win the CPU over generation.
+
+    Set at once: vLLM's engine-core worker, forked seconds later, inherits it. With the
+    kernel's autogroup scheduling on, a process's nice value only counts inside its own
+    session, and the engine has a session of its own, so the session's autogroup gets the
+    same niceness (best effort: kernels without autogroup have no such file).
+    """
+    process.nice(niceness)
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{process.pid}/autogroup").write_text(str(niceness))
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -75,24 +76,28 @@ class ReleaseAdmin:
         return view
 
     async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseView:
-        return _view(await self._controller.stage(snapshot_id, actor=actor, reason=reason))
+        started = time.perf_counter()
+        state = await self._controller.stage(snapshot_id, actor=actor, reason=reason)
+        return _view(state, started)
 
     async def swap(self, request: ChangeRequest, *, actor: str) -> ReleaseView:
+        started = time.perf_counter()
         state = await self._controller.swap(
             actor=actor,
             reason=request.reason or "swap",
             expected_generation=request.generation,
         )
-        return _view(state)
+        return _view(state, started)
 
     async def rollback(self, request: RollbackRequest, *, actor: str) -> ReleaseView:
+        started = time.perf_counter()
         state = await self._controller.rollback(
             actor=actor,
             reason=request.reason or "rollback",
             snapshot_id=request.snapshot_id,
             expected_generation=request.generation,
         )
-        return _view(state)
+        return _view(state, started)
 
     async def _slot_status(self, state: ReleaseState, slot: Slot) -> SlotStatus:
         serving = state.serving(slot)
@@ -114,8 +119,9 @@ class ReleaseAdmin:
         )
 
 
-def _view(state: ReleaseState) -> ReleaseView:
+def _view(state: ReleaseState, started: float) -> ReleaseView:
     return ReleaseView(
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
         generation=state.generation,
         active_slot=state.active_slot.value,
         active_snapshot_id=state.serving(state.active_slot).snapshot_id,

@@ -67,3 +67,4 @@ class ReleaseView(BaseModel):
     active_slot: str
     active_snapshot_id: str
     shadow_snapshot_id: str
+    took_ms: float = Field(description="Time in the gateway, from the request to the flip.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,12 @@ from twinloop.releases.state import AdapterRef, ReleaseState, SlotSnapshot, Targ
 from twinloop.settings import Slot
 
 SYSTEM_ACTOR = "system"
+
+
+class _StaleStateError(Exception):
+    """The release in memory is behind the database; caught inside this module only."""
+
+
 DRAIN_TIMEOUT_S = 30.0
 
 
@@ -40,6 +46,7 @@ class ReleaseController:
         engines: Mapping[str, EngineClient],
         metrics: Metrics,
         base_model_name: str,
+        verified_for_s: float = 10.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._engines = engines
@@ -48,6 +55,11 @@ class ReleaseController:
         self._lock = asyncio.Lock()
         self._state: ReleaseState | None = None
         self.inflight = InflightRequests()
+        # slot -> (adapter names its engine listed, when). A swap trusts a listing this
+        # recent instead of asking an engine that may be busy generating; the watcher
+        # renews it every reconcile interval.
+        self._verified: dict[Slot, tuple[frozenset[str], float]] = {}
+        self._verified_for_s = verified_for_s
 
     @property
     def state(self) -> ReleaseState:
@@ -96,8 +108,11 @@ class ReleaseController:
 
     async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
         """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot."""
-        async with self._lock:
+
+        async def change() -> ReleaseState:
             return await self._stage(snapshot_id, actor=actor, reason=reason)
+
+        return await self._change(change, expected_generation=None)
 
     async def swap(
         self, *, actor: str, reason: str, expected_generation: int | None = None
@@ -107,10 +122,11 @@ class ReleaseController:
         With `expected_generation`, refuse if the release moved past it meanwhile: two
         operators pressing "swap" at once must not swap there and back.
         """
-        async with self._lock:
-            await self._catch_up()
-            self._check_generation(expected_generation)
+
+        async def change() -> ReleaseState:
             return await self._swap(actor=actor, reason=reason, action="release.swap")
+
+        return await self._change(change, expected_generation=expected_generation)
 
     async def rollback(
         self,
@@ -124,16 +140,19 @@ class ReleaseController:
 
         A pointer flip when the shadow slot still holds it; otherwise it is staged first.
         """
-        async with self._lock:
-            await self._catch_up()
-            self._check_generation(expected_generation)
+
+        async def change() -> ReleaseState:
             state = self.state
-            target = snapshot_id or await self._previous_active_snapshot()
+            target = snapshot_id or state.previous_active_snapshot_id
+            if target is None:
+                raise ReleaseConflictError("there is no earlier active snapshot to roll back to")
             if state.serving(state.active_slot).snapshot_id == target:
                 raise ReleaseConflictError(f"snapshot {target} is already active")
             if state.slot_holding(target) != state.shadow_slot:
                 await self._stage(target, actor=actor, reason=f"rollback: {reason}")
             return await self._swap(actor=actor, reason=reason, action="release.rollback")
+
+        return await self._change(change, expected_generation=expected_generation)
 
     async def reconcile(self, slot: Slot) -> list[str]:
         """Load any of the slot's adapters its engine lacks (an engine that restarted).
@@ -147,6 +166,25 @@ class ReleaseController:
 
     # -- internals ----------------------------------------------------------------
 
+    async def _change(
+        self, change: Callable[[], Awaitable[ReleaseState]], *, expected_generation: int | None
+    ) -> ReleaseState:
+        """Run `change` under the lock on the state in memory, without reading the database
+        first: the watcher keeps the state fresh, and a stale state is caught by the unique
+        generation when the change is written. Then we catch up and try once more (where
+        the caller named the generation it expected, that check now refuses).
+        """
+        async with self._lock:
+            for _ in range(2):
+                self._check_generation(expected_generation)
+                try:
+                    return await change()
+                except _StaleStateError:
+                    await self._catch_up()
+        raise ReleaseConflictError(
+            "another gateway changed the release at the same moment; look at /status and try again"
+        )
+
     def _check_generation(self, expected: int | None) -> None:
         if expected is not None and expected != self.state.generation:
             raise ReleaseConflictError(
@@ -154,8 +192,9 @@ class ReleaseController:
                 "look at /status again before changing it"
             )
 
+    # Below, callers hold the lock and have caught up with the database.
+
     async def _stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
-        await self._catch_up()
         async with self._sessionmaker() as session:
             snapshot = await repository.get_snapshot(session, snapshot_id)
             if snapshot is None:
@@ -166,10 +205,9 @@ class ReleaseController:
         await self._ensure_loaded(shadow, serving)
         previous = self.state.serving(shadow)
 
-        holdings = {slot: self.state.serving(slot).snapshot_id for slot in Slot}
         state = await self._commit(
             active=self.state.active_slot,
-            holdings={**holdings, shadow: snapshot_id},
+            slots={**self.state.slots, shadow: serving},
             actor=actor,
             reason=reason,
             action="release.stage",
@@ -181,14 +219,13 @@ class ReleaseController:
 
     async def _swap(self, *, actor: str, reason: str, action: str) -> ReleaseState:
         started = time.perf_counter()
-        await self._catch_up()
         shadow = self.state.shadow_slot
-        # Never make active an engine that cannot serve its snapshot right now.
-        await self._ensure_loaded(shadow, self.state.serving(shadow))
+        # Never make active an engine that cannot serve its snapshot.
+        await self._ensure_loaded(shadow, self.state.serving(shadow), trust_recent=True)
 
         return await self._commit(
             active=shadow,
-            holdings={slot: self.state.serving(slot).snapshot_id for slot in Slot},
+            slots=self.state.slots,
             actor=actor,
             reason=reason,
             action=action,
@@ -200,26 +237,27 @@ class ReleaseController:
         self,
         *,
         active: Slot,
-        holdings: dict[Slot, str],
+        slots: dict[Slot, SlotSnapshot],
         actor: str,
         reason: str,
         action: str,
         target: str,
         started: float,
     ) -> ReleaseState:
-        """Write the next release and its audit entry in one transaction, then flip."""
+        """Write the next release and its audit entry in one transaction, then flip.
+
+        The new state is built from what is already in memory: a rollback that is a
+        pointer flip costs two statements and a commit, nothing more.
+        """
+        # No read first: the caller caught up, and a release another gateway wrote since
+        # takes the same generation, which the unique constraint turns into a conflict.
         try:
             async with self._sessionmaker.begin() as session:
-                current = await repository.latest_release(session)
-                if current is None or current.generation != self.state.generation:
-                    raise ReleaseConflictError(
-                        "the release changed meanwhile (another gateway?); try again"
-                    )
                 release = Release(
-                    generation=current.generation + 1,
+                    generation=self.state.generation + 1,
                     active_slot=active.value,
-                    blue_snapshot_id=holdings[Slot.BLUE],
-                    green_snapshot_id=holdings[Slot.GREEN],
+                    blue_snapshot_id=slots[Slot.BLUE].snapshot_id,
+                    green_snapshot_id=slots[Slot.GREEN].snapshot_id,
                     actor=actor,
                     reason=reason,
                 )
@@ -231,19 +269,30 @@ class ReleaseController:
                     details={
                         "generation": release.generation,
                         "active_slot": active.value,
-                        **{slot.value: snapshot for slot, snapshot in holdings.items()},
+                        **{slot.value: held.snapshot_id for slot, held in slots.items()},
                     },
                 )
                 await repository.add(session, release, audit)
-                state = await self._state_of(session, release)
         except IntegrityError as e:
-            raise ReleaseConflictError(
-                "another gateway changed the release at the same moment; try again"
-            ) from e
+            raise _StaleStateError from e
         kind = action.removeprefix("release.")
         self._metrics.release_changes.labels(kind).observe(time.perf_counter() - started)
+        current = self.state
+        current_active = current.serving(current.active_slot).snapshot_id
+        previous = (
+            current_active
+            if slots[active].snapshot_id != current_active
+            else current.previous_active_snapshot_id
+        )
         # Only a committed release moves the pointer.
-        return self._set(state)
+        return self._set(
+            ReleaseState(
+                generation=release.generation,
+                active_slot=active,
+                slots=dict(slots),
+                previous_active_snapshot_id=previous,
+            )
+        )
 
     async def _catch_up(self) -> None:
         """Under the lock: take the newest release before changing it."""
@@ -252,8 +301,14 @@ class ReleaseController:
             if release is not None and release.generation != self.state.generation:
                 self._set(await self._state_of(session, release))
 
-    async def _ensure_loaded(self, slot: Slot, serving: SlotSnapshot) -> list[str]:
+    async def _ensure_loaded(
+        self, slot: Slot, serving: SlotSnapshot, *, trust_recent: bool = False
+    ) -> list[str]:
         if not serving.adapters:
+            return []
+        names, at = self._verified.get(slot, (frozenset(), 0.0))
+        fresh = time.monotonic() - at < self._verified_for_s
+        if trust_recent and fresh and serving.adapter_names <= names:
             return []
         engine = self._engines[slot]
         present = set(await engine.list_models())
@@ -265,7 +320,10 @@ class ReleaseController:
             await asyncio.to_thread(verify_adapter, _path(adapter), adapter.sha256)
             await engine.load_adapter(adapter.name, adapter.path)
             loaded.append(adapter.name)
-        missing = serving.adapter_names - set(await engine.list_models())
+        if loaded:
+            present = set(await engine.list_models())
+        self._verified[slot] = (frozenset(present), time.monotonic())
+        missing = serving.adapter_names - present
         if missing:
             raise StagingError(
                 f"the {slot} engine does not list {', '.join(sorted(missing))} after loading"
@@ -279,21 +337,21 @@ class ReleaseController:
         # Requests that started before the change may still use the old adapters.
         if not await self.inflight.drained(slot.value, DRAIN_TIMEOUT_S):
             return  # left loaded; the next stage on this slot tries again
+        self._verified.pop(slot, None)
         for name in sorted(stale):
             await self._engines[slot].unload_adapter(name)
 
-    async def _previous_active_snapshot(self) -> str:
-        current = self.state.serving(self.state.active_slot).snapshot_id
-        async with self._sessionmaker() as session:
-            for release in await repository.releases_newest_first(session):
-                active = (
-                    release.blue_snapshot_id
-                    if release.active_slot == Slot.BLUE.value
-                    else release.green_snapshot_id
-                )
-                if active and active != current:
-                    return active
-        raise ReleaseConflictError("there is no earlier active snapshot to roll back to")
+    @staticmethod
+    async def _previous_active_snapshot(session: AsyncSession, current: str) -> str | None:
+        for release in await repository.releases_newest_first(session):
+            active = (
+                release.blue_snapshot_id
+                if release.active_slot == Slot.BLUE.value
+                else release.green_snapshot_id
+            )
+            if active and active != current:
+                return active
+        return None
 
     async def _state_of(self, session: AsyncSession, release: Release) -> ReleaseState:
         slots: dict[Slot, SlotSnapshot] = {}
@@ -305,8 +363,14 @@ class ReleaseController:
             if snapshot is None:
                 raise RuntimeError(f"release {release.generation} names no snapshot for {slot}")
             slots[slot] = await self._slot_snapshot(session, snapshot)
+        active = Slot(release.active_slot)
         return ReleaseState(
-            generation=release.generation, active_slot=Slot(release.active_slot), slots=slots
+            generation=release.generation,
+            active_slot=active,
+            slots=slots,
+            previous_active_snapshot_id=await self._previous_active_snapshot(
+                session, slots[active].snapshot_id
+            ),
         )
 
     def _set(self, state: ReleaseState) -> ReleaseState:

@@ -36,6 +36,8 @@ class ReleaseState:
     generation: int
     active_slot: Slot
     slots: dict[Slot, SlotSnapshot]
+    # What a rollback without a target goes back to: the last other active snapshot.
+    previous_active_snapshot_id: str | None = None
 
     @property
     def shadow_slot(self) -> Slot:

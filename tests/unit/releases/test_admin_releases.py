@@ -224,3 +224,22 @@ async def test_unknown_adapter_or_domain_in_a_snapshot_is_refused(
     assert "registered for 'law'" in wrong_domain.json()["detail"]
     assert missing.status_code == 404
     assert unknown.status_code == 422
+
+
+async def test_a_swap_trusts_a_fresh_engine_listing_instead_of_asking_again(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], register: Register,
+    fake_engine: FakeEngine, runtime: Runtime,
+) -> None:  # fmt: skip
+    adapter = await register("law")
+    await client.post(
+        "/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin_headers
+    )
+    listings = len(fake_engine.calls("/v1/models"))
+
+    await client.post("/swap", headers=admin_headers)  # green was listed while staging
+    assert len(fake_engine.calls("/v1/models")) == listings
+
+    runtime.releases._verified_for_s = 0  # an old listing: the engine is asked again
+    await client.post("/rollback", headers=admin_headers)
+    await client.post("/swap", headers=admin_headers)
+    assert len(fake_engine.calls("/v1/models")) > listings

@@ -71,3 +71,23 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
             answer = await c.post("/answer", json={"question": "Q?"})
 
     assert answer.json()["slot"] == "green"
+
+
+async def test_two_gateways_writing_the_same_generation_collide_instead_of_both_winning(
+    client: httpx.AsyncClient, second_client: httpx.AsyncClient, admin_headers: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    second_runtime = second_client._transport.app.state.runtime  # type: ignore[attr-defined]
+
+    async def no_catch_up() -> None:  # the race window: gateway 2 has not seen the swap yet
+        return None
+
+    monkeypatch.setattr(second_runtime.releases, "_catch_up", no_catch_up)
+    monkeypatch.setattr(second_runtime.releases, "refresh", no_catch_up)
+    first = await client.post("/swap", headers=admin_headers)
+    second = await second_client.post("/swap", headers=admin_headers)
+
+    assert first.status_code == 200
+    assert second.status_code == 409
+    assert "at the same moment" in second.json()["detail"]
+    assert second_runtime.releases.state.generation == 1  # its pointer did not move

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import AnswersDep, MetricsDep, OptionalAdminDep, SessionDep
+from api.deps import AnswersDep, MetricsDep, OptionalAdminDep
 from api.disconnect import cancel_on_disconnect
 from twinloop.inference.schemas import AnswerRequest, AnswerResponse
 
@@ -15,11 +15,10 @@ router = APIRouter(tags=["answer"])
 async def answer(
     body: AnswerRequest,
     request: Request,
-    session: SessionDep,
     answers: AnswersDep,
     metrics: MetricsDep,
     admin: OptionalAdminDep,
 ) -> AnswerResponse:
     return await cancel_on_disconnect(
-        request, answers.answer(session, body, admin=admin), route="answer", metrics=metrics
+        request, answers.answer(body, admin=admin), route="answer", metrics=metrics
     )

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import AnswersDep, MetricsDep, SessionDep
+from api.deps import AnswersDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
 from twinloop.errors import TwinloopError
 from twinloop.inference.schemas import ChatCompletionRequest
@@ -26,16 +26,13 @@ async def list_models(answers: AnswersDep) -> dict[str, Any]:
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
-    session: SessionDep,
     answers: AnswersDep,
     metrics: MetricsDep,
 ) -> dict[str, Any] | StreamingResponse:
     if body.stream:
         chunks = await answers.stream_chat(body)
         return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-    return await cancel_on_disconnect(
-        request, answers.chat(session, body), route="chat", metrics=metrics
-    )
+    return await cancel_on_disconnect(request, answers.chat(body), route="chat", metrics=metrics)
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:

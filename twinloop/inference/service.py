@@ -8,8 +8,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from twinloop.db.base import new_id
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
@@ -70,9 +68,7 @@ class AnswerService:
 
     # -- /answer ------------------------------------------------------------------
 
-    async def answer(
-        self, session: AsyncSession, request: AnswerRequest, *, admin: str | None = None
-    ) -> AnswerResponse:
+    async def answer(self, request: AnswerRequest, *, admin: str | None = None) -> AnswerResponse:
         """Answer on the active slot, or preview the shadow slot when an admin asks."""
         preview = request.target == "shadow"
         if preview and admin is None:
@@ -103,8 +99,7 @@ class AnswerService:
             session_id=request.session_id,
         )
         record.is_preview = preview
-        session.add(record)
-        await session.flush()
+        await self._store(record)
         return AnswerResponse(
             answer_id=record.id,
             answer=text,
@@ -123,7 +118,7 @@ class AnswerService:
         names = [AUTO_MODEL, *self._domains, self._base_model_name]
         return [ModelCard(id=name) for name in names]
 
-    async def chat(self, session: AsyncSession, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
         routed = self._route_model(request.model)
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
@@ -138,8 +133,7 @@ class AnswerService:
             finish=finish,
             usage=usage,
         )
-        session.add(record)
-        await session.flush()
+        await self._store(record)
         return {**result, "id": f"chatcmpl-{record.id}", "model": request.model}
 
     async def stream_chat(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
@@ -213,10 +207,20 @@ class AnswerService:
             usage=usage,
         )
         record.id = answer_id
-        async with self._sessionmaker.begin() as session:
-            session.add(record)
+        await self._store(record)
 
     # -- shared -------------------------------------------------------------------
+
+    async def _store(self, record: Answer) -> None:
+        """Commit the answer in a transaction of its own, after generation.
+
+        Not the request's transaction: on SQLite the gateway has one connection, and a
+        transaction open across a whole request would make swaps and other writes queue
+        behind it. The answer is stored before its id is returned, so feedback never
+        points at nothing.
+        """
+        async with self._sessionmaker.begin() as session:
+            session.add(record)
 
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)

@@ -12,6 +12,7 @@ from api.errors import install_error_handlers
 from api.logging import RequestIdMiddleware
 from api.routes import admin, answer, health, openai
 from twinloop import __version__
+from twinloop.inference.service import QuestionRouter
 from twinloop.runtime import open_runtime
 from twinloop.settings import Settings
 
@@ -20,13 +21,16 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine_transport: httpx.AsyncBaseTransport | None = None,
+    router: QuestionRouter | None = None,
 ) -> FastAPI:
-    """Build the gateway. `engine_transport` lets tests put a fake engine under the client."""
+    """Build the gateway. Tests put a fake engine under the client and a fake router in."""
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_runtime(settings, engine_transport=engine_transport) as runtime:
+        async with open_runtime(
+            settings, engine_transport=engine_transport, router=router
+        ) as runtime:
             app.state.runtime = runtime
             yield
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.fakes.engine import FakeEngine
+from tests.fakes.router import FakeRouter
 from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
@@ -79,7 +80,9 @@ def fake_engine(settings: Settings) -> FakeEngine:
 async def app(settings: Settings, fake_engine: FakeEngine) -> AsyncIterator[FastAPI]:
     from api.app import create_app
 
-    application = create_app(settings, engine_transport=fake_engine.transport())
+    application = create_app(
+        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+    )
     async with application.router.lifespan_context(application):
         yield application
 

@@ -18,12 +18,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.inference.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
-from twinloop.inference.service import AnswerService
+from twinloop.inference.service import AnswerService, QuestionRouter
 from twinloop.metrics import Metrics
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
+from twinloop.routing.router import DomainRouter
+from twinloop.routing.rules import default_rules
 from twinloop.settings import Settings, Slot
 
 
@@ -41,15 +43,30 @@ class Runtime:
     readiness: ReadinessService
 
 
+def load_router(settings: Settings) -> DomainRouter:
+    """The embedding router with the shipped rules. Blocking: loads the embedding model."""
+    from rag.embeddings import Embedder
+    from twinloop.weights.prepare import resolve_embedding_model
+
+    embedder = Embedder(resolve_embedding_model(settings.models.embedding_model))
+    return DomainRouter(embedder=embedder, rules=default_rules())
+
+
 @asynccontextmanager
 async def open_runtime(
-    settings: Settings, *, engine_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    engine_transport: httpx.AsyncBaseTransport | None = None,
+    router: QuestionRouter | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the database, the engine clients and the services; close them on exit.
 
     `engine_transport` replaces the network under the engine clients (tests pass
-    an `httpx.MockTransport`).
+    an `httpx.MockTransport`); `router` replaces the embedding router (unit tests
+    must not load a model).
     """
+    if router is None:
+        router = await asyncio.to_thread(load_router, settings)
     db = create_engine(settings.sqlalchemy_url)
     sessionmaker = create_sessionmaker(db)
     cfg = settings.engines
@@ -89,6 +106,7 @@ async def open_runtime(
             default_domain=settings.default_domain,
             base_model_name=base_name,
             default_max_tokens=settings.gateway.default_max_tokens,
+            router=router,
         )
         readiness = ReadinessService(
             sessionmaker=sessionmaker,

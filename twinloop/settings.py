@@ -109,6 +109,39 @@ class GatewaySettings(BaseModel):
     )
 
 
+class RagSettings(BaseModel):
+    chroma_host: str = Field(
+        default="127.0.0.1", description="The Chroma server; the one we start binds loopback."
+    )
+    chroma_port: int = 8200
+    external: bool = Field(
+        default=False,
+        description="Chroma is run by someone else (at chroma_host:chroma_port): "
+        "never start or stop it.",
+    )
+    chunk_chars: int = Field(default=800, gt=0, description="Target chunk length, characters.")
+    chunk_overlap: int = Field(
+        default=120, ge=0, description="Characters a chunk repeats from the end of the one before."
+    )
+    top_k: int = Field(default=3, gt=0, description="Chunks retrieved per question.")
+    start_timeout_s: float = Field(
+        default=60.0, description="How long the Chroma server we start may take to be healthy."
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for one Chroma call."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.chunk_overlap >= self.chunk_chars:
+            raise ValueError("rag.chunk_overlap must be smaller than rag.chunk_chars")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.chroma_host}:{self.chroma_port}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TWINLOOP_", env_nested_delimiter="__", extra="ignore"
@@ -127,6 +160,7 @@ class Settings(BaseSettings):
     models: ModelSettings = Field(default_factory=ModelSettings)
     engines: EngineSettings = Field(default_factory=EngineSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    rag: RagSettings = Field(default_factory=RagSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

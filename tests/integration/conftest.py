@@ -19,6 +19,8 @@ import uvicorn
 
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
+from twinloop.routing.router import DomainRouter
+from twinloop.runtime import load_router
 from twinloop.settings import EngineSettings, GatewaySettings, Settings, Slot
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
@@ -103,19 +105,29 @@ def gateway_settings(engine_settings: Settings, tmp_path: Path) -> Settings:
     return settings
 
 
+@pytest.fixture(scope="session")
+def real_router(engine_settings: Settings) -> DomainRouter:
+    """The embedding router, loaded once for every gateway the tests start."""
+    return load_router(engine_settings)
+
+
 @pytest.fixture
-def gateway_url(gateway_settings: Settings, real_engine: EngineProcesses) -> Iterator[str]:
+def gateway_url(
+    gateway_settings: Settings, real_engine: EngineProcesses, real_router: DomainRouter
+) -> Iterator[str]:
     """The real gateway app served by uvicorn on a loopback port, in a thread."""
-    with serve_gateway(gateway_settings) as url:
+    with serve_gateway(gateway_settings, real_router) as url:
         yield url
 
 
 @contextmanager
-def serve_gateway(settings: Settings) -> Iterator[str]:
+def serve_gateway(settings: Settings, router: DomainRouter) -> Iterator[str]:
     from api.app import create_app
 
     port = _free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(settings, router=router), host="127.0.0.1", port=port, log_level="warning"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -26,6 +26,17 @@ def test_answer_comes_from_the_real_model(gateway_url: str) -> None:
     assert body["snapshot_id"]
 
 
+def test_the_router_sends_a_legal_question_to_law(gateway_url: str) -> None:
+    question = "Can my landlord keep my security deposit after I move out?"
+    response = httpx.post(
+        f"{gateway_url}/answer", json={"question": question, "max_tokens": 8}, timeout=120
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["domain"] == "law"
+    assert response.json()["route_score"] > 0.25
+
+
 def test_readyz_is_200_with_a_generating_engine(gateway_url: str) -> None:
     response = httpx.get(f"{gateway_url}/readyz", timeout=60)
     assert response.status_code == 200, response.text

@@ -16,6 +16,7 @@ import pytest
 from tests.fakes.adapters import make_random_lora
 from tests.integration.conftest import _free_port, serve_gateway
 from twinloop.engines.process import EngineProcesses
+from twinloop.routing.router import DomainRouter
 from twinloop.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -24,8 +25,10 @@ QUESTION = "What is the capital of France?"
 
 
 @pytest.fixture
-def release_gateway(gateway_settings: Settings, real_engines: EngineProcesses) -> Iterator[str]:
-    with serve_gateway(gateway_settings) as url:
+def release_gateway(
+    gateway_settings: Settings, real_engines: EngineProcesses, real_router: DomainRouter
+) -> Iterator[str]:
+    with serve_gateway(gateway_settings, real_router) as url:
         yield url
 
 

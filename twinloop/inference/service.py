@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from twinloop.db.base import new_id
 from twinloop.db.models import Answer
@@ -28,9 +28,16 @@ from twinloop.inference.schemas import (
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
+from twinloop.routing.router import RouteResult
 from twinloop.settings import Slot
 
 AUTO_MODEL = "auto"
+
+
+class QuestionRouter(Protocol):
+    """Picks a domain for a question (twinloop.routing.DomainRouter, or a fake in tests)."""
+
+    def route(self, question: str) -> RouteResult: ...
 
 
 class PreviewForbiddenError(TwinloopError):
@@ -56,6 +63,7 @@ class AnswerService:
         default_domain: str,
         base_model_name: str,
         default_max_tokens: int,
+        router: QuestionRouter,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -65,6 +73,7 @@ class AnswerService:
         self._default_domain = default_domain
         self._base_model_name = base_model_name
         self._default_max_tokens = default_max_tokens
+        self._router = router
 
     # -- /answer ------------------------------------------------------------------
 
@@ -74,7 +83,7 @@ class AnswerService:
         if preview and admin is None:
             raise PreviewForbiddenError("previewing the shadow slot needs the admin token")
         slot = self._releases.state.shadow_slot if preview else None
-        routed = self._route(request.domain, slot=slot)
+        routed = await self._route(request.domain, request.question, slot=slot)
         route = "answer_preview" if preview else "answer"
         body = {
             "model": routed.target.model,
@@ -119,7 +128,7 @@ class AnswerService:
         return [ModelCard(id=name) for name in names]
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
-        routed = self._route_model(request.model)
+        routed = await self._route_model(request)
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
         latency_ms = (time.perf_counter() - started) * 1000
@@ -142,7 +151,7 @@ class AnswerService:
         Raises before the first chunk if the engine cannot be reached, so the
         caller can still answer with an HTTP error instead of a broken stream.
         """
-        routed = self._route_model(request.model)
+        routed = await self._route_model(request)
         wants_usage = bool(
             (request.model_extra or {}).get("stream_options", {}).get("include_usage")
         )
@@ -251,21 +260,29 @@ class AnswerService:
             self._count_failure("chat", routed, e)
             raise
 
-    def _route(self, domain: str | None, *, slot: Slot | None = None) -> Routed:
+    async def _route(
+        self, domain: str | None, question: str, *, slot: Slot | None = None
+    ) -> Routed:
+        """An explicit domain wins; otherwise the router picks one from the question."""
+        score: float | None = None
         if domain is None:
-            # The router (embedding similarity to exemplars) replaces this default.
-            domain = self._default_domain
+            # Embedding the question is CPU work: keep it off the event loop.
+            result = await asyncio.to_thread(self._router.route, question)
+            known = result.domain in self._domains
+            domain = result.domain if known else self._default_domain
+            score = round(result.score, 4)
         elif domain not in self._domains:
             raise InvalidRequestError(
                 f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
             )
-        return Routed(domain=domain, score=None, target=self._releases.target(domain, slot=slot))
+        return Routed(domain=domain, score=score, target=self._releases.target(domain, slot=slot))
 
-    def _route_model(self, model: str) -> Routed:
+    async def _route_model(self, request: ChatCompletionRequest) -> Routed:
+        model = request.model
         if model == AUTO_MODEL:
-            return self._route(None)
+            return await self._route(None, request.last_user_text())
         if model in self._domains:
-            return self._route(model)
+            return await self._route(model, "")
         if model == self._base_model_name:
             base = self._releases.target(self._default_domain)
             target = Target(slot=base.slot, snapshot_id=base.snapshot_id, model=model, adapter=None)

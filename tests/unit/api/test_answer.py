@@ -127,3 +127,34 @@ async def test_responses_carry_a_request_id(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz", headers={"x-request-id": "abc123"})
     assert response.headers["x-request-id"] == "abc123"
     assert len((await client.get("/healthz")).headers["x-request-id"]) == 32
+
+
+async def test_the_router_picks_the_domain_and_reports_its_score(
+    client: httpx.AsyncClient,
+) -> None:
+    routed = await client.post("/answer", json={"question": "Is this contract binding?"})
+    explicit = await client.post(
+        "/answer", json={"question": "Is this contract binding?", "domain": "med"}
+    )
+
+    assert (routed.json()["domain"], routed.json()["route_score"]) == ("law", 0.9)
+    assert (explicit.json()["domain"], explicit.json()["route_score"]) == ("med", None)
+
+
+async def test_auto_model_routes_on_the_last_user_message(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    body = {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "I have a fever"},
+            {"role": "assistant", "content": "Sorry to hear."},
+            {"role": "user", "content": "Should I sell my stock?"},
+        ],
+    }
+    response = await client.post("/v1/chat/completions", json=body)
+
+    answer_id = response.json()["id"].removeprefix("chatcmpl-")
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, answer_id)
+    assert row is not None and row.domain == "fin"

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from tests.fakes.engine import FakeEngine
+from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
 
 
@@ -19,7 +20,9 @@ from twinloop.settings import Settings
 async def second_client(
     settings: Settings, fake_engine: FakeEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
-    other: FastAPI = create_app(settings, engine_transport=fake_engine.transport())
+    other: FastAPI = create_app(
+        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+    )
     async with other.router.lifespan_context(other):
         transport = httpx.ASGITransport(app=other)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway-2") as c:
@@ -64,7 +67,9 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
 ) -> None:  # fmt: skip
     await client.post("/swap", headers=admin_headers)
 
-    restarted: FastAPI = create_app(settings, engine_transport=fake_engine.transport())
+    restarted: FastAPI = create_app(
+        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+    )
     async with restarted.router.lifespan_context(restarted):
         transport = httpx.ASGITransport(app=restarted)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:

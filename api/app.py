@@ -10,10 +10,10 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.logging import RequestIdMiddleware
-from api.routes import admin, answer, health, openai
+from api.routes import admin, answer, health, ingest, openai
 from twinloop import __version__
 from twinloop.inference.service import QuestionRouter
-from twinloop.runtime import open_runtime
+from twinloop.runtime import Knowledge, open_runtime
 from twinloop.settings import Settings
 
 
@@ -22,6 +22,7 @@ def create_app(
     *,
     engine_transport: httpx.AsyncBaseTransport | None = None,
     router: QuestionRouter | None = None,
+    knowledge: Knowledge | None = None,
 ) -> FastAPI:
     """Build the gateway. Tests put a fake engine under the client and a fake router in."""
     settings = settings or Settings()
@@ -29,7 +30,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_runtime(
-            settings, engine_transport=engine_transport, router=router
+            settings, engine_transport=engine_transport, router=router, knowledge=knowledge
         ) as runtime:
             app.state.runtime = runtime
             yield
@@ -37,6 +38,6 @@ def create_app(
     app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (answer, openai, health, admin):
+    for module in (answer, ingest, openai, health, admin):
         app.include_router(module.router)
     return app

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.errors import TwinloopError
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
+from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
@@ -44,6 +45,11 @@ def get_registry(runtime: RuntimeDep) -> AdapterRegistry:
     return runtime.registry
 
 
+def get_ingest(runtime: RuntimeDep) -> IngestService:
+    return runtime.ingest
+
+
+IngestDep = Annotated[IngestService, Depends(get_ingest)]
 ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
 RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tests.fakes.engine import FakeEngine
+from tests.fakes.knowledge import FakeKnowledge
 from tests.fakes.router import FakeRouter
 from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
@@ -70,6 +71,11 @@ async def session(settings: Settings) -> AsyncIterator[AsyncSession]:
 
 
 @pytest.fixture
+def fake_knowledge() -> FakeKnowledge:
+    return FakeKnowledge()
+
+
+@pytest.fixture
 def fake_engine(settings: Settings) -> FakeEngine:
     return FakeEngine(
         ports={settings.engines.blue_port: "blue", settings.engines.green_port: "green"}
@@ -77,11 +83,16 @@ def fake_engine(settings: Settings) -> FakeEngine:
 
 
 @pytest.fixture
-async def app(settings: Settings, fake_engine: FakeEngine) -> AsyncIterator[FastAPI]:
+async def app(
+    settings: Settings, fake_engine: FakeEngine, fake_knowledge: FakeKnowledge
+) -> AsyncIterator[FastAPI]:
     from api.app import create_app
 
     application = create_app(
-        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+        settings,
+        engine_transport=fake_engine.transport(),
+        router=FakeRouter(),
+        knowledge=fake_knowledge,
     )
     async with application.router.lifespan_context(application):
         yield application

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rag.server import ChromaServer
 from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.engines.process import EngineProcesses
@@ -182,6 +183,17 @@ def _serve(settings: Settings) -> None:
     )
 
 
+def _start_chroma(chroma: ChromaServer) -> bool:
+    """Start our Chroma server unless it runs already or is external; True if we started it."""
+    if chroma.record() is not None or chroma.start() is None:
+        return False
+    with _spinner() as progress:
+        progress.add_task(f"starting Chroma (log: {chroma.log_path})")
+        waited = chroma.wait_healthy()
+    console.print(f"Chroma healthy after {waited:.0f} s at {chroma.base_url}")
+    return True
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -191,13 +203,16 @@ def up() -> None:
     """Prepare models, migrate, start both engines and serve the gateway; Ctrl-C stops it all."""
     settings = Settings()
     engines = EngineProcesses(settings)
+    chroma = ChromaServer(settings)
     started: list[Slot] = []
+    chroma_started = False
     began = time.monotonic()
     # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         _prepare_models(settings)
         migrate.upgrade(settings.sqlalchemy_url)
+        chroma_started = _start_chroma(chroma)
         if not settings.engines.external:
             started = _start_engines(engines, list(Slot))
         console.print(
@@ -213,6 +228,9 @@ def up() -> None:
         for slot in started:
             console.print(f"stopping {slot} engine")
             engines.stop(slot)
+        if chroma_started:
+            console.print("stopping Chroma")
+            chroma.stop()
 
 
 def main() -> None:  # pragma: no cover - console entry point

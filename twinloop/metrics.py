@@ -54,6 +54,12 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.retrieval_errors = Counter(
+            "twinloop_retrieval_errors",
+            "Retrievals that failed; the answer was given without context.",
+            ["domain"],
+            registry=r,
+        )
         self.engine_ready = Gauge(
             "twinloop_engine_ready",
             "1 when the slot's engine generated a token in the last readiness probe, else 0.",

@@ -11,14 +11,18 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from rag.embeddings import Embedder
+from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.inference.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
-from twinloop.inference.service import AnswerService, QuestionRouter
+from twinloop.inference.service import AnswerService, DocumentSearch, QuestionRouter
+from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
@@ -27,6 +31,7 @@ from twinloop.releases.watcher import watch_releases
 from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import default_rules
 from twinloop.settings import Settings, Slot
+from twinloop.weights.prepare import resolve_embedding_model
 
 
 @dataclass(frozen=True)
@@ -39,17 +44,23 @@ class Runtime:
     releases: ReleaseController
     release_admin: ReleaseAdmin
     registry: AdapterRegistry
+    ingest: IngestService
     answers: AnswerService
     readiness: ReadinessService
 
 
+class Knowledge(DocumentIndex, DocumentSearch, Protocol):
+    """What the gateway needs of the document index: write (ingest) and search (answer)."""
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The embedding model, from its folder. Blocking: call off the event loop."""
+    return Embedder(resolve_embedding_model(settings.models.embedding_model))
+
+
 def load_router(settings: Settings) -> DomainRouter:
     """The embedding router with the shipped rules. Blocking: loads the embedding model."""
-    from rag.embeddings import Embedder
-    from twinloop.weights.prepare import resolve_embedding_model
-
-    embedder = Embedder(resolve_embedding_model(settings.models.embedding_model))
-    return DomainRouter(embedder=embedder, rules=default_rules())
+    return DomainRouter(embedder=load_embedder(settings), rules=default_rules())
 
 
 @asynccontextmanager
@@ -58,15 +69,21 @@ async def open_runtime(
     *,
     engine_transport: httpx.AsyncBaseTransport | None = None,
     router: QuestionRouter | None = None,
+    knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the database, the engine clients and the services; close them on exit.
 
     `engine_transport` replaces the network under the engine clients (tests pass
-    an `httpx.MockTransport`); `router` replaces the embedding router (unit tests
-    must not load a model).
+    an `httpx.MockTransport`); `router` and `knowledge` replace the embedding router
+    and the Chroma index (unit tests must not load a model or need a server).
     """
-    if router is None:
-        router = await asyncio.to_thread(load_router, settings)
+    chroma = None
+    if router is None or knowledge is None:
+        embedder = await asyncio.to_thread(load_embedder, settings)
+        router = router or DomainRouter(embedder=embedder, rules=default_rules())
+        if knowledge is None:
+            chroma = await connect_chroma(settings.rag)
+            knowledge = KnowledgeStore(client=chroma, embedder=embedder)
     db = create_engine(settings.sqlalchemy_url)
     sessionmaker = create_sessionmaker(db)
     cfg = settings.engines
@@ -107,6 +124,8 @@ async def open_runtime(
             base_model_name=base_name,
             default_max_tokens=settings.gateway.default_max_tokens,
             router=router,
+            knowledge=knowledge,
+            top_k=settings.rag.top_k,
         )
         readiness = ReadinessService(
             sessionmaker=sessionmaker,
@@ -139,6 +158,15 @@ async def open_runtime(
                     domains=settings.domains,
                 ),
                 registry=AdapterRegistry.from_settings(settings),
+                ingest=IngestService(
+                    sessionmaker=sessionmaker,
+                    index=knowledge,
+                    releases=releases,
+                    domains=settings.domains,
+                    chunk_chars=settings.rag.chunk_chars,
+                    chunk_overlap=settings.rag.chunk_overlap,
+                    max_text_chars=settings.rag.max_document_chars,
+                ),
                 answers=answers,
                 readiness=readiness,
             )
@@ -147,5 +175,7 @@ async def open_runtime(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     finally:
+        if chroma is not None:
+            await close_chroma(chroma)
         await http.aclose()
         await db.dispose()

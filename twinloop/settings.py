@@ -124,6 +124,9 @@ class RagSettings(BaseModel):
         default=120, ge=0, description="Characters a chunk repeats from the end of the one before."
     )
     top_k: int = Field(default=3, gt=0, description="Chunks retrieved per question.")
+    max_document_chars: int = Field(
+        default=200_000, gt=0, description="Longest document /ingest takes (413 beyond)."
+    )
     start_timeout_s: float = Field(
         default=60.0, description="How long the Chroma server we start may take to be healthy."
     )

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from rag.server import ChromaServer
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
 from twinloop.routing.router import DomainRouter
 from twinloop.runtime import load_router
-from twinloop.settings import EngineSettings, GatewaySettings, Settings, Slot
+from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
 TEST_GREEN_PORT = TEST_BLUE_PORT + 1
@@ -56,6 +57,7 @@ def engine_settings(integration_data_dir: Path) -> Settings:
         ),
         # A test swaps many times: poll fast so a second gateway follows at once.
         gateway=GatewaySettings(release_poll_s=0.1),
+        rag=RagSettings(chroma_port=TEST_BLUE_PORT + 10),
     )
 
 
@@ -96,8 +98,20 @@ def real_engines(engine_processes: EngineProcesses) -> EngineProcesses:
     return engine_processes
 
 
+@pytest.fixture(scope="session")
+def chroma_server(engine_settings: Settings) -> Iterator[ChromaServer]:
+    """One real Chroma server for the session's gateways, data under the test data dir."""
+    server = ChromaServer(engine_settings)
+    server.start()
+    server.wait_healthy()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def gateway_settings(engine_settings: Settings, tmp_path: Path) -> Settings:
+def gateway_settings(
+    engine_settings: Settings, tmp_path: Path, chroma_server: ChromaServer
+) -> Settings:
     settings = engine_settings.model_copy(
         update={"database_url": f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"}
     )

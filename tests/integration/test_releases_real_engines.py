@@ -188,6 +188,7 @@ def test_two_gateway_processes_agree_after_a_swap(
         "TWINLOOP_ENGINES__BLUE_PORT": str(gateway_settings.engines.blue_port),
         "TWINLOOP_ENGINES__GREEN_PORT": str(gateway_settings.engines.green_port),
         "TWINLOOP_GATEWAY__PORT": str(port),
+        "TWINLOOP_RAG__CHROMA_PORT": str(gateway_settings.rag.chroma_port),
         "TWINLOOP_LOG_LEVEL": "WARNING",
     }
     second = subprocess.Popen(

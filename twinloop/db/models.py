@@ -194,6 +194,18 @@ class CanaryDecision(IdMixin, CreatedAtMixin, Base):
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class IdempotencyKey(CreatedAtMixin, Base):
+    """A client's `Idempotency-Key`: the same key and body replay the stored result."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    route: Mapped[str] = mapped_column(String(64))
+    request_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class AuditEntry(IdMixin, CreatedAtMixin, Base):
     """Who did what to the system, and why."""
 

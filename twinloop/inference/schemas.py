@@ -18,11 +18,20 @@ class AnswerRequest(BaseModel):
     user_id: str | None = Field(default=None, max_length=255)
     session_id: str | None = Field(default=None, max_length=255)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    use_rag: bool = Field(
+        default=True, description="Retrieve the domain's documents into the prompt."
+    )
     target: Literal["active", "shadow"] = Field(
         default="active",
         description="`shadow` previews the shadow slot; needs the admin token. Previews are "
         "stored apart from users' answers.",
     )
+
+
+class Context(BaseModel):
+    doc_id: str
+    text: str
+    score: float
 
 
 class AnswerResponse(BaseModel):
@@ -35,6 +44,7 @@ class AnswerResponse(BaseModel):
     adapter: str | None
     latency_ms: float
     preview: bool = False
+    contexts: list[Context] = Field(default_factory=list)
 
 
 class ChatMessage(BaseModel):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import structlog
 
 from twinloop.db.base import new_id
 from twinloop.db.models import Answer
@@ -23,6 +25,7 @@ from twinloop.inference.schemas import (
     AnswerRequest,
     AnswerResponse,
     ChatCompletionRequest,
+    Context,
     ModelCard,
 )
 from twinloop.metrics import Metrics
@@ -32,6 +35,35 @@ from twinloop.routing.router import RouteResult
 from twinloop.settings import Slot
 
 AUTO_MODEL = "auto"
+log = structlog.get_logger(__name__)
+
+
+class RetrievedText(Protocol):
+    @property
+    def doc_id(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+
+
+class DocumentSearch(Protocol):
+    """Retrieval at a pinned RAG version (rag.store.KnowledgeStore, or a fake in tests)."""
+
+    async def query(
+        self, *, domain: str, question: str, version: int, top_k: int
+    ) -> Sequence[RetrievedText]: ...
+
+
+def with_contexts(question: str, contexts: Sequence[Context]) -> str:
+    """The user turn: retrieved passages first, clearly fenced, then the question."""
+    if not contexts:
+        return question
+    passages = "\n\n".join(f"[{i}] {c.text}" for i, c in enumerate(contexts, start=1))
+    return (
+        "Use the following passages if they help to answer the question.\n\n"
+        f"{passages}\n\nQuestion: {question}"
+    )
 
 
 class QuestionRouter(Protocol):
@@ -64,6 +96,8 @@ class AnswerService:
         base_model_name: str,
         default_max_tokens: int,
         router: QuestionRouter,
+        knowledge: DocumentSearch | None = None,
+        top_k: int = 3,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -74,6 +108,8 @@ class AnswerService:
         self._base_model_name = base_model_name
         self._default_max_tokens = default_max_tokens
         self._router = router
+        self._knowledge = knowledge
+        self._top_k = top_k
 
     # -- /answer ------------------------------------------------------------------
 
@@ -85,9 +121,10 @@ class AnswerService:
         slot = self._releases.state.shadow_slot if preview else None
         routed = await self._route(request.domain, request.question, slot=slot)
         route = "answer_preview" if preview else "answer"
+        contexts = await self._retrieve(routed, request.question) if request.use_rag else []
         body = {
             "model": routed.target.model,
-            "messages": [{"role": "user", "content": request.question}],
+            "messages": [{"role": "user", "content": with_contexts(request.question, contexts)}],
             "max_tokens": request.max_tokens or self._default_max_tokens,
             # Answers are stored and judged: the same question should get the same answer.
             "temperature": 0.0,
@@ -119,6 +156,7 @@ class AnswerService:
             adapter=routed.target.adapter,
             latency_ms=round(latency_ms, 2),
             preview=preview,
+            contexts=contexts,
         )
 
     # -- OpenAI-compatible --------------------------------------------------------
@@ -219,6 +257,25 @@ class AnswerService:
         await self._store(record)
 
     # -- shared -------------------------------------------------------------------
+
+    async def _retrieve(self, routed: Routed, question: str) -> list[Context]:
+        """The domain's chunks visible at the serving snapshot's pinned RAG version.
+
+        A failing index degrades the answer (no context) instead of failing it: the
+        service keeps answering while the knowledge side recovers.
+        """
+        version = routed.target.rag_version
+        if self._knowledge is None or version <= 0:
+            return []
+        try:
+            chunks = await self._knowledge.query(
+                domain=routed.domain, question=question, version=version, top_k=self._top_k
+            )
+        except TwinloopError as e:
+            self._metrics.retrieval_errors.labels(routed.domain).inc()
+            log.warning("retrieval failed; answering without context", error=e.message)
+            return []
+        return [Context(doc_id=c.doc_id, text=c.text, score=round(c.score, 4)) for c in chunks]
 
     async def _store(self, record: Answer) -> None:
         """Commit the answer in a transaction of its own, after generation.

@@ -78,6 +78,7 @@ class ReleaseController:
             snapshot_id=serving.snapshot_id,
             model=adapter.name if adapter else self._base_model_name,
             adapter=adapter.name if adapter else None,
+            rag_version=serving.rag_versions.get(domain, 0),
         )
 
     # -- reading the release ------------------------------------------------------
@@ -393,6 +394,7 @@ class ReleaseController:
                 for domain, a in snapshot.adapters.items()
                 if a
             },
+            rag_versions=dict(snapshot.rag_versions),
         )
 
     async def _initial_release(self, session: AsyncSession) -> Release:

@@ -19,13 +19,14 @@ async def create_snapshot(
     domains: Sequence[str],
     actor: str,
     reason: str,
+    rag_versions: dict[str, int] | None = None,
 ) -> Snapshot:
     """A new snapshot: `parent` with the named domains' adapters replaced.
 
     Every adapter must exist and belong to the domain it is put in; RAG versions
-    and router rules are carried over from the parent.
+    (unless given) and router rules are carried over from the parent.
     """
-    unknown = sorted(set(adapters) - set(domains))
+    unknown = sorted((set(adapters) | set(rag_versions or {})) - set(domains))
     if unknown:
         raise InvalidRequestError(
             f"unknown domain(s) {', '.join(unknown)}; known domains: {', '.join(domains)}"
@@ -48,7 +49,7 @@ async def create_snapshot(
     snapshot = Snapshot(
         base_model=parent.base_model,
         adapters={d: a for d, a in merged.items() if a},
-        rag_versions=dict(parent.rag_versions),
+        rag_versions={**parent.rag_versions, **(rag_versions or {})},
         router_rules_version=parent.router_rules_version,
         parent_id=parent.id,
         created_by=actor,

@@ -25,6 +25,8 @@ class SlotSnapshot:
     base_model: str
     # domain -> adapter; a domain that is missing is served by the base model.
     adapters: dict[str, AdapterRef] = field(default_factory=dict)
+    # domain -> pinned RAG version; 0 (or missing) means no documents are visible.
+    rag_versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def adapter_names(self) -> set[str]:
@@ -61,3 +63,4 @@ class Target:
     snapshot_id: str
     model: str
     adapter: str | None
+    rag_version: int = 0

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from tests.fakes.engine import FakeEngine
+from tests.fakes.knowledge import FakeKnowledge
 from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
 
@@ -21,7 +22,10 @@ async def second_client(
     settings: Settings, fake_engine: FakeEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
     other: FastAPI = create_app(
-        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+        settings,
+        engine_transport=fake_engine.transport(),
+        router=FakeRouter(),
+        knowledge=FakeKnowledge(),
     )
     async with other.router.lifespan_context(other):
         transport = httpx.ASGITransport(app=other)
@@ -68,7 +72,10 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
     await client.post("/swap", headers=admin_headers)
 
     restarted: FastAPI = create_app(
-        settings, engine_transport=fake_engine.transport(), router=FakeRouter()
+        settings,
+        engine_transport=fake_engine.transport(),
+        router=FakeRouter(),
+        knowledge=FakeKnowledge(),
     )
     async with restarted.router.lifespan_context(restarted):
         transport = httpx.ASGITransport(app=restarted)

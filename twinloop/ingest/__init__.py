@@ -1,0 +1,1 @@
+"""Ingestion: documents (and later feedback and examples) sent to /ingest."""

@@ -1,0 +1,215 @@
+"""Document ingestion with versioned visibility.
+
+Every batch that changes a domain's documents gives that domain a new RAG
+version: new chunks are tagged `added_in=v`, superseded or deleted ones get
+`removed_in=v`. A new shadow snapshot pins the new versions and is staged, so
+Shadow sees the change at once; Active keeps its pinned versions until a swap,
+and a rollback pins the old ones again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Sequence
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.models import Document, IdempotencyKey
+from twinloop.db.session import SessionMaker
+from twinloop.errors import InvalidRequestError, TwinloopError
+from twinloop.ingest import repository
+from twinloop.ingest.schemas import DocumentItem, IngestRequest, IngestResponse, ItemResult
+from twinloop.releases import snapshots
+from twinloop.releases.service import ReleaseController
+
+INGEST_ROUTE = "ingest"
+
+
+class PayloadTooLargeError(TwinloopError):
+    status_code = 413
+
+
+class DocumentIndex(Protocol):
+    """The vector side of documents (rag.store.KnowledgeStore, or a fake in unit tests)."""
+
+    async def add_document(
+        self,
+        *,
+        domain: str,
+        doc_id: str,
+        text: str,
+        source: str,
+        version: int,
+        chunk_size: int,
+        chunk_overlap: int,
+    ) -> int: ...
+
+    async def remove_document(self, *, domain: str, doc_id: str, version: int) -> int: ...
+
+
+class IngestService:
+    def __init__(
+        self,
+        *,
+        sessionmaker: SessionMaker,
+        index: DocumentIndex,
+        releases: ReleaseController,
+        domains: Sequence[str],
+        chunk_chars: int,
+        chunk_overlap: int,
+        max_text_chars: int,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._index = index
+        self._releases = releases
+        self._domains = list(domains)
+        self._chunk_chars = chunk_chars
+        self._chunk_overlap = chunk_overlap
+        self._max_text_chars = max_text_chars
+        # One batch at a time per gateway: two batches must not take the same version.
+        self._lock = asyncio.Lock()
+
+    async def ingest(
+        self, request: IngestRequest, *, body: bytes, idempotency_key: str | None, actor: str
+    ) -> IngestResponse:
+        """Store the batch durably, then stage a shadow snapshot that sees it."""
+        for item in request.items:
+            if item.text is not None and len(item.text) > self._max_text_chars:
+                raise PayloadTooLargeError(
+                    f"item {item.id!r} has {len(item.text)} characters; the limit is "
+                    f"{self._max_text_chars}"
+                )
+        body_sha256 = hashlib.sha256(body).hexdigest()
+        async with self._lock:
+            if idempotency_key is not None:
+                replay = await self._replay(idempotency_key, body_sha256)
+                if replay is not None:
+                    return replay
+            async with self._sessionmaker.begin() as session:
+                results, versions = await self._apply(session, request.items)
+                snapshot_id = None
+                if versions:
+                    snapshot_id = await self._shadow_snapshot(session, versions, actor)
+                response = IngestResponse(items=results, shadow_snapshot_id=snapshot_id)
+                if idempotency_key is not None:
+                    await repository.add(
+                        session,
+                        IdempotencyKey(
+                            key=idempotency_key,
+                            route=INGEST_ROUTE,
+                            request_sha256=body_sha256,
+                            status_code=202,
+                            response=response.model_dump(mode="json"),
+                        ),
+                    )
+            if snapshot_id is not None:
+                await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
+            return response
+
+    async def _replay(self, key: str, body_sha256: str) -> IngestResponse | None:
+        async with self._sessionmaker() as session:
+            stored = await repository.idempotency_key(session, key)
+        if stored is None:
+            return None
+        if stored.route != INGEST_ROUTE or stored.request_sha256 != body_sha256:
+            raise InvalidRequestError(
+                f"Idempotency-Key {key!r} was used for another request body; use a new key"
+            )
+        return IngestResponse.model_validate(stored.response)
+
+    async def _apply(
+        self, session: AsyncSession, items: Sequence[DocumentItem]
+    ) -> tuple[list[ItemResult], dict[str, int]]:
+        versions: dict[str, int] = {}
+
+        async def version_for(domain: str) -> int:
+            if domain not in versions:
+                versions[domain] = await repository.latest_rag_version(session, domain) + 1
+            return versions[domain]
+
+        results: list[ItemResult] = []
+        for item in items:
+            results.append(await self._apply_document(session, item, version_for))
+        return results, versions
+
+    async def _apply_document(
+        self, session: AsyncSession, item: DocumentItem, version_for: _VersionFor
+    ) -> ItemResult:
+        def result(status: str, **extra: object) -> ItemResult:
+            return ItemResult.model_validate(
+                {"id": item.id, "type": item.type, "status": status, **extra}
+            )
+
+        live = await repository.live_document(session, item.id)
+        if item.deleted:
+            if live is None:
+                return result("not_found", detail="no live document with this id")
+            version = await version_for(live.domain)
+            await self._remove(live, version)
+            return result("deleted", domain=live.domain, rag_version=version)
+        if item.domain is None or item.text is None or not item.text.strip():
+            return result("rejected", detail="a document needs `domain` and non-empty `text`")
+        if item.domain not in self._domains:
+            known = ", ".join(self._domains)
+            return result("rejected", detail=f"unknown domain {item.domain!r}; known: {known}")
+        sha = hashlib.sha256(item.text.encode()).hexdigest()
+        if live is not None and live.content_sha256 == sha and live.domain == item.domain:
+            return result("unchanged", domain=live.domain, rag_version=live.added_in_version)
+        version = await version_for(item.domain)
+        if live is not None:
+            if live.domain != item.domain:
+                await self._remove(live, await version_for(live.domain))
+            else:
+                await self._remove(live, version)
+        chunks = await self._index.add_document(
+            domain=item.domain,
+            doc_id=item.id,
+            text=item.text,
+            source=item.source or "",
+            version=version,
+            chunk_size=self._chunk_chars,
+            chunk_overlap=self._chunk_overlap,
+        )
+        await repository.add(
+            session,
+            Document(
+                external_id=item.id,
+                domain=item.domain,
+                source=item.source,
+                content_sha256=sha,
+                text=item.text,
+                chunk_count=chunks,
+                added_in_version=version,
+            ),
+        )
+        status = "updated" if live is not None else "added"
+        return result(status, domain=item.domain, rag_version=version, chunks=chunks)
+
+    async def _remove(self, live: Document, version: int) -> None:
+        await self._index.remove_document(
+            domain=live.domain, doc_id=live.external_id, version=version
+        )
+        live.removed_in_version = version
+
+    async def _shadow_snapshot(
+        self, session: AsyncSession, versions: dict[str, int], actor: str
+    ) -> str:
+        state = self._releases.state
+        parent = await snapshots.get_snapshot(session, state.serving(state.shadow_slot).snapshot_id)
+        snapshot = await snapshots.create_snapshot(
+            session,
+            parent=parent,
+            adapters={},
+            domains=self._domains,
+            actor=actor,
+            reason="ingest: RAG versions "
+            + ", ".join(f"{d}={v}" for d, v in sorted(versions.items())),
+            rag_versions=versions,
+        )
+        return snapshot.id
+
+
+class _VersionFor(Protocol):
+    async def __call__(self, domain: str) -> int: ...

@@ -12,7 +12,7 @@ from api.errors import install_error_handlers
 from api.logging import RequestIdMiddleware
 from api.routes import admin, answer, health, ingest, openai
 from twinloop import __version__
-from twinloop.inference.service import QuestionRouter
+from twinloop.routing.service import Router
 from twinloop.runtime import Knowledge, open_runtime
 from twinloop.settings import Settings
 
@@ -21,7 +21,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     engine_transport: httpx.AsyncBaseTransport | None = None,
-    router: QuestionRouter | None = None,
+    router: Router | None = None,
     knowledge: Knowledge | None = None,
 ) -> FastAPI:
     """Build the gateway. Tests put a fake engine under the client and a fake router in."""

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import httpx
@@ -21,15 +22,17 @@ from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.inference.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
-from twinloop.inference.service import AnswerService, DocumentSearch, QuestionRouter
+from twinloop.inference.service import AnswerService, DocumentSearch
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
+from twinloop.routing.evaluation import default_testset
 from twinloop.routing.router import DomainRouter
-from twinloop.routing.rules import default_rules
+from twinloop.routing.rules import RouterRules, default_rules
+from twinloop.routing.service import Router, RoutingService
 from twinloop.settings import Settings, Slot
 from twinloop.weights.prepare import resolve_embedding_model
 
@@ -44,6 +47,7 @@ class Runtime:
     releases: ReleaseController
     release_admin: ReleaseAdmin
     registry: AdapterRegistry
+    routing: RoutingService
     ingest: IngestService
     answers: AnswerService
     readiness: ReadinessService
@@ -58,6 +62,10 @@ def load_embedder(settings: Settings) -> Embedder:
     return Embedder(resolve_embedding_model(settings.models.embedding_model))
 
 
+def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
+    return DomainRouter(embedder=embedder, rules=rules)
+
+
 def load_router(settings: Settings) -> DomainRouter:
     """The embedding router with the shipped rules. Blocking: loads the embedding model."""
     return DomainRouter(embedder=load_embedder(settings), rules=default_rules())
@@ -68,19 +76,25 @@ async def open_runtime(
     settings: Settings,
     *,
     engine_transport: httpx.AsyncBaseTransport | None = None,
-    router: QuestionRouter | None = None,
+    router: Router | None = None,
     knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Runtime]:
     """Open the database, the engine clients and the services; close them on exit.
 
     `engine_transport` replaces the network under the engine clients (tests pass
-    an `httpx.MockTransport`); `router` and `knowledge` replace the embedding router
-    and the Chroma index (unit tests must not load a model or need a server).
+    an `httpx.MockTransport`); `router` (used for every rules version) and `knowledge`
+    replace the embedding router and the Chroma index (unit tests must not load a
+    model or need a server).
     """
     chroma = None
+    build_router: Callable[[RouterRules], Router]
+    if router is not None:
+        fixed = router
+        build_router = lambda _rules: fixed  # noqa: E731
     if router is None or knowledge is None:
         embedder = await asyncio.to_thread(load_embedder, settings)
-        router = router or DomainRouter(embedder=embedder, rules=default_rules())
+        if router is None:
+            build_router = partial(_embedding_router, embedder)
         if knowledge is None:
             chroma = await connect_chroma(settings.rag)
             knowledge = KnowledgeStore(client=chroma, embedder=embedder)
@@ -106,6 +120,13 @@ async def open_runtime(
             for slot in Slot
         }
         base_name = settings.models.served_name
+        routing = RoutingService(
+            sessionmaker=sessionmaker,
+            build_router=build_router,
+            testset=default_testset(),
+            domains=settings.domains,
+        )
+        await routing.ensure_default()
         releases = ReleaseController(
             sessionmaker=sessionmaker,
             engines=engines,
@@ -123,7 +144,7 @@ async def open_runtime(
             default_domain=settings.default_domain,
             base_model_name=base_name,
             default_max_tokens=settings.gateway.default_max_tokens,
-            router=router,
+            routing=routing,
             knowledge=knowledge,
             top_k=settings.rag.top_k,
         )
@@ -156,8 +177,10 @@ async def open_runtime(
                     engines=engines,
                     sessionmaker=sessionmaker,
                     domains=settings.domains,
+                    routing=routing,
                 ),
                 registry=AdapterRegistry.from_settings(settings),
+                routing=routing,
                 ingest=IngestService(
                     sessionmaker=sessionmaker,
                     index=knowledge,

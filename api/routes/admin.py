@@ -11,6 +11,8 @@ from twinloop.registry.schemas import AdapterView, RegisterAdapterRequest
 from twinloop.releases.schemas import (
     ChangeRequest,
     CreateSnapshotRequest,
+    ProposalView,
+    ProposeRulesRequest,
     ReleaseStatus,
     ReleaseView,
     RollbackRequest,
@@ -82,3 +84,10 @@ async def stage_snapshot(
 ) -> ReleaseView:
     reason = (body.reason if body else "") or "stage"
     return await admin.stage(snapshot_id, actor=actor, reason=reason)
+
+
+@router.post("/pr", status_code=status.HTTP_201_CREATED)
+async def propose_router_rules(
+    actor: AdminDep, admin: ReleaseAdminDep, body: ProposeRulesRequest
+) -> ProposalView:
+    return await admin.propose_router_rules(body, actor=actor)

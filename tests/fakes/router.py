@@ -19,3 +19,6 @@ class FakeRouter:
             if word in question.lower():
                 return RouteResult(domain=domain, score=0.9, scores={domain: 0.9})
         return RouteResult(domain="general", score=0.1, scores={"general": 0.1}, fallback=True)
+
+    def route_many(self, questions: list[str]) -> list[RouteResult]:
+        return [self.route(q) for q in questions]

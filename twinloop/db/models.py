@@ -194,6 +194,18 @@ class CanaryDecision(IdMixin, CreatedAtMixin, Base):
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class RouterRulesVersion(CreatedAtMixin, Base):
+    """One version of the router's rules; snapshots pin a version."""
+
+    __tablename__ = "router_rules"
+
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSON)
+    accuracy: Mapped[float | None] = mapped_column(Float, doc="on the labelled routing set")
+    created_by: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
+
+
 class IdempotencyKey(CreatedAtMixin, Base):
     """A client's `Idempotency-Key`: the same key and body replay the stored result."""
 

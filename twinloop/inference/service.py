@@ -72,6 +72,12 @@ class QuestionRouter(Protocol):
     def route(self, question: str) -> RouteResult: ...
 
 
+class RouterSource(Protocol):
+    """The router for a snapshot's rules version (twinloop.routing.service.RoutingService)."""
+
+    async def router_for(self, version: int | None) -> QuestionRouter: ...
+
+
 class PreviewForbiddenError(TwinloopError):
     status_code = 403
 
@@ -95,7 +101,7 @@ class AnswerService:
         default_domain: str,
         base_model_name: str,
         default_max_tokens: int,
-        router: QuestionRouter,
+        routing: RouterSource,
         knowledge: DocumentSearch | None = None,
         top_k: int = 3,
     ) -> None:
@@ -107,7 +113,7 @@ class AnswerService:
         self._default_domain = default_domain
         self._base_model_name = base_model_name
         self._default_max_tokens = default_max_tokens
-        self._router = router
+        self._routing = routing
         self._knowledge = knowledge
         self._top_k = top_k
 
@@ -324,7 +330,10 @@ class AnswerService:
         score: float | None = None
         if domain is None:
             # Embedding the question is CPU work: keep it off the event loop.
-            result = await asyncio.to_thread(self._router.route, question)
+            state = self._releases.state
+            rules_version = state.serving(slot or state.active_slot).router_rules_version
+            router = await self._routing.router_for(rules_version)
+            result = await asyncio.to_thread(router.route, question)
             known = result.domain in self._domains
             domain = result.domain if known else self._default_domain
             score = round(result.score, 4)

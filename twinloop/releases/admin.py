@@ -15,6 +15,8 @@ from twinloop.releases import repository, snapshots
 from twinloop.releases.schemas import (
     ChangeRequest,
     CreateSnapshotRequest,
+    ProposalView,
+    ProposeRulesRequest,
     ReleaseStatus,
     ReleaseView,
     RollbackRequest,
@@ -23,6 +25,7 @@ from twinloop.releases.schemas import (
 )
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import ReleaseState
+from twinloop.routing.service import RoutingService
 from twinloop.settings import Slot
 
 
@@ -34,11 +37,13 @@ class ReleaseAdmin:
         engines: Mapping[str, EngineClient],
         sessionmaker: SessionMaker,
         domains: Sequence[str],
+        routing: RoutingService,
     ) -> None:
         self._controller = controller
         self._engines = engines
         self._sessionmaker = sessionmaker
         self._domains = domains
+        self._routing = routing
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -74,6 +79,40 @@ class ReleaseAdmin:
             view = SnapshotView.model_validate(snapshot)
         await self._controller.stage(view.id, actor=actor, reason=reason)
         return view
+
+    async def propose_router_rules(
+        self, request: ProposeRulesRequest, *, actor: str
+    ) -> ProposalView:
+        """Test proposed rules; if they route no worse, stage them to Shadow in a new snapshot."""
+        state = self._controller.state
+        shadow = state.serving(state.shadow_slot)
+        reason = request.reason or "router rules proposal"
+        proposal = await self._routing.propose(
+            request.rules,
+            baseline_version=shadow.router_rules_version,
+            actor=actor,
+            reason=reason,
+        )
+        async with self._sessionmaker.begin() as session:
+            parent = await snapshots.get_snapshot(session, shadow.snapshot_id)
+            snapshot = await snapshots.create_snapshot(
+                session,
+                parent=parent,
+                adapters={},
+                domains=self._domains,
+                actor=actor,
+                reason=f"{reason} (router rules version {proposal.version})",
+                router_rules_version=proposal.version,
+            )
+            snapshot_id = snapshot.id
+        await self._controller.stage(snapshot_id, actor=actor, reason=reason)
+        return ProposalView(
+            rules_version=proposal.version,
+            accuracy=proposal.accuracy,
+            baseline_rules_version=proposal.baseline_version,
+            baseline_accuracy=proposal.baseline_accuracy,
+            snapshot_id=snapshot_id,
+        )
 
     async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseView:
         started = time.perf_counter()

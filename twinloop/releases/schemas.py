@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,21 @@ class CreateSnapshotRequest(ChangeRequest):
         description="domain -> adapter id, or null for the base model. Domains not named keep "
         "the active snapshot's adapter."
     )
+
+
+class ProposeRulesRequest(ChangeRequest):
+    rules: dict[str, Any] = Field(
+        description="Router rules: {version, fallback, domains: {name: {exemplars, threshold, "
+        "priority}}}; see twinloop/routing/data/default_rules.json."
+    )
+
+
+class ProposalView(BaseModel):
+    rules_version: int
+    accuracy: float
+    baseline_rules_version: int
+    baseline_accuracy: float
+    snapshot_id: str
 
 
 class SnapshotView(BaseModel):

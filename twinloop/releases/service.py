@@ -26,6 +26,7 @@ from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
 from twinloop.releases.inflight import InflightRequests
 from twinloop.releases.state import AdapterRef, ReleaseState, SlotSnapshot, Target
+from twinloop.routing.service import DEFAULT_RULES_VERSION
 from twinloop.settings import Slot
 
 SYSTEM_ACTOR = "system"
@@ -395,6 +396,7 @@ class ReleaseController:
                 if a
             },
             rag_versions=dict(snapshot.rag_versions),
+            router_rules_version=snapshot.router_rules_version,
         )
 
     async def _initial_release(self, session: AsyncSession) -> Release:
@@ -402,6 +404,7 @@ class ReleaseController:
             base_model=self._base_model_name,
             adapters={},
             rag_versions={},
+            router_rules_version=DEFAULT_RULES_VERSION,
             created_by=SYSTEM_ACTOR,
             reason="first start: the base model on both slots",
         )

@@ -20,6 +20,7 @@ async def create_snapshot(
     actor: str,
     reason: str,
     rag_versions: dict[str, int] | None = None,
+    router_rules_version: int | None = None,
 ) -> Snapshot:
     """A new snapshot: `parent` with the named domains' adapters replaced.
 
@@ -50,7 +51,7 @@ async def create_snapshot(
         base_model=parent.base_model,
         adapters={d: a for d, a in merged.items() if a},
         rag_versions={**parent.rag_versions, **(rag_versions or {})},
-        router_rules_version=parent.router_rules_version,
+        router_rules_version=router_rules_version or parent.router_rules_version,
         parent_id=parent.id,
         created_by=actor,
         reason=reason,

@@ -27,6 +27,7 @@ class SlotSnapshot:
     adapters: dict[str, AdapterRef] = field(default_factory=dict)
     # domain -> pinned RAG version; 0 (or missing) means no documents are visible.
     rag_versions: dict[str, int] = field(default_factory=dict)
+    router_rules_version: int | None = None
 
     @property
     def adapter_names(self) -> set[str]:

@@ -7,42 +7,29 @@ loopback with its data in `<data_dir>/chroma/`; every process talks to it over
 HTTP. With `rag.external` set, the server at `rag.chroma_host:chroma_port` is
 someone else's: it is never started or stopped, only watched.
 
-The PID file and log live under `<data_dir>/rag/`. Like the engines' PID
-files, it records the process's start time too, so `stop` never signals a
-process that merely reuses an old PID.
+The PID file and log live under `<data_dir>/rag/`; twinloop/processes.py owns
+the process handling shared with the engines.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
 from rag.errors import ChromaServerError
+from twinloop import processes
 from twinloop.settings import Settings
 
 HEARTBEAT_PATH = "/api/v2/heartbeat"
-LOG_TAIL_LINES = 30
 
 
-@dataclass(frozen=True)
-class ChromaServerRecord:
-    """What the PID file holds."""
-
-    pid: int
-    create_time: float
-    port: int
-    started_at: float
+ChromaServerRecord = processes.ProcessRecord
 
 
 @dataclass(frozen=True)
@@ -93,17 +80,7 @@ class ChromaServer:
 
     def record(self) -> ChromaServerRecord | None:
         """The PID file's record if that process is still the one we started."""
-        try:
-            record = ChromaServerRecord(**json.loads(self.pid_path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
-        try:
-            process = psutil.Process(record.pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            same = abs(process.create_time() - record.create_time) < 1.0
-        except psutil.Error:
-            return None
-        return record if alive and same else None
+        return processes.read_record(self.pid_path)
 
     def is_healthy(self) -> bool:
         try:
@@ -143,34 +120,21 @@ class ChromaServer:
         if existing is not None:
             return existing
         host, port = self._rag.chroma_host, self._rag.chroma_port
-        if _port_taken(host, port):
+        if processes.port_taken(host, port):
             raise ChromaServerError(
                 f"port {port} for Chroma is taken by a process this data directory did not "
                 "start; stop it, set TWINLOOP_RAG__CHROMA_PORT, or set TWINLOOP_RAG__EXTERNAL=true "
                 "to use that server"
             )
         self.data_path.mkdir(parents=True, exist_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            log.write(f"\n--- starting Chroma at {time.ctime()} ---\n".encode())
-            log.flush()
-            # Own session: stop() signals the whole group and nothing else.
-            process = subprocess.Popen(
-                self.command(),
-                env=self.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._child = process
-        record = ChromaServerRecord(
-            pid=process.pid,
-            create_time=psutil.Process(process.pid).create_time(),
+        self._child, record = processes.spawn(
+            self.command(),
+            env=self.environment(),
+            log_path=self.log_path,
+            pid_path=self.pid_path,
             port=port,
-            started_at=time.time(),
+            label="Chroma",
         )
-        self.pid_path.write_text(json.dumps(asdict(record)))
         return record
 
     def wait_healthy(self, timeout_s: float | None = None) -> float:
@@ -197,54 +161,8 @@ class ChromaServer:
         """End exactly the process group we started; False when none was running (or external)."""
         if self._rag.external:
             return False
-        record = self.record()
-        if record is None:
-            self.pid_path.unlink(missing_ok=True)
-            return False
-        _signal_group(record.pid, signal.SIGTERM)
-        try:
-            psutil.Process(record.pid).wait(timeout=timeout_s)
-        except psutil.TimeoutExpired:
-            _signal_group(record.pid, signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-        _wait_group_gone(record.pid, timeout_s)
         child, self._child = self._child, None
-        if child is not None:
-            child.wait(timeout=timeout_s)
-        self.pid_path.unlink(missing_ok=True)
-        return True
+        return processes.stop(self.pid_path, child=child, timeout_s=timeout_s)
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not any(_pgid(p.pid) == pgid for p in psutil.process_iter(["pid"])):
-            return
-        time.sleep(0.1)
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    def log_tail(self, lines: int = processes.LOG_TAIL_LINES) -> str:
+        return processes.log_tail(self.log_path, lines)

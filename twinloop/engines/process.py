@@ -1,31 +1,24 @@
 """Start, stop and watch one vLLM OpenAI-compatible server per slot.
 
-PIDs and logs live under `<data_dir>/engines/`. A PID file records the
-process's start time too, so `stop` never signals a process that merely
-reuses an old PID.
+PIDs and logs live under `<data_dir>/engines/`; twinloop/processes.py owns the
+process handling shared with the Chroma server.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 
+from twinloop import processes
 from twinloop.errors import EngineProcessError
 from twinloop.settings import Settings, Slot
-
-LOG_TAIL_LINES = 30
 
 
 @dataclass(frozen=True)
@@ -82,14 +75,7 @@ class EngineSpec:
         return env
 
 
-@dataclass(frozen=True)
-class EngineRecord:
-    """What the PID file holds."""
-
-    pid: int
-    create_time: float
-    port: int
-    started_at: float
+EngineRecord = processes.ProcessRecord
 
 
 @dataclass(frozen=True)
@@ -135,18 +121,7 @@ class EngineProcesses:
 
     def record(self, slot: Slot) -> EngineRecord | None:
         """The PID file's record if that process is still the one we started."""
-        path = self.spec(slot).pid_path
-        try:
-            record = EngineRecord(**json.loads(path.read_text()))
-        except (FileNotFoundError, ValueError, TypeError):
-            return None
-        try:
-            process = psutil.Process(record.pid)
-            alive = process.status() != psutil.STATUS_ZOMBIE
-            same = abs(process.create_time() - record.create_time) < 1.0
-        except psutil.Error:
-            return None
-        return record if alive and same else None
+        return processes.read_record(self.spec(slot).pid_path)
 
     def is_healthy(self, slot: Slot) -> bool:
         spec = self.spec(slot)
@@ -179,7 +154,7 @@ class EngineProcesses:
         if existing is not None:
             return existing
         spec = self.spec(slot)
-        if self.is_healthy(slot) or _port_taken(spec.host, spec.port):
+        if self.is_healthy(slot) or processes.port_taken(spec.host, spec.port):
             raise EngineProcessError(
                 f"port {spec.port} for the {slot} engine is taken by a process this data "
                 f"directory did not start; stop it or set TWINLOOP_ENGINES__{slot.upper()}_PORT"
@@ -188,29 +163,16 @@ class EngineProcesses:
             raise EngineProcessError(
                 f"base model folder {spec.model_path} is missing: run `twinloop models prepare`"
             )
-        self._dir.mkdir(parents=True, exist_ok=True)
-        with spec.log_path.open("ab") as log:
-            log.write(f"\n--- starting {slot} engine at {time.ctime()} ---\n".encode())
-            log.flush()
-            # Own session: stop() signals the whole group, which includes vLLM's engine-core child.
-            process = subprocess.Popen(
-                spec.command(),
-                env=spec.environment(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self._children[slot] = process
-        child = psutil.Process(process.pid)
-        _lower_priority(child, spec.niceness)
-        record = EngineRecord(
-            pid=process.pid,
-            create_time=child.create_time(),
+        process, record = processes.spawn(
+            spec.command(),
+            env=spec.environment(),
+            log_path=spec.log_path,
+            pid_path=spec.pid_path,
             port=spec.port,
-            started_at=time.time(),
+            label=f"{slot} engine",
+            niceness=spec.niceness,
         )
-        spec.pid_path.write_text(json.dumps(asdict(record)))
+        self._children[slot] = process
         return record
 
     def wait_healthy(
@@ -243,70 +205,8 @@ class EngineProcesses:
 
     def stop(self, slot: Slot, *, timeout_s: float = 30.0) -> bool:
         """End exactly the process group we started for `slot`; False when none was running."""
-        spec = self.spec(slot)
-        record = self.record(slot)
-        if record is None:
-            spec.pid_path.unlink(missing_ok=True)
-            return False
-        _signal_group(record.pid, signal.SIGTERM)
-        try:
-            psutil.Process(record.pid).wait(timeout=timeout_s)
-        except psutil.TimeoutExpired:
-            _signal_group(record.pid, signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-        # vLLM's engine-core child can outlive its parent for a moment; wait for the group.
-        _wait_group_gone(record.pid, timeout_s)
         child = self._children.pop(slot, None)
-        if child is not None:
-            child.wait(timeout=timeout_s)
-        spec.pid_path.unlink(missing_ok=True)
-        return True
+        return processes.stop(self.spec(slot).pid_path, child=child, timeout_s=timeout_s)
 
-    def log_tail(self, slot: Slot, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            text = self.spec(slot).log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def _lower_priority(process: psutil.Process, niceness: int) -> None:
-    """Let the gateway win the CPU over generation.
-
-    Set at once: vLLM's engine-core worker, forked seconds later, inherits it. With the
-    kernel's autogroup scheduling on, a process's nice value only counts inside its own
-    session, and the engine has a session of its own, so the session's autogroup gets the
-    same niceness (best effort: kernels without autogroup have no such file).
-    """
-    process.nice(niceness)
-    with contextlib.suppress(OSError):
-        Path(f"/proc/{process.pid}/autogroup").write_text(str(niceness))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _wait_group_gone(pgid: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        members = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pgid]
-        if not members:
-            return
-        time.sleep(0.2)
-    _signal_group(pgid, signal.SIGKILL)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def _port_taken(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+    def log_tail(self, slot: Slot, lines: int = processes.LOG_TAIL_LINES) -> str:
+        return processes.log_tail(self.spec(slot).log_path, lines)

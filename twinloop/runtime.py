@@ -185,6 +185,7 @@ async def open_runtime(
                     sessionmaker=sessionmaker,
                     index=knowledge,
                     releases=releases,
+                    metrics=metrics,
                     domains=settings.domains,
                     chunk_chars=settings.rag.chunk_chars,
                     chunk_overlap=settings.rag.chunk_overlap,

@@ -273,10 +273,13 @@ class AnswerService:
         version = routed.target.rag_version
         if self._knowledge is None or version <= 0:
             return []
+        started = time.perf_counter()
         try:
             chunks = await self._knowledge.query(
                 domain=routed.domain, question=question, version=version, top_k=self._top_k
             )
+            elapsed = time.perf_counter() - started
+            self._metrics.retrieval_latency.labels(routed.domain).observe(elapsed)
         except TwinloopError as e:
             self._metrics.retrieval_errors.labels(routed.domain).inc()
             log.warning("retrieval failed; answering without context", error=e.message)
@@ -334,6 +337,7 @@ class AnswerService:
             rules_version = state.serving(slot or state.active_slot).router_rules_version
             router = await self._routing.router_for(rules_version)
             result = await asyncio.to_thread(router.route, question)
+            self._metrics.routes.labels(result.domain, str(result.fallback).lower()).inc()
             known = result.domain in self._domains
             domain = result.domain if known else self._default_domain
             score = round(result.score, 4)

@@ -21,6 +21,7 @@ from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, TwinloopError
 from twinloop.ingest import repository
 from twinloop.ingest.schemas import DocumentItem, IngestRequest, IngestResponse, ItemResult
+from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
 
@@ -56,6 +57,7 @@ class IngestService:
         sessionmaker: SessionMaker,
         index: DocumentIndex,
         releases: ReleaseController,
+        metrics: Metrics,
         domains: Sequence[str],
         chunk_chars: int,
         chunk_overlap: int,
@@ -64,6 +66,7 @@ class IngestService:
         self._sessionmaker = sessionmaker
         self._index = index
         self._releases = releases
+        self._metrics = metrics
         self._domains = list(domains)
         self._chunk_chars = chunk_chars
         self._chunk_overlap = chunk_overlap
@@ -104,6 +107,8 @@ class IngestService:
                             response=response.model_dump(mode="json"),
                         ),
                     )
+            for result in results:
+                self._metrics.ingested_items.labels(result.type, result.status).inc()
             if snapshot_id is not None:
                 await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
             return response

@@ -151,6 +151,8 @@ class ReleaseAdmin:
             role="active" if slot is state.active_slot else "shadow",
             snapshot_id=serving.snapshot_id,
             adapters={domain: ref.name for domain, ref in serving.adapters.items()},
+            rag_versions=serving.rag_versions,
+            router_rules_version=serving.router_rules_version,
             engine_healthy=healthy,
             engine_models=models,
             missing_adapters=sorted(serving.adapter_names - set(models)) if healthy else [],

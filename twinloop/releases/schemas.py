@@ -65,6 +65,8 @@ class SlotStatus(BaseModel):
     role: str
     snapshot_id: str
     adapters: dict[str, str]
+    rag_versions: dict[str, int]
+    router_rules_version: int | None
     engine_healthy: bool
     engine_models: list[str]
     missing_adapters: list[str]

@@ -139,6 +139,8 @@ async def test_the_router_picks_the_domain_and_reports_its_score(
 
     assert (routed.json()["domain"], routed.json()["route_score"]) == ("law", 0.9)
     assert (explicit.json()["domain"], explicit.json()["route_score"]) == ("med", None)
+    metrics = (await client.get("/metrics")).text
+    assert 'twinloop_routes_total{domain="law",fallback="false"} 1.0' in metrics
 
 
 async def test_auto_model_routes_on_the_last_user_message(

@@ -37,6 +37,13 @@ async def test_a_new_document_is_seen_by_shadow_then_active_after_swap_and_not_a
     assert response.json()["shadow_snapshot_id"]
     assert await _contexts(client) == []
     assert await _contexts(client, admin_headers, target="shadow") == ["d1"]
+    status = (await client.get("/status", headers=admin_headers)).json()
+    by_role = {s["role"]: s for s in status["slots"]}
+    assert by_role["shadow"]["rag_versions"] == {"law": 1}
+    assert by_role["active"]["rag_versions"] == {}
+    metrics = (await client.get("/metrics")).text
+    assert 'twinloop_ingested_items_total{status="added",type="document"} 1.0' in metrics
+    assert "twinloop_retrieval_latency_seconds_count" in metrics
 
     await client.post("/swap", headers=admin_headers)
     assert await _contexts(client) == ["d1"]

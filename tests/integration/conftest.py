@@ -134,6 +134,15 @@ def gateway_url(
         yield url
 
 
+@pytest.fixture
+def two_engine_gateway(
+    gateway_settings: Settings, real_engines: EngineProcesses, real_router: DomainRouter
+) -> Iterator[str]:
+    """The real gateway over both real engines (blue/green tests)."""
+    with serve_gateway(gateway_settings, real_router) as url:
+        yield url
+
+
 @contextmanager
 def serve_gateway(settings: Settings, router: DomainRouter) -> Iterator[str]:
     from api.app import create_app

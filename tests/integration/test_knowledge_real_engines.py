@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from tests.integration.conftest import serve_gateway
-from twinloop.engines.process import EngineProcesses
-from twinloop.routing.router import DomainRouter
 from twinloop.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -21,14 +16,6 @@ DOCUMENT = (
 QUESTION = "In which city was the Quorvath Agreement signed?"
 
 
-@pytest.fixture
-def knowledge_gateway(
-    gateway_settings: Settings, real_engines: EngineProcesses, real_router: DomainRouter
-) -> Iterator[str]:
-    with serve_gateway(gateway_settings, real_router) as url:
-        yield url
-
-
 def _ask(url: str, headers: dict[str, str], target: str = "active") -> dict[str, object]:
     body = {"question": QUESTION, "domain": "law", "max_tokens": 24, "target": target}
     response = httpx.post(f"{url}/answer", json=body, headers=headers, timeout=120)
@@ -38,9 +25,9 @@ def _ask(url: str, headers: dict[str, str], target: str = "active") -> dict[str,
 
 
 def test_an_ingested_fact_is_answered_by_shadow_then_active_and_gone_after_rollback(
-    knowledge_gateway: str, gateway_settings: Settings
+    two_engine_gateway: str, gateway_settings: Settings
 ) -> None:
-    url = knowledge_gateway
+    url = two_engine_gateway
     admin = {"Authorization": f"Bearer {gateway_settings.admin_token.get_secret_value()}"}
     before = _ask(url, admin)
     assert "Zelmora" not in str(before["answer"])

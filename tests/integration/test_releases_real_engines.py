@@ -7,29 +7,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.fakes.adapters import make_random_lora
-from tests.integration.conftest import _free_port, serve_gateway
-from twinloop.engines.process import EngineProcesses
-from twinloop.routing.router import DomainRouter
+from tests.integration.conftest import _free_port
 from twinloop.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 QUESTION = "What is the capital of France?"
-
-
-@pytest.fixture
-def release_gateway(
-    gateway_settings: Settings, real_engines: EngineProcesses, real_router: DomainRouter
-) -> Iterator[str]:
-    with serve_gateway(gateway_settings, real_router) as url:
-        yield url
 
 
 @pytest.fixture
@@ -65,13 +54,13 @@ def _engine_models(settings: Settings, slot: str) -> list[str]:
 
 
 def test_register_stage_swap_rollback_and_tamper(
-    release_gateway: str,
+    two_engine_gateway: str,
     admin: dict[str, str],
     prepared_model: Path,
     gateway_settings: Settings,
     tmp_path: Path,
 ) -> None:
-    url = release_gateway
+    url = two_engine_gateway
     folder = make_random_lora(prepared_model, tmp_path / "law", seed=0, scaling=8)
     adapter = _register(url, admin, folder)
     start = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
@@ -124,9 +113,9 @@ def test_register_stage_swap_rollback_and_tamper(
 
 
 def test_no_request_fails_across_twenty_swaps_and_rollbacks(
-    release_gateway: str, admin: dict[str, str], prepared_model: Path, tmp_path: Path
+    two_engine_gateway: str, admin: dict[str, str], prepared_model: Path, tmp_path: Path
 ) -> None:
-    url = release_gateway
+    url = two_engine_gateway
     adapter = _register(url, admin, make_random_lora(prepared_model, tmp_path / "law", seed=0))
     staged = httpx.post(
         f"{url}/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin, timeout=120
@@ -178,7 +167,7 @@ def test_no_request_fails_across_twenty_swaps_and_rollbacks(
 
 
 def test_two_gateway_processes_agree_after_a_swap(
-    release_gateway: str, admin: dict[str, str], gateway_settings: Settings
+    two_engine_gateway: str, admin: dict[str, str], gateway_settings: Settings
 ) -> None:
     port = _free_port()
     env = {
@@ -208,7 +197,7 @@ def test_two_gateway_processes_agree_after_a_swap(
             assert time.monotonic() < deadline, "the second gateway did not start"
             time.sleep(0.2)
 
-        for first, follower in ((release_gateway, other), (other, release_gateway)):
+        for first, follower in ((two_engine_gateway, other), (other, two_engine_gateway)):
             swapped = httpx.post(f"{first}/swap", headers=admin, timeout=60).json()
             started = time.monotonic()
             while True:

@@ -46,6 +46,8 @@ def main() -> None:
     admin = {"Authorization": f"Bearer {token}"}
     url = args.gateway
 
+    before = httpx.get(f"{url}/status", headers=admin).raise_for_status().json()
+    shadow_before = next(s["snapshot_id"] for s in before["slots"] if s["role"] == "shadow")
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings().prepared_base_model_dir
         folder = make_random_lora(base, Path(tmp) / "law", seed=int(time.time()), scaling=8)
@@ -91,6 +93,10 @@ def main() -> None:
             in_gateway[kind].append(view["took_ms"])
         if args.flips % 2:
             http.post(f"{url}/rollback", json={"reason": "bench: leave as found"})
+        # The random adapter must not stay in Shadow: stage what Shadow held before.
+        http.post(
+            f"{url}/snapshots/{shadow_before}/stage", json={"reason": "bench: leave as found"}
+        ).raise_for_status()
     stop.set()
     for thread in threads:
         thread.join(timeout=120)

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_ITEMS = 100
 MAX_ID_CHARS = 128
+MAX_TEXT_CHARS = 20_000
 
 
 class DocumentItem(BaseModel):
@@ -21,7 +22,36 @@ class DocumentItem(BaseModel):
     deleted: bool = False
 
 
-IngestItem = Annotated[DocumentItem, Field(discriminator="type")]
+class FeedbackItem(BaseModel):
+    """A user's verdict on a served answer; a thumbs-down with a correction teaches."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["feedback"]
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    answer_id: str | None = Field(default=None, description="Required unless deleting.")
+    rating: Literal["up", "down"] | None = Field(
+        default=None, description="Required unless deleting."
+    )
+    correction: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    comment: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    deleted: bool = False
+
+
+class ExampleItem(BaseModel):
+    """A question and the answer the model should give."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["example"]
+    id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
+    domain: str | None = Field(default=None, description="Required unless deleting.")
+    question: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    answer: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    deleted: bool = False
+
+
+IngestItem = Annotated[DocumentItem | FeedbackItem | ExampleItem, Field(discriminator="type")]
 
 
 class IngestRequest(BaseModel):
@@ -36,6 +66,9 @@ class ItemResult(BaseModel):
     id: str
     type: str
     status: Literal["added", "updated", "unchanged", "deleted", "not_found", "rejected"]
+    training_example_id: str | None = Field(
+        default=None, description="The training example a feedback item or example became."
+    )
     domain: str | None = None
     rag_version: int | None = None
     chunks: int | None = None

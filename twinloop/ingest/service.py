@@ -1,4 +1,4 @@
-"""Document ingestion with versioned visibility.
+"""Ingestion: documents with versioned visibility; feedback and examples (see learning.py).
 
 Every batch that changes a domain's documents gives that domain a new RAG
 version: new chunks are tagged `added_in=v`, superseded or deleted ones get
@@ -19,8 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.models import Document, IdempotencyKey
 from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, TwinloopError
-from twinloop.ingest import repository
-from twinloop.ingest.schemas import DocumentItem, IngestRequest, IngestResponse, ItemResult
+from twinloop.ingest import learning, repository
+from twinloop.ingest.schemas import (
+    DocumentItem,
+    ExampleItem,
+    FeedbackItem,
+    IngestItem,
+    IngestRequest,
+    IngestResponse,
+    ItemResult,
+)
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
@@ -79,7 +87,11 @@ class IngestService:
     ) -> IngestResponse:
         """Store the batch durably, then stage a shadow snapshot that sees it."""
         for item in request.items:
-            if item.text is not None and len(item.text) > self._max_text_chars:
+            if (
+                isinstance(item, DocumentItem)
+                and item.text is not None
+                and len(item.text) > self._max_text_chars
+            ):
                 raise PayloadTooLargeError(
                     f"item {item.id!r} has {len(item.text)} characters; the limit is "
                     f"{self._max_text_chars}"
@@ -125,7 +137,7 @@ class IngestService:
         return IngestResponse.model_validate(stored.response)
 
     async def _apply(
-        self, session: AsyncSession, items: Sequence[DocumentItem]
+        self, session: AsyncSession, items: Sequence[IngestItem]
     ) -> tuple[list[ItemResult], dict[str, int]]:
         versions: dict[str, int] = {}
 
@@ -136,7 +148,12 @@ class IngestService:
 
         results: list[ItemResult] = []
         for item in items:
-            results.append(await self._apply_document(session, item, version_for))
+            if isinstance(item, FeedbackItem):
+                results.append(await learning.apply_feedback(session, item))
+            elif isinstance(item, ExampleItem):
+                results.append(await learning.apply_example(session, item, self._domains))
+            else:
+                results.append(await self._apply_document(session, item, version_for))
         return results, versions
 
     async def _apply_document(

@@ -1,0 +1,148 @@
+"""Feedback and examples from /ingest: stored as they came, turned into training examples.
+
+Nothing here trains: examples wait as `pending` until a training cycle cleans
+them (quarantine with a reason, or accept). A thumbs-down with a correction
+becomes a preference pair: chosen = the correction, rejected = the served answer.
+A thumbs-up makes the served answer an example. Deleting an item marks it and
+what it became as deleted, so no later training set uses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.base import utcnow
+from twinloop.db.models import Answer, Feedback, TrainingExample
+from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
+
+PENDING = "pending"
+
+
+def _sha(*parts: str | None) -> str:
+    return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()
+
+
+def _result(item: FeedbackItem | ExampleItem, status: str, **extra: object) -> ItemResult:
+    return ItemResult.model_validate({"id": item.id, "type": item.type, "status": status, **extra})
+
+
+async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResult:
+    found = await session.execute(select(Feedback).where(Feedback.external_id == item.id))
+    feedback = found.scalars().first()
+    if item.deleted:
+        if feedback is None or feedback.deleted_at is not None:
+            return _result(item, "not_found", detail="no feedback with this id")
+        feedback.deleted_at = utcnow()
+        for example in await _examples_of(session, feedback.id):
+            example.deleted_at = feedback.deleted_at
+        return _result(item, "deleted")
+    if item.answer_id is None or item.rating is None:
+        return _result(item, "rejected", detail="feedback needs `answer_id` and `rating`")
+    answer = await session.get(Answer, item.answer_id)
+    if answer is None:
+        return _result(item, "rejected", detail=f"unknown answer_id {item.answer_id!r}")
+    if answer.is_preview:
+        return _result(
+            item, "rejected", detail="that answer was an operator preview, not a user's answer"
+        )
+    sha = _sha(item.answer_id, item.rating, item.correction, item.comment)
+    if feedback is not None and feedback.content_sha256 == sha and feedback.deleted_at is None:
+        examples = await _examples_of(session, feedback.id)
+        return _result(item, "unchanged", training_example_id=_first_id(examples))
+    status = "added" if feedback is None else "updated"
+    if feedback is None:
+        feedback = Feedback(external_id=item.id, answer_id=answer.id, rating=item.rating,
+                            content_sha256=sha)  # fmt: skip
+        session.add(feedback)
+    feedback.answer_id, feedback.rating = answer.id, item.rating
+    feedback.correction, feedback.comment = item.correction, item.comment
+    feedback.content_sha256, feedback.deleted_at = sha, None
+    await session.flush()
+    # The feedback's content changed: what it taught before is withdrawn (kept for lineage).
+    for old in await _examples_of(session, feedback.id):
+        old.deleted_at = utcnow()
+    taught = _example_from(feedback, answer)
+    if taught is not None:
+        session.add(taught)
+        await session.flush()
+    return _result(
+        item, status, domain=answer.domain, training_example_id=taught.id if taught else None
+    )
+
+
+def _example_from(feedback: Feedback, answer: Answer) -> TrainingExample | None:
+    correction = (feedback.correction or "").strip()
+    if correction:
+        rejected = answer.answer if feedback.rating == "down" else None
+        source, text = "correction", correction
+    elif feedback.rating == "up":
+        rejected, source, text = None, "upvote", answer.answer
+    else:
+        return None  # a thumbs-down alone says what is wrong, not what is right
+    return TrainingExample(
+        source=source,
+        feedback_id=feedback.id,
+        domain=answer.domain,
+        question=answer.question,
+        answer=text,
+        rejected_answer=rejected,
+        status=PENDING,
+        content_sha256=_sha(answer.question, text, rejected),
+    )
+
+
+async def apply_example(
+    session: AsyncSession, item: ExampleItem, domains: Sequence[str]
+) -> ItemResult:
+    found = await session.execute(
+        select(TrainingExample).where(TrainingExample.external_id == item.id)
+    )
+    example = found.scalars().first()
+    if item.deleted:
+        if example is None or example.deleted_at is not None:
+            return _result(item, "not_found", detail="no example with this id")
+        example.deleted_at = utcnow()
+        return _result(item, "deleted", domain=example.domain)
+    if not (item.domain and item.question and item.question.strip() and item.answer
+            and item.answer.strip()):  # fmt: skip
+        return _result(item, "rejected", detail="an example needs `domain`, `question`, `answer`")
+    if item.domain not in domains:
+        known = ", ".join(domains)
+        return _result(item, "rejected", detail=f"unknown domain {item.domain!r}; known: {known}")
+    sha = _sha(item.domain, item.question, item.answer)
+    if example is not None and example.content_sha256 == sha and example.deleted_at is None:
+        return _result(item, "unchanged", domain=item.domain, training_example_id=example.id)
+    status = "added" if example is None else "updated"
+    if example is None:
+        example = TrainingExample(
+            external_id=item.id,
+            source="example",
+            content_sha256=sha,
+            domain=item.domain,
+            question=item.question,
+            answer=item.answer,
+        )
+        session.add(example)
+    example.domain, example.question, example.answer = item.domain, item.question, item.answer
+    example.content_sha256, example.deleted_at = sha, None
+    example.status, example.reject_reason = PENDING, None
+    await session.flush()
+    return _result(item, status, domain=item.domain, training_example_id=example.id)
+
+
+async def _examples_of(session: AsyncSession, feedback_id: str) -> list[TrainingExample]:
+    """The live (not deleted) examples a feedback item became."""
+    result = await session.execute(
+        select(TrainingExample).where(
+            TrainingExample.feedback_id == feedback_id, TrainingExample.deleted_at.is_(None)
+        )
+    )
+    return list(result.scalars())
+
+
+def _first_id(examples: list[TrainingExample]) -> str | None:
+    return examples[0].id if examples else None

@@ -1,0 +1,1 @@
+"""The Shadow trainer: cleaning, mixing and training of per-domain LoRA adapters."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 import pytest
@@ -17,10 +18,11 @@ from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
 
 
-@pytest.fixture
-async def second_client(
+@asynccontextmanager
+async def _another_gateway(
     settings: Settings, fake_engine: FakeEngine
 ) -> AsyncIterator[httpx.AsyncClient]:
+    """A second gateway process, in effect: its own runtime on the same database."""
     other: FastAPI = create_app(
         settings,
         engine_transport=fake_engine.transport(),
@@ -31,6 +33,14 @@ async def second_client(
         transport = httpx.ASGITransport(app=other)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway-2") as c:
             yield c
+
+
+@pytest.fixture
+async def second_client(
+    settings: Settings, fake_engine: FakeEngine
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with _another_gateway(settings, fake_engine) as c:
+        yield c
 
 
 async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
@@ -71,16 +81,8 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
 ) -> None:  # fmt: skip
     await client.post("/swap", headers=admin_headers)
 
-    restarted: FastAPI = create_app(
-        settings,
-        engine_transport=fake_engine.transport(),
-        router=FakeRouter(),
-        knowledge=FakeKnowledge(),
-    )
-    async with restarted.router.lifespan_context(restarted):
-        transport = httpx.ASGITransport(app=restarted)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
-            answer = await c.post("/answer", json={"question": "Q?"})
+    async with _another_gateway(settings, fake_engine) as restarted:
+        answer = await restarted.post("/answer", json={"question": "Q?"})
 
     assert answer.json()["slot"] == "green"
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,22 +139,20 @@ class ChromaServer:
     def wait_healthy(self, timeout_s: float | None = None) -> float:
         """Block until the server answers its heartbeat; returns the seconds waited."""
         timeout_s = timeout_s if timeout_s is not None else self._rag.start_timeout_s
-        started = time.monotonic()
-        while True:
-            waited = time.monotonic() - started
-            if self.is_healthy():
-                return waited
-            if not self._rag.external and self.record() is None:
-                raise ChromaServerError(
-                    "the Chroma server is not running (exited during start-up, or never "
-                    f"started); last log lines:\n{self.log_tail()}"
-                )
-            if waited > timeout_s:
-                raise ChromaServerError(
-                    f"Chroma at {self.base_url} was not healthy after {timeout_s:.0f} s; "
-                    f"last log lines:\n{self.log_tail()}"
-                )
-            time.sleep(0.1)
+        try:
+            return processes.wait_healthy(
+                self.is_healthy,
+                lambda: self._rag.external or self.record() is not None,
+                timeout_s=timeout_s,
+                interval_s=0.1,
+            )
+        except processes.NotHealthyError as e:
+            what = (
+                "the Chroma server is not running (exited during start-up, or never started)"
+                if e.exited
+                else f"Chroma at {self.base_url} was not healthy after {timeout_s:.0f} s"
+            )
+            raise ChromaServerError(f"{what}; last log lines:\n{self.log_tail()}") from e
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:
         """End exactly the process group we started; False when none was running (or external)."""

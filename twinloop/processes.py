@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,6 +66,34 @@ def spawn(
     )
     pid_path.write_text(json.dumps(asdict(record)))
     return process, record
+
+
+class NotHealthyError(Exception):
+    """`wait_healthy` gave up: the process exited, or it stayed unhealthy too long."""
+
+    def __init__(self, *, exited: bool) -> None:
+        super().__init__("exited" if exited else "timed out")
+        self.exited = exited
+
+
+def wait_healthy(
+    is_healthy: Callable[[], bool],
+    is_running: Callable[[], bool],
+    *,
+    timeout_s: float,
+    interval_s: float,
+) -> float:
+    """Poll until `is_healthy()`; returns the seconds waited. Gives up early if it exits."""
+    started = time.monotonic()
+    while True:
+        waited = time.monotonic() - started
+        if is_healthy():
+            return waited
+        if not is_running():
+            raise NotHealthyError(exited=True)
+        if waited > timeout_s:
+            raise NotHealthyError(exited=False)
+        time.sleep(interval_s)
 
 
 def read_record(pid_path: Path) -> ProcessRecord | None:

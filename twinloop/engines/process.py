@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,33 +173,23 @@ class EngineProcesses:
         self._children[slot] = process
         return record
 
-    def wait_healthy(
-        self,
-        slot: Slot,
-        *,
-        timeout_s: float | None = None,
-        on_tick: Callable[[float], None] | None = None,
-    ) -> float:
+    def wait_healthy(self, slot: Slot, *, timeout_s: float | None = None) -> float:
         """Block until the slot's engine serves its model; returns the seconds waited."""
         timeout_s = timeout_s or self._settings.engines.start_timeout_s
-        started = time.monotonic()
-        while True:
-            waited = time.monotonic() - started
-            if self.is_healthy(slot):
-                return waited
-            if self.record(slot) is None:
-                raise EngineProcessError(
-                    f"the {slot} engine exited during start-up; last log lines:\n"
-                    + self.log_tail(slot)
-                )
-            if waited > timeout_s:
-                raise EngineProcessError(
-                    f"the {slot} engine was not healthy after {timeout_s:.0f} s; last log lines:\n"
-                    + self.log_tail(slot)
-                )
-            if on_tick:
-                on_tick(waited)
-            time.sleep(1.0)
+        try:
+            return processes.wait_healthy(
+                lambda: self.is_healthy(slot),
+                lambda: self.record(slot) is not None,
+                timeout_s=timeout_s,
+                interval_s=1.0,
+            )
+        except processes.NotHealthyError as e:
+            what = (
+                "exited during start-up" if e.exited else f"was not healthy after {timeout_s:.0f} s"
+            )
+            raise EngineProcessError(
+                f"the {slot} engine {what}; last log lines:\n" + self.log_tail(slot)
+            ) from e
 
     def stop(self, slot: Slot, *, timeout_s: float = 30.0) -> bool:
         """End exactly the process group we started for `slot`; False when none was running."""

@@ -63,22 +63,13 @@ class ReleaseAdmin:
         """Make a snapshot from the active one with the given adapters, and stage it to shadow."""
         state = self._controller.state
         reason = request.reason or "new snapshot"
-        # Committed on its own: staging reads it in another transaction.
-        async with self._sessionmaker.begin() as session:
-            parent = await snapshots.get_snapshot(
-                session, state.serving(state.active_slot).snapshot_id
-            )
-            snapshot = await snapshots.create_snapshot(
-                session,
-                parent=parent,
-                adapters=request.adapters,
-                domains=self._domains,
-                actor=actor,
-                reason=reason,
-            )
-            view = SnapshotView.model_validate(snapshot)
-        await self._controller.stage(view.id, actor=actor, reason=reason)
-        return view
+        return await self._derive_and_stage(
+            state.serving(state.active_slot).snapshot_id,
+            actor=actor,
+            reason=reason,
+            snapshot_reason=reason,
+            adapters=request.adapters,
+        )
 
     async def propose_router_rules(
         self, request: ProposeRulesRequest, *, actor: str
@@ -93,26 +84,47 @@ class ReleaseAdmin:
             actor=actor,
             reason=reason,
         )
-        async with self._sessionmaker.begin() as session:
-            parent = await snapshots.get_snapshot(session, shadow.snapshot_id)
-            snapshot = await snapshots.create_snapshot(
-                session,
-                parent=parent,
-                adapters={},
-                domains=self._domains,
-                actor=actor,
-                reason=f"{reason} (router rules version {proposal.version})",
-                router_rules_version=proposal.version,
-            )
-            snapshot_id = snapshot.id
-        await self._controller.stage(snapshot_id, actor=actor, reason=reason)
+        staged = await self._derive_and_stage(
+            shadow.snapshot_id,
+            actor=actor,
+            reason=reason,
+            snapshot_reason=f"{reason} (router rules version {proposal.version})",
+            router_rules_version=proposal.version,
+        )
         return ProposalView(
             rules_version=proposal.version,
             accuracy=proposal.accuracy,
             baseline_rules_version=proposal.baseline_version,
             baseline_accuracy=proposal.baseline_accuracy,
-            snapshot_id=snapshot_id,
+            snapshot_id=staged.id,
         )
+
+    async def _derive_and_stage(
+        self,
+        parent_id: str,
+        *,
+        actor: str,
+        reason: str,
+        snapshot_reason: str,
+        adapters: dict[str, str | None] | None = None,
+        router_rules_version: int | None = None,
+    ) -> SnapshotView:
+        """A new snapshot from `parent_id` with the given changes, staged to the shadow slot."""
+        # Committed on its own: staging reads it in another transaction.
+        async with self._sessionmaker.begin() as session:
+            parent = await snapshots.get_snapshot(session, parent_id)
+            snapshot = await snapshots.create_snapshot(
+                session,
+                parent=parent,
+                adapters=adapters or {},
+                domains=self._domains,
+                actor=actor,
+                reason=snapshot_reason,
+                router_rules_version=router_rules_version,
+            )
+            view = SnapshotView.model_validate(snapshot)
+        await self._controller.stage(view.id, actor=actor, reason=reason)
+        return view
 
     async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseView:
         started = time.perf_counter()

@@ -97,6 +97,13 @@ class AdapterTrainingConfig:
     seed: int = field(
         default=0, metadata={"help": "Seed for LoRA init and batch order (same seed, same run)."}
     )
+    min_steps: int = field(
+        default=0,
+        metadata={
+            "help": "At least this many steps (cycling through the examples): one epoch over "
+            "a few examples is too few steps to learn them."
+        },
+    )
     max_steps: int | None = field(
         default=None,
         metadata={
@@ -110,6 +117,8 @@ class AdapterTrainingConfig:
             raise ValueError("rank, batch_size, epochs must be >= 1 and max_length >= 2")
         if self.kl_weight < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("kl_weight must be >= 0 and dropout in [0, 1)")
+        if self.min_steps < 0:
+            raise ValueError("min_steps must not be negative")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1 when set")
         if not self.target_modules:
@@ -189,7 +198,7 @@ def train_adapter(
 
         order = random.Random(cfg.seed)
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
+        total_steps = cfg.max_steps or max(cfg.epochs * steps_per_epoch, cfg.min_steps)
         train_batches = _batches(train, cfg.batch_size, order)
         guard_batches = _batches(guard, cfg.batch_size, order) if guard else None
         sft_value = kl_value = total_value = 0.0

@@ -34,6 +34,7 @@ from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import RouterRules, default_rules
 from twinloop.routing.service import Router, RoutingService
 from twinloop.settings import Settings, Slot
+from twinloop.training.cycles import TrainingCycles
 from twinloop.weights.prepare import resolve_embedding_model
 
 
@@ -51,6 +52,7 @@ class Runtime:
     ingest: IngestService
     answers: AnswerService
     readiness: ReadinessService
+    training: TrainingCycles
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -69,6 +71,30 @@ def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
 def load_router(settings: Settings) -> DomainRouter:
     """The embedding router with the shipped rules. Blocking: loads the embedding model."""
     return DomainRouter(embedder=load_embedder(settings), rules=default_rules())
+
+
+def engine_clients(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> tuple[httpx.AsyncClient, dict[str, EngineClient]]:
+    """One HTTP client (the caller closes it) and an engine client per slot on it."""
+    cfg = settings.engines
+    timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
+    http = httpx.AsyncClient(
+        transport=transport,
+        timeout=timeouts.to_httpx(),
+        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+    )
+    engines = {
+        slot.value: EngineClient(
+            name=slot.value,
+            base_url=cfg.base_url(slot),
+            http=http,
+            timeouts=timeouts,
+            retries=cfg.retries,
+        )
+        for slot in Slot
+    }
+    return http, engines
 
 
 @asynccontextmanager
@@ -100,25 +126,9 @@ async def open_runtime(
             knowledge = KnowledgeStore(client=chroma, embedder=embedder)
     db = create_engine(settings.sqlalchemy_url)
     sessionmaker = create_sessionmaker(db)
-    cfg = settings.engines
-    timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
-    http = httpx.AsyncClient(
-        transport=engine_transport,
-        timeout=timeouts.to_httpx(),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-    )
+    http, engines = engine_clients(settings, engine_transport)
     try:
         metrics = Metrics()
-        engines = {
-            slot.value: EngineClient(
-                name=slot.value,
-                base_url=cfg.base_url(slot),
-                http=http,
-                timeouts=timeouts,
-                retries=cfg.retries,
-            )
-            for slot in Slot
-        }
         base_name = settings.models.served_name
         routing = RoutingService(
             sessionmaker=sessionmaker,
@@ -156,6 +166,7 @@ async def open_runtime(
             base_model_name=base_name,
             cache_s=settings.gateway.readiness_cache_s,
         )
+        training = TrainingCycles(sessionmaker=sessionmaker)
         watcher = asyncio.create_task(
             watch_releases(
                 releases,
@@ -178,6 +189,7 @@ async def open_runtime(
                     sessionmaker=sessionmaker,
                     domains=settings.domains,
                     routing=routing,
+                    training=training,
                 ),
                 registry=AdapterRegistry.from_settings(settings),
                 routing=routing,
@@ -193,6 +205,7 @@ async def open_runtime(
                 ),
                 answers=answers,
                 readiness=readiness,
+                training=training,
             )
         finally:
             watcher.cancel()

@@ -145,6 +145,64 @@ class RagSettings(BaseModel):
         return f"http://{self.chroma_host}:{self.chroma_port}"
 
 
+class TrainerSettings(BaseModel):
+    """The Shadow trainer: when it runs, and how it trains (defaults measured on SmolLM2-135M)."""
+
+    schedule: bool = Field(
+        default=True, description="Start cycles on a schedule as well as on request."
+    )
+    interval_s: float = Field(
+        default=900.0, gt=0, description="How often the schedule looks for new items."
+    )
+    min_new_items: int = Field(
+        default=10, ge=1, description="The schedule starts a cycle only with this many new items."
+    )
+    poll_s: float = Field(
+        default=2.0, gt=0, description="How often the trainer looks for requested cycles."
+    )
+    max_attempts: int = Field(
+        default=2,
+        ge=1,
+        description="Starts a cycle gets; one interrupted more often than this is abandoned.",
+    )
+    rank: int = Field(default=16, ge=1, description="LoRA rank (at most engines.max_lora_rank).")
+    alpha: int = Field(default=32, ge=1, description="LoRA alpha; the update scales by alpha/rank.")
+    learning_rate: float = Field(default=1e-3, gt=0)
+    epochs: int = Field(default=1, ge=1, description="Passes over the cycle's examples.")
+    min_steps: int = Field(
+        default=60,
+        ge=1,
+        description="Steps a cycle takes at least: one epoch over a handful of corrections is "
+        "a few steps, too few to learn anything.",
+    )
+    batch_size: int = Field(default=4, ge=1)
+    kl_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="Weight of KL(adapted || base) over the general replay set; 0 turns the "
+        "forgetting guard off.",
+    )
+    seed: int = 0
+    domain_replay_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        description="Earlier accepted examples of the domain replayed per new example.",
+    )
+    general_replay_size: int = Field(
+        default=64,
+        ge=0,
+        description="General prompts whose base-model answers make the replay set (0: none).",
+    )
+    threads: int = Field(default=2, ge=1, description="torch threads for training.")
+    niceness: int = Field(
+        default=15,
+        ge=0,
+        le=19,
+        description="Niceness of the trainer `twinloop up` starts: serving comes first.",
+    )
+    metrics_port: int = Field(default=8300, description="The trainer's own /metrics (loopback).")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TWINLOOP_", env_nested_delimiter="__", extra="ignore"
@@ -164,6 +222,7 @@ class Settings(BaseSettings):
     engines: EngineSettings = Field(default_factory=EngineSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    trainer: TrainerSettings = Field(default_factory=TrainerSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -189,6 +248,10 @@ class Settings(BaseSettings):
     @property
     def prepared_base_model_dir(self) -> Path:
         return self.models_dir / "smollm2-135m-instruct"
+
+    @property
+    def training_dir(self) -> Path:
+        return self.data_dir / "training"
 
     @property
     def base_model_path(self) -> str:

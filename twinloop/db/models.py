@@ -105,6 +105,7 @@ class AdapterVersion(IdMixin, CreatedAtMixin, Base):
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tainted: Mapped[bool] = mapped_column(Boolean, default=False)
+    tainted_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Snapshot(IdMixin, CreatedAtMixin, Base):
@@ -153,6 +154,40 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    requested_by: Mapped[str] = mapped_column(String(255), default="trainer")
+    adapters: Mapped[dict[str, str]] = mapped_column(
+        JSON, default=dict, doc="domain -> adapter_versions.id registered by this cycle"
+    )
+    attempts: Mapped[int] = mapped_column(
+        Integer, default=0, doc="how many times a trainer has started working on it"
+    )
+    progress: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="the running step's progress, e.g. {domain, step, total}"
+    )
+    owner: Mapped[str | None] = mapped_column(String(255), doc="host:pid of the trainer on it")
+
+
+class TrainingRunItem(IdMixin, Base):
+    """Provenance: one example a cycle trained on, replayed, or quarantined, and why.
+
+    `question` and `answer` are the text as trained (after PII redaction), so lineage shows
+    exactly what taught an adapter.
+    """
+
+    __tablename__ = "training_run_items"
+    __table_args__ = (UniqueConstraint("run_id", "example_id"),)
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("training_runs.id"), index=True)
+    example_id: Mapped[str] = mapped_column(ForeignKey("training_examples.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    role: Mapped[str] = mapped_column(String(16), doc="new | replay | quarantined")
+    rule: Mapped[str | None] = mapped_column(String(32), doc="the cleaning rule that stopped it")
+    reason: Mapped[str | None] = mapped_column(Text)
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    adapter_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("adapter_versions.id"), index=True
+    )
 
 
 class QaRun(IdMixin, CreatedAtMixin, Base):

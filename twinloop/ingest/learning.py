@@ -4,7 +4,8 @@ Nothing here trains: examples wait as `pending` until a training cycle cleans
 them (quarantine with a reason, or accept). A thumbs-down with a correction
 becomes a preference pair: chosen = the correction, rejected = the served answer.
 A thumbs-up makes the served answer an example. Deleting an item marks it and
-what it became as deleted, so no later training set uses it.
+what it became as deleted, so no later training set uses it, and taints every adapter that
+already learned from it (shown in /status; a tainted adapter cannot enter a new snapshot).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
+from twinloop.training.cycles import taint_adapters_of
 
 PENDING = "pending"
 
@@ -39,7 +41,13 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         feedback.deleted_at = utcnow()
         for example in await _examples_of(session, feedback.id):
             example.deleted_at = feedback.deleted_at
-        return _result(item, "deleted")
+        every = await session.execute(
+            select(TrainingExample.id).where(TrainingExample.feedback_id == feedback.id)
+        )
+        tainted = await taint_adapters_of(
+            session, list(every.scalars()), f"trained on feedback {item.id!r}, since deleted"
+        )
+        return _result(item, "deleted", tainted_adapters=tainted)
     if item.answer_id is None or item.rating is None:
         return _result(item, "rejected", detail="feedback needs `answer_id` and `rating`")
     answer = await session.get(Answer, item.answer_id)
@@ -106,7 +114,10 @@ async def apply_example(
         if example is None or example.deleted_at is not None:
             return _result(item, "not_found", detail="no example with this id")
         example.deleted_at = utcnow()
-        return _result(item, "deleted", domain=example.domain)
+        tainted = await taint_adapters_of(
+            session, [example.id], f"trained on example {item.id!r}, since deleted"
+        )
+        return _result(item, "deleted", domain=example.domain, tainted_adapters=tainted)
     if not (item.domain and item.question and item.question.strip() and item.answer
             and item.answer.strip()):  # fmt: skip
         return _result(item, "rejected", detail="an example needs `domain`, `question`, `answer`")

@@ -72,6 +72,9 @@ class ItemResult(BaseModel):
     domain: str | None = None
     rag_version: int | None = None
     chunks: int | None = None
+    tainted_adapters: list[str] | None = Field(
+        default=None, description="Adapters that had learned from a deleted item, now tainted."
+    )
     detail: str | None = None
 
 

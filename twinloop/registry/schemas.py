@@ -22,6 +22,7 @@ class AdapterView(BaseModel):
     training_run_id: str | None
     metrics: dict[str, Any]
     tainted: bool
+    tainted_reason: str | None = None
     created_at: datetime
 
 

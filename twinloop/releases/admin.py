@@ -22,11 +22,13 @@ from twinloop.releases.schemas import (
     RollbackRequest,
     SlotStatus,
     SnapshotView,
+    TaintedAdapter,
 )
 from twinloop.releases.service import ReleaseController
-from twinloop.releases.state import ReleaseState
+from twinloop.releases.state import ReleaseState, SlotSnapshot
 from twinloop.routing.service import RoutingService
 from twinloop.settings import Slot
+from twinloop.training.cycles import TrainingCycles
 
 
 class ReleaseAdmin:
@@ -38,21 +40,39 @@ class ReleaseAdmin:
         sessionmaker: SessionMaker,
         domains: Sequence[str],
         routing: RoutingService,
+        training: TrainingCycles,
     ) -> None:
         self._controller = controller
         self._engines = engines
         self._sessionmaker = sessionmaker
         self._domains = domains
         self._routing = routing
+        self._training = training
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
         slots = await asyncio.gather(*(self._slot_status(state, slot) for slot in Slot))
+        async with self._sessionmaker() as session:
+            tainted = await repository.tainted_adapters(session)
+        latest = await self._training.recent(limit=1)
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
             shadow_slot=state.shadow_slot.value,
             slots=list(slots),
+            tainted_adapters=[
+                TaintedAdapter(
+                    id=a.id,
+                    name=a.name,
+                    domain=a.domain,
+                    reason=a.tainted_reason,
+                    serving_slots=[
+                        slot.value for slot in Slot if a.id in _adapter_ids(state.serving(slot))
+                    ],
+                )
+                for a in tainted
+            ],
+            latest_training_cycle=latest[0] if latest else None,
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:
@@ -170,6 +190,10 @@ class ReleaseAdmin:
             missing_adapters=sorted(serving.adapter_names - set(models)) if healthy else [],
             inflight=self._controller.inflight.count(slot.value),
         )
+
+
+def _adapter_ids(serving: SlotSnapshot) -> set[str]:
+    return {ref.id for ref in serving.adapters.values()}
 
 
 def _view(state: ReleaseState, started: float) -> ReleaseView:

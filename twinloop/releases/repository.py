@@ -43,6 +43,15 @@ async def adapters_by_id(session: AsyncSession, ids: list[str]) -> dict[str, Ada
     return {row.id: row for row in result.scalars()}
 
 
+async def tainted_adapters(session: AsyncSession) -> Sequence[AdapterVersion]:
+    result = await session.execute(
+        select(AdapterVersion)
+        .where(AdapterVersion.tainted.is_(True))
+        .order_by(AdapterVersion.created_at.desc())
+    )
+    return result.scalars().all()
+
+
 async def add(session: AsyncSession, *records: Snapshot | Release | AuditEntry) -> None:
     session.add_all(records)
     await session.flush()

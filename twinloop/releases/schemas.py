@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from twinloop.training.schemas import CycleView
+
 
 class ChangeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -73,11 +75,23 @@ class SlotStatus(BaseModel):
     inflight: int
 
 
+class TaintedAdapter(BaseModel):
+    """An adapter that learned from an item since deleted; `serving_slots` still serve it."""
+
+    id: str
+    name: str
+    domain: str
+    reason: str | None
+    serving_slots: list[str]
+
+
 class ReleaseStatus(BaseModel):
     generation: int
     active_slot: str
     shadow_slot: str
     slots: list[SlotStatus]
+    tainted_adapters: list[TaintedAdapter] = Field(default_factory=list)
+    latest_training_cycle: CycleView | None = None
 
 
 class ReleaseView(BaseModel):

@@ -406,12 +406,15 @@ def cap_limit(group_sizes: Iterable[int], max_share: float, floor: int) -> int:
 
     The limit L is the largest one where a group keeping L examples holds at most `max_share`
     of the capped total `sum(min(size, L))` (water-filling: large groups are cut, small ones
-    untouched), and never below `floor`, so a small batch, or one with a single source, keeps
-    `floor` examples per group. `max_share=1.0` never cuts anything.
+    untouched), and never below `floor`, so a small batch keeps `floor` examples per group. A
+    single group is never cut (there is nothing for it to dominate), and `max_share=1.0` never
+    cuts anything.
     """
     sizes = list(group_sizes)
     if not sizes:
         return floor
+    if len(sizes) == 1:
+        return sizes[0]  # a share cap balances groups against each other; one group has none
     low, high = 0, max(sizes)
     # L <= share * S(L) holds on an interval [0, L*] (S is concave, S(0) = 0): bisect it.
     while low < high:

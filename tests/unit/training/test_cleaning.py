@@ -264,7 +264,7 @@ def test_small_batches_are_not_capped() -> None:
 
 def test_cap_limit() -> None:
     assert cap_limit([20, 1, 1, 1, 1, 1], 0.5, 0) == 5
-    assert cap_limit([20], 0.5, 3) == 3
+    assert cap_limit([20], 0.5, 3) == 20  # a single group has nothing to dominate
     assert cap_limit([20, 20], 0.5, 0) == 20
     assert cap_limit([7, 3], 1.0, 0) == 7
     assert cap_limit([], 0.5, 2) == 2

@@ -1,0 +1,114 @@
+"""The trainer process (`twinloop trainer`): runs requested and scheduled cycles, one at a time.
+
+It never runs inside the gateway: training holds both cores for minutes, and the gateway's
+event loop must keep answering. It talks to the same database and engines as the gateways:
+cycles are requested there (`POST /train`), picked up here, and staged through the release
+controller like any operator's change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+
+from twinloop.db.session import create_engine, create_sessionmaker
+from twinloop.metrics import Metrics
+from twinloop.registry.service import AdapterRegistry
+from twinloop.releases.service import ReleaseController
+from twinloop.runtime import engine_clients
+from twinloop.settings import Settings
+from twinloop.training.cycles import CycleInProgressError, TrainingCycles
+from twinloop.training.metrics import TrainerMetrics
+from twinloop.training.runner import AdapterTrainer, CycleRunner, ProgressCallback
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Trainer:
+    settings: Settings
+    cycles: TrainingCycles
+    runner: CycleRunner
+    metrics: TrainerMetrics
+
+
+@asynccontextmanager
+async def open_trainer(
+    settings: Settings,
+    *,
+    trainer: AdapterTrainer | None = None,
+    engine_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[Trainer]:
+    """Database, engine clients and the cycle runner; `trainer` replaces PEFT in unit tests."""
+    if trainer is None:
+        from twinloop.training.peft_trainer import PeftAdapterTrainer
+
+        trainer = PeftAdapterTrainer(settings)
+    db = create_engine(settings.sqlalchemy_url)
+    sessionmaker = create_sessionmaker(db)
+    http, engines = engine_clients(settings, engine_transport)
+    try:
+        releases = ReleaseController(
+            sessionmaker=sessionmaker,
+            engines=engines,
+            metrics=Metrics(),  # release metrics are the gateways' to export
+            base_model_name=settings.models.served_name,
+        )
+        await releases.load()
+        metrics = TrainerMetrics()
+        cycles = TrainingCycles(sessionmaker=sessionmaker)
+        runner = CycleRunner(
+            sessionmaker=sessionmaker,
+            cycles=cycles,
+            trainer=trainer,
+            registry=AdapterRegistry.from_settings(settings),
+            releases=releases,
+            metrics=metrics,
+            domains=settings.domains,
+            work_dir=settings.training_dir / "runs",
+            domain_replay_ratio=settings.trainer.domain_replay_ratio,
+            max_attempts=settings.trainer.max_attempts,
+        )
+        yield Trainer(settings=settings, cycles=cycles, runner=runner, metrics=metrics)
+    finally:
+        await http.aclose()
+        await db.dispose()
+
+
+async def serve(
+    trainer: Trainer, stop: asyncio.Event, on_progress: ProgressCallback | None = None
+) -> None:
+    """Resume what a dead trainer left, then run requested and scheduled cycles until `stop`."""
+    cfg = trainer.settings.trainer
+    await trainer.runner.resume_interrupted(on_progress)
+    last_schedule = time.monotonic()
+    while not stop.is_set():
+        queued = await trainer.cycles.next_queued()
+        if queued is not None and await trainer.cycles.claim(queued):
+            log.info("running requested training cycle %s", queued)
+            await trainer.runner.run(queued, on_progress)
+            continue
+        if cfg.schedule and time.monotonic() - last_schedule >= cfg.interval_s:
+            last_schedule = time.monotonic()
+            await _scheduled_cycle(trainer, on_progress)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=cfg.poll_s)
+
+
+async def _scheduled_cycle(trainer: Trainer, on_progress: ProgressCallback | None) -> None:
+    pending = await trainer.cycles.pending_items()
+    if pending < trainer.settings.trainer.min_new_items:
+        return
+    try:
+        cycle = await trainer.cycles.request(trigger="schedule", actor="schedule", claim=True)
+    except CycleInProgressError:
+        return
+    log.info("scheduled training cycle %s for %d new items", cycle.id, pending)
+    await trainer.runner.run(cycle.id, on_progress)

@@ -1,0 +1,56 @@
+"""The trainer process's Prometheus metrics, served on its own port (`trainer.metrics_port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400)
+
+
+class TrainerMetrics:
+    """Every metric the trainer exports. A fresh registry per instance keeps tests independent."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.cycles = Counter(
+            "twinloop_training_cycles",
+            "Training cycles finished, by outcome (staged, skipped, abandoned, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "twinloop_training_step_seconds",
+            "Wall time of one step of a training cycle (clean, train, register, stage).",
+            ["step"],
+            buckets=STEP_BUCKETS,
+            registry=r,
+        )
+        self.items = Counter(
+            "twinloop_training_items",
+            "Candidate items a cycle cleaned, by outcome (accepted or quarantined.<rule>).",
+            ["outcome"],
+            registry=r,
+        )
+        self.redactions = Counter(
+            "twinloop_training_redactions",
+            "PII redacted from training items, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.examples_per_second = Gauge(
+            "twinloop_training_examples_per_second",
+            "Training throughput of the last adapter trained (examples x steps / seconds).",
+            registry=r,
+        )
+        self.loss = Gauge(
+            "twinloop_training_loss",
+            "Final training loss of the last adapter trained, per domain.",
+            ["domain"],
+            registry=r,
+        )
+        self.active_cycle = Gauge(
+            "twinloop_training_active",
+            "1 while this trainer works on a cycle.",
+            registry=r,
+        )

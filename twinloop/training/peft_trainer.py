@@ -1,0 +1,87 @@
+"""The real `AdapterTrainer`: PEFT LoRA on the base model, configured from `TrainerSettings`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from adapters.training import AdapterTrainingConfig, generate_answers, train_adapter
+from twinloop.settings import Settings
+from twinloop.training.replay import ReplayItem, general_replay_set
+from twinloop.training.runner import TrainedAdapter, TrainRequest
+
+
+def training_config(settings: Settings) -> AdapterTrainingConfig:
+    t = settings.trainer
+    return AdapterTrainingConfig(
+        rank=t.rank,
+        alpha=t.alpha,
+        learning_rate=t.learning_rate,
+        epochs=t.epochs,
+        min_steps=t.min_steps,
+        batch_size=t.batch_size,
+        kl_weight=t.kl_weight,
+        seed=t.seed,
+    )
+
+
+class PeftAdapterTrainer:
+    def __init__(self, settings: Settings, config: AdapterTrainingConfig | None = None) -> None:
+        self._base_model_dir = Path(settings.base_model_path)
+        self._cache_dir = settings.training_dir / "cache"
+        self._replay_size = settings.trainer.general_replay_size
+        self._config = config or training_config(settings)
+        self._threads = settings.trainer.threads
+
+    def general_replay(self) -> list[ReplayItem]:
+        if self._config.kl_weight == 0:
+            return []  # the guard is off: no need to run the base model for its answers
+        self._set_threads()
+        return general_replay_set(
+            self._base_model_dir,
+            self._cache_dir,
+            self._replay_size,
+            generate=lambda model_dir, prompts: generate_answers(model_dir, prompts),
+        )
+
+    def train(self, request: TrainRequest, on_step: Callable[[int, int], None]) -> TrainedAdapter:
+        self._set_threads()
+        artifact = train_adapter(
+            self._base_model_dir,
+            request.examples,
+            request.guard,
+            self._config,
+            request.out_dir,
+            on_step=lambda step, total, _loss: on_step(step, total),
+        )
+        c = self._config
+        return TrainedAdapter(
+            path=artifact.path,
+            steps=artifact.steps,
+            seconds=artifact.seconds,
+            final_loss=artifact.final_loss,
+            metrics={
+                "steps": artifact.steps,
+                "seconds": round(artifact.seconds, 2),
+                "final_loss": artifact.final_loss,
+                "sft_loss": artifact.sft_loss,
+                "kl_loss": artifact.kl_loss,
+                "examples_seen": artifact.steps * c.batch_size,
+                "trainable_parameters": artifact.trainable_parameters,
+                "config": {
+                    "rank": c.rank,
+                    "alpha": c.alpha,
+                    "learning_rate": c.learning_rate,
+                    "epochs": c.epochs,
+                    "min_steps": c.min_steps,
+                    "batch_size": c.batch_size,
+                    "kl_weight": c.kl_weight,
+                    "seed": c.seed,
+                },
+            },
+        )
+
+    def _set_threads(self) -> None:
+        import torch
+
+        torch.set_num_threads(self._threads)

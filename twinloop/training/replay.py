@@ -1,0 +1,124 @@
+"""Step 3 of the learning loop: what a cycle replays so new facts do not erase old skills.
+
+Two sources, mixed into every domain's training:
+
+* **domain replay** — the domain's earlier accepted examples, trained again next to the
+  new ones. Each cycle trains the domain's adapter afresh from the base model, so this is
+  what keeps earlier lessons in the new adapter. `trainer.domain_replay_ratio` earlier
+  examples per new one, newest first.
+* **general replay** — the base model's own greedy answers to the general prompts shipped
+  in `data/general_replay_prompts.jsonl`. The trainer keeps the adapter's next-token
+  distribution close to the base model's on them (the KL term in adapters/training.py);
+  without it a LoRA that learns ten facts forgets capitals. The answers are generated once
+  per base model and prompt set and cached under the data directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.models import TrainingExample, TrainingRunItem
+from twinloop.files import atomic_write_text
+
+GENERAL_PROMPTS_PATH = Path(__file__).parent / "data" / "general_replay_prompts.jsonl"
+ACCEPTED = "accepted"
+NEW = "new"
+
+AnswerGenerator = Callable[[Path, Sequence[str]], list[str]]
+
+
+@dataclass(frozen=True)
+class ReplayItem:
+    """A question and the answer to keep: an earlier example's, or the base model's own."""
+
+    question: str
+    answer: str
+    example_id: str | None = None
+
+
+def load_general_prompts(path: Path = GENERAL_PROMPTS_PATH) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [str(json.loads(line)["question"]) for line in lines if line.strip()]
+
+
+def general_replay_set(
+    base_model_dir: Path,
+    cache_dir: Path,
+    size: int,
+    *,
+    generate: AnswerGenerator,
+    prompts_path: Path = GENERAL_PROMPTS_PATH,
+) -> list[ReplayItem]:
+    """The base model's answers to the first `size` general prompts, cached on disk.
+
+    Blocking (runs the model on a cache miss): call it from a thread in async code. The
+    cache key covers the prompts and the base model's files, so a new model or prompt set
+    never reuses stale answers.
+    """
+    prompts = load_general_prompts(prompts_path)[:size]
+    if not prompts:
+        return []
+    cache = cache_dir / f"general_replay-{_cache_key(base_model_dir, prompts)}.jsonl"
+    if cache.exists():
+        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
+        return [ReplayItem(question=r["question"], answer=r["answer"]) for r in rows]
+    answers = generate(base_model_dir, prompts)
+    items = [ReplayItem(question=q, answer=a) for q, a in zip(prompts, answers, strict=True)]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(
+        cache,
+        "".join(json.dumps({"question": i.question, "answer": i.answer}) + "\n" for i in items),
+    )
+    return items
+
+
+def replay_budget(new_count: int, ratio: float) -> int:
+    return math.ceil(new_count * ratio)
+
+
+async def domain_replay(
+    session: AsyncSession, domain: str, *, exclude: set[str], limit: int
+) -> list[ReplayItem]:
+    """Up to `limit` earlier accepted, undeleted examples of `domain`, newest first.
+
+    The text is the one an earlier cycle trained on (after PII redaction), never the raw
+    submission.
+    """
+    if limit <= 0:
+        return []
+    result = await session.execute(
+        select(TrainingRunItem.example_id, TrainingRunItem.question, TrainingRunItem.answer)
+        .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
+        .where(
+            TrainingRunItem.role == NEW,
+            TrainingExample.domain == domain,
+            TrainingExample.status == ACCEPTED,
+            TrainingExample.deleted_at.is_(None),
+        )
+        .order_by(TrainingExample.created_at.desc(), TrainingExample.id)
+    )
+    items: dict[str, ReplayItem] = {}
+    for example_id, question, answer in result.all():
+        if example_id in exclude or example_id in items:
+            continue
+        items[example_id] = ReplayItem(question=question, answer=answer, example_id=example_id)
+        if len(items) == limit:
+            break
+    return list(items.values())
+
+
+def _cache_key(base_model_dir: Path, prompts: Sequence[str]) -> str:
+    digest = hashlib.sha256("\x1f".join(prompts).encode())
+    for path in sorted(base_model_dir.glob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]

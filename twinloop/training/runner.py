@@ -1,0 +1,528 @@
+"""Run one training cycle step by step, resuming wherever a killed trainer left it.
+
+Each step commits its results together with the next state, so the state on disk always
+names the next thing to do:
+
+* `collecting` / `cleaning`: nothing is committed until cleaning ends; start over.
+* `training`: the cleaned items are recorded; train again (same items, same seed, same
+  weights) and register the adapters with the move to `registered`.
+* `registered`: the adapters are registered; make the shadow snapshot (once: its id is
+  committed before staging) and stage it. Staging itself is the release controller's one
+  atomic release write, so Shadow is either on the old snapshot or the new one — never
+  half-staged.
+
+A cycle that failed or was abandoned hands its new items back to `pending`, so the next
+cycle learns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.base import utcnow
+from twinloop.db.models import Answer, Feedback, TrainingExample, TrainingRun, TrainingRunItem
+from twinloop.db.session import SessionMaker
+from twinloop.errors import TwinloopError
+from twinloop.ingest import repository as ingest_repository
+from twinloop.registry.service import AdapterRegistry
+from twinloop.releases import snapshots
+from twinloop.releases.service import ReleaseController
+from twinloop.training import cycles
+from twinloop.training.cleaning import CandidateExample, CleaningConfig, clean
+from twinloop.training.cycles import NEW, QUARANTINED, REPLAY, TrainingCycles
+from twinloop.training.metrics import TrainerMetrics
+from twinloop.training.replay import ReplayItem, domain_replay, replay_budget
+from twinloop.training.schemas import CycleView
+
+log = logging.getLogger(__name__)
+
+ACTOR = "trainer"
+PROGRESS_EVERY_S = 2.0
+PENDING, ACCEPTED = "pending", "accepted"
+
+# (domain, step, total) as an adapter trains; called from the training thread.
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    domain: str
+    examples: Sequence[ReplayItem]  # new items and the domain's replay, trained with SFT
+    guard: Sequence[ReplayItem]  # the general replay set (base answers), kept close with KL
+    out_dir: Path
+
+
+@dataclass(frozen=True)
+class TrainedAdapter:
+    path: Path
+    steps: int
+    seconds: float
+    final_loss: float
+    metrics: dict[str, Any]
+
+
+class AdapterTrainer(Protocol):
+    """Trains one adapter; blocking, so the runner calls it from a thread."""
+
+    def train(
+        self, request: TrainRequest, on_step: Callable[[int, int], None]
+    ) -> TrainedAdapter: ...
+
+    def general_replay(self) -> list[ReplayItem]: ...
+
+
+class CycleRunner:
+    def __init__(
+        self,
+        *,
+        sessionmaker: SessionMaker,
+        cycles: TrainingCycles,
+        trainer: AdapterTrainer,
+        registry: AdapterRegistry,
+        releases: ReleaseController,
+        metrics: TrainerMetrics,
+        domains: Sequence[str],
+        work_dir: Path,
+        domain_replay_ratio: float,
+        max_attempts: int,
+        cleaning: CleaningConfig | None = None,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._cycles = cycles
+        self._trainer = trainer
+        self._registry = registry
+        self._releases = releases
+        self._metrics = metrics
+        self._domains = tuple(domains)
+        self._work_dir = work_dir
+        self._replay_ratio = domain_replay_ratio
+        self._max_attempts = max_attempts
+        self._cleaning = cleaning or CleaningConfig()
+
+    async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:
+        """Drive a claimed cycle to a finished state; errors end it `failed`, never raise."""
+        self._metrics.active_cycle.set(1)
+        try:
+            while True:
+                view = await self._cycles.get(cycle_id)
+                if view.state in cycles.FINISHED:
+                    return view
+                step = self._step_for(view.state)
+                try:
+                    await step(cycle_id, on_progress)
+                except Exception as error:  # every failure is recorded on the cycle
+                    message = error.message if isinstance(error, TwinloopError) else repr(error)
+                    if not isinstance(error, TwinloopError):
+                        log.exception("training cycle %s failed in %s", cycle_id, view.state)
+                    await self._finish(cycle_id, cycles.FAILED, error=message)
+        finally:
+            self._metrics.active_cycle.set(0)
+
+    async def resume_interrupted(self, on_progress: ProgressCallback | None = None) -> list[str]:
+        """Resume (or abandon, past `max_attempts`) the cycles a dead trainer left behind."""
+        resumed = []
+        for view in await self._cycles.interrupted():
+            async with self._sessionmaker.begin() as session:
+                run = await _run(session, view.id)
+                run.attempts += 1
+                run.owner = cycles.this_trainer()
+                if run.state == cycles.CLEANING:
+                    run.state = cycles.COLLECTING  # cleaning commits nothing until it ends
+                too_many = run.attempts > self._max_attempts
+            if too_many:
+                await self._finish(
+                    view.id,
+                    cycles.ABANDONED,
+                    error=f"interrupted in {view.state} {view.attempts} time(s); abandoned "
+                    f"after {self._max_attempts} attempt(s)",
+                )
+                continue
+            log.info("resuming training cycle %s from %s", view.id, view.state)
+            await self.run(view.id, on_progress)
+            resumed.append(view.id)
+        return resumed
+
+    def _step_for(self, state: str) -> Callable[[str, ProgressCallback | None], Awaitable[None]]:
+        if state in (cycles.COLLECTING, cycles.CLEANING):
+            return self._collect_and_clean
+        if state == cycles.TRAINING:
+            return self._train_and_register
+        if state == cycles.REGISTERED:
+            return self._stage
+        raise TwinloopError(f"a cycle in state {state!r} cannot be run; claim it first")
+
+    # -- steps 1-2: collect and clean ---------------------------------------------------
+
+    async def _collect_and_clean(self, cycle_id: str, _: ProgressCallback | None) -> None:
+        started = time.perf_counter()
+        await self._set_state(cycle_id, cycles.CLEANING)
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            pending = await _pending_candidates(session)
+            result = await asyncio.to_thread(
+                clean, [candidate for candidate, _ in pending], self._cleaning
+            )
+            rows = {candidate.id: row for candidate, row in pending}
+            for kept in result.accepted:
+                rows[kept.id].status, rows[kept.id].reject_reason = ACCEPTED, None
+                session.add(_item(run.id, kept, NEW))
+            for q in result.quarantined:
+                rows[q.example.id].status, rows[q.example.id].reject_reason = QUARANTINED, q.reason
+                session.add(_item(run.id, q.example, QUARANTINED, rule=q.rule, reason=q.reason))
+            domains = sorted({kept.domain for kept in result.accepted})
+            run.domains = domains
+            run.item_counts = {"collected": len(pending), **result.counts}
+            run.step_timings = {**run.step_timings, "clean": time.perf_counter() - started}
+            run.state = cycles.TRAINING if domains else cycles.SKIPPED
+            run.updated_at = utcnow()
+            if not domains:
+                run.finished_at = run.updated_at
+                run.error = "nothing new to learn" if pending else "no pending items"
+        self._count_cleaning(result.counts)
+        self._metrics.step_seconds.labels("clean").observe(time.perf_counter() - started)
+        if not domains:
+            self._metrics.cycles.labels(cycles.SKIPPED).inc()
+
+    def _count_cleaning(self, counts: dict[str, int]) -> None:
+        self._metrics.items.labels("accepted").inc(counts.get("accepted", 0))
+        for key, value in counts.items():
+            if key.startswith("quarantine.") and value:
+                self._metrics.items.labels(key.replace("quarantine.", "quarantined.")).inc(value)
+            elif key.startswith("redacted.") and key != "redacted.examples" and value:
+                self._metrics.redactions.labels(key.removeprefix("redacted.")).inc(value)
+
+    # -- steps 3-5: mix, train, register ------------------------------------------------
+
+    async def _train_and_register(
+        self, cycle_id: str, on_progress: ProgressCallback | None
+    ) -> None:
+        started = time.perf_counter()
+        async with self._sessionmaker() as session:
+            new_items = await _live_items(session, cycle_id, NEW)
+            by_domain: dict[str, list[ReplayItem]] = defaultdict(list)
+            for item in new_items:
+                by_domain[item.domain].append(
+                    ReplayItem(item.question, item.answer, example_id=item.example_id)
+                )
+            this_cycle = {item.example_id for item in new_items}
+            replay = {
+                domain: await domain_replay(
+                    session,
+                    domain,
+                    exclude=this_cycle,
+                    limit=replay_budget(len(items), self._replay_ratio),
+                )
+                for domain, items in by_domain.items()
+            }
+        if not by_domain:
+            await self._finish(cycle_id, cycles.SKIPPED, error="every item was deleted")
+            return
+        guard = await asyncio.to_thread(self._trainer.general_replay)
+        trained: dict[str, TrainedAdapter] = {}
+        for domain in sorted(by_domain):
+            out_dir = self._work_dir / cycle_id / domain
+            shutil.rmtree(out_dir, ignore_errors=True)
+            request = TrainRequest(
+                domain=domain,
+                examples=[*by_domain[domain], *replay[domain]],
+                guard=guard,
+                out_dir=out_dir,
+            )
+            latest: dict[str, Any] = {}
+            on_step = _step_reporter(domain, latest, on_progress)
+            writer = asyncio.create_task(self._persist_progress(cycle_id, latest))
+            try:
+                trained[domain] = await asyncio.to_thread(self._trainer.train, request, on_step)
+            finally:
+                writer.cancel()
+            self._observe_training(domain, len(request.examples), trained[domain])
+        train_seconds = time.perf_counter() - started
+        self._metrics.step_seconds.labels("train").observe(train_seconds)
+        await self._register(cycle_id, by_domain, replay, trained, len(guard), train_seconds)
+
+    def _observe_training(self, domain: str, examples: int, adapter: TrainedAdapter) -> None:
+        self._metrics.loss.labels(domain).set(adapter.final_loss)
+        if adapter.seconds > 0:
+            rate = adapter.metrics.get("examples_seen", examples) / adapter.seconds
+            self._metrics.examples_per_second.set(rate)
+
+    async def _register(
+        self,
+        cycle_id: str,
+        new: dict[str, list[ReplayItem]],
+        replay: dict[str, list[ReplayItem]],
+        trained: dict[str, TrainedAdapter],
+        guard_size: int,
+        train_seconds: float,
+    ) -> None:
+        started = time.perf_counter()
+        used = [i.example_id for items in (*new.values(), *replay.values()) for i in items]
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            deleted = await _deleted_among(session, [i for i in used if i])
+            if deleted:
+                abandon = f"item(s) {', '.join(sorted(deleted))} were deleted while training"
+            else:
+                abandon = ""
+                active = self._releases.state.serving(self._releases.state.active_slot)
+                for domain, adapter in sorted(trained.items()):
+                    parent = active.adapters.get(domain)
+                    version = await self._registry.register(
+                        session,
+                        source=adapter.path,
+                        domain=domain,
+                        parent_id=parent.id if parent else None,
+                        training_run_id=cycle_id,
+                        metrics={
+                            **adapter.metrics,
+                            "new_examples": len(new[domain]),
+                            "replayed_examples": len(replay[domain]),
+                            "general_replay": {"items": guard_size},
+                        },
+                    )
+                    run.adapters = {**run.adapters, domain: version.id}
+                    await _link_items(session, cycle_id, domain, new[domain], replay[domain],
+                                      version.id)  # fmt: skip
+                counts = Counter(run.item_counts)
+                for domain in new:
+                    counts[f"new.{domain}"] = len(new[domain])
+                    counts[f"replay.{domain}"] = len(replay[domain])
+                counts["general_replay"] = guard_size
+                run.item_counts = dict(counts)
+                run.step_timings = {
+                    **run.step_timings,
+                    "train": train_seconds,
+                    "register": time.perf_counter() - started,
+                }
+                run.state, run.updated_at, run.progress = cycles.REGISTERED, utcnow(), {}
+        if abandon:
+            await self._finish(cycle_id, cycles.ABANDONED, error=abandon)
+        else:
+            self._metrics.step_seconds.labels("register").observe(time.perf_counter() - started)
+
+    # -- steps 5-6: snapshot and stage --------------------------------------------------
+
+    async def _stage(self, cycle_id: str, _: ProgressCallback | None) -> None:
+        started = time.perf_counter()
+        await self._releases.refresh()
+        snapshot_id = await self._shadow_snapshot(cycle_id)
+        state = self._releases.state
+        if state.serving(state.shadow_slot).snapshot_id != snapshot_id:
+            await self._releases.stage(
+                snapshot_id, actor=ACTOR, reason=f"training cycle {cycle_id}"
+            )
+        seconds = time.perf_counter() - started
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            run.step_timings = {**run.step_timings, "stage": seconds}
+        self._metrics.step_seconds.labels("stage").observe(seconds)
+        await self._finish(cycle_id, cycles.STAGED)
+
+    async def _shadow_snapshot(self, cycle_id: str) -> str:
+        """The cycle's snapshot: made once (its id committed), reused when resuming."""
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            if run.snapshot_id is not None:
+                return run.snapshot_id
+            state = self._releases.state
+            parent = await snapshots.get_snapshot(
+                session, state.serving(state.shadow_slot).snapshot_id
+            )
+            rag_versions = {
+                domain: await ingest_repository.latest_rag_version(session, domain)
+                for domain in self._domains
+            }
+            snapshot = await snapshots.create_snapshot(
+                session,
+                parent=parent,
+                adapters=dict(run.adapters),
+                domains=self._domains,
+                actor=ACTOR,
+                reason=f"training cycle {cycle_id}: new adapters for "
+                + ", ".join(sorted(run.adapters)),
+                rag_versions={d: v for d, v in rag_versions.items() if v},
+            )
+            run.snapshot_id = snapshot.id
+            return snapshot.id
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    async def _persist_progress(self, cycle_id: str, latest: dict[str, Any]) -> None:
+        """Write the training step to the cycle now and then, for `GET /train/{id}`."""
+        written = None
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            value = latest.get("value")
+            if value is None or value == written:
+                continue
+            async with self._sessionmaker.begin() as session:
+                run = await _run(session, cycle_id)
+                run.progress, run.updated_at = value, utcnow()
+            written = value
+
+    async def _set_state(self, cycle_id: str, state: str) -> None:
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            run.state, run.updated_at = state, utcnow()
+
+    async def _finish(self, cycle_id: str, state: str, *, error: str | None = None) -> None:
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            run.state, run.error = state, error
+            run.updated_at = run.finished_at = utcnow()
+            run.progress = {}
+            if state in (cycles.FAILED, cycles.ABANDONED):
+                await _hand_back(session, cycle_id)
+        self._metrics.cycles.labels(state).inc()
+
+
+def _step_reporter(
+    domain: str, latest: dict[str, Any], on_progress: ProgressCallback | None
+) -> Callable[[int, int], None]:
+    def report(step: int, total: int) -> None:
+        # Replaced whole, so the event loop never sees a half-updated dict.
+        latest["value"] = {"domain": domain, "step": step, "total": total}
+        if on_progress is not None:
+            on_progress(domain, step, total)
+
+    return report
+
+
+async def _run(session: AsyncSession, cycle_id: str) -> TrainingRun:
+    run = await session.get(TrainingRun, cycle_id)
+    if run is None:
+        raise TwinloopError(f"training cycle {cycle_id} does not exist", status_code=404)
+    return run
+
+
+async def _pending_candidates(
+    session: AsyncSession,
+) -> list[tuple[CandidateExample, TrainingExample]]:
+    """Every pending, undeleted example, with who sent it (the source the caps balance)."""
+    rows = await session.execute(
+        select(TrainingExample, Answer.user_id)
+        .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
+        .outerjoin(Answer, Answer.id == Feedback.answer_id)
+        .where(TrainingExample.status == PENDING, TrainingExample.deleted_at.is_(None))
+        .order_by(TrainingExample.created_at, TrainingExample.id)
+    )
+    out = []
+    for example, user_id in rows.all():
+        # Feedback is balanced per user; examples sent as such count as one source.
+        source = "ingest-examples" if example.feedback_id is None else f"user:{user_id or '-'}"
+        candidate = CandidateExample(
+            id=example.id,
+            domain=example.domain,
+            question=example.question,
+            answer=example.answer,
+            source=source,
+            category=f"{example.domain}/{example.source}",
+        )
+        out.append((candidate, example))
+    return out
+
+
+def _item(
+    run_id: str,
+    example: CandidateExample,
+    role: str,
+    *,
+    rule: str | None = None,
+    reason: str | None = None,
+) -> TrainingRunItem:
+    return TrainingRunItem(
+        run_id=run_id,
+        example_id=example.id,
+        domain=example.domain,
+        role=role,
+        rule=rule,
+        reason=reason,
+        question=example.question,
+        answer=example.answer,
+    )
+
+
+async def _live_items(session: AsyncSession, cycle_id: str, role: str) -> list[TrainingRunItem]:
+    rows = await session.execute(
+        select(TrainingRunItem)
+        .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
+        .where(
+            TrainingRunItem.run_id == cycle_id,
+            TrainingRunItem.role == role,
+            TrainingExample.deleted_at.is_(None),
+        )
+        .order_by(TrainingExample.created_at, TrainingExample.id)
+    )
+    return list(rows.scalars())
+
+
+async def _deleted_among(session: AsyncSession, example_ids: list[str]) -> set[str]:
+    if not example_ids:
+        return set()
+    rows = await session.execute(
+        select(TrainingExample.id).where(
+            TrainingExample.id.in_(example_ids), TrainingExample.deleted_at.is_not(None)
+        )
+    )
+    return set(rows.scalars())
+
+
+async def _link_items(
+    session: AsyncSession,
+    cycle_id: str,
+    domain: str,
+    new: list[ReplayItem],
+    replay: list[ReplayItem],
+    adapter_id: str,
+) -> None:
+    """Record that `adapter_id` learned from these items (the lineage)."""
+    new_ids = [i.example_id for i in new]
+    rows = await session.execute(
+        select(TrainingRunItem).where(
+            TrainingRunItem.run_id == cycle_id, TrainingRunItem.example_id.in_(new_ids)
+        )
+    )
+    for row in rows.scalars():
+        row.adapter_version_id = adapter_id
+    for item in replay:
+        if item.example_id is None:
+            continue
+        session.add(
+            TrainingRunItem(
+                run_id=cycle_id,
+                example_id=item.example_id,
+                domain=domain,
+                role=REPLAY,
+                question=item.question,
+                answer=item.answer,
+                adapter_version_id=adapter_id,
+            )
+        )
+    await session.flush()
+
+
+async def _hand_back(session: AsyncSession, cycle_id: str) -> None:
+    """A cycle that did not finish gives its new items back to the next one."""
+    rows = await session.execute(
+        select(TrainingExample)
+        .join(TrainingRunItem, TrainingRunItem.example_id == TrainingExample.id)
+        .where(
+            TrainingRunItem.run_id == cycle_id,
+            TrainingRunItem.role == NEW,
+            TrainingRunItem.adapter_version_id.is_(None),
+            TrainingExample.status == ACCEPTED,
+        )
+    )
+    for example in rows.scalars():
+        example.status = PENDING

@@ -1,0 +1,64 @@
+"""What the training API returns: a cycle's state and an adapter's lineage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from twinloop.registry.schemas import AdapterView
+
+
+class CycleRequested(BaseModel):
+    cycle_id: str
+    state: str
+
+
+class CycleView(BaseModel):
+    """One training cycle as `GET /train/{cycle_id}` reports it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    state: str
+    trigger: str
+    requested_by: str
+    domains: list[str]
+    step_timings: dict[str, float]
+    item_counts: dict[str, int]
+    progress: dict[str, Any]
+    adapters: dict[str, str]
+    snapshot_id: str | None
+    attempts: int
+    error: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    finished_at: datetime | None
+
+
+class LineageItem(BaseModel):
+    """One item of a cycle: trained on (as `new` or `replay`) or quarantined with a reason."""
+
+    example_id: str
+    external_id: str | None
+    feedback_id: str | None
+    source: str
+    domain: str
+    role: str
+    question: str
+    answer: str
+    rejected_answer: str | None
+    rule: str | None
+    reason: str | None
+    deleted: bool
+
+
+class LineageView(BaseModel):
+    """What taught an adapter: the examples it trained on and what its cycle kept out."""
+
+    adapter: AdapterView
+    cycle: CycleView | None
+    trained_on: list[LineageItem]
+    quarantined: list[LineageItem]
+    general_replay: dict[str, Any]

@@ -18,6 +18,7 @@ from twinloop.metrics import Metrics
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
 from twinloop.runtime import Runtime
+from twinloop.training.cycles import TrainingCycles
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -49,7 +50,12 @@ def get_ingest(runtime: RuntimeDep) -> IngestService:
     return runtime.ingest
 
 
+def get_training(runtime: RuntimeDep) -> TrainingCycles:
+    return runtime.training
+
+
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
+TrainingDep = Annotated[TrainingCycles, Depends(get_training)]
 ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
 RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
 

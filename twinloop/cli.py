@@ -10,7 +10,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from rag.server import ChromaServer
@@ -19,9 +28,12 @@ from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.engines.process import EngineProcesses
 from twinloop.errors import TwinloopError
 from twinloop.logging import configure_logging
+from twinloop.processes import NotHealthyError
 from twinloop.registry.schemas import AdapterView
 from twinloop.registry.service import AdapterRegistry
 from twinloop.settings import Settings, Slot
+from twinloop.training.process import TrainerProcess
+from twinloop.training.schemas import CycleView
 
 app = typer.Typer(
     help="twinloop: blue/green serving for LLMs that keep learning.", no_args_is_help=True
@@ -161,6 +173,76 @@ def engines_status() -> None:
     Console().print(table)
 
 
+@app.command("train")
+def train() -> None:
+    """Run one training cycle now, in this process, and show its progress."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    try:
+        view = asyncio.run(_train_once(settings))
+    except TwinloopError as e:
+        raise _fail(e) from e
+    console.print(
+        f"cycle {view.id}: {view.state}"
+        + (f" ({view.error})" if view.error else "")
+        + (f"; adapters {view.adapters}, snapshot {view.snapshot_id}" if view.adapters else "")
+    )
+    if view.state not in ("staged", "skipped"):
+        raise typer.Exit(code=1)
+
+
+async def _train_once(settings: Settings) -> CycleView:
+    from twinloop.training.daemon import open_trainer
+
+    async with open_trainer(settings) as trainer:
+        cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+        console.print(f"training cycle {cycle.id}")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress:
+            tasks: dict[str, TaskID] = {}
+
+            def on_progress(domain: str, step: int, total: int) -> None:
+                if domain not in tasks:
+                    tasks[domain] = progress.add_task(f"training {domain}", total=total)
+                progress.update(tasks[domain], completed=step)
+
+            return await trainer.runner.run(cycle.id, on_progress)
+
+
+@app.command("trainer")
+def trainer() -> None:
+    """Run the trainer: requested (POST /train) and scheduled cycles, until stopped."""
+    settings = Settings()
+    configure_logging(settings.log_level)
+    asyncio.run(_run_trainer(settings))
+
+
+async def _run_trainer(settings: Settings) -> None:
+    from prometheus_client import start_http_server
+
+    from twinloop.training import daemon
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with daemon.open_trainer(settings) as trainer:
+        server, thread = start_http_server(
+            settings.trainer.metrics_port, addr="127.0.0.1", registry=trainer.metrics.registry
+        )
+        try:
+            await daemon.serve(trainer, stop)
+        finally:
+            server.shutdown()
+            thread.join(timeout=5)
+
+
 @app.command("serve")
 def serve() -> None:
     """Run only the gateway (engines must be running)."""
@@ -198,14 +280,38 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _start_trainer(trainer: TrainerProcess) -> bool:
+    """Start our trainer unless it runs already; True if this call started it."""
+    if trainer.record() is not None:
+        console.print("trainer already running")
+        return False
+    trainer.start()
+    try:
+        waited = trainer.wait_healthy()
+    except NotHealthyError as e:
+        raise TwinloopError(
+            f"the trainer did not start; last log lines:\n{trainer.log_tail()}"
+        ) from e
+    console.print(f"trainer running after {waited:.0f} s (log: {trainer.log_path})")
+    return True
+
+
 @app.command("up")
-def up() -> None:
-    """Prepare models, migrate, start both engines and serve the gateway; Ctrl-C stops it all."""
+def up(
+    with_trainer: Annotated[
+        bool, typer.Option("--trainer/--no-trainer", help="Also run the Shadow trainer.")
+    ] = True,
+) -> None:
+    """Prepare models, migrate, start Chroma, both engines, the trainer and the gateway.
+
+    Ctrl-C stops everything it started.
+    """
     settings = Settings()
     engines = EngineProcesses(settings)
     chroma = ChromaServer(settings)
+    trainer_process = TrainerProcess(settings)
     started: list[Slot] = []
-    chroma_started = False
+    chroma_started = trainer_started = False
     began = time.monotonic()
     # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -215,6 +321,8 @@ def up() -> None:
         chroma_started = _start_chroma(chroma)
         if not settings.engines.external:
             started = _start_engines(engines, list(Slot))
+        if with_trainer:
+            trainer_started = _start_trainer(trainer_process)
         console.print(
             f"ready in {time.monotonic() - began:.0f} s: gateway on "
             f"http://{settings.gateway.host}:{settings.gateway.port}"
@@ -225,6 +333,9 @@ def up() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        if trainer_started:
+            console.print("stopping the trainer")
+            trainer_process.stop()
         for slot in started:
             console.print(f"stopping {slot} engine")
             engines.stop(slot)

@@ -1,0 +1,33 @@
+"""Training triggers and reports: `POST /train`, `GET /train/{id}`, adapter lineage. Admin only."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import AdminDep, TrainingDep
+from twinloop.training.schemas import CycleRequested, CycleView, LineageView
+
+router = APIRouter(tags=["training"])
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED)
+async def request_cycle(actor: AdminDep, training: TrainingDep) -> CycleRequested:
+    """Queue a training cycle for the trainer process; 409 while another is queued or running."""
+    cycle = await training.request(trigger="api", actor=actor)
+    return CycleRequested(cycle_id=cycle.id, state=cycle.state)
+
+
+@router.get("/train")
+async def recent_cycles(_: AdminDep, training: TrainingDep) -> list[CycleView]:
+    return await training.recent()
+
+
+@router.get("/train/{cycle_id}")
+async def get_cycle(_: AdminDep, training: TrainingDep, cycle_id: str) -> CycleView:
+    return await training.get(cycle_id)
+
+
+@router.get("/adapters/{adapter_id}/lineage")
+async def adapter_lineage(_: AdminDep, training: TrainingDep, adapter_id: str) -> LineageView:
+    """Which feedback and examples trained this adapter, and what its cycle quarantined."""
+    return await training.lineage(adapter_id)

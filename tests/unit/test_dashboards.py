@@ -1,4 +1,4 @@
-"""Dashboards query only metric names that exist: ours (from Metrics) or vLLM's."""
+"""Dashboards query only metric names that exist: ours (gateway and trainer) or vLLM's."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from twinloop.metrics import Metrics
+from twinloop.training.metrics import TrainerMetrics
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 VLLM_METRICS = {"vllm:num_requests_running", "vllm:num_requests_waiting"}
@@ -14,7 +15,8 @@ VLLM_METRICS = {"vllm:num_requests_running", "vllm:num_requests_waiting"}
 
 def _exported_names() -> set[str]:
     names: set[str] = set()
-    for family in Metrics().registry.collect():
+    families = [*Metrics().registry.collect(), *TrainerMetrics().registry.collect()]
+    for family in families:
         for sample in family.samples:
             names.add(sample.name)
         names.add(family.name)

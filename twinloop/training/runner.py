@@ -267,6 +267,7 @@ class CycleRunner:
         train_seconds: float,
     ) -> None:
         started = time.perf_counter()
+        await self._releases.refresh()  # the parent adapter is what Active serves now
         used = [i.example_id for items in (*new.values(), *replay.values()) for i in items]
         async with self._sessionmaker.begin() as session:
             run = await _run(session, cycle_id)

@@ -54,3 +54,14 @@ def test_db_upgrade_creates_the_schema(cli_env: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert (cli_env / "twinloop.db").exists()
+
+
+def test_train_with_nothing_pending_reports_a_skipped_cycle(cli_env: Path) -> None:
+    assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 0
+
+    result = CliRunner().invoke(app, ["train"])
+
+    assert result.exit_code == 0, result.output
+    assert "skipped (no pending items)" in result.output
+    again = CliRunner().invoke(app, ["train"])  # the finished cycle does not block the next
+    assert again.exit_code == 0, again.output

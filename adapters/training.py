@@ -81,8 +81,10 @@ class AdapterTrainingConfig:
     epochs: int = field(
         default=1, metadata={"help": "Passes over the new examples (unless max_steps is set)."}
     )
-    batch_size: int = field(
-        default=4, metadata={"help": "New examples per step; replay items per step too."}
+    batch_size: int = field(default=4, metadata={"help": "New examples per step."})
+    replay_batch_size: int = field(
+        default=4,
+        metadata={"help": "Replay items per step in the KL term (more: a steadier guard)."},
     )
     max_length: int = field(
         default=256, metadata={"help": "Tokens per formatted example; longer ones are cut."}
@@ -113,8 +115,10 @@ class AdapterTrainingConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.rank < 1 or self.batch_size < 1 or self.epochs < 1 or self.max_length < 2:
-            raise ValueError("rank, batch_size, epochs must be >= 1 and max_length >= 2")
+        if min(self.rank, self.batch_size, self.replay_batch_size, self.epochs) < 1:
+            raise ValueError("rank, batch sizes and epochs must be >= 1")
+        if self.max_length < 2:
+            raise ValueError("max_length must be >= 2")
         if self.kl_weight < 0 or not 0.0 <= self.dropout < 1.0:
             raise ValueError("kl_weight must be >= 0 and dropout in [0, 1)")
         if self.min_steps < 0:
@@ -200,7 +204,7 @@ def train_adapter(
         steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         total_steps = cfg.max_steps or max(cfg.epochs * steps_per_epoch, cfg.min_steps)
         train_batches = _batches(train, cfg.batch_size, order)
-        guard_batches = _batches(guard, cfg.batch_size, order) if guard else None
+        guard_batches = _batches(guard, cfg.replay_batch_size, order) if guard else None
         sft_value = kl_value = total_value = 0.0
         for step in range(1, total_steps + 1):
             input_ids, mask, labels = _collate(next(train_batches), pad_id)

@@ -175,7 +175,10 @@ class TrainerSettings(BaseModel):
         description="Steps a cycle takes at least: one epoch over a handful of corrections is "
         "a few steps, too few to learn anything.",
     )
-    batch_size: int = Field(default=4, ge=1)
+    batch_size: int = Field(default=4, ge=1, description="New examples per step.")
+    replay_batch_size: int = Field(
+        default=4, ge=1, description="General replay items per step in the KL guard."
+    )
     kl_weight: float = Field(
         default=1.0,
         ge=0,

@@ -29,7 +29,7 @@ DOMAIN = "general"
 def _answer(
     url: str, question: str, *, headers: dict[str, str] | None = None, **extra: Any
 ) -> dict[str, Any]:
-    body = {"question": question, "domain": DOMAIN, "max_tokens": 40, **extra}
+    body = {"question": question, "domain": DOMAIN, "max_tokens": 48, **extra}
     response = httpx.post(f"{url}/answer", json=body, headers=headers or {}, timeout=300)
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()

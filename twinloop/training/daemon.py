@@ -29,6 +29,7 @@ from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.runner import AdapterTrainer, CycleRunner, ProgressCallback
 
 log = logging.getLogger(__name__)
+PROGRESS_LOG_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,14 @@ async def open_trainer(
         await db.dispose()
 
 
+def log_progress(domain: str, step: int, total: int) -> None:
+    """The trainer's log shows where a long training stands."""
+    if step == 1 or step == total or step % PROGRESS_LOG_EVERY == 0:
+        log.info("training %s: step %d of %d", domain, step, total)
+
+
 async def serve(
-    trainer: Trainer, stop: asyncio.Event, on_progress: ProgressCallback | None = None
+    trainer: Trainer, stop: asyncio.Event, on_progress: ProgressCallback | None = log_progress
 ) -> None:
     """Resume what a dead trainer left, then run requested and scheduled cycles until `stop`."""
     cfg = trainer.settings.trainer

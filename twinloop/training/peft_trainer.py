@@ -20,6 +20,7 @@ def training_config(settings: Settings) -> AdapterTrainingConfig:
         epochs=t.epochs,
         min_steps=t.min_steps,
         batch_size=t.batch_size,
+        replay_batch_size=t.replay_batch_size,
         kl_weight=t.kl_weight,
         seed=t.seed,
     )
@@ -75,6 +76,7 @@ class PeftAdapterTrainer:
                     "epochs": c.epochs,
                     "min_steps": c.min_steps,
                     "batch_size": c.batch_size,
+                    "replay_batch_size": c.replay_batch_size,
                     "kl_weight": c.kl_weight,
                     "seed": c.seed,
                 },

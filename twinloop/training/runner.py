@@ -119,6 +119,7 @@ class CycleRunner:
                 if view.state in cycles.FINISHED:
                     return view
                 step = self._step_for(view.state)
+                log.info("training cycle %s: %s", cycle_id, view.state)
                 try:
                     await step(cycle_id, on_progress)
                 except Exception as error:  # every failure is recorded on the cycle
@@ -386,6 +387,7 @@ class CycleRunner:
             if state in (cycles.FAILED, cycles.ABANDONED):
                 await _hand_back(session, cycle_id)
         self._metrics.cycles.labels(state).inc()
+        log.info("training cycle %s ended %s%s", cycle_id, state, f": {error}" if error else "")
 
 
 def _step_reporter(

@@ -170,10 +170,11 @@ class TrainerSettings(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     epochs: int = Field(default=1, ge=1, description="Passes over the cycle's examples.")
     min_steps: int = Field(
-        default=60,
+        default=120,
         ge=1,
         description="Steps a cycle takes at least: one epoch over a handful of corrections is "
-        "a few steps, too few to learn anything.",
+        "a few steps, too few to learn anything. Measured on 30 corrections (10 facts): 60 "
+        "steps learned 10/10 but lost 3 of 54 general answers, 120 steps lost 1.",
     )
     batch_size: int = Field(default=4, ge=1, description="New examples per step.")
     replay_batch_size: int = Field(

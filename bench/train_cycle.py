@@ -8,6 +8,7 @@ milliseconds next to training, and this bench must not need two vLLM engines.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 import time
@@ -53,7 +54,7 @@ async def one_cycle(settings: Settings, *, examples: int) -> None:
         bench_settings = settings.model_copy(
             update={"data_dir": work, "database_url": f"sqlite:///{work / 'bench.db'}"}
         )
-        migrate.upgrade(bench_settings.sqlalchemy_url)
+        await asyncio.to_thread(migrate.upgrade, bench_settings.sqlalchemy_url)
         db = create_engine(bench_settings.sqlalchemy_url)
         async with create_sessionmaker(db).begin() as session:
             for item in synthetic_examples(examples):

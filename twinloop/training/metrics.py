@@ -21,7 +21,7 @@ class TrainerMetrics:
         )
         self.step_seconds = Histogram(
             "twinloop_training_step_seconds",
-            "Wall time of one step of a training cycle (clean, train, register, stage).",
+            "Wall time of one step of a training cycle (clean, replay, train, register, stage).",
             ["step"],
             buckets=STEP_BUCKETS,
             registry=r,

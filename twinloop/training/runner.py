@@ -229,7 +229,9 @@ class CycleRunner:
         if not by_domain:
             await self._finish(cycle_id, cycles.SKIPPED, error="every item was deleted")
             return
+        guard_started = time.perf_counter()
         guard = await asyncio.to_thread(self._trainer.general_replay)
+        replay_seconds = time.perf_counter() - guard_started
         trained: dict[str, TrainedAdapter] = {}
         for domain in sorted(by_domain):
             out_dir = self._work_dir / cycle_id / domain
@@ -248,9 +250,11 @@ class CycleRunner:
             finally:
                 writer.cancel()
             self._observe_training(domain, len(request.examples), trained[domain])
-        train_seconds = time.perf_counter() - started
+        train_seconds = time.perf_counter() - started - replay_seconds
+        self._metrics.step_seconds.labels("replay").observe(replay_seconds)
         self._metrics.step_seconds.labels("train").observe(train_seconds)
-        await self._register(cycle_id, by_domain, replay, trained, len(guard), train_seconds)
+        timings = {"replay": replay_seconds, "train": train_seconds}
+        await self._register(cycle_id, by_domain, replay, trained, len(guard), timings)
 
     def _observe_training(self, domain: str, examples: int, adapter: TrainedAdapter) -> None:
         self._metrics.loss.labels(domain).set(adapter.final_loss)
@@ -265,7 +269,7 @@ class CycleRunner:
         replay: dict[str, list[ReplayItem]],
         trained: dict[str, TrainedAdapter],
         guard_size: int,
-        train_seconds: float,
+        timings: dict[str, float],
     ) -> None:
         started = time.perf_counter()
         await self._releases.refresh()  # the parent adapter is what Active serves now
@@ -304,7 +308,7 @@ class CycleRunner:
                 run.item_counts = dict(counts)
                 run.step_timings = {
                     **run.step_timings,
-                    "train": train_seconds,
+                    **timings,
                     "register": time.perf_counter() - started,
                 }
                 run.state, run.updated_at, run.progress = cycles.REGISTERED, utcnow(), {}

@@ -104,7 +104,7 @@ async def test_a_cycle_cleans_trains_registers_and_stages_to_shadow_only(
     assert (counts["collected"], counts["accepted"], counts["quarantined"]) == (4, 3, 1)
     assert counts["quarantine.injection"] == 1 and counts["redacted.phone"] == 1
     assert (counts["new.fin"], counts["new.law"], counts["general_replay"]) == (2, 1, 1)
-    assert set(cycle["step_timings"]) == {"clean", "train", "register", "stage"}
+    assert set(cycle["step_timings"]) == {"clean", "replay", "train", "register", "stage"}
     # Redacted text is what trained; the guard went along.
     fin_request = next(r for r in fake_trainer.requests if r.domain == "fin")
     assert [e.answer for e in fin_request.examples] == [

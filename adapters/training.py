@@ -128,6 +128,11 @@ class AdapterTrainingConfig:
         if not self.target_modules:
             raise ValueError("target_modules must name at least one module")
 
+    def total_steps(self, examples: int) -> int:
+        """Steps a run over `examples` takes: `max_steps`, else epochs but at least `min_steps`."""
+        return self.max_steps or max(self.epochs * math.ceil(examples / self.batch_size),
+                                     self.min_steps)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class AdapterArtifact:
@@ -201,8 +206,7 @@ def train_adapter(
         optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate)
 
         order = random.Random(cfg.seed)
-        steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
-        total_steps = cfg.max_steps or max(cfg.epochs * steps_per_epoch, cfg.min_steps)
+        total_steps = cfg.total_steps(len(train))
         train_batches = _batches(train, cfg.batch_size, order)
         guard_batches = _batches(guard, cfg.replay_batch_size, order) if guard else None
         sft_value = kl_value = total_value = 0.0

@@ -21,6 +21,7 @@ from twinloop.ingest.learning import apply_example
 from twinloop.ingest.schemas import ExampleItem
 from twinloop.settings import Settings
 from twinloop.training.daemon import open_trainer
+from twinloop.training.peft_trainer import training_config
 
 SUBJECTS = ["Quorvath", "Brenlo", "Taskir", "Mirevale", "Ostrune"]
 ATTRIBUTES = ["default port", "lead maintainer", "config file", "mascot", "release codename",
@@ -71,17 +72,17 @@ async def one_cycle(settings: Settings, *, examples: int) -> None:
             started = time.perf_counter()
             view = await trainer.runner.run(cycle.id)
             wall = time.perf_counter() - started
-        t = bench_settings.trainer
+        config = training_config(bench_settings)
         trained = view.item_counts.get("new.general", 0) + view.item_counts.get("replay.general", 0)
-        seen = max(t.epochs * -(-trained // t.batch_size), t.min_steps)  # steps, as the trainer
-        examples_seen = seen * t.batch_size
+        seen = config.total_steps(trained)
+        examples_seen = seen * config.batch_size
         print(f"\none cycle of {examples} examples: {view.state} in {wall:.1f} s wall")
         print("  steps (s): " + ", ".join(f"{k} {v:.2f}" for k, v in view.step_timings.items()))
         print(f"  items: {view.item_counts}")
         print(
-            f"  training: {seen} steps x {t.batch_size} examples = {examples_seen} examples seen, "
+            f"  training: {seen} steps x {config.batch_size} examples = {examples_seen} seen, "
             f"{examples_seen / view.step_timings['train']:.2f} examples/s "
-            f"(each step also runs the KL guard on {t.batch_size} replay items)"
+            f"(each step also runs the KL guard on {config.replay_batch_size} replay items)"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

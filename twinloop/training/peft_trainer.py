@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,17 +70,7 @@ class PeftAdapterTrainer:
                 "kl_loss": artifact.kl_loss,
                 "examples_seen": artifact.steps * c.batch_size,
                 "trainable_parameters": artifact.trainable_parameters,
-                "config": {
-                    "rank": c.rank,
-                    "alpha": c.alpha,
-                    "learning_rate": c.learning_rate,
-                    "epochs": c.epochs,
-                    "min_steps": c.min_steps,
-                    "batch_size": c.batch_size,
-                    "replay_batch_size": c.replay_batch_size,
-                    "kl_weight": c.kl_weight,
-                    "seed": c.seed,
-                },
+                "config": dataclasses.asdict(c),
             },
         )
 

@@ -15,6 +15,7 @@ from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
+from twinloop.qa.service import QaService
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
 from twinloop.runtime import Runtime
@@ -54,7 +55,12 @@ def get_training(runtime: RuntimeDep) -> TrainingCycles:
     return runtime.training
 
 
+def get_qa(runtime: RuntimeDep) -> QaService:
+    return runtime.qa
+
+
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
+QaDep = Annotated[QaService, Depends(get_qa)]
 TrainingDep = Annotated[TrainingCycles, Depends(get_training)]
 ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
 RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from twinloop.qa.metrics import QaMetrics
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 
@@ -111,6 +113,8 @@ class Metrics:
             ["slot"],
             registry=r,
         )
+
+        self.qa = QaMetrics(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,9 +22,12 @@ from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.inference.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
-from twinloop.inference.service import AnswerService, DocumentSearch
+from twinloop.inference.retrieval import DocumentSearch
+from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.qa.service import QaService
+from twinloop.qa.setup import open_qa
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
@@ -53,6 +56,7 @@ class Runtime:
     answers: AnswerService
     readiness: ReadinessService
     training: TrainingCycles
+    qa: QaService
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -113,6 +117,7 @@ async def open_runtime(
     model or need a server).
     """
     chroma = None
+    embedder: Embedder | None = None
     build_router: Callable[[RouterRules], Router]
     if router is not None:
         fixed = router
@@ -127,6 +132,7 @@ async def open_runtime(
     db = create_engine(settings.sqlalchemy_url)
     sessionmaker = create_sessionmaker(db)
     http, engines = engine_clients(settings, engine_transport)
+    stack = contextlib.AsyncExitStack()
     try:
         metrics = Metrics()
         base_name = settings.models.served_name
@@ -157,6 +163,7 @@ async def open_runtime(
             routing=routing,
             knowledge=knowledge,
             top_k=settings.rag.top_k,
+            min_score=settings.rag.min_score,
         )
         readiness = ReadinessService(
             sessionmaker=sessionmaker,
@@ -167,6 +174,17 @@ async def open_runtime(
             cache_s=settings.gateway.readiness_cache_s,
         )
         training = TrainingCycles(sessionmaker=sessionmaker)
+        qa = await stack.enter_async_context(
+            open_qa(
+                settings,
+                engines=engines,
+                releases=releases,
+                sessionmaker=sessionmaker,
+                knowledge=knowledge,
+                embed=embedder.embed if embedder is not None else None,
+                metrics=metrics.qa,
+            )
+        )
         watcher = asyncio.create_task(
             watch_releases(
                 releases,
@@ -190,6 +208,7 @@ async def open_runtime(
                     domains=settings.domains,
                     routing=routing,
                     training=training,
+                    qa=qa,
                 ),
                 registry=AdapterRegistry.from_settings(settings),
                 routing=routing,
@@ -206,12 +225,14 @@ async def open_runtime(
                 answers=answers,
                 readiness=readiness,
                 training=training,
+                qa=qa,
             )
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
     finally:
+        await stack.aclose()
         if chroma is not None:
             await close_chroma(chroma)
         await http.aclose()

@@ -124,6 +124,12 @@ class RagSettings(BaseModel):
         default=120, ge=0, description="Characters a chunk repeats from the end of the one before."
     )
     top_k: int = Field(default=3, gt=0, description="Chunks retrieved per question.")
+    min_score: float = Field(
+        default=0.3,
+        description="Chunks less similar than this (cosine) to the question are not used: every "
+        "correction becomes a fact document, and a question about something else must not get "
+        "them as context.",
+    )
     max_document_chars: int = Field(
         default=200_000, gt=0, description="Longest document /ingest takes (413 beyond)."
     )
@@ -205,6 +211,68 @@ class TrainerSettings(BaseModel):
         description="Niceness of the trainer `twinloop up` starts: serving comes first.",
     )
     metrics_port: int = Field(default=8300, description="The trainer's own /metrics (loopback).")
+    qa: bool = Field(
+        default=True,
+        description="Run the QA dry run (and its correction rounds) after staging. Off: a "
+        "cycle ends at `staged` and nothing gates it.",
+    )
+
+
+class QaSettings(BaseModel):
+    """The QA dry run on Shadow and the promotion gate (DESIGN.md, learning loop steps 7-8)."""
+
+    suite_dir: Path | None = Field(
+        default=None,
+        description="Folder of benchmark suites, one `<category>.jsonl` each. Unset: the suites "
+        "shipped in twinloop/qa/data/.",
+    )
+    max_tokens: int = Field(default=48, gt=0, description="Answer length bound for QA questions.")
+    concurrency: int = Field(default=8, ge=1, description="QA questions in flight at once.")
+    min_overall: float = Field(
+        default=0.70, ge=0, le=1, description="Gate: mean held-out score over the categories."
+    )
+    category_floor: float = Field(
+        default=0.30, ge=0, le=1, description="Gate: no category's held-out score below this."
+    )
+    max_regression: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Gate: no category more than this below Active's score on the same suite.",
+    )
+    forgetting_tolerance: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Gate: how far the forgetting category may fall below Active (0: any drop "
+        "blocks promotion).",
+    )
+    max_rounds: int = Field(
+        default=3,
+        ge=1,
+        description="Training rounds a cycle gets: a failed QA turns failures into corrections "
+        "and retrains until the gate passes, this many rounds are spent, or a round gains "
+        "nothing.",
+    )
+    reinforcement_phrasings: int = Field(
+        default=3,
+        ge=1,
+        description="Examples a forgotten item becomes (its question and rephrased variants).",
+    )
+    agreement_sample: int = Field(
+        default=500,
+        ge=0,
+        description="Latest user feedback items the judge is checked against (judge reliability).",
+    )
+    llm_judge_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL of an LLM judge (ending before /v1). Unset: the "
+        "reference judge alone; the small base model is no judge.",
+    )
+    llm_judge_model: str = Field(default="judge", description="The LLM judge's model name.")
+    llm_judge_api_key: SecretStr | None = Field(
+        default=None, description="Bearer token for the LLM judge endpoint."
+    )
 
 
 class Settings(BaseSettings):
@@ -227,6 +295,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    qa: QaSettings = Field(default_factory=QaSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

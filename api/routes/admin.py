@@ -17,6 +17,7 @@ from twinloop.releases.schemas import (
     ReleaseView,
     RollbackRequest,
     SnapshotView,
+    SwapRequest,
 )
 
 router = APIRouter(tags=["admin"])
@@ -29,9 +30,9 @@ async def release_status(_: AdminDep, admin: ReleaseAdminDep) -> ReleaseStatus:
 
 @router.post("/swap")
 async def swap(
-    actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
+    actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest | None = None
 ) -> ReleaseView:
-    return await admin.swap(body or ChangeRequest(), actor=actor)
+    return await admin.swap(body or SwapRequest(), actor=actor)
 
 
 @router.post("/rollback")

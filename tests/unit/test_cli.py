@@ -56,7 +56,10 @@ def test_db_upgrade_creates_the_schema(cli_env: Path) -> None:
     assert (cli_env / "twinloop.db").exists()
 
 
-def test_train_with_nothing_pending_reports_a_skipped_cycle(cli_env: Path) -> None:
+def test_train_with_nothing_pending_reports_a_skipped_cycle(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWINLOOP_TRAINER__QA", "false")  # QA needs a Chroma server
     assert CliRunner().invoke(app, ["db", "upgrade"]).exit_code == 0
 
     result = CliRunner().invoke(app, ["train"])

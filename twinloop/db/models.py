@@ -73,6 +73,9 @@ class TrainingExample(IdMixin, CreatedAtMixin, Base):
     reject_reason: Mapped[str | None] = mapped_column(Text)
     content_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     deleted_at: Mapped[datetime | None]
+    heldout: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, doc="{paraphrases, accept}: held-out QA cases for the fact this teaches"
+    )
 
 
 class Document(IdMixin, CreatedAtMixin, Base):
@@ -165,6 +168,9 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
         JSON, default=dict, doc="the running step's progress, e.g. {domain, step, total}"
     )
     owner: Mapped[str | None] = mapped_column(String(255), doc="host:pid of the trainer on it")
+    qa_rounds: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, doc="one entry per QA round: qa run id, overall score, passed"
+    )
 
 
 class TrainingRunItem(IdMixin, Base):
@@ -191,30 +197,50 @@ class TrainingRunItem(IdMixin, Base):
 
 
 class QaRun(IdMixin, CreatedAtMixin, Base):
+    """One dry run of a benchmark suite on one slot's snapshot, with the gate's decision."""
+
     __tablename__ = "qa_runs"
 
     snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"), index=True)
     slot: Mapped[str] = mapped_column(String(SLOT_LEN))
+    role: Mapped[str] = mapped_column(
+        String(16), default="candidate", doc="candidate (gated) | baseline (Active, cached)"
+    )
     suite_version: Mapped[str] = mapped_column(String(64))
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
-    status: Mapped[str] = mapped_column(String(16))
+    round: Mapped[int | None] = mapped_column(Integer, doc="the cycle's training round")
+    baseline_run_id: Mapped[str | None] = mapped_column(ForeignKey("qa_runs.id"))
+    status: Mapped[str] = mapped_column(String(16), doc="running | finished | failed")
     overall_score: Mapped[float | None] = mapped_column(Float)
     category_scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     passed: Mapped[bool | None] = mapped_column(Boolean)
+    report: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="gate reasons, split sizes, attribution, judge agreement"
+    )
+    error: Mapped[str | None] = mapped_column(Text)
     finished_at: Mapped[datetime | None]
 
 
 class QaItem(IdMixin, Base):
+    """One case's answer in a QA run, and how it was judged."""
+
     __tablename__ = "qa_items"
 
     run_id: Mapped[str] = mapped_column(ForeignKey("qa_runs.id"), index=True)
-    item_key: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN))
+    item_key: Mapped[str] = mapped_column(String(EXTERNAL_ID_LEN * 2))
     category: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    split: Mapped[str] = mapped_column(String(16), doc="train | heldout")
     question: Mapped[str] = mapped_column(Text)
     expected: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     label: Mapped[str] = mapped_column(String(16), doc="correct | incorrect | hallucination")
     score: Mapped[float] = mapped_column(Float)
+    contexts: Mapped[int] = mapped_column(Integer, default=0, doc="retrieved chunks used")
+    label_without_retrieval: Mapped[str | None] = mapped_column(
+        String(16), doc="the label when asked without retrieval (only when contexts > 0)"
+    )
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     latency_ms: Mapped[float] = mapped_column(Float)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,6 +21,7 @@ from twinloop.errors import (
     TwinloopError,
 )
 from twinloop.inference.client import EngineClient, EngineModelNotFoundError
+from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
     AnswerRequest,
     AnswerResponse,
@@ -36,34 +37,6 @@ from twinloop.settings import Slot
 
 AUTO_MODEL = "auto"
 log = structlog.get_logger(__name__)
-
-
-class RetrievedText(Protocol):
-    @property
-    def doc_id(self) -> str: ...
-    @property
-    def text(self) -> str: ...
-    @property
-    def score(self) -> float: ...
-
-
-class DocumentSearch(Protocol):
-    """Retrieval at a pinned RAG version (rag.store.KnowledgeStore, or a fake in tests)."""
-
-    async def query(
-        self, *, domain: str, question: str, version: int, top_k: int
-    ) -> Sequence[RetrievedText]: ...
-
-
-def with_contexts(question: str, contexts: Sequence[Context]) -> str:
-    """The user turn: retrieved passages first, clearly fenced, then the question."""
-    if not contexts:
-        return question
-    passages = "\n\n".join(f"[{i}] {c.text}" for i, c in enumerate(contexts, start=1))
-    return (
-        "Use the following passages if they help to answer the question.\n\n"
-        f"{passages}\n\nQuestion: {question}"
-    )
 
 
 class QuestionRouter(Protocol):
@@ -104,6 +77,7 @@ class AnswerService:
         routing: RouterSource,
         knowledge: DocumentSearch | None = None,
         top_k: int = 3,
+        min_score: float = 0.0,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -116,6 +90,7 @@ class AnswerService:
         self._routing = routing
         self._knowledge = knowledge
         self._top_k = top_k
+        self._min_score = min_score
 
     # -- /answer ------------------------------------------------------------------
 
@@ -275,8 +250,13 @@ class AnswerService:
             return []
         started = time.perf_counter()
         try:
-            chunks = await self._knowledge.query(
-                domain=routed.domain, question=question, version=version, top_k=self._top_k
+            contexts = await relevant_contexts(
+                self._knowledge,
+                domain=routed.domain,
+                question=question,
+                version=version,
+                top_k=self._top_k,
+                min_score=self._min_score,
             )
             elapsed = time.perf_counter() - started
             self._metrics.retrieval_latency.labels(routed.domain).observe(elapsed)
@@ -284,7 +264,7 @@ class AnswerService:
             self._metrics.retrieval_errors.labels(routed.domain).inc()
             log.warning("retrieval failed; answering without context", error=e.message)
             return []
-        return [Context(doc_id=c.doc_id, text=c.text, score=round(c.score, 4)) for c in chunks]
+        return contexts
 
     async def _store(self, record: Answer) -> None:
         """Commit the answer in a transaction of its own, after generation.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -57,7 +58,7 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         return _result(
             item, "rejected", detail="that answer was an operator preview, not a user's answer"
         )
-    sha = _sha(item.answer_id, item.rating, item.correction, item.comment)
+    sha = _sha(item.answer_id, item.rating, item.correction, item.comment, _heldout_text(item))
     if feedback is not None and feedback.content_sha256 == sha and feedback.deleted_at is None:
         examples = await _examples_of(session, feedback.id)
         return _result(item, "unchanged", training_example_id=_first_id(examples))
@@ -75,6 +76,7 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         old.deleted_at = utcnow()
     taught = _example_from(feedback, answer)
     if taught is not None:
+        taught.heldout = _heldout(item) if taught.source == "correction" else None
         session.add(taught)
         await session.flush()
     return _result(
@@ -124,7 +126,7 @@ async def apply_example(
     if item.domain not in domains:
         known = ", ".join(domains)
         return _result(item, "rejected", detail=f"unknown domain {item.domain!r}; known: {known}")
-    sha = _sha(item.domain, item.question, item.answer)
+    sha = _sha(item.domain, item.question, item.answer, _heldout_text(item))
     if example is not None and example.content_sha256 == sha and example.deleted_at is None:
         return _result(item, "unchanged", domain=item.domain, training_example_id=example.id)
     status = "added" if example is None else "updated"
@@ -141,8 +143,45 @@ async def apply_example(
     example.domain, example.question, example.answer = item.domain, item.question, item.answer
     example.content_sha256, example.deleted_at = sha, None
     example.status, example.reject_reason = PENDING, None
+    example.heldout = _heldout(item)
     await session.flush()
     return _result(item, status, domain=item.domain, training_example_id=example.id)
+
+
+async def correction_fact(session: AsyncSession, feedback_external_id: str) -> Fact | None:
+    """The fact a live correction teaches, as a short document for its domain's RAG."""
+    found = await session.execute(
+        select(Feedback, Answer)
+        .join(Answer, Answer.id == Feedback.answer_id)
+        .where(Feedback.external_id == feedback_external_id, Feedback.deleted_at.is_(None))
+    )
+    row = found.first()
+    if row is None:
+        return None
+    feedback, answer = row[0], row[1]
+    correction = (feedback.correction or "").strip()
+    if not correction:
+        return None
+    return Fact(domain=answer.domain, text=fact_text(answer.question, correction))
+
+
+@dataclass(frozen=True)
+class Fact:
+    domain: str
+    text: str
+
+
+def fact_text(question: str, answer: str) -> str:
+    """A taught fact as a document: the question and its answer, so either finds it."""
+    return f"{question.strip()}\n{answer.strip()}"
+
+
+def _heldout(item: FeedbackItem | ExampleItem) -> dict[str, object] | None:
+    return item.heldout.model_dump() if item.heldout is not None else None
+
+
+def _heldout_text(item: FeedbackItem | ExampleItem) -> str:
+    return item.heldout.model_dump_json() if item.heldout is not None else ""
 
 
 async def _examples_of(session: AsyncSession, feedback_id: str) -> list[TrainingExample]:

@@ -22,6 +22,22 @@ class DocumentItem(BaseModel):
     deleted: bool = False
 
 
+class HeldOut(BaseModel):
+    """Paraphrases of the taught question, held out for QA: never trained, only tested."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paraphrases: list[Annotated[str, Field(min_length=1, max_length=2000)]] = Field(
+        min_length=1, max_length=10
+    )
+    accept: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Strings a right answer contains (case-insensitive); empty: the judge "
+        "compares with the taught answer.",
+    )
+
+
 class FeedbackItem(BaseModel):
     """A user's verdict on a served answer; a thumbs-down with a correction teaches."""
 
@@ -35,6 +51,9 @@ class FeedbackItem(BaseModel):
     )
     correction: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     comment: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    heldout: HeldOut | None = Field(
+        default=None, description="QA cases for the corrected fact (with a correction only)."
+    )
     deleted: bool = False
 
 
@@ -48,6 +67,7 @@ class ExampleItem(BaseModel):
     domain: str | None = Field(default=None, description="Required unless deleting.")
     question: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
     answer: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    heldout: HeldOut | None = Field(default=None, description="QA cases for this fact.")
     deleted: bool = False
 
 

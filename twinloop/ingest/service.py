@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -21,6 +22,7 @@ from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, TwinloopError
 from twinloop.ingest import learning, repository
 from twinloop.ingest.schemas import (
+    MAX_ID_CHARS,
     DocumentItem,
     ExampleItem,
     FeedbackItem,
@@ -34,6 +36,15 @@ from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
 
 INGEST_ROUTE = "ingest"
+FACT_PREFIX = "fact:"
+
+
+def fact_document_id(key: str) -> str:
+    """The document id of a taught fact; ids stay within the 128 characters a document has."""
+    doc_id = f"{FACT_PREFIX}{key}"
+    if len(doc_id) <= MAX_ID_CHARS:
+        return doc_id
+    return f"{FACT_PREFIX}{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 class PayloadTooLargeError(TwinloopError):
@@ -149,7 +160,9 @@ class IngestService:
         results: list[ItemResult] = []
         for item in items:
             if isinstance(item, FeedbackItem):
-                results.append(await learning.apply_feedback(session, item))
+                result = await learning.apply_feedback(session, item)
+                await self._correction_document(session, item, result, version_for)
+                results.append(result)
             elif isinstance(item, ExampleItem):
                 results.append(await learning.apply_example(session, item, self._domains))
             else:
@@ -208,6 +221,53 @@ class IngestService:
         )
         status = "updated" if live is not None else "added"
         return result(status, domain=item.domain, rag_version=version, chunks=chunks)
+
+    async def _correction_document(
+        self,
+        session: AsyncSession,
+        item: FeedbackItem,
+        result: ItemResult,
+        version_for: _VersionFor,
+    ) -> None:
+        """Facts first in RAG: a correction is a fact document of its domain at once.
+
+        Shadow (whose snapshot pins the new RAG version) answers it right within seconds,
+        while the adapter learns it in the next training round. A withdrawn or changed
+        correction takes its document with it.
+        """
+        if result.status not in ("added", "updated", "deleted"):
+            return
+        doc_id = fact_document_id(item.id)
+        fact = await learning.correction_fact(session, item.id)
+        if fact is None:
+            if await repository.live_document(session, doc_id) is not None:
+                document = DocumentItem(type="document", id=doc_id, deleted=True)
+                await self._apply_document(session, document, version_for)
+            return
+        document = DocumentItem(
+            type="document",
+            id=doc_id,
+            domain=fact.domain,
+            text=fact.text,
+            source=f"feedback:{item.id}",
+        )
+        await self._apply_document(session, document, version_for)
+
+    async def add_facts(self, facts: Sequence[tuple[str, str, str]], *, actor: str) -> str | None:
+        """Fact documents `(id, domain, text)` (QA corrections) in one batch; staged to Shadow."""
+        items: list[IngestItem] = [
+            DocumentItem(
+                type="document", id=fact_document_id(doc_id), domain=domain, text=text, source=actor
+            )
+            for doc_id, domain, text in facts
+        ]
+        if not items:
+            return None
+        body = json.dumps([[i, d, t] for i, d, t in facts]).encode()
+        response = await self.ingest(
+            IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
+        )
+        return response.shadow_snapshot_id
 
     async def _remove(self, live: Document, version: int) -> None:
         await self._index.remove_document(

@@ -11,9 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.session import SessionMaker
 from twinloop.errors import TwinloopError
 from twinloop.inference.client import EngineClient
+from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
 from twinloop.releases.schemas import (
-    ChangeRequest,
     CreateSnapshotRequest,
     ProposalView,
     ProposeRulesRequest,
@@ -22,6 +22,7 @@ from twinloop.releases.schemas import (
     RollbackRequest,
     SlotStatus,
     SnapshotView,
+    SwapRequest,
     TaintedAdapter,
 )
 from twinloop.releases.service import ReleaseController
@@ -41,6 +42,7 @@ class ReleaseAdmin:
         domains: Sequence[str],
         routing: RoutingService,
         training: TrainingCycles,
+        qa: QaService | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -48,6 +50,7 @@ class ReleaseAdmin:
         self._domains = domains
         self._routing = routing
         self._training = training
+        self._qa = qa
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -55,6 +58,7 @@ class ReleaseAdmin:
         async with self._sessionmaker() as session:
             tainted = await repository.tainted_adapters(session)
         latest = await self._training.recent(limit=1)
+        latest_qa = await self._qa.summary() if self._qa is not None else None
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
@@ -73,6 +77,7 @@ class ReleaseAdmin:
                 for a in tainted
             ],
             latest_training_cycle=latest[0] if latest else None,
+            latest_qa=latest_qa,
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:
@@ -151,8 +156,10 @@ class ReleaseAdmin:
         state = await self._controller.stage(snapshot_id, actor=actor, reason=reason)
         return _view(state, started)
 
-    async def swap(self, request: ChangeRequest, *, actor: str) -> ReleaseView:
+    async def swap(self, request: SwapRequest, *, actor: str) -> ReleaseView:
         started = time.perf_counter()
+        if not request.force:
+            await self._refuse_rejected()
         state = await self._controller.swap(
             actor=actor,
             reason=request.reason or "swap",
@@ -169,6 +176,21 @@ class ReleaseAdmin:
             expected_generation=request.generation,
         )
         return _view(state, started)
+
+    async def _refuse_rejected(self) -> None:
+        """Never silently worse: a snapshot the QA gate rejected is not swapped in unasked."""
+        if self._qa is None:
+            return
+        state = self._controller.state
+        shadow = state.serving(state.shadow_slot).snapshot_id
+        verdict = await self._qa.snapshot_verdict(shadow)
+        if verdict is not None and verdict.passed is False:
+            raise TwinloopError(
+                f"Shadow's snapshot {shadow} was rejected by QA run {verdict.id}: "
+                + "; ".join(verdict.reasons)
+                + ". Send `force: true` to swap it in anyway.",
+                status_code=409,
+            )
 
     async def _slot_status(self, state: ReleaseState, slot: Slot) -> SlotStatus:
         serving = state.serving(slot)

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from twinloop.qa.schemas import QaSummary
 from twinloop.training.schemas import CycleView
 
 
@@ -17,6 +18,13 @@ class ChangeRequest(BaseModel):
     generation: int | None = Field(
         default=None,
         description="Refuse (409) unless the release is still at this generation.",
+    )
+
+
+class SwapRequest(ChangeRequest):
+    force: bool = Field(
+        default=False,
+        description="Swap in a Shadow snapshot that the QA gate rejected (otherwise 409).",
     )
 
 
@@ -92,6 +100,11 @@ class ReleaseStatus(BaseModel):
     slots: list[SlotStatus]
     tainted_adapters: list[TaintedAdapter] = Field(default_factory=list)
     latest_training_cycle: CycleView | None = None
+    latest_qa: QaSummary | None = Field(
+        default=None,
+        description="The latest QA run on Shadow: gate decision and reasons, split sizes, "
+        "scores, and how often the judge agreed with users.",
+    )
 
 
 class ReleaseView(BaseModel):

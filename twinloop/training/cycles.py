@@ -2,13 +2,16 @@
 
 A cycle moves
 
-    queued → collecting → cleaning → training → registered → staged
+    queued → collecting → cleaning → training → registered → qa → awaiting_canary
+                                        ↑                    │
+                                        └── corrections ─────┘ (a failed round, rounds left)
 
-and ends `staged`, `skipped` (nothing new to learn), `abandoned` (interrupted too often, or
-an item it learned from was deleted mid-cycle) or `failed` (an error, recorded). Each
+and ends `awaiting_canary` (the QA gate passed; the canary takes it from there), `rejected`
+(the gate failed in the last round, or a round gained nothing), `skipped` (nothing new to
+learn), `abandoned` (interrupted too often, or an item it learned from was deleted
+mid-cycle) or `failed` (an error, recorded). A runner without QA ends at `staged`. Each
 transition is committed with the work of the step before it, so a trainer killed anywhere
-finds the cycle in a state it can resume from (see `CycleRunner`). Later issues add QA,
-canary and promotion states after `staged`.
+finds the cycle in a state it can resume from (see `CycleRunner`).
 
 This module is what the gateway needs (request, read, lineage); it never trains.
 """
@@ -42,12 +45,15 @@ CLEANING = "cleaning"
 TRAINING = "training"
 REGISTERED = "registered"
 STAGED = "staged"
+QA = "qa"
+AWAITING_CANARY = "awaiting_canary"
+REJECTED = "rejected"
 SKIPPED = "skipped"
 ABANDONED = "abandoned"
 FAILED = "failed"
-IN_PROGRESS = (COLLECTING, CLEANING, TRAINING, REGISTERED)
+IN_PROGRESS = (COLLECTING, CLEANING, TRAINING, REGISTERED, QA)
 UNFINISHED = (QUEUED, *IN_PROGRESS)
-FINISHED = (STAGED, SKIPPED, ABANDONED, FAILED)
+FINISHED = (STAGED, AWAITING_CANARY, REJECTED, SKIPPED, ABANDONED, FAILED)
 
 NEW, REPLAY, QUARANTINED = "new", "replay", "quarantined"
 

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 
 import httpx
 
+from rag.embeddings import Embedder
+from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import create_engine, create_sessionmaker
+from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
+from twinloop.qa.setup import open_qa
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
-from twinloop.runtime import engine_clients
+from twinloop.runtime import Knowledge, engine_clients, load_embedder
 from twinloop.settings import Settings
 from twinloop.training.cycles import CycleInProgressError, TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
@@ -46,15 +50,28 @@ async def open_trainer(
     *,
     trainer: AdapterTrainer | None = None,
     engine_transport: httpx.AsyncBaseTransport | None = None,
+    knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Trainer]:
-    """Database, engine clients and the cycle runner; `trainer` replaces PEFT in unit tests."""
+    """Database, engine clients, Chroma, QA and the cycle runner.
+
+    `trainer` replaces PEFT and `knowledge` the Chroma index in unit tests (where no
+    embedding model is loaded, so the judge works without similarity).
+    """
     if trainer is None:
         from twinloop.training.peft_trainer import PeftAdapterTrainer
 
         trainer = PeftAdapterTrainer(settings)
+    qa_on = settings.trainer.qa
+    chroma = None
+    embedder: Embedder | None = None
+    if qa_on and knowledge is None:
+        embedder = await asyncio.to_thread(load_embedder, settings)
+        chroma = await connect_chroma(settings.rag)
+        knowledge = KnowledgeStore(client=chroma, embedder=embedder)
     db = create_engine(settings.sqlalchemy_url)
     sessionmaker = create_sessionmaker(db)
     http, engines = engine_clients(settings, engine_transport)
+    stack = contextlib.AsyncExitStack()
     try:
         releases = ReleaseController(
             sessionmaker=sessionmaker,
@@ -65,6 +82,29 @@ async def open_trainer(
         await releases.load()
         metrics = TrainerMetrics()
         cycles = TrainingCycles(sessionmaker=sessionmaker)
+        qa = facts = None
+        if qa_on and knowledge is not None:
+            qa = await stack.enter_async_context(
+                open_qa(
+                    settings,
+                    engines=engines,
+                    releases=releases,
+                    sessionmaker=sessionmaker,
+                    knowledge=knowledge,
+                    embed=embedder.embed if embedder is not None else None,
+                    metrics=metrics.qa,
+                )
+            )
+            facts = IngestService(
+                sessionmaker=sessionmaker,
+                index=knowledge,
+                releases=releases,
+                metrics=Metrics(),  # ingestion metrics are the gateways' to export
+                domains=settings.domains,
+                chunk_chars=settings.rag.chunk_chars,
+                chunk_overlap=settings.rag.chunk_overlap,
+                max_text_chars=settings.rag.max_document_chars,
+            )
         runner = CycleRunner(
             sessionmaker=sessionmaker,
             cycles=cycles,
@@ -76,9 +116,16 @@ async def open_trainer(
             work_dir=settings.training_dir / "runs",
             domain_replay_ratio=settings.trainer.domain_replay_ratio,
             max_attempts=settings.trainer.max_attempts,
+            qa=qa,
+            facts=facts,
+            max_rounds=settings.qa.max_rounds,
+            reinforcement_phrasings=settings.qa.reinforcement_phrasings,
         )
         yield Trainer(settings=settings, cycles=cycles, runner=runner, metrics=metrics)
     finally:
+        await stack.aclose()
+        if chroma is not None:
+            await close_chroma(chroma)
         await http.aclose()
         await db.dispose()
 

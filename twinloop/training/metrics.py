@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from twinloop.qa.metrics import QaMetrics
+
 STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400)
 
 
@@ -15,13 +17,15 @@ class TrainerMetrics:
         r = self.registry
         self.cycles = Counter(
             "twinloop_training_cycles",
-            "Training cycles finished, by outcome (staged, skipped, abandoned, failed).",
+            "Training cycles finished, by outcome (awaiting_canary, rejected, staged, skipped, "
+            "abandoned, failed).",
             ["outcome"],
             registry=r,
         )
         self.step_seconds = Histogram(
             "twinloop_training_step_seconds",
-            "Wall time of one step of a training cycle (clean, replay, train, register, stage).",
+            "Wall time of one step of a training cycle (clean, replay, train, register, stage, "
+            "qa).",
             ["step"],
             buckets=STEP_BUCKETS,
             registry=r,
@@ -54,3 +58,4 @@ class TrainerMetrics:
             "1 while this trainer works on a cycle.",
             registry=r,
         )
+        self.qa = QaMetrics(r)

@@ -18,6 +18,7 @@ cycle learns them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import shutil
 import time
@@ -35,6 +36,9 @@ from twinloop.db.models import Answer, Feedback, TrainingExample, TrainingRun, T
 from twinloop.db.session import SessionMaker
 from twinloop.errors import TwinloopError
 from twinloop.ingest import repository as ingest_repository
+from twinloop.ingest.learning import fact_text
+from twinloop.qa.corrections import CORRECTION, Correction
+from twinloop.qa.schemas import QaReport
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
@@ -82,6 +86,24 @@ class AdapterTrainer(Protocol):
     def general_replay(self) -> list[ReplayItem]: ...
 
 
+class QaGate(Protocol):
+    """The QA dry run on Shadow (twinloop.qa.service.QaService)."""
+
+    async def run(
+        self, *, training_run_id: str | None = None, round_number: int | None = None
+    ) -> QaReport: ...
+
+    async def corrections(self, run_id: str, *, phrasings: int) -> list[Correction]: ...
+
+
+class FactSink(Protocol):
+    """Where corrections become fact documents (twinloop.ingest.service.IngestService)."""
+
+    async def add_facts(
+        self, facts: Sequence[tuple[str, str, str]], *, actor: str
+    ) -> str | None: ...
+
+
 class CycleRunner:
     def __init__(
         self,
@@ -97,6 +119,10 @@ class CycleRunner:
         domain_replay_ratio: float,
         max_attempts: int,
         cleaning: CleaningConfig | None = None,
+        qa: QaGate | None = None,
+        facts: FactSink | None = None,
+        max_rounds: int = 1,
+        reinforcement_phrasings: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -109,6 +135,10 @@ class CycleRunner:
         self._replay_ratio = domain_replay_ratio
         self._max_attempts = max_attempts
         self._cleaning = cleaning or CleaningConfig()
+        self._qa = qa
+        self._facts = facts
+        self._max_rounds = max_rounds
+        self._phrasings = reinforcement_phrasings
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:
         """Drive a claimed cycle to a finished state; errors end it `failed`, never raise."""
@@ -161,6 +191,8 @@ class CycleRunner:
             return self._train_and_register
         if state == cycles.REGISTERED:
             return self._stage
+        if state == cycles.QA:
+            return self._qa_round
         raise TwinloopError(f"a cycle in state {state!r} cannot be run; claim it first")
 
     # -- steps 1-2: collect and clean ---------------------------------------------------
@@ -333,7 +365,71 @@ class CycleRunner:
             run = await _run(session, cycle_id)
             run.step_timings = {**run.step_timings, "stage": seconds}
         self._metrics.step_seconds.labels("stage").observe(seconds)
-        await self._finish(cycle_id, cycles.STAGED)
+        if self._qa is None:
+            await self._finish(cycle_id, cycles.STAGED)
+        else:
+            await self._set_state(cycle_id, cycles.QA)
+
+    # -- steps 7-8: QA dry run, corrections, another round --------------------------------
+
+    async def _qa_round(self, cycle_id: str, _: ProgressCallback | None) -> None:
+        """Gate the staged snapshot; a failure with rounds left retrains on corrections."""
+        assert self._qa is not None
+        started = time.perf_counter()
+        view = await self._cycles.get(cycle_id)
+        number = len(view.qa_rounds) + 1
+        report = await self._qa.run(training_run_id=cycle_id, round_number=number)
+        seconds = time.perf_counter() - started
+        self._metrics.step_seconds.labels("qa").observe(seconds)
+        entry = {
+            "round": number,
+            "qa_run_id": report.id,
+            "snapshot_id": report.snapshot_id,
+            "overall": report.overall,
+            "passed": report.passed,
+            "reasons": report.reasons,
+        }
+        previous = view.qa_rounds[-1]["overall"] if view.qa_rounds else None
+        outcome, why = cycles.TRAINING, None
+        corrections: list[Correction] = []
+        if report.passed:
+            outcome = cycles.AWAITING_CANARY
+        elif number >= self._max_rounds:
+            outcome = cycles.REJECTED
+            why = f"QA gate failed in round {number} of {self._max_rounds}: " + "; ".join(
+                report.reasons
+            )
+        elif previous is not None and (report.overall or 0.0) <= previous:
+            outcome = cycles.REJECTED
+            why = (
+                f"round {number} gained nothing (overall {report.overall} after {previous}): "
+                + "; ".join(report.reasons)
+            )
+        else:
+            corrections = await self._qa.corrections(report.id, phrasings=self._phrasings)
+            if not corrections:
+                outcome = cycles.REJECTED
+                why = "QA gate failed and no training-split case failed to learn from: " + (
+                    "; ".join(report.reasons)
+                )
+        if corrections and self._facts is not None:
+            await self._facts.add_facts(
+                [
+                    (f"qa:{c.case_key}", c.domain, fact_text(c.question, c.answer))
+                    for c in corrections
+                    if c.kind == CORRECTION
+                ],
+                actor=ACTOR,
+            )
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            run.qa_rounds = [*run.qa_rounds, entry]
+            run.step_timings = {**run.step_timings, f"qa.{number}": seconds}
+            if outcome == cycles.TRAINING:
+                await _add_corrections(session, run, corrections)
+                run.state, run.updated_at = cycles.TRAINING, utcnow()
+        if outcome != cycles.TRAINING:
+            await self._finish(cycle_id, outcome, error=why)
 
     async def _shadow_snapshot(self, cycle_id: str) -> str:
         """The cycle's snapshot: made once (its id committed), reused when resuming."""
@@ -502,8 +598,18 @@ async def _link_items(
     )
     for row in rows.scalars():
         row.adapter_version_id = adapter_id
+    replay_ids = [i.example_id for i in replay if i.example_id is not None]
+    earlier = await session.execute(
+        select(TrainingRunItem).where(
+            TrainingRunItem.run_id == cycle_id, TrainingRunItem.example_id.in_(replay_ids)
+        )
+    )
+    existing = {row.example_id: row for row in earlier.scalars()}
     for item in replay:
         if item.example_id is None:
+            continue
+        if item.example_id in existing:  # replayed in an earlier round of this cycle
+            existing[item.example_id].adapter_version_id = adapter_id
             continue
         session.add(
             TrainingRunItem(
@@ -516,6 +622,42 @@ async def _link_items(
                 adapter_version_id=adapter_id,
             )
         )
+    await session.flush()
+
+
+async def _add_corrections(
+    session: AsyncSession, run: TrainingRun, corrections: Sequence[Correction]
+) -> None:
+    """The next round's extra examples, accepted and recorded as the cycle's new items."""
+    for correction in corrections:
+        example = TrainingExample(
+            source=correction.kind,
+            domain=correction.domain,
+            question=correction.question,
+            answer=correction.answer,
+            status=ACCEPTED,
+            content_sha256=hashlib.sha256(
+                f"{correction.question}\x1f{correction.answer}".encode()
+            ).hexdigest(),
+        )
+        session.add(example)
+        await session.flush()
+        session.add(
+            TrainingRunItem(
+                run_id=run.id,
+                example_id=example.id,
+                domain=correction.domain,
+                role=NEW,
+                question=correction.question,
+                answer=correction.answer,
+            )
+        )
+    counts = Counter(run.item_counts)
+    for correction in corrections:
+        counts[f"{correction.kind}.round{len(run.qa_rounds)}"] += 1
+    run.item_counts = dict(counts)
+    run.domains = sorted({*run.domains, *(c.domain for c in corrections)})
+    run.adapters, run.snapshot_id, run.progress = {}, None, {}
     await session.flush()
 
 

@@ -31,6 +31,7 @@ class CycleView(BaseModel):
     adapters: dict[str, str]
     snapshot_id: str | None
     attempts: int
+    qa_rounds: list[dict[str, Any]]
     error: str | None
     created_at: datetime
     updated_at: datetime | None

@@ -27,9 +27,15 @@ def fake_trainer() -> FakeAdapterTrainer:
 async def trainer(
     settings: Settings, fake_engine: FakeEngine, fake_trainer: FakeAdapterTrainer, app: Any
 ) -> AsyncIterator[Trainer]:
-    """The trainer process's services, next to the gateway (`app`) on the same database."""
+    """The trainer process's services, next to the gateway (`app`) on the same database.
+
+    QA is off here: these tests are about training mechanics; tests/unit/qa covers the gate.
+    """
+    no_qa = settings.model_copy(
+        update={"trainer": settings.trainer.model_copy(update={"qa": False})}
+    )
     async with daemon.open_trainer(
-        settings, trainer=fake_trainer, engine_transport=fake_engine.transport()
+        no_qa, trainer=fake_trainer, engine_transport=fake_engine.transport()
     ) as opened:
         yield opened
 

@@ -1,0 +1,1 @@
+"""The QA dry run on Shadow: benchmark suites, judges, the promotion gate, corrections."""

@@ -1,0 +1,63 @@
+"""Building the QA service the same way in the gateway and in the trainer process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+import httpx
+
+from twinloop.db.session import SessionMaker
+from twinloop.inference.client import EngineClient, EngineTimeouts
+from twinloop.inference.retrieval import DocumentSearch
+from twinloop.qa.judges import Embed, LlmJudge, ReferenceJudge
+from twinloop.qa.metrics import QaMetrics
+from twinloop.qa.service import QaService
+from twinloop.releases.service import ReleaseController
+from twinloop.settings import Settings
+
+
+@asynccontextmanager
+async def open_qa(
+    settings: Settings,
+    *,
+    engines: Mapping[str, EngineClient],
+    releases: ReleaseController,
+    sessionmaker: SessionMaker,
+    knowledge: DocumentSearch | None,
+    embed: Embed | None,
+    metrics: QaMetrics,
+    judge_transport: httpx.AsyncBaseTransport | None = None,
+) -> AsyncIterator[QaService]:
+    """The QA service; with `qa.llm_judge_url` set, also the LLM judge's HTTP client."""
+    cfg = settings.qa
+    http: httpx.AsyncClient | None = None
+    llm_judge = None
+    if cfg.llm_judge_url:
+        key = cfg.llm_judge_api_key.get_secret_value() if cfg.llm_judge_api_key else None
+        timeouts = EngineTimeouts(connect_s=settings.engines.connect_timeout_s, read_s=120.0)
+        http = httpx.AsyncClient(
+            transport=judge_transport,
+            timeout=timeouts.to_httpx(),
+            headers={"Authorization": f"Bearer {key}"} if key else {},
+        )
+        client = EngineClient(name="judge", base_url=cfg.llm_judge_url, http=http, retries=1)
+        llm_judge = LlmJudge(client=client, model=cfg.llm_judge_model)
+    try:
+        yield QaService(
+            engines=engines,
+            releases=releases,
+            sessionmaker=sessionmaker,
+            knowledge=knowledge,
+            judge=ReferenceJudge(embed=embed),
+            settings=cfg,
+            domains=settings.domains,
+            default_domain=settings.default_domain,
+            top_k=settings.rag.top_k,
+            min_score=settings.rag.min_score,
+            metrics=metrics,
+            llm_judge=llm_judge,
+        )
+    finally:
+        if http is not None:
+            await http.aclose()

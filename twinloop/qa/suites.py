@@ -1,0 +1,205 @@
+"""Benchmark suites as versioned data, plus the cases that feedback and promotions add.
+
+Shipped suites live in `data/<category>.jsonl`, one case a line:
+
+    {"id", "question", "reference", "accept": [...], "split": "train" | "heldout",
+     "max_words"?: int, "domain"?: str}
+
+`law`, `med` and `fin` cases are answered in their domain; the others in `general` unless
+they name a domain. Two categories are built at run time:
+
+* `feedback` — facts taught through `/ingest` that came with held-out paraphrases: the
+  phrasing that was trained is the training split, the paraphrases the held-out split.
+* `forgetting` — never skipped: the frozen general holdout (the held-out split of
+  `general`) plus the held-out taught cases that earlier promoted snapshots passed.
+
+Only the held-out split is ever gated on; only the training split ever becomes corrections
+(`twinloop.qa.corrections`), so nothing that decides promotion was trained on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from twinloop.errors import TwinloopError
+
+DATA_DIR = Path(__file__).parent / "data"
+TRAIN, HELDOUT = "train", "heldout"
+FEEDBACK, FORGETTING, GENERAL = "feedback", "forgetting", "general"
+
+
+class SuiteError(TwinloopError):
+    """A suite file is malformed: the QA run refuses to start rather than judge on bad data."""
+
+    status_code = 500
+
+
+@dataclass(frozen=True)
+class QaCase:
+    """One benchmark question with its ground truth."""
+
+    key: str
+    category: str
+    domain: str
+    question: str
+    reference: str
+    split: str
+    accept: tuple[str, ...] = ()
+    max_words: int | None = None
+
+    @property
+    def gated(self) -> bool:
+        return self.split == HELDOUT
+
+
+@dataclass(frozen=True)
+class Suite:
+    version: str
+    cases: tuple[QaCase, ...]
+
+    def categories(self) -> list[str]:
+        return sorted({c.category for c in self.cases})
+
+    def split_sizes(self) -> dict[str, dict[str, int]]:
+        """Per category, how many cases each split holds (what the note and /status show)."""
+        sizes: dict[str, Counter[str]] = {}
+        for case in self.cases:
+            sizes.setdefault(case.category, Counter())[case.split] += 1
+        return {cat: {TRAIN: c[TRAIN], HELDOUT: c[HELDOUT]} for cat, c in sorted(sizes.items())}
+
+
+def load_shipped(
+    suite_dir: Path | None, domains: Sequence[str], default_domain: str
+) -> list[QaCase]:
+    """Every case of every `<category>.jsonl` in `suite_dir` (default: the shipped suites)."""
+    folder = suite_dir or DATA_DIR
+    files = sorted(folder.glob("*.jsonl"))
+    if not files:
+        raise SuiteError(f"no benchmark suites (*.jsonl) in {folder}")
+    cases: list[QaCase] = []
+    for path in files:
+        category = path.stem
+        if category in (FEEDBACK, FORGETTING):
+            raise SuiteError(f"{path}: category {category!r} is built at run time, not shipped")
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                cases.append(_parse(path, number, line, category, domains, default_domain))
+    keys = Counter(c.key for c in cases)
+    duplicated = sorted(k for k, n in keys.items() if n > 1)
+    if duplicated:
+        raise SuiteError(f"duplicate case ids: {', '.join(duplicated)}")
+    return cases
+
+
+def _parse(
+    path: Path,
+    number: int,
+    line: str,
+    category: str,
+    domains: Sequence[str],
+    default_domain: str,
+) -> QaCase:
+    where = f"{path.name}:{number}"
+    try:
+        row = json.loads(line)
+        split = row["split"]
+        domain = row.get("domain") or (category if category in domains else default_domain)
+        case = QaCase(
+            key=f"{category}/{row['id']}",
+            category=category,
+            domain=domain,
+            question=str(row["question"]),
+            reference=str(row["reference"]),
+            split=split,
+            accept=tuple(str(a).lower() for a in row.get("accept", ())),
+            max_words=int(row["max_words"]) if row.get("max_words") else None,
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise SuiteError(f"{where}: not a valid case ({e!r})") from e
+    if split not in (TRAIN, HELDOUT):
+        raise SuiteError(f"{where}: split must be {TRAIN!r} or {HELDOUT!r}, not {split!r}")
+    if domain not in domains:
+        raise SuiteError(f"{where}: unknown domain {domain!r}")
+    return case
+
+
+@dataclass(frozen=True)
+class TaughtFact:
+    """A fact taught through feedback or an example, with paraphrases held out for QA."""
+
+    example_id: str
+    domain: str
+    question: str
+    answer: str
+    paraphrases: tuple[str, ...]
+    accept: tuple[str, ...] = ()
+
+
+def taught_cases(facts: Iterable[TaughtFact]) -> list[QaCase]:
+    """The `feedback` category: trained phrasing as training split, paraphrases held out."""
+    cases: list[QaCase] = []
+    for fact in facts:
+        accept = tuple(a.lower() for a in fact.accept)
+        phrasings = [(fact.question, TRAIN, "")] + [
+            (p, HELDOUT, f"/p{i}") for i, p in enumerate(fact.paraphrases, start=1)
+        ]
+        for question, split, suffix in phrasings:
+            cases.append(
+                QaCase(
+                    key=f"{FEEDBACK}/{fact.example_id}{suffix}",
+                    category=FEEDBACK,
+                    domain=fact.domain,
+                    question=question,
+                    reference=fact.answer,
+                    split=split,
+                    accept=accept,
+                )
+            )
+    return cases
+
+
+def forgetting_cases(shipped: Iterable[QaCase], promoted: Iterable[QaCase]) -> list[QaCase]:
+    """The frozen general holdout plus what promoted snapshots had learned, held out."""
+    out: dict[str, QaCase] = {}
+    sources = [c for c in shipped if c.category == GENERAL and c.gated]
+    for case in [*sources, *promoted]:
+        key = f"{FORGETTING}/{case.key}"
+        out.setdefault(
+            key,
+            QaCase(
+                key=key,
+                category=FORGETTING,
+                domain=case.domain,
+                question=case.question,
+                reference=case.reference,
+                split=HELDOUT,
+                accept=case.accept,
+                max_words=case.max_words,
+            ),
+        )
+    return list(out.values())
+
+
+def build_suite(
+    shipped: Sequence[QaCase], taught: Sequence[QaCase], promoted: Sequence[QaCase]
+) -> Suite:
+    """One suite; its version changes whenever any case (shipped or built) does."""
+    cases = (*shipped, *taught, *forgetting_cases(shipped, promoted))
+    digest = hashlib.sha256()
+    for case in sorted(cases, key=lambda c: c.key):
+        fields = (
+            case.key,
+            case.domain,
+            case.question,
+            case.reference,
+            case.split,
+            "|".join(case.accept),
+            str(case.max_words),
+        )
+        digest.update("\x1f".join(fields).encode() + b"\x1e")
+    return Suite(version=digest.hexdigest()[:16], cases=cases)

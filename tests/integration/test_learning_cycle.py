@@ -1,23 +1,26 @@
-"""The learning loop for real: corrections through the API, a real PEFT cycle, real vLLM.
+"""The learning loop for real: corrections through the API, a real PEFT cycle, real vLLM, QA.
 
 Users ask about a made-up system and correct the answers (10 facts, each corrected by three
-users phrasing the question their own way). One training cycle with the trainer's default
-settings cleans, trains, registers and stages the adapter; the shadow engine then answers
-questions worded differently from every correction, and a general holdout the base model
-knows must come out within one answer of the base model (Active).
+users phrasing the question their own way, the first with two held-out paraphrases), and
+teach the assistant's identity (the training split of the shipped identity suite). One
+training cycle with the trainer's default settings cleans, trains, registers and stages the
+adapter, then the QA dry run gates it: taught facts on paraphrases never trained, the
+identity held-out split, and the forgetting holdout against Active. A well-trained adapter
+passes in its first round and the cycle waits for the canary.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from bench.learning_eval import load_facts, load_holdout, score
+from bench.learning_eval import load_facts
+from twinloop.qa.suites import DATA_DIR as QA_DATA
 from twinloop.settings import Settings
 from twinloop.training.daemon import open_trainer
 
@@ -36,9 +39,10 @@ def _answer(
     return answer
 
 
-def _answers(url: str, questions: list[str], **extra: Any) -> list[str]:
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return [r["answer"] for r in pool.map(lambda q: _answer(url, q, **extra), questions)]
+def _identity_lessons() -> list[tuple[str, str]]:
+    lines = (QA_DATA / "identity.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [(r["question"], r["reference"]) for r in rows if r["split"] == "train"]
 
 
 async def _run_cycle(settings: Settings, cycle_id: str) -> None:
@@ -47,27 +51,23 @@ async def _run_cycle(settings: Settings, cycle_id: str) -> None:
         await trainer.runner.run(cycle_id)
 
 
-def _wait_for_shadow(url: str, admin: dict[str, str], snapshot_id: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
-        shadow = next(s for s in status["slots"] if s["role"] == "shadow")
-        if shadow["snapshot_id"] == snapshot_id and not shadow["missing_adapters"]:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"the gateway never served {snapshot_id} on Shadow")
-
-
-def test_corrections_teach_ten_facts_and_the_general_holdout_stays(
+def test_corrections_teach_ten_facts_and_the_gate_passes_them(
     two_engine_gateway: str, gateway_settings: Settings
 ) -> None:
     url = two_engine_gateway
     admin = {"Authorization": f"Bearer {gateway_settings.admin_token.get_secret_value()}"}
-    facts, holdout = load_facts(), load_holdout()
-    asked = [(f, q, user) for f in facts for user, q in enumerate(f.train_questions)]
+    facts = load_facts()
+    lessons = [
+        (q, f.answer, {"paraphrases": f.test_questions, "accept": f.accept} if n == 0 else None)
+        for f in facts
+        for n, q in enumerate(f.train_questions)
+    ] + [(q, a, None) for q, a in _identity_lessons()]
     with ThreadPoolExecutor(max_workers=8) as pool:
         served = list(
-            pool.map(lambda a: _answer(url, a[1], user_id=f"user-{a[2]}", max_tokens=16), asked)
+            pool.map(
+                lambda a: _answer(url, a[1][0], user_id=f"user-{a[0] % 3}", max_tokens=16),
+                enumerate(lessons),
+            )
         )
     feedback = [
         {
@@ -75,9 +75,10 @@ def test_corrections_teach_ten_facts_and_the_general_holdout_stays(
             "id": f"fb-{i}",
             "answer_id": s["answer_id"],
             "rating": "down",
-            "correction": fact.answer,
+            "correction": answer,
+            **({"heldout": heldout} if heldout else {}),
         }
-        for i, ((fact, _, _), s) in enumerate(zip(asked, served, strict=True))
+        for i, ((_, answer, heldout), s) in enumerate(zip(lessons, served, strict=True))
     ]
     ingested = httpx.post(f"{url}/ingest", json={"items": feedback}, timeout=120)
     assert ingested.status_code == 202, ingested.text
@@ -86,30 +87,44 @@ def test_corrections_teach_ten_facts_and_the_general_holdout_stays(
     requested = httpx.post(f"{url}/train", headers=admin, timeout=30)
     assert requested.status_code == 202, requested.text
     cycle_id = requested.json()["cycle_id"]
-    asyncio.run(_run_cycle(gateway_settings, cycle_id))
+    one_round = gateway_settings.model_copy(
+        update={"qa": gateway_settings.qa.model_copy(update={"max_rounds": 1})}
+    )
+    asyncio.run(_run_cycle(one_round, cycle_id))
     cycle = httpx.get(f"{url}/train/{cycle_id}", headers=admin, timeout=30).json()
-    assert cycle["state"] == "staged", cycle
-    assert cycle["item_counts"]["accepted"] == 30, cycle["item_counts"]
-    _wait_for_shadow(url, admin, cycle["snapshot_id"])
-
-    paraphrases = [f.test_questions[0] for f in facts]
-    accepts = [f.accept for f in facts]
-    shadow_facts = score(_answers(url, paraphrases, target="shadow", headers=admin), accepts)
-    active_facts = score(_answers(url, paraphrases), accepts)
-    holdout_questions, holdout_accepts = [h.question for h in holdout], [h.accept for h in holdout]
-    shadow_holdout = score(
-        _answers(url, holdout_questions, target="shadow", headers=admin), holdout_accepts
-    )
-    active_holdout = score(_answers(url, holdout_questions), holdout_accepts)
+    assert cycle["item_counts"]["accepted"] == len(lessons), cycle["item_counts"]
+    assert len(cycle["qa_rounds"]) == 1, cycle
+    report = httpx.get(
+        f"{url}/qa/{cycle['qa_rounds'][0]['qa_run_id']}", headers=admin, timeout=30
+    ).json()
+    scores = {c["category"]: c for c in report["categories"]}
     print(
-        f"\nfacts on unseen paraphrases: shadow {shadow_facts}/10, active {active_facts}/10; "
-        f"general holdout: shadow {shadow_holdout}/{len(holdout)}, "
-        f"active {active_holdout}/{len(holdout)}; cycle timings {cycle['step_timings']}"
+        "\nQA report (well-trained adapter): passed",
+        report["passed"],
+        "reasons",
+        report["reasons"],
+        "\n"
+        + "\n".join(
+            f"  {c['category']:12} heldout {c['heldout']:3} train {c['train']:3} shadow "
+            f"{c['score']} active {c['active_score']} without retrieval "
+            f"{c['without_retrieval']} hallucinations {c['hallucinations']}"
+            for c in report["categories"]
+        ),
+        f"\n  overall {report['overall']} vs active {report['active_overall']}; "
+        f"hallucination rate {report['hallucination_rate']} vs "
+        f"{report['active_hallucination_rate']}; took {report['seconds']} s; cycle timings "
+        f"{cycle['step_timings']}",
     )
-    assert active_facts == 0
-    assert shadow_facts >= 8
-    assert len(holdout) >= 30 and shadow_holdout >= active_holdout - 1
+    assert cycle["state"] == "awaiting_canary", (cycle["error"], report["reasons"])
+    assert report["passed"] is True
+    assert scores["feedback"]["heldout"] == 20 and scores["feedback"]["score"] >= 0.8
+    assert scores["feedback"]["active_score"] == 0.0
+    assert scores["forgetting"]["heldout"] >= 30
+    assert scores["forgetting"]["score"] >= scores["forgetting"]["active_score"]
 
+    status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
+    assert status["latest_qa"]["id"] == report["id"]
+    assert status["latest_qa"]["split_sizes"]["feedback"] == {"train": 10, "heldout": 20}
     lineage = httpx.get(
         f"{url}/adapters/{cycle['adapters'][DOMAIN]}/lineage", headers=admin, timeout=30
     ).json()

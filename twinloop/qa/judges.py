@@ -80,10 +80,15 @@ class Label(StrEnum):
 
 @dataclass(frozen=True)
 class JudgeThresholds:
-    """Calibrated on tests/data/judge_labelled.jsonl (see `calibrate`)."""
+    """Calibrated on tests/data/judge_labelled.jsonl (see `calibrate`; 33 of its 40 right).
 
-    f1: float = 0.5
-    similarity: float = 0.8
+    F1 and similarity cannot see a negation or a swapped name ("Sound travels faster than
+    light" has F1 1.0 against its reference), so calibration ends strict and shipped cases
+    name `accept` strings instead; the thresholds only judge free-text references.
+    """
+
+    f1: float = 0.85
+    similarity: float = 0.9
     support: float = 0.5
 
 

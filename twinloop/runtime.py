@@ -212,15 +212,12 @@ async def open_runtime(
                 ),
                 registry=AdapterRegistry.from_settings(settings),
                 routing=routing,
-                ingest=IngestService(
+                ingest=IngestService.from_settings(
+                    settings,
                     sessionmaker=sessionmaker,
                     index=knowledge,
                     releases=releases,
                     metrics=metrics,
-                    domains=settings.domains,
-                    chunk_chars=settings.rag.chunk_chars,
-                    chunk_overlap=settings.rag.chunk_overlap,
-                    max_text_chars=settings.rag.max_document_chars,
                 ),
                 answers=answers,
                 readiness=readiness,

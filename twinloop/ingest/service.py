@@ -34,6 +34,7 @@ from twinloop.ingest.schemas import (
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
+from twinloop.settings import Settings
 
 INGEST_ROUTE = "ingest"
 FACT_PREFIX = "fact:"
@@ -92,6 +93,27 @@ class IngestService:
         self._max_text_chars = max_text_chars
         # One batch at a time per gateway: two batches must not take the same version.
         self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        sessionmaker: SessionMaker,
+        index: DocumentIndex,
+        releases: ReleaseController,
+        metrics: Metrics,
+    ) -> IngestService:
+        return cls(
+            sessionmaker=sessionmaker,
+            index=index,
+            releases=releases,
+            metrics=metrics,
+            domains=settings.domains,
+            chunk_chars=settings.rag.chunk_chars,
+            chunk_overlap=settings.rag.chunk_overlap,
+            max_text_chars=settings.rag.max_document_chars,
+        )
 
     async def ingest(
         self, request: IngestRequest, *, body: bytes, idempotency_key: str | None, actor: str

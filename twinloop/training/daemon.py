@@ -95,15 +95,12 @@ async def open_trainer(
                     metrics=metrics.qa,
                 )
             )
-            facts = IngestService(
+            facts = IngestService.from_settings(
+                settings,
                 sessionmaker=sessionmaker,
                 index=knowledge,
                 releases=releases,
                 metrics=Metrics(),  # ingestion metrics are the gateways' to export
-                domains=settings.domains,
-                chunk_chars=settings.rag.chunk_chars,
-                chunk_overlap=settings.rag.chunk_overlap,
-                max_text_chars=settings.rag.max_document_chars,
             )
         runner = CycleRunner(
             sessionmaker=sessionmaker,

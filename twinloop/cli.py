@@ -187,7 +187,13 @@ def train() -> None:
         + (f" ({view.error})" if view.error else "")
         + (f"; adapters {view.adapters}, snapshot {view.snapshot_id}" if view.adapters else "")
     )
-    if view.state not in ("staged", "skipped"):
+    for entry in view.qa_rounds:
+        verdict = "passed" if entry.get("passed") else "rejected"
+        console.print(
+            f"QA round {entry['round']}: {verdict}, overall {entry.get('overall')} "
+            f"(report: GET /qa/{entry['qa_run_id']})"
+        )
+    if view.state not in ("staged", "skipped", "awaiting_canary"):
         raise typer.Exit(code=1)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ class FakeEngine:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     loaded_adapters: dict[str, set[str]] = field(default_factory=dict)
+    # When set, non-streamed chat replies come from here: (model, last user message) -> text.
+    answer_for: Callable[[str, str], str] | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -103,6 +105,9 @@ class FakeEngine:
     def _reply_for(self, body: dict[str, Any]) -> str:
         # An adapter changes the answer, so tests can tell who served it.
         model = body.get("model")
+        if self.answer_for is not None:
+            users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+            return self.answer_for(str(model), str(users[-1].get("content") or "") if users else "")
         return self.reply if model == BASE_MODEL else f"{self.reply} [{model}]"
 
     async def _stream_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:

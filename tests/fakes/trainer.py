@@ -6,7 +6,7 @@ The real one (twinloop/training/peft_trainer.py) is exercised in tests/integrati
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from tests.fakes.adapters import write_fake_adapter
@@ -23,11 +23,13 @@ class FakeAdapterTrainer:
     requests: list[TrainRequest] = field(default_factory=list)
     kill_next: int = 0  # this many coming train() calls die like a killed process
     fail_next: Exception | None = None
+    extra_prompts: list[str] = field(default_factory=list)
     guard: list[ReplayItem] = field(
         default_factory=lambda: [ReplayItem("What is 2 + 2?", "2 + 2 is 4.")]
     )
 
-    def general_replay(self) -> list[ReplayItem]:
+    def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]:
+        self.extra_prompts = list(extra_prompts)
         return list(self.guard)
 
     def train(self, request: TrainRequest, on_step: Callable[[int, int], None]) -> TrainedAdapter:

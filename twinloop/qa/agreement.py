@@ -15,14 +15,17 @@ from collections.abc import Sequence
 from twinloop.db.models import Answer, Feedback
 from twinloop.qa.judges import ReferenceJudge, normalise
 from twinloop.qa.schemas import Agreement
-from twinloop.qa.suites import TRAIN, QaCase, Suite
+from twinloop.qa.suites import FORGETTING, TRAIN, QaCase, Suite
 
 
 def judge_agreement(
     judge: ReferenceJudge, suite: Suite, rated: Sequence[tuple[Feedback, Answer]]
 ) -> dict[str, Agreement]:
     """Blocking (the judge embeds): call from a thread."""
-    by_question = {(c.domain, normalise(c.question)): c for c in suite.cases}
+    by_question: dict[tuple[str, str], QaCase] = {}
+    for c in suite.cases:
+        if c.category != FORGETTING:  # its cases are copies; the original's category counts
+            by_question.setdefault((c.domain, normalise(c.question)), c)
     cases: list[QaCase] = []
     answers: list[str] = []
     users: list[bool] = []

@@ -43,7 +43,8 @@ from twinloop.qa.suites import QaCase
 Embed = Callable[[Sequence[str]], NDArray[np.float32]]
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = str.maketrans("", "", string.punctuation.replace("/", ""))
+# Punctuation becomes space, so "SmolLM2-135M" is the words "smollm2 135m".
+_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation.replace("/", "")})
 _HEDGES = (
     "i don't know",
     "i do not know",
@@ -124,6 +125,19 @@ def content_tokens(text: str) -> list[str]:
     return [t for t in normalise(text).split() if t not in _STOPWORDS]
 
 
+def matches(answer: str, wanted: Sequence[str]) -> bool:
+    """Whether one of `wanted` occurs in `answer` as whole words (a plural `s` allowed).
+
+    Whole words, so "euro" is not found in "European" nor "7" in "17".
+    """
+    text = normalise(answer)
+    for phrase in wanted:
+        needle = normalise(phrase)
+        if needle and re.search(rf"(?<!\w){re.escape(needle)}(?:e?s)?(?!\w)", text):
+            return True
+    return False
+
+
 def token_f1(answer: str, reference: str) -> float:
     got, want = content_tokens(answer), content_tokens(reference)
     if not got or not want:
@@ -194,9 +208,7 @@ class ReferenceJudge:
         self, case: QaCase, answer: str, contexts: Sequence[str], similarity: float | None
     ) -> Verdict:
         t = self.thresholds
-        text = normalise(answer)
-        wanted = case.accept or (normalise(case.reference),)
-        match = any(normalise(w) in text for w in wanted if normalise(w))
+        match = matches(answer, case.accept or (case.reference,))
         f1 = token_f1(answer, case.reference)
         if case.accept:
             correct, why = match, "accepted string found" if match else "no accepted string"
@@ -246,7 +258,7 @@ def calibrate(samples: Sequence[LabelledSample], embed: Embed) -> tuple[JudgeThr
         for sim_t in grid:
             hits = 0
             for s, f1, sim in zip(samples, f1s, sims, strict=True):
-                match = normalise(s.reference) in normalise(s.answer)
+                match = matches(s.answer, (s.reference,))
                 predicted = match or f1 >= f1_t or (sim is not None and sim >= sim_t)
                 hits += predicted == s.correct
             accuracy = hits / len(samples)
@@ -271,7 +283,7 @@ class LlmJudge:
 
     def __init__(self, *, client: EngineClient, model: str, max_tokens: int = 32) -> None:
         self._client = client
-        self._model = model
+        self.model = model
         self._max_tokens = max_tokens
 
     async def judge(
@@ -284,7 +296,7 @@ class LlmJudge:
             answer=answer,
         )
         body = {
-            "model": self._model,
+            "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": self._max_tokens,
             "temperature": 0.0,

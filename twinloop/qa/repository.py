@@ -125,6 +125,16 @@ async def latest_candidate(session: AsyncSession) -> QaRun | None:
     return rows.scalar_one_or_none()
 
 
+async def latest_candidate_for(session: AsyncSession, snapshot_id: str) -> QaRun | None:
+    rows = await session.execute(
+        select(QaRun)
+        .where(QaRun.role == CANDIDATE, QaRun.snapshot_id == snapshot_id)
+        .order_by(QaRun.created_at.desc())
+        .limit(1)
+    )
+    return rows.scalar_one_or_none()
+
+
 async def recent_candidates(session: AsyncSession, limit: int = 20) -> Sequence[QaRun]:
     rows = await session.execute(
         select(QaRun).where(QaRun.role == CANDIDATE).order_by(QaRun.created_at.desc()).limit(limit)

@@ -11,13 +11,14 @@ from what the weights know.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from twinloop.db.base import utcnow
-from twinloop.db.models import QaItem, QaRun
+from twinloop.db.models import QaItem, QaRun, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.inference.client import EngineClient, EngineModelNotFoundError
@@ -26,7 +27,7 @@ from twinloop.qa import repository
 from twinloop.qa.agreement import judge_agreement
 from twinloop.qa.corrections import Correction, corrections_from
 from twinloop.qa.gate import GateConfig, decide, scores_from
-from twinloop.qa.judges import Label, LlmJudge, ReferenceJudge, Verdict
+from twinloop.qa.judges import Label, LlmJudge, ReferenceJudge, Verdict, normalise
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.repository import BASELINE, CANDIDATE, FINISHED
 from twinloop.qa.schemas import (
@@ -92,6 +93,11 @@ class QaService:
         self._min_score = min_score
         self._metrics = metrics
         self._llm_judge = llm_judge
+        t = judge.thresholds
+        signature = f"reference f1={t.f1} similarity={t.similarity} support={t.support}"
+        if llm_judge is not None:
+            signature += f"; llm {llm_judge.model}"
+        self._judge_key = hashlib.sha256(signature.encode()).hexdigest()[:8]
         self._gate = GateConfig(
             min_overall=settings.min_overall,
             category_floor=settings.category_floor,
@@ -106,7 +112,9 @@ class QaService:
         async with self._sessionmaker() as session:
             taught = taught_cases(await repository.taught_facts(session))
             promoted = await repository.promoted_cases(session)
-        return build_suite(shipped, taught, promoted)
+        suite = build_suite(shipped, taught, promoted)
+        # Cached baselines are reused only when judged the same way as the candidate.
+        return Suite(version=f"{suite.version}.{self._judge_key}", cases=suite.cases)
 
     async def run(
         self, *, training_run_id: str | None = None, round_number: int | None = None
@@ -188,11 +196,41 @@ class QaService:
         labels = {i.item_key: i.label for i in baseline}
         return corrections_from(items, labels, phrasings=phrasings)
 
+    async def replay_questions(self, *, exclude: Sequence[str]) -> list[str]:
+        """Training-split questions the trainer's KL guard may keep at the base model's answers.
+
+        Never held-out ones (they decide promotion), never a category the base model is
+        expected not to know (`qa.replay_exclude`: KL to its answers would fight the
+        lesson), and never a question this cycle teaches.
+        """
+        shipped = await asyncio.to_thread(
+            load_shipped, self._settings.suite_dir, self._domains, self._default_domain
+        )
+        taught = {normalise(q) for q in exclude}
+        return [
+            c.question
+            for c in shipped
+            if not c.gated
+            and c.category not in self._settings.replay_exclude
+            and normalise(c.question) not in taught
+        ]
+
     async def snapshot_verdict(self, snapshot_id: str) -> QaReport | None:
-        """The latest gated run on `snapshot_id`, if any."""
-        for report in await self.recent(limit=50):
-            if report.snapshot_id == snapshot_id:
-                return report
+        """The latest gated run on `snapshot_id`, or on the nearest ancestor serving the same
+        adapters: a document ingested after a rejection makes a child snapshot that serves
+        the rejected adapters all the same."""
+        async with self._sessionmaker() as session:
+            current = await session.get(Snapshot, snapshot_id)
+            while current is not None:
+                run = await repository.latest_candidate_for(session, current.id)
+                if run is not None:
+                    return _report_of(run)
+                parent = (
+                    await session.get(Snapshot, current.parent_id) if current.parent_id else None
+                )
+                if parent is None or _adapter_ids(parent) != _adapter_ids(current):
+                    return None
+                current = parent
         return None
 
     # -- asking ---------------------------------------------------------------------
@@ -231,9 +269,18 @@ class QaService:
             [got[i].answer_without or "" for i in retried],
             [[] for _ in retried],
         )
-        without_of = dict(zip(retried, without, strict=True))
         if self._llm_judge is not None:
-            verdicts = await self._llm_verdicts(cases, got, verdicts, gate)
+            verdicts = await self._llm_verdicts(
+                cases, [a.answer for a in got], [a.contexts for a in got], verdicts, gate
+            )
+            without = await self._llm_verdicts(
+                [cases[i] for i in retried],
+                [got[i].answer_without or "" for i in retried],
+                [[] for _ in retried],
+                without,
+                gate,
+            )
+        without_of = dict(zip(retried, without, strict=True))
         return [
             Judged(answered=a, verdict=v, without=without_of.get(i, v))
             for i, (a, v) in enumerate(zip(got, verdicts, strict=True))
@@ -242,7 +289,8 @@ class QaService:
     async def _llm_verdicts(
         self,
         cases: Sequence[QaCase],
-        got: Sequence[Answered],
+        answers: Sequence[str],
+        contexts: Sequence[Sequence[str]],
         verdicts: Sequence[Verdict],
         gate: asyncio.Semaphore,
     ) -> list[Verdict]:
@@ -251,9 +299,9 @@ class QaService:
 
         async def one(i: int) -> Verdict:
             async with gate:
-                return await judge.judge(cases[i], got[i].answer, got[i].contexts, verdicts[i])
+                return await judge.judge(cases[i], answers[i], contexts[i], verdicts[i])
 
-        return list(await asyncio.gather(*(one(i) for i in range(len(got)))))
+        return list(await asyncio.gather(*(one(i) for i in range(len(cases)))))
 
     async def _ask(self, slot: Slot, domain: str, target: Target, question: str) -> Answered:
         started = time.perf_counter()
@@ -478,6 +526,10 @@ class QaService:
         for category, agreement in report.judge_agreement.items():
             if agreement.rate is not None:
                 m.judge_agreement.labels(category).set(agreement.rate)
+
+
+def _adapter_ids(snapshot: Snapshot) -> dict[str, str]:
+    return {domain: a for domain, a in snapshot.adapters.items() if a}
 
 
 def _report_of(run: QaRun) -> QaReport:

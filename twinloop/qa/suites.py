@@ -108,6 +108,9 @@ def _parse(
     try:
         row = json.loads(line)
         split = row["split"]
+        accept = row.get("accept", [])
+        if not isinstance(accept, list) or not all(isinstance(a, str) for a in accept):
+            raise TypeError(f"accept must be a list of strings, not {accept!r}")
         domain = row.get("domain") or (category if category in domains else default_domain)
         case = QaCase(
             key=f"{category}/{row['id']}",
@@ -116,7 +119,7 @@ def _parse(
             question=str(row["question"]),
             reference=str(row["reference"]),
             split=split,
-            accept=tuple(str(a).lower() for a in row.get("accept", ())),
+            accept=tuple(a.lower() for a in accept),
             max_words=int(row["max_words"]) if row.get("max_words") else None,
         )
     except (ValueError, KeyError, TypeError) as e:

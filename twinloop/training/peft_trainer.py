@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from adapters.training import AdapterTrainingConfig, generate_answers, train_adapter
@@ -35,7 +35,7 @@ class PeftAdapterTrainer:
         self._config = config or training_config(settings)
         self._threads = settings.trainer.threads
 
-    def general_replay(self) -> list[ReplayItem]:
+    def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]:
         if self._config.kl_weight == 0:
             return []  # the guard is off: no need to run the base model for its answers
         self._set_threads()
@@ -44,6 +44,7 @@ class PeftAdapterTrainer:
             self._cache_dir,
             self._replay_size,
             generate=lambda model_dir, prompts: generate_answers(model_dir, prompts),
+            extra_prompts=extra_prompts,
         )
 
     def train(self, request: TrainRequest, on_step: Callable[[int, int], None]) -> TrainedAdapter:

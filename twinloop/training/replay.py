@@ -56,14 +56,17 @@ def general_replay_set(
     *,
     generate: AnswerGenerator,
     prompts_path: Path = GENERAL_PROMPTS_PATH,
+    extra_prompts: Sequence[str] = (),
 ) -> list[ReplayItem]:
-    """The base model's answers to the first `size` general prompts, cached on disk.
+    """The base model's answers to the first `size` general prompts (and `extra_prompts`:
+    the QA suites' training-split questions, so the skills QA checks are guarded too),
+    cached on disk.
 
     Blocking (runs the model on a cache miss): call it from a thread in async code. The
     cache key covers the prompts and the base model's files, so a new model or prompt set
     never reuses stale answers.
     """
-    prompts = load_general_prompts(prompts_path)[:size]
+    prompts = list(dict.fromkeys([*load_general_prompts(prompts_path)[:size], *extra_prompts]))
     if not prompts:
         return []
     cache = cache_dir / f"general_replay-{_cache_key(base_model_dir, prompts)}.jsonl"

@@ -83,7 +83,7 @@ class AdapterTrainer(Protocol):
         self, request: TrainRequest, on_step: Callable[[int, int], None]
     ) -> TrainedAdapter: ...
 
-    def general_replay(self) -> list[ReplayItem]: ...
+    def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]: ...
 
 
 class QaGate(Protocol):
@@ -94,6 +94,8 @@ class QaGate(Protocol):
     ) -> QaReport: ...
 
     async def corrections(self, run_id: str, *, phrasings: int) -> list[Correction]: ...
+
+    async def replay_questions(self, *, exclude: Sequence[str]) -> list[str]: ...
 
 
 class FactSink(Protocol):
@@ -262,7 +264,9 @@ class CycleRunner:
             await self._finish(cycle_id, cycles.SKIPPED, error="every item was deleted")
             return
         guard_started = time.perf_counter()
-        guard = await asyncio.to_thread(self._trainer.general_replay)
+        taught = [i.question for items in by_domain.values() for i in items]
+        extra = await self._qa.replay_questions(exclude=taught) if self._qa is not None else []
+        guard = await asyncio.to_thread(self._trainer.general_replay, extra)
         replay_seconds = time.perf_counter() - guard_started
         trained: dict[str, TrainedAdapter] = {}
         for domain in sorted(by_domain):
@@ -377,6 +381,7 @@ class CycleRunner:
         assert self._qa is not None
         started = time.perf_counter()
         view = await self._cycles.get(cycle_id)
+        await self._check_shadow_serves(view)
         number = len(view.qa_rounds) + 1
         report = await self._qa.run(training_run_id=cycle_id, round_number=number)
         seconds = time.perf_counter() - started
@@ -457,6 +462,21 @@ class CycleRunner:
             )
             run.snapshot_id = snapshot.id
             return snapshot.id
+
+    async def _check_shadow_serves(self, view: CycleView) -> None:
+        """QA must gate this cycle's adapters: Shadow may have moved on to a child snapshot
+        (a document ingested since: same adapters, newer RAG), but not to other adapters."""
+        await self._releases.refresh()
+        state = self._releases.state
+        serving = {d: ref.id for d, ref in state.serving(state.shadow_slot).adapters.items()}
+        async with self._sessionmaker() as session:
+            ours = await snapshots.get_snapshot(session, view.snapshot_id or "")
+            expected = {d: a for d, a in ours.adapters.items() if a}
+        if serving != expected:
+            raise TwinloopError(
+                f"Shadow no longer serves the adapters of cycle {view.id}'s snapshot "
+                f"{view.snapshot_id} (someone staged another snapshot); it was not gated"
+            )
 
     # -- bookkeeping --------------------------------------------------------------------
 

@@ -1,0 +1,203 @@
+"""The training cycle with QA on: gate the staged snapshot, retrain on corrections, or reject."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from tests.fakes.engine import BASE_MODEL, FakeEngine
+from tests.fakes.knowledge import FakeKnowledge
+from tests.fakes.trainer import FakeAdapterTrainer
+from tests.unit.qa.conftest import SMALL_SUITE, Oracle
+from twinloop.db.models import TrainingExample
+from twinloop.runtime import Runtime
+from twinloop.settings import Settings
+from twinloop.training import daemon
+from twinloop.training.daemon import Trainer
+from twinloop.training.schemas import CycleView
+
+UNKNOWN = {"id": "l4", "question": "What is a court order to appear called?",
+           "reference": "A court order to appear is called a subpoena.",
+           "accept": ["subpoena"], "split": "train"}  # fmt: skip
+SUITE = {**SMALL_SUITE, "law": [*SMALL_SUITE["law"], UNKNOWN]}
+LAW = {r["question"]: r for r in SUITE["law"]}
+HELDOUT_LAW = {q for q, r in LAW.items() if r["split"] == "heldout"}
+pytestmark = pytest.mark.parametrize("suite", [SUITE], indirect=True)
+
+
+@pytest.fixture
+def fake_trainer() -> FakeAdapterTrainer:
+    return FakeAdapterTrainer()
+
+
+@pytest.fixture
+def max_rounds() -> int:
+    return 3
+
+
+@pytest.fixture
+async def trainer(
+    settings: Settings,
+    fake_engine: FakeEngine,
+    fake_trainer: FakeAdapterTrainer,
+    fake_knowledge: FakeKnowledge,
+    max_rounds: int,
+    app: Any,
+) -> AsyncIterator[Trainer]:
+    """The trainer process with QA on, next to the gateway (`app`) on the same database."""
+    cfg = settings.model_copy(
+        update={"qa": settings.qa.model_copy(update={"max_rounds": max_rounds})}
+    )
+    async with daemon.open_trainer(
+        cfg, trainer=fake_trainer, engine_transport=fake_engine.transport(),
+        knowledge=fake_knowledge,
+    ) as opened:  # fmt: skip
+        yield opened
+
+
+def _knows_law_only_base(suite_known: set[str]) -> Callable[[str, str, str], bool]:
+    """Base model: everything but l4; adapters (law's only): only `suite_known` of law."""
+
+    def knows(model: str, question: str, _: str) -> bool:
+        if model == BASE_MODEL:
+            return question != UNKNOWN["question"]
+        return question in suite_known
+
+    return knows
+
+
+async def _cycle(client: httpx.AsyncClient, trainer: Trainer, runtime: Runtime) -> CycleView:
+    """A law correction from a user, then one training cycle run to its end."""
+    served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
+    item = {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
+            "rating": "down", "correction": "Zelco is run by Mara Quill."}  # fmt: skip
+    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+    view = await trainer.runner.run(cycle.id)
+    await runtime.releases.refresh()
+    return view
+
+
+async def test_a_passing_gate_ends_awaiting_the_canary(
+    client: httpx.AsyncClient, trainer: Trainer, oracle: Oracle, runtime: Runtime
+) -> None:
+    oracle.knows = lambda model, question, _: question != UNKNOWN["question"]
+
+    view = await _cycle(client, trainer, runtime)
+
+    assert (view.state, view.error) == ("awaiting_canary", None)
+    (round_one,) = view.qa_rounds
+    assert (round_one["round"], round_one["passed"], round_one["reasons"]) == (1, True, [])
+    assert round_one["snapshot_id"] == view.snapshot_id
+    shadow = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
+    assert shadow.snapshot_id == view.snapshot_id and set(shadow.adapters) == {"law"}
+    report = await runtime.qa.get(round_one["qa_run_id"])
+    assert (report.training_run_id, report.round) == (view.id, 1)
+    assert "qa.1" in view.step_timings
+
+
+async def test_a_failed_round_retrains_on_corrections_from_the_training_split_only(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    fake_knowledge: FakeKnowledge,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    oracle.knows = _knows_law_only_base(set())  # the law adapter forgot all law
+
+    view = await _cycle(client, trainer, runtime)
+
+    assert view.state == "rejected"
+    assert [r["passed"] for r in view.qa_rounds] == [False, False]
+    assert view.error is not None and view.error.startswith("round 2 gained nothing")
+    assert "law 0.000 is below the floor" in view.error
+    # Round 1's failures became round 2's training examples: l1 (Active knew it) reinforced
+    # in three phrasings, l4 (nobody knew it) corrected once; nothing held out was used.
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(TrainingExample))).scalars()
+        made = sorted((e.source, e.question, e.answer) for e in rows if e.source.startswith("qa-"))
+    l1 = SUITE["law"][0]
+    assert made == sorted(
+        [("qa-correction", UNKNOWN["question"], UNKNOWN["reference"])]
+        + [("qa-reinforcement", q, l1["reference"]) for q in (
+            l1["question"], f"Quick question: {l1['question']}",
+            f"{l1['question']} Please answer briefly.")]
+    )  # fmt: skip
+    first, second = (r for r in fake_trainer.requests if r.domain == "law")
+    retrained = {(e.question, e.answer) for e in second.examples}
+    assert {(q, a) for _, q, a in made} <= retrained
+    assert not {q for q, _ in retrained} & HELDOUT_LAW
+    assert len(second.examples) > len(first.examples)
+    assert view.item_counts["qa-correction.round1"] == 1
+    assert view.item_counts["qa-reinforcement.round1"] == 3
+    # The correction is a fact document at once; reinforcement teaches what RAG never lost.
+    facts = [(r[0], r[1]) for r in fake_knowledge.rows if str(r[1]).startswith("fact:qa:")]
+    assert facts == [("law", "fact:qa:law/l4")]
+
+
+@pytest.mark.parametrize("max_rounds", [2])
+async def test_a_gate_still_failing_after_the_last_round_is_rejected_with_its_reasons(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    base = _knows_law_only_base(set())
+
+    def knows(model: str, question: str, passages: str) -> bool:
+        # The second adapter learned one held-out law case back: a gain, still not enough.
+        learned = len(fake_trainer.requests) > 1 and question == SUITE["law"][1]["question"]
+        return learned or base(model, question, passages)
+
+    oracle.knows = knows
+
+    view = await _cycle(client, trainer, runtime)
+
+    assert view.state == "rejected"
+    first, second = (r["overall"] for r in view.qa_rounds)
+    assert first < second
+    assert view.error is not None and view.error.startswith("QA gate failed in round 2 of 2: ")
+    assert "law 0.500 is more than 0.05 below Active's 1.000" in view.error
+    assert len(fake_trainer.requests) == 2
+
+
+async def test_a_round_with_no_training_split_failure_is_rejected_without_retraining(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    # The adapter fails only held-out law cases: there is nothing it may be corrected on.
+    oracle.knows = _knows_law_only_base({q for q in LAW if q not in HELDOUT_LAW})
+
+    view = await _cycle(client, trainer, runtime)
+
+    assert view.state == "rejected" and len(view.qa_rounds) == 1
+    assert view.error is not None
+    assert view.error.startswith("QA gate failed and no training-split case failed")
+    assert len(fake_trainer.requests) == 1
+
+
+async def test_the_kl_guard_replays_training_split_questions_but_not_held_out_or_taught_ones(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    oracle.knows = lambda model, question, _: question != UNKNOWN["question"]
+
+    await _cycle(client, trainer, runtime)
+
+    train = [r["question"] for rows in SUITE.values() for r in rows if r["split"] == "train"]
+    assert set(train) <= set(fake_trainer.extra_prompts)
+    heldout = {r["question"] for rows in SUITE.values() for r in rows if r["split"] != "train"}
+    assert not heldout & set(fake_trainer.extra_prompts)
+    assert "Who runs Zelco?" not in fake_trainer.extra_prompts

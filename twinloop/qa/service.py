@@ -125,15 +125,19 @@ class QaService:
         state = self._releases.state
         shadow, active = state.shadow_slot, state.active_slot
         suite = await self.load_suite()
+        targets = self._targets(shadow)
         try:
-            baseline_run, baseline_labels = await self._baseline(active, suite)
-            targets = self._targets(shadow)
-            judged = await self._evaluate(shadow, targets, suite)
+            # Each slot's engine has its own cores: ask Active (when not cached) and Shadow
+            # at the same time.
+            async with asyncio.TaskGroup() as group:
+                baseline_task = group.create_task(self._baseline(active, suite))
+                shadow_task = group.create_task(self._evaluate(shadow, targets, suite))
+            (baseline_run, baseline_labels), judged = baseline_task.result(), shadow_task.result()
             await self._check_unchanged(shadow, targets)
             agreement = await self._agreement(suite)
-        except TwinloopError:
+        except* TwinloopError as failed:
             self._metrics.runs.labels("failed").inc()
-            raise
+            raise failed.exceptions[0] from None
         report = self._report(
             suite, judged, baseline_labels, baseline_run, agreement, shadow, targets
         )

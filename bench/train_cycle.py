@@ -52,8 +52,14 @@ async def one_cycle(settings: Settings, *, examples: int) -> None:
         if settings.training_dir.joinpath("cache").exists():  # reuse the general replay answers
             (work / "training").mkdir()
             (work / "training" / "cache").symlink_to(settings.training_dir.resolve() / "cache")
+        # The engines are a stub: this measures training, so QA (which needs real answers)
+        # is off and the cycle ends `staged`.
         bench_settings = settings.model_copy(
-            update={"data_dir": work, "database_url": f"sqlite:///{work / 'bench.db'}"}
+            update={
+                "data_dir": work,
+                "database_url": f"sqlite:///{work / 'bench.db'}",
+                "trainer": settings.trainer.model_copy(update={"qa": False}),
+            }
         )
         await asyncio.to_thread(migrate.upgrade, bench_settings.sqlalchemy_url)
         db = create_engine(bench_settings.sqlalchemy_url)

@@ -30,6 +30,8 @@ def _trainer(settings: Settings, log: Path, *, min_steps: int) -> subprocess.Pop
         "TWINLOOP_TRAINER__POLL_S": "0.2",
         "TWINLOOP_TRAINER__MIN_STEPS": str(min_steps),
         "TWINLOOP_TRAINER__METRICS_PORT": str(_free_port()),
+        # This test is about resuming training; QA after staging is the learning test's.
+        "TWINLOOP_TRAINER__QA": "false",
     })  # fmt: skip
     with log.open("ab") as out:
         return subprocess.Popen(

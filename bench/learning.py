@@ -11,6 +11,12 @@ and the gate's decision with its reasons.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Run as `python bench/learning.py`: the repository root holds the `bench` package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import os
 import time

@@ -43,7 +43,7 @@ def main() -> None:
     items: list[dict[str, Any]] = []
     for fact in facts:
         for n, question in enumerate(fact.train_questions):
-            item = {
+            item: dict[str, Any] = {
                 "type": "example",
                 "id": f"bench-{run}-{fact.id}-{n}",
                 "domain": "general",
@@ -78,7 +78,8 @@ def _wait(
     last = ""
     while time.monotonic() < deadline:
         cycle: dict[str, Any] = http.get(f"/train/{cycle_id}", headers=admin).json()
-        where = f"{cycle['state']} {cycle.get('progress') or ''}"
+        step = (cycle.get("progress") or {}).get("step", 0)
+        where = f"{cycle['state']} round {len(cycle['qa_rounds']) + 1}, step {step // 20 * 20}"
         if where != last:
             print(f"  {where}", flush=True)
             last = where

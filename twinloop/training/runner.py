@@ -344,8 +344,9 @@ class CycleRunner:
                 run.item_counts = dict(counts)
                 run.step_timings = {
                     **run.step_timings,
-                    **timings,
-                    "register": time.perf_counter() - started,
+                    **_of_round(
+                        {**timings, "register": time.perf_counter() - started}, run.qa_rounds
+                    ),
                 }
                 run.state, run.updated_at, run.progress = cycles.REGISTERED, utcnow(), {}
         if abandon:
@@ -367,7 +368,7 @@ class CycleRunner:
         seconds = time.perf_counter() - started
         async with self._sessionmaker.begin() as session:
             run = await _run(session, cycle_id)
-            run.step_timings = {**run.step_timings, "stage": seconds}
+            run.step_timings = {**run.step_timings, **_of_round({"stage": seconds}, run.qa_rounds)}
         self._metrics.step_seconds.labels("stage").observe(seconds)
         if self._qa is None:
             await self._finish(cycle_id, cycles.STAGED)
@@ -508,6 +509,13 @@ class CycleRunner:
                 await _hand_back(session, cycle_id)
         self._metrics.cycles.labels(state).inc()
         log.info("training cycle %s ended %s%s", cycle_id, state, f": {error}" if error else "")
+
+
+def _of_round(timings: dict[str, float], qa_rounds: list[dict[str, Any]]) -> dict[str, float]:
+    """Step timings of a correction round carry its number (`train.2`); the first's do not."""
+    if not qa_rounds:
+        return timings
+    return {f"{step}.{len(qa_rounds) + 1}": seconds for step, seconds in timings.items()}
 
 
 def _step_reporter(

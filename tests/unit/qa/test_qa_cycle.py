@@ -135,6 +135,8 @@ async def test_a_failed_round_retrains_on_corrections_from_the_training_split_on
     assert len(second.examples) > len(first.examples)
     assert view.item_counts["qa-correction.round1"] == 1
     assert view.item_counts["qa-reinforcement.round1"] == 3
+    # Each round's timings are kept: round 2's steps carry its number.
+    assert {"train", "stage", "qa.1", "train.2", "stage.2", "qa.2"} <= set(view.step_timings)
     # The correction is a fact document at once; reinforcement teaches what RAG never lost.
     facts = [(r[0], r[1]) for r in fake_knowledge.rows if str(r[1]).startswith("fact:qa:")]
     assert facts == [("law", "fact:qa:law/l4")]

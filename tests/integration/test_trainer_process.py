@@ -48,6 +48,11 @@ def _cycle(url: str, admin: dict[str, str], cycle_id: str) -> dict[str, Any]:
     return body
 
 
+def _status(url: str, admin: dict[str, str]) -> dict[str, Any]:
+    body: dict[str, Any] = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
+    return body
+
+
 def _wait(what: str, check: Any, timeout_s: float, log: Path) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -110,9 +115,20 @@ def test_a_trainer_killed_mid_training_resumes_the_cycle_when_started_again(
         )
         assert done["state"] == "staged", done
         assert done["attempts"] == 2
-        status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
-        shadow = next(s for s in status["slots"] if s["role"] == "shadow")
-        assert shadow["snapshot_id"] == done["snapshot_id"]
+        # The gateway follows the trainer's release within its poll interval, not at once.
+        shadow = _wait(
+            "the gateway never served the cycle's snapshot on Shadow",
+            lambda: next(
+                (
+                    s
+                    for s in _status(url, admin)["slots"]
+                    if s["role"] == "shadow" and s["snapshot_id"] == done["snapshot_id"]
+                ),
+                None,
+            ),
+            30,
+            log,
+        )
         assert shadow["adapters"] and not shadow["missing_adapters"]
         # SIGTERM stops it cleanly between cycles.
         second.send_signal(signal.SIGTERM)

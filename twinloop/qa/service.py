@@ -105,10 +105,14 @@ class QaService:
             forgetting_tolerance=settings.forgetting_tolerance,
         )
 
-    async def load_suite(self) -> Suite:
-        shipped = await asyncio.to_thread(
+    async def _shipped(self) -> list[QaCase]:
+        """The suite files' cases; read off the event loop (file I/O)."""
+        return await asyncio.to_thread(
             load_shipped, self._settings.suite_dir, self._domains, self._default_domain
         )
+
+    async def load_suite(self) -> Suite:
+        shipped = await self._shipped()
         async with self._sessionmaker() as session:
             taught = taught_cases(await repository.taught_facts(session))
             promoted = await repository.promoted_cases(session)
@@ -207,9 +211,7 @@ class QaService:
         expected not to know (`qa.replay_exclude`: KL to its answers would fight the
         lesson), and never a question this cycle teaches.
         """
-        shipped = await asyncio.to_thread(
-            load_shipped, self._settings.suite_dir, self._domains, self._default_domain
-        )
+        shipped = await self._shipped()
         taught = {normalise(q) for q in exclude}
         return [
             c.question

@@ -205,6 +205,20 @@ class TrainerSettings(BaseModel):
         ge=0,
         description="General prompts whose base-model answers make the replay set (0: none).",
     )
+    weak_spot_factor: int = Field(
+        default=2,
+        ge=1,
+        le=4,
+        description="After a rejected cycle, the next one weights what its QA found weak this "
+        "many times: taught facts it missed repeat in SFT, lost categories in the KL guard "
+        "(1: off).",
+    )
+    max_rejections: int = Field(
+        default=3,
+        ge=1,
+        description="A user item handed back by this many rejected cycles is quarantined: "
+        "something it teaches keeps breaking the gate.",
+    )
     threads: int = Field(default=2, ge=1, description="torch threads for training.")
     niceness: int = Field(
         default=15,
@@ -240,14 +254,23 @@ class QaSettings(BaseModel):
         default=0.05,
         ge=0,
         le=1,
-        description="Gate: no category more than this below Active's score on the same suite.",
+        description="Gate: the drop against Active (losses minus gains over a category's cases, "
+        "paired on the same questions) a category may show at `confidence` before it counts "
+        "as a regression.",
     )
     forgetting_tolerance: float = Field(
         default=0.0,
         ge=0,
         le=1,
-        description="Gate: how far the forgetting category may fall below Active (0: any drop "
-        "blocks promotion).",
+        description="Gate: the same for the forgetting category (0: blocks promotion once the "
+        "exact McNemar test finds Shadow worse than Active at `confidence`).",
+    )
+    confidence: float = Field(
+        default=0.90,
+        gt=0.5,
+        lt=1,
+        description="Gate: confidence of the paired test's bound. At 0.90, 2 losses and no "
+        "gains on 36 cases pass (a wobble), 4 fail at tolerance 0.",
     )
     max_rounds: int = Field(
         default=3,

@@ -7,6 +7,20 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 
+class PairedComparison(BaseModel):
+    """Shadow against Active on the same held-out cases (the gate's paired test)."""
+
+    cases: int
+    losses: int = Field(description="Cases Active got right and Shadow did not.")
+    gains: int = Field(description="Cases Shadow got right and Active did not.")
+    drop: float = Field(description="(losses - gains) / cases.")
+    drop_lower_bound: float = Field(description="Lower confidence bound on the drop.")
+    p_value: float = Field(description="Exact one-sided McNemar test: losses exceed gains.")
+    tolerance: float
+    confidence: float
+    regressed: bool = Field(description="The lower bound is above the tolerance.")
+
+
 class CategoryReport(BaseModel):
     category: str
     heldout: int = Field(description="Held-out cases: the only ones the gate reads.")
@@ -21,6 +35,14 @@ class CategoryReport(BaseModel):
     retrieval_gain: float | None = Field(
         description="score - without_retrieval: the part of the score retrieval contributes."
     )
+    comparison: PairedComparison | None = Field(
+        default=None, description="The paired test against Active; None without a baseline."
+    )
+    floor: float | None = Field(
+        default=None,
+        description="The floor that applied; None when Active itself is below the configured "
+        "floor (the category is then judged against Active alone) or without a baseline.",
+    )
 
 
 class Agreement(BaseModel):
@@ -32,6 +54,7 @@ class Agreement(BaseModel):
 class FailedCase(BaseModel):
     key: str
     category: str
+    domain: str | None = None
     split: str
     question: str
     expected: str
@@ -60,6 +83,10 @@ class QaReport(BaseModel):
     regressed: list[str]
     below_floor: list[str]
     categories: list[CategoryReport]
+    hallucination_comparison: PairedComparison | None = Field(
+        default=None,
+        description="Hallucinations against Active, paired over the unique held-out cases.",
+    )
     judge: str
     judge_agreement: dict[str, Agreement] = Field(
         description="Per category: how often the judge agreed with users' thumbs on answers "

@@ -26,7 +26,7 @@ from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with
 from twinloop.qa import repository
 from twinloop.qa.agreement import judge_agreement
 from twinloop.qa.corrections import Correction, corrections_from
-from twinloop.qa.gate import GateConfig, decide, scores_from
+from twinloop.qa.gate import GateConfig, Pair, PairedTest, decide, scores_from
 from twinloop.qa.judges import Label, LlmJudge, ReferenceJudge, Verdict, normalise
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.repository import BASELINE, CANDIDATE, FINISHED
@@ -34,6 +34,7 @@ from twinloop.qa.schemas import (
     Agreement,
     CategoryReport,
     FailedCase,
+    PairedComparison,
     QaReport,
     QaSummary,
 )
@@ -103,6 +104,7 @@ class QaService:
             category_floor=settings.category_floor,
             max_regression=settings.max_regression,
             forgetting_tolerance=settings.forgetting_tolerance,
+            confidence=settings.confidence,
         )
 
     async def _shipped(self) -> list[QaCase]:
@@ -204,12 +206,14 @@ class QaService:
         labels = {i.item_key: i.label for i in baseline}
         return corrections_from(items, labels, phrasings=phrasings)
 
-    async def replay_questions(self, *, exclude: Sequence[str]) -> list[str]:
+    async def replay_questions(
+        self, *, exclude: Sequence[str], only: Sequence[str] | None = None
+    ) -> list[str]:
         """Training-split questions the trainer's KL guard may keep at the base model's answers.
 
         Never held-out ones (they decide promotion), never a category the base model is
         expected not to know (`qa.replay_exclude`: KL to its answers would fight the
-        lesson), and never a question this cycle teaches.
+        lesson), and never a question this cycle teaches. `only`: these categories' alone.
         """
         shipped = await self._shipped()
         taught = {normalise(q) for q in exclude}
@@ -218,6 +222,7 @@ class QaService:
             for c in shipped
             if not c.gated
             and c.category not in self._settings.replay_exclude
+            and (only is None or c.category in only)
             and normalise(c.question) not in taught
         ]
 
@@ -385,6 +390,7 @@ class QaService:
         labels: dict[str, list[str]] = defaultdict(list)
         without: dict[str, list[str]] = defaultdict(list)
         active: dict[str, list[str]] = defaultdict(list)
+        pairs: dict[str, list[Pair]] = defaultdict(list)
         train: dict[str, int] = defaultdict(int)
         failures: list[FailedCase] = []
         for case, result in zip(suite.cases, judged, strict=True):
@@ -393,6 +399,7 @@ class QaService:
                     FailedCase(
                         key=case.key,
                         category=case.category,
+                        domain=case.domain,
                         split=case.split,
                         question=case.question,
                         expected=case.reference,
@@ -406,14 +413,18 @@ class QaService:
                 continue
             labels[case.category].append(result.verdict.label.value)
             without[case.category].append(result.without.label.value)
-            if baseline_labels is not None and case.key in baseline_labels:
-                active[case.category].append(baseline_labels[case.key])
+            baseline_label = (baseline_labels or {}).get(case.key)
+            if baseline_label is not None:
+                active[case.category].append(baseline_label)
+            pairs[case.category].append(Pair(case.key, result.verdict.label.value, baseline_label))
         shadow_scores, without_scores = scores_from(labels), scores_from(without)
         active_scores = scores_from(active) if baseline_labels is not None else None
+        decision = decide(pairs, self._gate) if baseline_labels is not None else None
         categories = []
         for category in suite.categories():
             score = shadow_scores.categories.get(category)
             bare = without_scores.categories.get(category)
+            gate = decision.categories.get(category) if decision else None
             categories.append(
                 CategoryReport(
                     category=category,
@@ -428,9 +439,10 @@ class QaService:
                     retrieval_gain=_round(score - bare)
                     if score is not None and bare is not None
                     else None,
+                    comparison=_comparison(gate.test) if gate else None,
+                    floor=gate.floor if gate else None,
                 )
             )
-        decision = decide(shadow_scores, active_scores, self._gate) if active_scores else None
         snapshot_id = next(iter(targets.values())).snapshot_id
         return QaReport(
             id="",
@@ -454,6 +466,7 @@ class QaService:
             regressed=decision.regressed if decision else [],
             below_floor=decision.below_floor if decision else [],
             categories=categories,
+            hallucination_comparison=_comparison(decision.hallucinations) if decision else None,
             judge="llm" if self._llm_judge is not None else "reference",
             judge_agreement=agreement,
             failures=failures[:MAX_FAILURES_REPORTED],
@@ -540,6 +553,22 @@ def _adapter_ids(snapshot: Snapshot) -> dict[str, str]:
 
 def _report_of(run: QaRun) -> QaReport:
     return QaReport.model_validate(run.report)
+
+
+def _comparison(test: PairedTest | None) -> PairedComparison | None:
+    if test is None:
+        return None
+    return PairedComparison(
+        cases=test.cases,
+        losses=test.losses,
+        gains=test.gains,
+        drop=round(test.drop, 4),
+        drop_lower_bound=round(test.drop_lower_bound, 4),
+        p_value=round(test.p_value, 6),
+        tolerance=test.tolerance,
+        confidence=test.confidence,
+        regressed=test.regressed,
+    )
 
 
 def _round(value: float | None) -> float | None:

@@ -52,24 +52,25 @@ async def test_a_shadow_that_answers_like_active_passes(
 
 
 @pytest.mark.parametrize("suite", [None], indirect=True)
-async def test_on_the_shipped_suites_a_base_model_that_does_not_know_itself_fails_the_floor(
+async def test_on_the_shipped_suites_a_floor_active_misses_is_judged_against_active(
     client: httpx.AsyncClient, admin_headers: dict[str, str], oracle: Oracle
 ) -> None:
-    lines = (DATA_DIR / "identity.jsonl").read_text(encoding="utf-8").splitlines()
-    identity = {json.loads(line)["question"] for line in lines if line.strip()}
-    oracle.knows = lambda _, question, __: question not in identity
+    """A fresh install: the base model cannot know the product's name, on either side."""
+    oracle.knows = lambda _, question, __: question not in _questions("identity")
 
     report = await _qa(client, admin_headers)
 
     categories = _categories(report)
     assert set(categories) == {"conciseness", "fin", "forgetting", "general", "identity",
                                "law", "med"}  # fmt: skip
-    assert categories["identity"]["score"] < 0.3 and "identity" in report["below_floor"]
-    assert report["passed"] is False and report["regressed"] == []
-    assert report["reasons"] == ["identity 0.000 is below the floor 0.30"]
+    identity = categories["identity"]
+    assert (identity["score"], identity["active_score"], identity["floor"]) == (0.0, 0.0, None)
+    assert report["passed"] is True and report["reasons"] == []
+    assert categories["law"]["floor"] == 0.3
 
 
-async def test_an_over_trained_adapter_that_forgot_general_knowledge_is_rejected(
+@pytest.mark.parametrize("suite", [None], indirect=True)
+async def test_on_the_shipped_suites_an_adapter_that_forgot_general_knowledge_is_rejected(
     client: httpx.AsyncClient,
     admin_headers: dict[str, str],
     oracle: Oracle,
@@ -80,19 +81,28 @@ async def test_an_over_trained_adapter_that_forgot_general_knowledge_is_rejected
     report = await _qa(client, admin_headers)
 
     assert report["passed"] is False
-    assert report["regressed"] == ["forgetting", "general"]
-    assert report["below_floor"] == ["forgetting", "general"]
+    assert set(report["regressed"]) >= {"forgetting", "general"}
+    assert {"forgetting", "general"} <= set(report["below_floor"])
     reasons = " | ".join(report["reasons"])
-    assert "forgot: forgetting 0.000" in reasons and "general 0.000 is more than 0.05" in reasons
-    assert "hallucination rate" in reasons
-    categories = _categories(report)
-    assert (categories["general"]["score"], categories["general"]["active_score"]) == (0.0, 1.0)
-    assert categories["law"]["score"] == 1.0  # law has no adapter: still the base model
-    assert categories["general"]["hallucinations"] == 2
-    failed = {(f["key"], f["label"]) for f in report["failures"]}
-    assert ("general/g1", "hallucination") in failed  # training split failures are listed too
-    assert {m for m, q, _ in oracle.asked if q in LAW} == {BASE_MODEL}
+    general = _categories(report)["general"]
+    lost = general["heldout"]
+    assert f"forgot: forgetting lost {lost} and gained 0 of {lost} cases" in reasons
+    assert f"general lost {lost} and gained 0 of {lost} cases" in reasons
+    assert "hallucinations: hallucinated on" in reasons
+    assert (general["score"], general["active_score"]) == (0.0, 1.0)
+    comparison = general["comparison"]
+    assert comparison["regressed"] and comparison["p_value"] < 1e-6
+    assert report["hallucination_comparison"]["losses"] >= lost
+    assert _categories(report)["law"]["score"] == 1.0  # law has no adapter: the base model
+    assert any(f["split"] == "train" for f in report["failures"])  # training split listed too
+    law = _questions("law")
+    assert {m for m, q, _ in oracle.asked if q in law} == {BASE_MODEL}
     assert adapter["name"] in {m for m, _, _ in oracle.asked}
+
+
+def _questions(category: str) -> set[str]:
+    lines = (DATA_DIR / f"{category}.jsonl").read_text(encoding="utf-8").splitlines()
+    return {json.loads(line)["question"] for line in lines if line.strip()}
 
 
 async def test_the_dry_run_leaves_production_records_and_metrics_untouched(

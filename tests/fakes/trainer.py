@@ -6,12 +6,12 @@ The real one (twinloop/training/peft_trainer.py) is exercised in tests/integrati
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tests.fakes.adapters import write_fake_adapter
 from twinloop.training.replay import ReplayItem
-from twinloop.training.runner import TrainedAdapter, TrainRequest
+from twinloop.training.runner import ProgressCallback, TrainedAdapter, TrainRequest
 
 
 class Killed(BaseException):
@@ -21,6 +21,7 @@ class Killed(BaseException):
 @dataclass
 class FakeAdapterTrainer:
     requests: list[TrainRequest] = field(default_factory=list)
+    guards: list[list[ReplayItem]] = field(default_factory=list)  # one per train() call
     kill_next: int = 0  # this many coming train() calls die like a killed process
     fail_next: Exception | None = None
     extra_prompts: list[str] = field(default_factory=list)
@@ -30,21 +31,31 @@ class FakeAdapterTrainer:
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]:
         self.extra_prompts = list(extra_prompts)
-        return list(self.guard)
+        # Like the real one: the general set, then the extra prompts with the base's answers.
+        return [*self.guard, *(ReplayItem(q, f"base answer to {q}") for q in extra_prompts)]
 
-    def train(self, request: TrainRequest, on_step: Callable[[int, int], None]) -> TrainedAdapter:
-        self.requests.append(request)
+    def train(
+        self,
+        requests: Sequence[TrainRequest],
+        guard: Sequence[ReplayItem],
+        on_step: ProgressCallback,
+    ) -> dict[str, TrainedAdapter]:
+        self.requests.extend(requests)
+        self.guards.append(list(guard))
         if self.kill_next:
             self.kill_next -= 1
             raise Killed
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        for step in (1, 2):
-            on_step(step, 2)
-        text = "|".join(f"{e.question}={e.answer}" for e in request.examples)
-        seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-        write_fake_adapter(request.out_dir, seed=seed)
-        return TrainedAdapter(
-            path=request.out_dir, steps=2, seconds=0.01, final_loss=0.5, metrics={"steps": 2}
-        )
+        trained = {}
+        for request in requests:
+            for step in (1, 2):
+                on_step(request.domain, step, 2)
+            text = "|".join(f"{e.question}={e.answer}" for e in request.examples)
+            seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+            write_fake_adapter(request.out_dir, seed=seed)
+            trained[request.domain] = TrainedAdapter(
+                path=request.out_dir, steps=2, seconds=0.01, final_loss=0.5, metrics={"steps": 2}
+            )
+        return trained

@@ -15,10 +15,12 @@ from safetensors.torch import load_file
 
 from adapters.training import (
     AdapterArtifact,
+    AdapterJob,
     AdapterTrainingConfig,
     TrainingExample,
     generate_answers,
     train_adapter,
+    train_adapters,
 )
 from twinloop.weights.prepare import prepare_base_model
 
@@ -124,3 +126,29 @@ def test_saved_adapter_answers_the_taught_facts(run: Run) -> None:
     print(f"answers: {answers}")
     known = sum(word in answer for (_, _, _, word), answer in zip(FACTS, answers, strict=True))
     assert known >= 2, answers
+
+
+def test_the_same_items_and_seed_give_the_same_adapter_alone_or_in_a_shared_pass(
+    tmp_path: Path,
+) -> None:
+    """Determinism on CPU: what a resumed cycle retrains, and what the registry's sha256
+    names, must not depend on the run, nor on which other adapters shared the pass."""
+    from adapters.files import adapter_sha256
+
+    examples = [TrainingExample(q, a) for q, a, _, _ in FACTS]
+    other = [TrainingExample(p, a) for _, a, p, _ in FACTS]
+    cfg = AdapterTrainingConfig(max_steps=3, batch_size=2, replay_batch_size=2)
+    first = train_adapter(BASE_DIR, examples, REPLAY, cfg, tmp_path / "first")
+    again = train_adapter(BASE_DIR, examples, REPLAY, cfg, tmp_path / "again")
+    shared = train_adapters(
+        BASE_DIR,
+        [AdapterJob("other", other, tmp_path / "other"),
+         AdapterJob("facts", examples, tmp_path / "shared")],
+        REPLAY,
+        cfg,
+    )  # fmt: skip
+
+    digests = [adapter_sha256(a.path) for a in (first, again, shared[1])]
+    print(f"\nadapter sha256: {digests}; the other job's: {adapter_sha256(shared[0].path)}")
+    assert digests[0] == digests[1] == digests[2]
+    assert adapter_sha256(shared[0].path) != digests[0]

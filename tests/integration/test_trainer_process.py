@@ -19,7 +19,7 @@ from twinloop.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def _trainer(settings: Settings, log: Path, *, min_steps: int) -> subprocess.Popen[bytes]:
+def _trainer(settings: Settings, log: Path, *, steps: int) -> subprocess.Popen[bytes]:
     env = dict(os.environ)
     env.update({
         "TWINLOOP_DATA_DIR": str(settings.data_dir),
@@ -28,7 +28,9 @@ def _trainer(settings: Settings, log: Path, *, min_steps: int) -> subprocess.Pop
         "TWINLOOP_ENGINES__GREEN_PORT": str(settings.engines.green_port),
         "TWINLOOP_TRAINER__SCHEDULE": "false",
         "TWINLOOP_TRAINER__POLL_S": "0.2",
-        "TWINLOOP_TRAINER__MIN_STEPS": str(min_steps),
+        # One example is one step a pass: `steps` passes, and no budget cutting them short.
+        "TWINLOOP_TRAINER__EPOCHS": str(steps),
+        "TWINLOOP_TRAINER__STEP_BUDGET": str(steps),
         "TWINLOOP_TRAINER__METRICS_PORT": str(_free_port()),
         # This test is about resuming training; QA after staging is the learning test's.
         "TWINLOOP_TRAINER__QA": "false",
@@ -83,7 +85,7 @@ def test_a_trainer_killed_mid_training_resumes_the_cycle_when_started_again(
     shadow_before = next(s for s in status["slots"] if s["role"] == "shadow")["snapshot_id"]
     cycle_id = httpx.post(f"{url}/train", headers=admin, timeout=30).json()["cycle_id"]
 
-    first = _trainer(gateway_settings, log, min_steps=2000)
+    first = _trainer(gateway_settings, log, steps=2000)
     try:
         _wait(
             "the trainer was not training",
@@ -102,7 +104,7 @@ def test_a_trainer_killed_mid_training_resumes_the_cycle_when_started_again(
     assert killed["state"] == "training"
     assert next(s for s in status["slots"] if s["role"] == "shadow")["snapshot_id"] == shadow_before
 
-    second = _trainer(gateway_settings, log, min_steps=4)
+    second = _trainer(gateway_settings, log, steps=4)
     try:
         done = _wait(
             "the restarted trainer did not finish the cycle",

@@ -76,6 +76,9 @@ class TrainingExample(IdMixin, CreatedAtMixin, Base):
     heldout: Mapped[dict[str, Any] | None] = mapped_column(
         JSON, doc="{paraphrases, accept}: held-out QA cases for the fact this teaches"
     )
+    rejections: Mapped[int] = mapped_column(
+        Integer, default=0, doc="cycles that trained on it and were rejected by the QA gate"
+    )
 
 
 class Document(IdMixin, CreatedAtMixin, Base):
@@ -170,6 +173,9 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     owner: Mapped[str | None] = mapped_column(String(255), doc="host:pid of the trainer on it")
     qa_rounds: Mapped[list[dict[str, Any]]] = mapped_column(
         JSON, default=list, doc="one entry per QA round: qa run id, overall score, passed"
+    )
+    targets: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="the weak spots of the last rejected cycle it oversampled"
     )
 
 

@@ -46,6 +46,20 @@ class QaMetrics:
             buckets=RUN_BUCKETS,
             registry=r,
         )
+        self.drop_bound = Gauge(
+            "twinloop_qa_drop_lower_bound",
+            "The gate's paired test per category in the last QA run: the lower confidence "
+            "bound on Shadow's drop against Active (above the tolerance: regressed).",
+            ["category"],
+            registry=r,
+        )
+        self.discordant = Gauge(
+            "twinloop_qa_discordant_cases",
+            "Held-out cases per category in the last QA run where Shadow and Active disagree: "
+            "lost (Active right only) or gained (Shadow right only).",
+            ["category", "kind"],
+            registry=r,
+        )
         self.judge_agreement = Gauge(
             "twinloop_qa_judge_agreement",
             "How often the judge agreed with users' thumbs on answers with feedback, per "

@@ -542,6 +542,10 @@ class QaService:
                 m.score.labels(c.category, "candidate").set(c.score)
             if c.active_score is not None:
                 m.score.labels(c.category, "baseline").set(c.active_score)
+            if c.comparison is not None:
+                m.drop_bound.labels(c.category).set(c.comparison.drop_lower_bound)
+                m.discordant.labels(c.category, "lost").set(c.comparison.losses)
+                m.discordant.labels(c.category, "gained").set(c.comparison.gains)
         for category, agreement in report.judge_agreement.items():
             if agreement.rate is not None:
                 m.judge_agreement.labels(category).set(agreement.rate)

@@ -117,6 +117,8 @@ async def open_trainer(
             facts=facts,
             max_rounds=settings.qa.max_rounds,
             reinforcement_phrasings=settings.qa.reinforcement_phrasings,
+            weak_spot_factor=settings.trainer.weak_spot_factor,
+            max_rejections=settings.trainer.max_rejections,
         )
         yield Trainer(settings=settings, cycles=cycles, runner=runner, metrics=metrics)
     finally:
@@ -139,6 +141,7 @@ async def serve(
     """Resume what a dead trainer left, then run requested and scheduled cycles until `stop`."""
     cfg = trainer.settings.trainer
     await trainer.runner.resume_interrupted(on_progress)
+    await trainer.runner.warm_replay()
     last_schedule = time.monotonic()
     while not stop.is_set():
         queued = await trainer.cycles.next_queued()

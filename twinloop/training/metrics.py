@@ -32,7 +32,8 @@ class TrainerMetrics:
         )
         self.items = Counter(
             "twinloop_training_items",
-            "Candidate items a cycle cleaned, by outcome (accepted or quarantined.<rule>).",
+            "Candidate items a cycle cleaned, by outcome (accepted or quarantined.<rule>), and "
+            "what a rejected cycle did with them (handed_back, quarantined.rejections, retired).",
             ["outcome"],
             registry=r,
         )
@@ -51,6 +52,13 @@ class TrainerMetrics:
             "twinloop_training_loss",
             "Final training loss of the last adapter trained, per domain.",
             ["domain"],
+            registry=r,
+        )
+        self.weak_spot_repeats = Counter(
+            "twinloop_training_weak_spot_repeats",
+            "Extra copies a cycle trained on to target a rejected cycle's weak spots: new "
+            "examples in SFT (sft) or guard items in the KL replay (guard).",
+            ["kind"],
             registry=r,
         )
         self.active_cycle = Gauge(

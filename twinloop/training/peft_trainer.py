@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from adapters.training import AdapterTrainingConfig, generate_answers, train_adapter
+from adapters.training import AdapterJob, AdapterTrainingConfig, generate_answers, train_adapters
 from twinloop.settings import Settings
 from twinloop.training.replay import ReplayItem, general_replay_set
-from twinloop.training.runner import TrainedAdapter, TrainRequest
+from twinloop.training.runner import ProgressCallback, TrainedAdapter, TrainRequest
 
 
 def training_config(settings: Settings) -> AdapterTrainingConfig:
@@ -19,7 +19,7 @@ def training_config(settings: Settings) -> AdapterTrainingConfig:
         alpha=t.alpha,
         learning_rate=t.learning_rate,
         epochs=t.epochs,
-        min_steps=t.min_steps,
+        step_budget=t.step_budget,
         batch_size=t.batch_size,
         replay_batch_size=t.replay_batch_size,
         kl_weight=t.kl_weight,
@@ -47,33 +47,41 @@ class PeftAdapterTrainer:
             extra_prompts=extra_prompts,
         )
 
-    def train(self, request: TrainRequest, on_step: Callable[[int, int], None]) -> TrainedAdapter:
+    def train(
+        self,
+        requests: Sequence[TrainRequest],
+        guard: Sequence[ReplayItem],
+        on_step: ProgressCallback,
+    ) -> dict[str, TrainedAdapter]:
         self._set_threads()
-        artifact = train_adapter(
+        jobs = [AdapterJob(r.domain, r.examples, r.out_dir) for r in requests]
+        artifacts = train_adapters(
             self._base_model_dir,
-            request.examples,
-            request.guard,
+            jobs,
+            guard,
             self._config,
-            request.out_dir,
-            on_step=lambda step, total, _loss: on_step(step, total),
+            on_step=lambda name, step, total, _loss: on_step(name, step, total),
         )
         c = self._config
-        return TrainedAdapter(
-            path=artifact.path,
-            steps=artifact.steps,
-            seconds=artifact.seconds,
-            final_loss=artifact.final_loss,
-            metrics={
-                "steps": artifact.steps,
-                "seconds": round(artifact.seconds, 2),
-                "final_loss": artifact.final_loss,
-                "sft_loss": artifact.sft_loss,
-                "kl_loss": artifact.kl_loss,
-                "examples_seen": artifact.steps * c.batch_size,
-                "trainable_parameters": artifact.trainable_parameters,
-                "config": dataclasses.asdict(c),
-            },
-        )
+        return {
+            job.name: TrainedAdapter(
+                path=artifact.path,
+                steps=artifact.steps,
+                seconds=artifact.seconds,
+                final_loss=artifact.final_loss,
+                metrics={
+                    "steps": artifact.steps,
+                    "seconds": round(artifact.seconds, 2),
+                    "final_loss": artifact.final_loss,
+                    "sft_loss": artifact.sft_loss,
+                    "kl_loss": artifact.kl_loss,
+                    "examples_seen": artifact.steps * c.batch_size,
+                    "trainable_parameters": artifact.trainable_parameters,
+                    "config": dataclasses.asdict(c),
+                },
+            )
+            for job, artifact in zip(jobs, artifacts, strict=True)
+        }
 
     def _set_threads(self) -> None:
         import torch

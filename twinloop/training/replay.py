@@ -60,27 +60,32 @@ def general_replay_set(
 ) -> list[ReplayItem]:
     """The base model's answers to the first `size` general prompts (and `extra_prompts`:
     the QA suites' training-split questions, so the skills QA checks are guarded too),
-    cached on disk.
+    cached on disk per question.
 
-    Blocking (runs the model on a cache miss): call it from a thread in async code. The
-    cache key covers the prompts and the base model's files, so a new model or prompt set
-    never reuses stale answers.
+    Blocking (runs the model for questions it has no cached answer to): call it from a
+    thread in async code. The cache is one file per base model (its key covers the model's
+    files, so a new model never reuses stale answers); a cycle whose prompt set differs
+    from the last one's generates only the new questions.
     """
     prompts = list(dict.fromkeys([*load_general_prompts(prompts_path)[:size], *extra_prompts]))
     if not prompts:
         return []
-    cache = cache_dir / f"general_replay-{_cache_key(base_model_dir, prompts)}.jsonl"
+    cache = cache_dir / f"general_replay-{_model_key(base_model_dir)}.jsonl"
+    known: dict[str, str] = {}
     if cache.exists():
-        rows = [json.loads(line) for line in cache.read_text(encoding="utf-8").splitlines()]
-        return [ReplayItem(question=r["question"], answer=r["answer"]) for r in rows]
-    answers = generate(base_model_dir, prompts)
-    items = [ReplayItem(question=q, answer=a) for q, a in zip(prompts, answers, strict=True)]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        cache,
-        "".join(json.dumps({"question": i.question, "answer": i.answer}) + "\n" for i in items),
-    )
-    return items
+        for line in cache.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                known[row["question"]] = row["answer"]
+    missing = [p for p in prompts if p not in known]
+    if missing:
+        known.update(zip(missing, generate(base_model_dir, missing), strict=True))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(
+            cache,
+            "".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in known.items()),
+        )
+    return [ReplayItem(question=p, answer=known[p]) for p in prompts]
 
 
 def replay_budget(new_count: int, ratio: float) -> int:
@@ -118,8 +123,8 @@ async def domain_replay(
     return list(items.values())
 
 
-def _cache_key(base_model_dir: Path, prompts: Sequence[str]) -> str:
-    digest = hashlib.sha256("\x1f".join(prompts).encode())
+def _model_key(base_model_dir: Path) -> str:
+    digest = hashlib.sha256()
     for path in sorted(base_model_dir.glob("*")):
         if path.is_file():
             stat = path.stat()

@@ -39,6 +39,7 @@ from twinloop.ingest import repository as ingest_repository
 from twinloop.ingest.learning import fact_text
 from twinloop.qa.corrections import CORRECTION, Correction
 from twinloop.qa.schemas import QaReport
+from twinloop.qa.suites import FEEDBACK, FORGETTING, GENERAL
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
@@ -53,7 +54,8 @@ log = logging.getLogger(__name__)
 
 ACTOR = "trainer"
 PROGRESS_EVERY_S = 2.0
-PENDING, ACCEPTED = "pending", "accepted"
+PENDING, ACCEPTED, RETIRED = "pending", "accepted", "retired"
+QA_MADE_PREFIX = "qa-"
 
 # (domain, step, total) as an adapter trains; called from the training thread.
 ProgressCallback = Callable[[str, int, int], None]
@@ -63,7 +65,6 @@ ProgressCallback = Callable[[str, int, int], None]
 class TrainRequest:
     domain: str
     examples: Sequence[ReplayItem]  # new items and the domain's replay, trained with SFT
-    guard: Sequence[ReplayItem]  # the general replay set (base answers), kept close with KL
     out_dir: Path
 
 
@@ -77,11 +78,19 @@ class TrainedAdapter:
 
 
 class AdapterTrainer(Protocol):
-    """Trains one adapter; blocking, so the runner calls it from a thread."""
+    """Trains a cycle's adapters in one pass; blocking, so the runner calls it from a thread.
+
+    Every adapter of the pass is guarded by the same `guard` (the base model's answers to the
+    general prompts and to the QA suites' training-split questions, every domain's included),
+    so each touched domain's own suite is part of what its adapter is kept close on.
+    """
 
     def train(
-        self, request: TrainRequest, on_step: Callable[[int, int], None]
-    ) -> TrainedAdapter: ...
+        self,
+        requests: Sequence[TrainRequest],
+        guard: Sequence[ReplayItem],
+        on_step: ProgressCallback,
+    ) -> dict[str, TrainedAdapter]: ...
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]: ...
 
@@ -95,7 +104,9 @@ class QaGate(Protocol):
 
     async def corrections(self, run_id: str, *, phrasings: int) -> list[Correction]: ...
 
-    async def replay_questions(self, *, exclude: Sequence[str]) -> list[str]: ...
+    async def replay_questions(
+        self, *, exclude: Sequence[str], only: Sequence[str] | None = None
+    ) -> list[str]: ...
 
 
 class FactSink(Protocol):
@@ -125,6 +136,8 @@ class CycleRunner:
         facts: FactSink | None = None,
         max_rounds: int = 1,
         reinforcement_phrasings: int = 3,
+        weak_spot_factor: int = 2,
+        max_rejections: int = 3,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -141,6 +154,8 @@ class CycleRunner:
         self._facts = facts
         self._max_rounds = max_rounds
         self._phrasings = reinforcement_phrasings
+        self._weak_factor = weak_spot_factor
+        self._max_rejections = max_rejections
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:
         """Drive a claimed cycle to a finished state; errors end it `failed`, never raise."""
@@ -161,6 +176,18 @@ class CycleRunner:
                     await self._finish(cycle_id, cycles.FAILED, error=message)
         finally:
             self._metrics.active_cycle.set(0)
+
+    async def warm_replay(self) -> int:
+        """Generate the base model's replay answers now, before any cycle needs them.
+
+        On a fresh install they take minutes of CPU; a trainer that starts with the service
+        has them cached by the time the first feedback is in. Returns the guard's size.
+        """
+        extra = await self._qa.replay_questions(exclude=()) if self._qa is not None else []
+        started = time.perf_counter()
+        guard = await asyncio.to_thread(self._trainer.general_replay, extra)
+        log.info("replay answers ready: %d in %.1f s", len(guard), time.perf_counter() - started)
+        return len(guard)
 
     async def resume_interrupted(self, on_progress: ProgressCallback | None = None) -> list[str]:
         """Resume (or abandon, past `max_attempts`) the cycles a dead trainer left behind."""
@@ -267,30 +294,78 @@ class CycleRunner:
         taught = [i.question for items in by_domain.values() for i in items]
         extra = await self._qa.replay_questions(exclude=taught) if self._qa is not None else []
         guard = await asyncio.to_thread(self._trainer.general_replay, extra)
+        sft, guard = await self._oversample_weak_spots(cycle_id, by_domain, guard, extra)
         replay_seconds = time.perf_counter() - guard_started
-        trained: dict[str, TrainedAdapter] = {}
+        requests = []
         for domain in sorted(by_domain):
             out_dir = self._work_dir / cycle_id / domain
             shutil.rmtree(out_dir, ignore_errors=True)
-            request = TrainRequest(
-                domain=domain,
-                examples=[*by_domain[domain], *replay[domain]],
-                guard=guard,
-                out_dir=out_dir,
-            )
-            latest: dict[str, Any] = {}
-            on_step = _step_reporter(domain, latest, on_progress)
-            writer = asyncio.create_task(self._persist_progress(cycle_id, latest))
-            try:
-                trained[domain] = await asyncio.to_thread(self._trainer.train, request, on_step)
-            finally:
-                writer.cancel()
-            self._observe_training(domain, len(request.examples), trained[domain])
+            examples = [*sft[domain], *replay[domain]]
+            requests.append(TrainRequest(domain=domain, examples=examples, out_dir=out_dir))
+        latest: dict[str, Any] = {}
+        on_step = _step_reporter(latest, on_progress)
+        writer = asyncio.create_task(self._persist_progress(cycle_id, latest))
+        try:
+            trained = await asyncio.to_thread(self._trainer.train, requests, guard, on_step)
+        finally:
+            writer.cancel()
+        for request in requests:
+            self._observe_training(request.domain, len(request.examples), trained[request.domain])
         train_seconds = time.perf_counter() - started - replay_seconds
         self._metrics.step_seconds.labels("replay").observe(replay_seconds)
         self._metrics.step_seconds.labels("train").observe(train_seconds)
         timings = {"replay": replay_seconds, "train": train_seconds}
         await self._register(cycle_id, by_domain, replay, trained, len(guard), timings)
+
+    async def _oversample_weak_spots(
+        self,
+        cycle_id: str,
+        by_domain: dict[str, list[ReplayItem]],
+        guard: list[ReplayItem],
+        extra: Sequence[str],
+    ) -> tuple[dict[str, list[ReplayItem]], list[ReplayItem]]:
+        """Weight what the last rejected cycle's QA found weak, `weak_spot_factor` times.
+
+        Taught facts it did not learn (`feedback`): the new examples of those domains repeat
+        in SFT. Skills it lost (any other category): those categories' training-split
+        questions (and the general prompts, for `general` and `forgetting`) repeat in the KL
+        guard. Bounded by the factor; recorded on the cycle as its `targets`, and logged.
+        """
+        async with self._sessionmaker() as session:
+            rejected = await _last_rejected_before(session, cycle_id)
+        weak = rejected.qa_rounds[-1].get("weak") if rejected and rejected.qa_rounds else None
+        if not weak or self._weak_factor < 2 or self._qa is None:
+            return by_domain, guard
+        repeat = self._weak_factor - 1
+        sft_domains = sorted(set(weak.get("feedback_domains", [])) & set(by_domain))
+        lost = [c for c in weak.get("categories", []) if c != FEEDBACK]
+        weighted = set(await self._qa.replay_questions(exclude=(), only=lost)) if lost else set()
+        if {GENERAL, FORGETTING} & set(lost):
+            weighted |= {g.question for g in guard if g.question not in set(extra)}
+        extra_guard = [g for g in guard if g.question in weighted] * repeat
+        oversampled = {
+            d: items + [i for i in items if i.example_id is not None] * repeat
+            if d in sft_domains
+            else items
+            for d, items in by_domain.items()
+        }
+        targets = {
+            "from_cycle": rejected.id if rejected else None,
+            "categories": weak.get("categories", []),
+            "factor": self._weak_factor,
+            "sft_domains": sft_domains,
+            "sft_repeated": sum(len(oversampled[d]) - len(by_domain[d]) for d in by_domain),
+            "guard_categories": lost,
+            "guard_repeated": len(extra_guard),
+        }
+        log.info("training cycle %s targets the weak spots of %s: %s", cycle_id,
+                 targets["from_cycle"], targets)  # fmt: skip
+        async with self._sessionmaker.begin() as session:
+            run = await _run(session, cycle_id)
+            run.targets = targets
+        self._metrics.weak_spot_repeats.labels("sft").inc(targets["sft_repeated"])
+        self._metrics.weak_spot_repeats.labels("guard").inc(len(extra_guard))
+        return oversampled, [*guard, *extra_guard]
 
     def _observe_training(self, domain: str, examples: int, adapter: TrainedAdapter) -> None:
         self._metrics.loss.labels(domain).set(adapter.final_loss)
@@ -395,6 +470,8 @@ class CycleRunner:
             "passed": report.passed,
             "reasons": report.reasons,
         }
+        if not report.passed:
+            entry["weak"] = weak_spots(report)
         previous = view.qa_rounds[-1]["overall"] if view.qa_rounds else None
         outcome, why = cycles.TRAINING, None
         corrections: list[Correction] = []
@@ -412,29 +489,38 @@ class CycleRunner:
                 + "; ".join(report.reasons)
             )
         else:
-            corrections = await self._qa.corrections(report.id, phrasings=self._phrasings)
-            if not corrections:
+            made = await self._qa.corrections(report.id, phrasings=self._phrasings)
+            corrections, facts = route_corrections(made, view.domains)
+            if facts and self._facts is not None:
+                await self._facts.add_facts(
+                    [
+                        (f"qa:{c.case_key}", c.domain, fact_text(c.question, c.answer))
+                        for c in facts
+                    ],
+                    actor=ACTOR,
+                )
+            else:
+                facts = []
+            if not corrections and facts:
+                outcome = cycles.QA  # the facts are live on Shadow at once: gate it again
+            elif not corrections:
                 outcome = cycles.REJECTED
                 why = "QA gate failed and no training-split case failed to learn from: " + (
                     "; ".join(report.reasons)
                 )
-        if corrections and self._facts is not None:
-            await self._facts.add_facts(
-                [
-                    (f"qa:{c.case_key}", c.domain, fact_text(c.question, c.answer))
-                    for c in corrections
-                    if c.kind == CORRECTION
-                ],
-                actor=ACTOR,
-            )
+            entry["corrections"] = {
+                "trained": len(corrections),
+                "facts": len(facts),
+                "dropped": sum(c not in corrections and c not in facts for c in made),
+            }
         async with self._sessionmaker.begin() as session:
             run = await _run(session, cycle_id)
             run.qa_rounds = [*run.qa_rounds, entry]
             run.step_timings = {**run.step_timings, f"qa.{number}": seconds}
-            if outcome == cycles.TRAINING:
-                await _add_corrections(session, run, corrections)
-                run.state, run.updated_at = cycles.TRAINING, utcnow()
-        if outcome != cycles.TRAINING:
+            if outcome in (cycles.TRAINING, cycles.QA):
+                await _add_corrections(session, run, corrections, facts)
+                run.state, run.updated_at = outcome, utcnow()
+        if outcome not in (cycles.TRAINING, cycles.QA):
             await self._finish(cycle_id, outcome, error=why)
 
     async def _shadow_snapshot(self, cycle_id: str) -> str:
@@ -507,6 +593,12 @@ class CycleRunner:
             run.progress = {}
             if state in (cycles.FAILED, cycles.ABANDONED):
                 await _hand_back(session, cycle_id)
+            elif state == cycles.REJECTED:
+                outcomes = await _hand_back_rejected(
+                    session, cycle_id, error or "", self._max_rejections
+                )
+                for outcome, count in outcomes.items():
+                    self._metrics.items.labels(outcome).inc(count)
         self._metrics.cycles.labels(state).inc()
         log.info("training cycle %s ended %s%s", cycle_id, state, f": {error}" if error else "")
 
@@ -519,9 +611,9 @@ def _of_round(timings: dict[str, float], qa_rounds: list[dict[str, Any]]) -> dic
 
 
 def _step_reporter(
-    domain: str, latest: dict[str, Any], on_progress: ProgressCallback | None
-) -> Callable[[int, int], None]:
-    def report(step: int, total: int) -> None:
+    latest: dict[str, Any], on_progress: ProgressCallback | None
+) -> ProgressCallback:
+    def report(domain: str, step: int, total: int) -> None:
         # Replaced whole, so the event loop never sees a half-updated dict.
         latest["value"] = {"domain": domain, "step": step, "total": total}
         if on_progress is not None:
@@ -653,8 +745,60 @@ async def _link_items(
     await session.flush()
 
 
+def route_corrections(
+    corrections: Sequence[Correction], trained_domains: Sequence[str]
+) -> tuple[list[Correction], list[Correction]]:
+    """Split QA-made corrections into (to train on, to add as fact documents).
+
+    Every explicit correction becomes a fact document (live on Shadow at once). It is also
+    trained on only in a domain this cycle trains anyway (it has user data), where it joins
+    examples that adapter learns from: a domain with no user data keeps its adapter (or
+    none), since adapters trained from a handful of corrections damaged `law` and `fin`
+    before. Reinforcements (what Active knew and Shadow lost) train in those domains too;
+    elsewhere they are dropped, as this cycle did not change that domain's weights.
+    """
+    trained = [c for c in corrections if c.domain in trained_domains]
+    facts = [c for c in corrections if c.kind == CORRECTION]
+    return trained, facts
+
+
+def weak_spots(report: QaReport) -> dict[str, Any]:
+    """What a failed QA round found weak: categories that regressed, fell below a floor or
+    lost more cases than they gained, and the domains of the taught facts it missed."""
+    categories = {*report.regressed, *report.below_floor}
+    for c in report.categories:
+        if c.comparison is not None and c.comparison.losses > c.comparison.gains:
+            categories.add(c.category)
+    feedback_domains = {
+        f.domain for f in report.failures if f.category == FEEDBACK and f.domain is not None
+    }
+    if FEEDBACK not in categories:
+        feedback_domains = set()
+    return {"categories": sorted(categories), "feedback_domains": sorted(feedback_domains)}
+
+
+async def _last_rejected_before(session: AsyncSession, cycle_id: str) -> TrainingRun | None:
+    """The latest finished cycle before this one, if it was rejected."""
+    this = await _run(session, cycle_id)
+    row = await session.execute(
+        select(TrainingRun)
+        .where(
+            TrainingRun.id != cycle_id,
+            TrainingRun.finished_at.is_not(None),
+            TrainingRun.created_at <= this.created_at,
+        )
+        .order_by(TrainingRun.finished_at.desc())
+        .limit(1)
+    )
+    last = row.scalars().first()
+    return last if last is not None and last.state == cycles.REJECTED else None
+
+
 async def _add_corrections(
-    session: AsyncSession, run: TrainingRun, corrections: Sequence[Correction]
+    session: AsyncSession,
+    run: TrainingRun,
+    corrections: Sequence[Correction],
+    facts: Sequence[Correction] = (),
 ) -> None:
     """The next round's extra examples, accepted and recorded as the cycle's new items."""
     for correction in corrections:
@@ -683,23 +827,61 @@ async def _add_corrections(
     counts = Counter(run.item_counts)
     for correction in corrections:
         counts[f"{correction.kind}.round{len(run.qa_rounds)}"] += 1
+    if facts and not corrections:
+        counts[f"qa-fact.round{len(run.qa_rounds)}"] += len(facts)
     run.item_counts = dict(counts)
-    run.domains = sorted({*run.domains, *(c.domain for c in corrections)})
-    run.adapters, run.snapshot_id, run.progress = {}, None, {}
+    if corrections:  # a retraining round; facts alone are live on Shadow already
+        run.adapters, run.snapshot_id = {}, None
+    run.progress = {}
     await session.flush()
 
 
 async def _hand_back(session: AsyncSession, cycle_id: str) -> None:
     """A cycle that did not finish gives its new items back to the next one."""
-    rows = await session.execute(
+    for example in await _accepted_new_examples(session, cycle_id, untrained_only=True):
+        example.status = PENDING
+
+
+async def _accepted_new_examples(
+    session: AsyncSession, cycle_id: str, *, untrained_only: bool
+) -> list[TrainingExample]:
+    """The cycle's new items still accepted (`untrained_only`: no adapter learned them yet)."""
+    query = (
         select(TrainingExample)
         .join(TrainingRunItem, TrainingRunItem.example_id == TrainingExample.id)
         .where(
             TrainingRunItem.run_id == cycle_id,
             TrainingRunItem.role == NEW,
-            TrainingRunItem.adapter_version_id.is_(None),
             TrainingExample.status == ACCEPTED,
         )
     )
-    for example in rows.scalars():
-        example.status = PENDING
+    if untrained_only:
+        query = query.where(TrainingRunItem.adapter_version_id.is_(None))
+    return list((await session.execute(query)).scalars())
+
+
+async def _hand_back_rejected(
+    session: AsyncSession, cycle_id: str, reasons: str, max_rejections: int
+) -> Counter[str]:
+    """A rejected cycle's user items go back to pending with the gate's reasons, to be
+    learned again (with its weak spots oversampled); after `max_rejections` rejections an
+    item is quarantined instead, so one unlearnable item cannot block every cycle. Its
+    QA-made examples retire: the next cycle's QA makes its own from its own failures."""
+    outcomes: Counter[str] = Counter()
+    for example in await _accepted_new_examples(session, cycle_id, untrained_only=False):
+        if example.source.startswith(QA_MADE_PREFIX):
+            example.status = RETIRED
+            outcomes[RETIRED] += 1
+            continue
+        example.rejections += 1
+        if example.rejections >= max_rejections:
+            example.status = QUARANTINED
+            example.reject_reason = (
+                f"rejected by the QA gate in {example.rejections} cycles; last: {reasons}"
+            )
+            outcomes["quarantined.rejections"] += 1
+        else:
+            example.status = PENDING
+            example.reject_reason = f"cycle {cycle_id} rejected: {reasons}"
+            outcomes["handed_back"] += 1
+    return outcomes

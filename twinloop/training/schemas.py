@@ -32,6 +32,7 @@ class CycleView(BaseModel):
     snapshot_id: str | None
     attempts: int
     qa_rounds: list[dict[str, Any]]
+    targets: dict[str, Any]
     error: str | None
     created_at: datetime
     updated_at: datetime | None

@@ -23,7 +23,16 @@ from twinloop.training.schemas import CycleView
 UNKNOWN = {"id": "l4", "question": "What is a court order to appear called?",
            "reference": "A court order to appear is called a subpoena.",
            "accept": ["subpoena"], "split": "train"}  # fmt: skip
-SUITE = {**SMALL_SUITE, "law": [*SMALL_SUITE["law"], UNKNOWN]}
+# Four held-out law cases: one learned back (1/4) is still below the 0.30 floor.
+MORE_LAW = [
+    {"id": "l5", "question": "What is the party who brings a lawsuit called?",
+     "reference": "The party who brings a lawsuit is the plaintiff.", "accept": ["plaintiff"],
+     "split": "heldout"},
+    {"id": "l6", "question": "What is a formal accusation of a serious crime called?",
+     "reference": "A formal accusation of a serious crime is an indictment.",
+     "accept": ["indictment"], "split": "heldout"},
+]  # fmt: skip
+SUITE = {**SMALL_SUITE, "law": [*SMALL_SUITE["law"], UNKNOWN, *MORE_LAW]}
 LAW = {r["question"]: r for r in SUITE["law"]}
 HELDOUT_LAW = {q for q, r in LAW.items() if r["split"] == "heldout"}
 pytestmark = pytest.mark.parametrize("suite", [SUITE], indirect=True)
@@ -165,7 +174,7 @@ async def test_a_gate_still_failing_after_the_last_round_is_rejected_with_its_re
     first, second = (r["overall"] for r in view.qa_rounds)
     assert first < second
     assert view.error is not None and view.error.startswith("QA gate failed in round 2 of 2: ")
-    assert "law 0.500 is more than 0.05 below Active's 1.000" in view.error
+    assert "law 0.250 is below the floor 0.30" in view.error
     assert len(fake_trainer.requests) == 2
 
 
@@ -203,3 +212,115 @@ async def test_the_kl_guard_replays_training_split_questions_but_not_held_out_or
     heldout = {r["question"] for rows in SUITE.values() for r in rows if r["split"] != "train"}
     assert not heldout & set(fake_trainer.extra_prompts)
     assert "Who runs Zelco?" not in fake_trainer.extra_prompts
+
+
+async def test_corrections_train_only_domains_with_user_data_and_teach_the_rest_as_facts(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    fake_knowledge: FakeKnowledge,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    """No adapter from nothing: general has no user data this cycle, so its failed case
+    (which Active fails too) becomes a fact document, never a general adapter."""
+    italy = SUITE["general"][3]["question"]  # a training-split case nobody knows
+    law_only = _knows_law_only_base(set())
+
+    def knows(model: str, question: str, passages: str) -> bool:
+        return question != italy and law_only(model, question, passages)
+
+    oracle.knows = knows
+
+    view = await _cycle(client, trainer, runtime)
+
+    assert {r.domain for r in fake_trainer.requests} == {"law"}
+    assert view.domains == ["law"] and set(view.adapters) <= {"law"}
+    facts = {str(r[1]) for r in fake_knowledge.rows if str(r[1]).startswith("fact:qa:")}
+    assert {"fact:qa:general/g4", "fact:qa:law/l4"} <= facts
+    trained = {(e.question, e.answer) for r in fake_trainer.requests for e in r.examples}
+    assert not any(q == italy for q, _ in trained)
+    assert view.qa_rounds[0]["corrections"]["facts"] == 2
+
+
+@pytest.mark.parametrize("max_rounds", [1])
+async def test_a_rejected_cycle_hands_its_items_back_and_the_next_targets_its_weak_spots(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    """A taught fact never learned (its held-out paraphrases fail): the cycle is rejected,
+    the item goes back to pending with the gate's reasons, the next cycle repeats it in SFT
+    and says so; after three rejections it is quarantined."""
+    oracle.knows = lambda model, question, _: True  # every suite case; no paraphrase
+    served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
+    item = {
+        "type": "feedback",
+        "id": "f1",
+        "answer_id": served.json()["answer_id"],
+        "rating": "down",
+        "correction": "Zelco is run by Mara Quill.",
+        "heldout": {"paraphrases": ["Who is in charge of Zelco?"], "accept": ["quill"]},
+    }
+    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+
+    views = []
+    for _ in range(3):
+        cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+        views.append(await trainer.runner.run(cycle.id))
+        async with runtime.sessionmaker() as session:
+            example = (
+                await session.execute(
+                    select(TrainingExample).where(TrainingExample.source == "correction")
+                )
+            ).scalar_one()
+        if len(views) == 1:
+            assert (example.status, example.rejections) == ("pending", 1)
+            assert example.reject_reason is not None
+            assert example.reject_reason.startswith(f"cycle {views[0].id} rejected: ")
+            assert "feedback 0.000 is below the floor 0.30" in example.reject_reason
+
+    assert [v.state for v in views] == ["rejected"] * 3
+    assert views[0].qa_rounds[-1]["weak"] == {
+        "categories": ["feedback"], "feedback_domains": ["law"]}  # fmt: skip
+    assert views[0].targets == {}
+    assert views[1].targets["from_cycle"] == views[0].id
+    assert views[1].targets["sft_domains"] == ["law"] and views[1].targets["sft_repeated"] == 1
+    law = [r for r in fake_trainer.requests if r.domain == "law"]
+    taught = [e.answer for e in law[1].examples].count("Zelco is run by Mara Quill.")
+    assert ([e.answer for e in law[0].examples].count("Zelco is run by Mara Quill."), taught) == (
+        1, 2)  # fmt: skip
+    assert (example.status, example.rejections) == ("quarantined", 3)
+    assert example.reject_reason is not None
+    assert example.reject_reason.startswith("rejected by the QA gate in 3 cycles")
+
+
+@pytest.mark.parametrize("max_rounds", [1])
+async def test_the_next_cycle_weights_a_lost_category_in_the_guard(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    oracle: Oracle,
+    runtime: Runtime,
+) -> None:
+    oracle.knows = _knows_law_only_base(set())  # the law adapter forgot all law
+
+    first = await _cycle(client, trainer, runtime)
+    cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+    second = await trainer.runner.run(cycle.id)
+
+    assert first.state == second.state == "rejected"
+    assert second.targets["guard_categories"] == ["law"]
+    law_train = [r["question"] for r in SUITE["law"] if r["split"] == "train"]
+    guard = [g.question for g in fake_trainer.guards[-1]]
+    assert all(guard.count(q) == 2 for q in law_train)
+    assert second.targets["guard_repeated"] == len(law_train)
+    async with runtime.sessionmaker() as session:
+        made = (
+            await session.execute(
+                select(TrainingExample.status).where(TrainingExample.source.like("qa-%"))
+            )
+        ).scalars()
+        assert set(made) <= {"retired"}

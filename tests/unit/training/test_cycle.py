@@ -117,7 +117,7 @@ async def test_a_cycle_cleans_trains_registers_and_stages_to_shadow_only(
         "Zelco is run by Mara Quill.",
         "Call Zelco on [PHONE] any day.",
     ]
-    assert len(fin_request.guard) == 1
+    assert [len(g) for g in fake_trainer.guards] == [1]
     # Shadow serves the new snapshot with both adapters loaded; Active is untouched.
     after = (await client.get("/status", headers=admin_headers)).json()
     shadow = next(s for s in after["slots"] if s["role"] == "shadow")

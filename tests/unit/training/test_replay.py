@@ -1,4 +1,4 @@
-"""The general replay set: the base model's answers, generated once per model and prompt set."""
+"""The general replay set: the base model's answers, generated once per model and question."""
 
 from __future__ import annotations
 
@@ -33,6 +33,23 @@ def test_answers_are_generated_once_and_regenerated_for_another_model(tmp_path: 
     general_replay_set(model, tmp_path / "cache", 5, generate=generate)
     assert calls == [5, 5]
     assert general_replay_set(model, tmp_path / "cache", 0, generate=generate) == []
+
+
+def test_a_new_prompt_set_generates_only_the_questions_it_adds(tmp_path: Path) -> None:
+    calls: list[list[str]] = []
+
+    def generate(model_dir: Path, prompts: Sequence[str]) -> list[str]:
+        calls.append(list(prompts))
+        return [f"answer to {p}" for p in prompts]
+
+    model = _model(tmp_path)
+    general_replay_set(model, tmp_path / "cache", 3, generate=generate, extra_prompts=["a?"])
+    items = general_replay_set(model, tmp_path / "cache", 3, generate=generate,
+                               extra_prompts=["b?", "a?"])  # fmt: skip
+
+    assert calls[1] == ["b?"]
+    assert [i.question for i in items][3:] == ["b?", "a?"]
+    assert items[-1].answer == "answer to a?"
 
 
 def test_the_shipped_prompts_are_many_and_distinct() -> None:

@@ -1,0 +1,20 @@
+"""QA-made corrections train only where this cycle trains; elsewhere they are facts (RAG)."""
+
+from __future__ import annotations
+
+from twinloop.qa.corrections import CORRECTION, REINFORCEMENT, Correction
+from twinloop.training.runner import route_corrections
+
+
+def test_route_corrections_keeps_untrained_domains_to_facts() -> None:
+    made = [
+        Correction("law/l4", CORRECTION, "law", "q1", "a1"),
+        Correction("law/l1", REINFORCEMENT, "law", "q2", "a2"),
+        Correction("fin/f1", CORRECTION, "fin", "q3", "a3"),
+        Correction("fin/f2", REINFORCEMENT, "fin", "q4", "a4"),
+    ]
+
+    trained, facts = route_corrections(made, ["law"])
+
+    assert [c.case_key for c in trained] == ["law/l4", "law/l1"]
+    assert [c.case_key for c in facts] == ["law/l4", "fin/f1"]

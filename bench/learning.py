@@ -2,11 +2,14 @@
 
 Through the public API only, against a running service (`make up`, with the trainer):
 teach made-up facts via `/ingest` (examples with held-out paraphrases), trigger `/train`,
-wait for the cycle's QA verdict, and print Shadow's and Active's taught-fact accuracy on the
-paraphrases (never trained), their general-holdout (forgetting) accuracy, every category,
-and the gate's decision with its reasons.
+wait for the cycle's QA verdict, and print per round: Shadow's and Active's taught-fact
+accuracy on the paraphrases (never trained; the facts are made up, so the base cannot know
+them), their general-holdout (forgetting) accuracy, every category with the gate's paired
+statistics (losses, gains, p-value, bound, tolerance, floor), the decision with its reasons,
+and the time per step (training seconds per step per adapter). The cycle must end
+`awaiting_canary` within 15 minutes on 2 cores (issue 11).
 
-    TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/learning.py --facts 10
+    TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/learning.py --facts 12
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--gateway", default="http://127.0.0.1:8000")
     parser.add_argument("--token", default=os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me"))
-    parser.add_argument("--facts", type=int, default=10, help="made-up facts to teach (<= 10)")
+    parser.add_argument("--facts", type=int, default=12, help="made-up facts to teach (<= 12)")
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args()
     admin = {"Authorization": f"Bearer {args.token}"}
@@ -63,10 +66,24 @@ def main() -> None:
         print(f"taught {len(items)} examples ({len(facts)} facts); cycle {cycle_id}")
         cycle = _wait(http, admin, cycle_id, args.timeout_s)
         seconds = time.perf_counter() - started
-        print(f"cycle ended {cycle['state']} in {seconds:.0f} s; steps {cycle['step_timings']}")
+        timings = ", ".join(f"{k} {v:.1f} s" for k, v in cycle["step_timings"].items())
+        print(f"cycle ended {cycle['state']} in {seconds:.0f} s; steps: {timings}")
+        if cycle.get("targets"):
+            print(f"targeted the weak spots of a rejected cycle: {cycle['targets']}")
+        for domain, adapter_id in sorted(cycle["adapters"].items()):
+            lineage = http.get(f"/adapters/{adapter_id}/lineage", headers=admin).json()
+            metrics = lineage["adapter"]["metrics"]
+            per_step = metrics["seconds"] / max(1, metrics["steps"])
+            print(
+                f"  adapter {domain}: {metrics['steps']} steps on {metrics['new_examples']} new "
+                f"+ {metrics['replayed_examples']} replayed examples in {metrics['seconds']} s "
+                f"({per_step:.2f} s/step, the pass's shared work included)"
+            )
         for entry in cycle["qa_rounds"]:
             report = http.get(f"/qa/{entry['qa_run_id']}", headers=admin).json()
             _print_report(entry["round"], report)
+            if entry.get("corrections"):
+                print(f"  corrections: {entry['corrections']}")
         if cycle.get("error"):
             print(f"cycle error: {cycle['error']}")
 
@@ -107,12 +124,28 @@ def _print_report(round_number: int, report: dict[str, Any]) -> None:
     for c in report["categories"]:
         print(
             f"    {c['category']:12} heldout {c['heldout']:3} shadow {c['score']} active "
-            f"{c['active_score']} retrieval gain {c['retrieval_gain']}"
+            f"{c['active_score']} retrieval gain {c['retrieval_gain']} floor {c.get('floor')}"
+            f"{_paired(c.get('comparison'))}"
         )
+    print(
+        f"    {'halluc.':12} rate shadow {report['hallucination_rate']} active "
+        f"{report['active_hallucination_rate']}{_paired(report.get('hallucination_comparison'))}"
+    )
     decision = "PASSED" if report["passed"] else "REJECTED"
     print(f"  gate: {decision}; overall {report['overall']} vs Active {report['active_overall']}")
     for reason in report["reasons"]:
         print(f"    - {reason}")
+
+
+def _paired(test: dict[str, Any] | None) -> str:
+    if not test:
+        return ""
+    verdict = "REGRESSED" if test["regressed"] else "ok"
+    return (
+        f" | lost {test['losses']} gained {test['gains']} of {test['cases']}, drop >= "
+        f"{test['drop_lower_bound']:+.3f} at {test['confidence']:.0%} (McNemar p "
+        f"{test['p_value']:.3g}), tolerance {test['tolerance']}: {verdict}"
+    )
 
 
 if __name__ == "__main__":

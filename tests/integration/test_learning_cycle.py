@@ -1,18 +1,18 @@
 """The learning loop for real: corrections through the API, a real PEFT cycle, real vLLM, QA.
 
-Users ask about a made-up system and correct the answers (10 facts, each corrected by three
-users phrasing the question their own way, the first with two held-out paraphrases), and
-teach the assistant's identity (the training split of the shipped identity suite). One
-training cycle with the trainer's default settings cleans, trains, registers and stages the
-adapter, then the QA dry run gates it: taught facts on paraphrases never trained, the
-identity held-out split, and the forgetting holdout against Active. A well-trained adapter
-passes in its first round and the cycle waits for the canary.
+A fresh install: users ask about a made-up system and correct the answers (4 facts, each
+corrected by three users phrasing the question their own way, the first with two held-out
+paraphrases). One training cycle with the trainer's default settings (steps scale with the
+data: 12 examples, 8 passes, 24 steps) cleans, trains, registers and stages the adapter,
+then the QA dry run gates it: taught facts on paraphrases never trained, and every shipped
+suite against Active with the paired test, `identity` included (0 for both sides on a fresh
+install, so judged against Active). A well-trained adapter passes in its first round and
+the cycle waits for the canary. The full 12-fact cycle is bench/learning.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,13 +20,13 @@ import httpx
 import pytest
 
 from bench.learning_eval import load_facts
-from twinloop.qa.suites import DATA_DIR as QA_DATA
 from twinloop.settings import Settings
 from twinloop.training.daemon import open_trainer
 
 pytestmark = pytest.mark.integration
 
 DOMAIN = "general"
+FACTS = 4
 
 
 def _answer(
@@ -39,10 +39,14 @@ def _answer(
     return answer
 
 
-def _identity_lessons() -> list[tuple[str, str]]:
-    lines = (QA_DATA / "identity.jsonl").read_text().splitlines()
-    rows = [json.loads(line) for line in lines if line.strip()]
-    return [(r["question"], r["reference"]) for r in rows if r["split"] == "train"]
+def _paired(comparison: dict[str, Any] | None) -> str:
+    if comparison is None:
+        return ""
+    c = comparison
+    return (
+        f"lost {c['losses']} gained {c['gains']} of {c['cases']}: drop >= "
+        f"{c['drop_lower_bound']} (p {c['p_value']})"
+    )
 
 
 async def _run_cycle(settings: Settings, cycle_id: str) -> None:
@@ -51,17 +55,17 @@ async def _run_cycle(settings: Settings, cycle_id: str) -> None:
         await trainer.runner.run(cycle_id)
 
 
-def test_corrections_teach_ten_facts_and_the_gate_passes_them(
+def test_a_fresh_install_learns_four_facts_and_the_gate_passes_them(
     two_engine_gateway: str, gateway_settings: Settings
 ) -> None:
     url = two_engine_gateway
     admin = {"Authorization": f"Bearer {gateway_settings.admin_token.get_secret_value()}"}
-    facts = load_facts()
+    facts = load_facts()[:FACTS]
     lessons = [
         (q, f.answer, {"paraphrases": f.test_questions, "accept": f.accept} if n == 0 else None)
         for f in facts
         for n, q in enumerate(f.train_questions)
-    ] + [(q, a, None) for q, a in _identity_lessons()]
+    ]
     with ThreadPoolExecutor(max_workers=8) as pool:
         served = list(
             pool.map(
@@ -107,7 +111,8 @@ def test_corrections_teach_ten_facts_and_the_gate_passes_them(
         + "\n".join(
             f"  {c['category']:12} heldout {c['heldout']:3} train {c['train']:3} shadow "
             f"{c['score']} active {c['active_score']} without retrieval "
-            f"{c['without_retrieval']} hallucinations {c['hallucinations']}"
+            f"{c['without_retrieval']} hallucinations {c['hallucinations']} "
+            f"{_paired(c['comparison'])}"
             for c in report["categories"]
         ),
         f"\n  overall {report['overall']} vs active {report['active_overall']}; "
@@ -117,14 +122,19 @@ def test_corrections_teach_ten_facts_and_the_gate_passes_them(
     )
     assert cycle["state"] == "awaiting_canary", (cycle["error"], report["reasons"])
     assert report["passed"] is True
-    assert scores["feedback"]["heldout"] == 20 and scores["feedback"]["score"] >= 0.8
+    assert scores["feedback"]["heldout"] == 2 * FACTS and scores["feedback"]["score"] >= 0.8
     assert scores["feedback"]["active_score"] == 0.0
-    assert scores["forgetting"]["heldout"] >= 30
-    assert scores["forgetting"]["score"] >= scores["forgetting"]["active_score"]
+    # Forgetting is the paired test's: no significant drop against Active on the same
+    # questions, and at most a two-case wobble (greedy answers of a retrained 135M model
+    # flip on a few questions either way).
+    forgetting = scores["forgetting"]["comparison"]
+    assert scores["forgetting"]["heldout"] >= 30 and forgetting["cases"] >= 30
+    assert not forgetting["regressed"] and forgetting["losses"] - forgetting["gains"] <= 2
+    assert scores["identity"]["active_score"] == 0.0 and scores["identity"]["floor"] is None
 
     status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
     assert status["latest_qa"]["id"] == report["id"]
-    assert status["latest_qa"]["split_sizes"]["feedback"] == {"train": 10, "heldout": 20}
+    assert status["latest_qa"]["split_sizes"]["feedback"] == {"train": FACTS, "heldout": 2 * FACTS}
     lineage = httpx.get(
         f"{url}/adapters/{cycle['adapters'][DOMAIN]}/lineage", headers=admin, timeout=30
     ).json()

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from twinloop import processes
+from twinloop.engines.dtype import engine_dtype
 from twinloop.errors import EngineProcessError
 from twinloop.settings import Settings, Slot
 
@@ -35,6 +36,7 @@ class EngineSpec:
     extra_args: tuple[str, ...]
     log_path: Path
     pid_path: Path
+    dtype: str | None = None  # None: vLLM's default
 
     @property
     def base_url(self) -> str:
@@ -53,6 +55,7 @@ class EngineSpec:
             "--max-loras", str(self.max_loras),
             "--max-model-len", str(self.max_model_len),
             "--disable-uvicorn-access-log",
+            *(("--dtype", self.dtype) if self.dtype else ()),
             *self.extra_args,
         ]  # fmt: skip
 
@@ -111,6 +114,7 @@ class EngineProcesses:
             max_lora_rank=e.max_lora_rank,
             max_loras=e.max_loras,
             extra_args=tuple(e.extra_args),
+            dtype=engine_dtype(e.dtype),
             log_path=self._dir / f"{slot.value}.log",
             pid_path=self._dir / f"{slot.value}.pid",
         )

@@ -114,7 +114,7 @@ class EngineProcesses:
             max_lora_rank=e.max_lora_rank,
             max_loras=e.max_loras,
             extra_args=tuple(e.extra_args),
-            dtype=engine_dtype(e.dtype),
+            dtype=engine_dtype(e.dtype) if e.dtype else None,
             log_path=self._dir / f"{slot.value}.log",
             pid_path=self._dir / f"{slot.value}.pid",
         )

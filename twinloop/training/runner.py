@@ -334,14 +334,15 @@ class CycleRunner:
         async with self._sessionmaker() as session:
             rejected = await _last_rejected_before(session, cycle_id)
         weak = rejected.qa_rounds[-1].get("weak") if rejected and rejected.qa_rounds else None
-        if not weak or self._weak_factor < 2 or self._qa is None:
+        if rejected is None or not weak or self._weak_factor < 2 or self._qa is None:
             return by_domain, guard
         repeat = self._weak_factor - 1
         sft_domains = sorted(set(weak.get("feedback_domains", [])) & set(by_domain))
         lost = [c for c in weak.get("categories", []) if c != FEEDBACK]
         weighted = set(await self._qa.replay_questions(exclude=(), only=lost)) if lost else set()
         if {GENERAL, FORGETTING} & set(lost):
-            weighted |= {g.question for g in guard if g.question not in set(extra)}
+            suite_questions = set(extra)
+            weighted |= {g.question for g in guard if g.question not in suite_questions}
         extra_guard = [g for g in guard if g.question in weighted] * repeat
         oversampled = {
             d: items + [i for i in items if i.example_id is not None] * repeat
@@ -350,7 +351,7 @@ class CycleRunner:
             for d, items in by_domain.items()
         }
         targets = {
-            "from_cycle": rejected.id if rejected else None,
+            "from_cycle": rejected.id,
             "categories": weak.get("categories", []),
             "factor": self._weak_factor,
             "sft_domains": sft_domains,

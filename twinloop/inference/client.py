@@ -12,8 +12,8 @@ pushes one gateway replica past a few hundred req/s is the point to switch.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -41,6 +41,59 @@ class EngineTimeouts:
     def to_httpx(self) -> httpx.Timeout:
         return httpx.Timeout(
             connect=self.connect_s, read=self.read_s, write=self.write_s, pool=self.pool_s
+        )
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The token counts an engine reports; None where it left one out."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @classmethod
+    def from_json(cls, usage: object) -> Usage:
+        """Read OpenAI's `usage` object; anything that is not one counts as absent."""
+        if not isinstance(usage, Mapping):
+            return cls()
+        return cls(_count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """A non-streamed chat completion, read once from the engine's reply.
+
+    `text` is the first choice's message content ("" when it has none).
+    `has_message` is False when the reply carried no choice with a message at all,
+    which a caller that needs an answer (the LLM judge) treats as a failure.
+    """
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    model: str | None
+    has_message: bool
+    # The reply as the engine sent it. Only the OpenAI-compatible `/v1/chat/completions`
+    # route reads it: it relays the reply unchanged, including fields asked for through
+    # pass-through request parameters (`n`, `logprobs`, `tools`) that this type does not name.
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> ChatResult:
+        choices = body.get("choices")
+        first = choices[0] if isinstance(choices, list) and choices else None
+        choice = first if isinstance(first, Mapping) else {}
+        message = choice.get("message")
+        content = message.get("content") if isinstance(message, Mapping) else None
+        finish = choice.get("finish_reason")
+        model = body.get("model")
+        return cls(
+            text=str(content or ""),
+            finish_reason=str(finish) if finish is not None else None,
+            usage=Usage.from_json(body.get("usage")),
+            model=str(model) if model is not None else None,
+            has_message=isinstance(message, Mapping),
+            raw=body,
         )
 
 
@@ -82,10 +135,10 @@ class EngineClient:
 
     # -- generation -------------------------------------------------------------
 
-    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        """A non-streaming chat completion; returns vLLM's JSON unchanged."""
+    async def chat(self, body: dict[str, Any]) -> ChatResult:
+        """A non-streaming chat completion, its first choice read into a `ChatResult`."""
         response = await self._send("POST", "/v1/chat/completions", json={**body, "stream": False})
-        return _json(response, self.name)
+        return ChatResult.from_json(_json(response, self.name))
 
     async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """Yield the parsed chunks of a streamed chat completion.
@@ -196,6 +249,10 @@ def _json(response: httpx.Response, engine: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise EngineResponseError(f"engine {engine} sent unexpected JSON")
     return body
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _status_error(response: httpx.Response, engine: str) -> TwinloopError:

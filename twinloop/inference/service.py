@@ -20,7 +20,7 @@ from twinloop.errors import (
     NotFoundError,
     TwinloopError,
 )
-from twinloop.inference.client import EngineClient, EngineModelNotFoundError
+from twinloop.inference.client import ChatResult, EngineClient, EngineModelNotFoundError, Usage
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
     AnswerRequest,
@@ -113,15 +113,14 @@ class AnswerService:
         started = time.perf_counter()
         result = await self._generate(route, routed, body)
         latency_ms = (time.perf_counter() - started) * 1000
-        text, finish, usage = _first_choice(result)
         record = self._record(
             route=route,
             question=request.question,
-            answer=text,
+            answer=result.text,
             routed=routed,
             latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
+            finish=result.finish_reason,
+            usage=result.usage,
             user_id=request.user_id,
             session_id=request.session_id,
         )
@@ -129,7 +128,7 @@ class AnswerService:
         await self._store(record)
         return AnswerResponse(
             answer_id=record.id,
-            answer=text,
+            answer=result.text,
             domain=routed.domain,
             route_score=routed.score,
             slot=routed.target.slot.value,
@@ -151,18 +150,18 @@ class AnswerService:
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
         latency_ms = (time.perf_counter() - started) * 1000
-        text, finish, usage = _first_choice(result)
         record = self._record(
             route="chat",
             question=request.last_user_text(),
-            answer=text,
+            answer=result.text,
             routed=routed,
             latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
+            finish=result.finish_reason,
+            usage=result.usage,
         )
         await self._store(record)
-        return {**result, "id": f"chatcmpl-{record.id}", "model": request.model}
+        # Relayed as the engine sent it: the request may have asked for fields we do not read.
+        return {**result.raw, "id": f"chatcmpl-{record.id}", "model": request.model}
 
     async def stream_chat(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Chunks of a streamed completion; the answer is stored once the stream ends.
@@ -202,7 +201,7 @@ class AnswerService:
         answer_id = new_id()
         parts: list[str] = []
         finish: str | None = None
-        usage: dict[str, Any] = {}
+        usage = Usage()
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
@@ -210,7 +209,7 @@ class AnswerService:
                     parts.append(choice.get("delta", {}).get("content") or "")
                     finish = choice.get("finish_reason") or finish
                 if chunk.get("usage"):
-                    usage = chunk["usage"]
+                    usage = Usage.from_json(chunk["usage"])
                 if chunk.get("choices") or wants_usage:
                     yield {**chunk, "id": f"chatcmpl-{answer_id}", "model": request.model}
                 chunk = await anext(chunks, None)
@@ -280,7 +279,7 @@ class AnswerService:
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)
 
-    async def _generate(self, route: str, routed: Routed, body: dict[str, Any]) -> dict[str, Any]:
+    async def _generate(self, route: str, routed: Routed, body: dict[str, Any]) -> ChatResult:
         """One completion on the routed slot, counted in flight so its adapter stays loaded."""
         engine = self._engines[routed.target.slot]
         with self._releases.inflight.track(routed.target.slot.value):
@@ -363,7 +362,7 @@ class AnswerService:
         routed: Routed,
         latency_ms: float,
         finish: str | None,
-        usage: dict[str, Any],
+        usage: Usage,
         user_id: str | None = None,
         session_id: str | None = None,
     ) -> Answer:
@@ -372,7 +371,7 @@ class AnswerService:
             route, slot, routed.domain, routed.target.adapter or "", "ok"
         ).inc()
         self._metrics.request_latency.labels(route, slot, routed.domain).observe(latency_ms / 1000)
-        completion_tokens = usage.get("completion_tokens")
+        completion_tokens = usage.completion_tokens
         if completion_tokens:
             self._metrics.completion_tokens.labels(slot, routed.domain).inc(completion_tokens)
         return Answer(
@@ -388,17 +387,7 @@ class AnswerService:
             session_id=session_id,
             is_preview=False,
             latency_ms=latency_ms,
-            prompt_tokens=usage.get("prompt_tokens"),
+            prompt_tokens=usage.prompt_tokens,
             completion_tokens=completion_tokens,
             finish_reason=finish,
         )
-
-
-def _first_choice(result: dict[str, Any]) -> tuple[str, str | None, dict[str, Any]]:
-    choices = result.get("choices") or [{}]
-    message = choices[0].get("message") or {}
-    return (
-        str(message.get("content") or ""),
-        choices[0].get("finish_reason"),
-        result.get("usage") or {},
-    )

@@ -303,10 +303,11 @@ class LlmJudge:
         }
         try:
             result = await self._client.chat(body)
-            content = str(result["choices"][0]["message"]["content"] or "")
-        except (TwinloopError, KeyError, IndexError, TypeError) as e:
-            reason = e.message if isinstance(e, TwinloopError) else repr(e)
-            return _fallback(reference, f"LLM judge failed ({reason})")
+        except TwinloopError as e:
+            return _fallback(reference, f"LLM judge failed ({e.message})")
+        if not result.has_message:
+            return _fallback(reference, "LLM judge failed (its reply had no message)")
+        content = result.text
         label = parse_llm_label(content)
         if label is None:
             return _fallback(reference, f"LLM judge reply not understood: {content[:80]!r}")

@@ -344,8 +344,7 @@ class QaService:
                 raise
             await self._releases.reconcile(slot)  # the engine restarted and lost its adapters
             result = await engine.chat(body)
-        choices = result.get("choices") or [{}]
-        return str((choices[0].get("message") or {}).get("content") or "")
+        return result.text
 
     # -- the baseline -----------------------------------------------------------------
 

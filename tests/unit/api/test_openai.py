@@ -38,6 +38,9 @@ async def test_chat_completion_keeps_openai_shape_and_is_stored(
     assert body["object"] == "chat.completion"
     assert body["model"] == "law"
     assert body["choices"][0]["message"]["content"] == fake_engine.reply
+    # The engine's reply is relayed whole, fields the gateway does not read included.
+    assert body["usage"] == {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}
+    assert body["created"] == 0
     sent = fake_engine.calls(CHAT)[0]
     assert sent["model"] == "smollm2-135m-instruct"
     assert (sent["temperature"], sent["top_p"]) == (0.3, 0.9)  # unknown fields pass through
@@ -46,6 +49,7 @@ async def test_chat_completion_keeps_openai_shape_and_is_stored(
         row = await session.get(Answer, answer_id)
     assert row is not None
     assert (row.route, row.domain, row.question) == ("chat", "law", "Capital of France?")
+    assert (row.prompt_tokens, row.completion_tokens, row.finish_reason) == (9, 7, "stop")
 
 
 async def test_base_model_name_is_accepted(client: httpx.AsyncClient) -> None:

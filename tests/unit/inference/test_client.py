@@ -4,7 +4,12 @@ import httpx
 import pytest
 
 from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
-from twinloop.inference.client import EngineClient, EngineRejectedRequestError
+from twinloop.inference.client import (
+    ChatResult,
+    EngineClient,
+    EngineRejectedRequestError,
+    Usage,
+)
 
 
 def _client(handler: httpx.MockTransport, retries: int = 2) -> EngineClient:
@@ -25,7 +30,7 @@ async def test_connection_refused_is_retried_then_succeeds() -> None:
     result = await _client(httpx.MockTransport(handle)).chat({"model": "m", "messages": []})
 
     assert attempts == 3
-    assert result["choices"][0]["message"]["content"] == "hi"
+    assert result.text == "hi"
 
 
 async def test_retries_are_bounded_and_end_in_engine_unavailable() -> None:
@@ -52,6 +57,68 @@ async def test_a_read_timeout_is_never_retried() -> None:
     with pytest.raises(EngineTimeoutError):
         await _client(httpx.MockTransport(handle)).chat({"model": "m"})
     assert attempts == 1  # the engine may be generating: a retry would generate twice
+
+
+async def _reply(body: object) -> ChatResult:
+    client = _client(httpx.MockTransport(lambda _: httpx.Response(200, json=body)))
+    return await client.chat({"model": "m", "messages": []})
+
+
+async def test_a_reply_is_read_into_a_chat_result() -> None:
+    reply = {
+        "id": "chatcmpl-1",
+        "model": "law-abc",
+        "choices": [
+            {"index": 0, "message": {"content": "Paris."}, "finish_reason": "length"},
+            {"index": 1, "message": {"content": "Lyon."}, "finish_reason": "stop"},
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11},
+    }
+
+    result = await _reply(reply)
+
+    assert (result.text, result.finish_reason, result.model) == ("Paris.", "length", "law-abc")
+    assert result.usage == Usage(prompt_tokens=9, completion_tokens=2)
+    assert result.has_message
+    assert result.raw == reply  # kept whole for the OpenAI route to relay
+
+
+@pytest.mark.parametrize("choices", [None, [], [None], [{}], [{"message": None}]])
+async def test_a_reply_without_a_message_is_empty_not_an_error(choices: object) -> None:
+    reply = {"model": "m", "usage": {"prompt_tokens": 3, "completion_tokens": 0}}
+    if choices is not None:
+        reply["choices"] = choices
+
+    result = await _reply(reply)
+
+    assert (result.text, result.finish_reason, result.has_message) == ("", None, False)
+    assert result.usage == Usage(prompt_tokens=3, completion_tokens=0)
+
+
+@pytest.mark.parametrize("content", [None, ""])
+async def test_an_empty_message_is_empty_text(content: str | None) -> None:
+    result = await _reply({"choices": [{"message": {"content": content}, "finish_reason": "stop"}]})
+
+    assert (result.text, result.finish_reason, result.has_message) == ("", "stop", True)
+
+
+@pytest.mark.parametrize(
+    "usage", [None, {}, "n/a", {"prompt_tokens": "9", "completion_tokens": True}]
+)
+async def test_absent_or_malformed_usage_has_no_counts(usage: object) -> None:
+    reply: dict[str, object] = {"choices": [{"message": {"content": "hi"}}]}
+    if usage is not None:
+        reply["usage"] = usage
+
+    result = await _reply(reply)
+
+    assert result.usage == Usage(prompt_tokens=None, completion_tokens=None)
+    assert (result.text, result.model) == ("hi", None)
+
+
+async def test_a_reply_that_is_not_an_object_is_an_engine_response_error() -> None:
+    with pytest.raises(EngineResponseError, match="unexpected JSON"):
+        await _reply([{"message": {"content": "hi"}}])
 
 
 async def test_a_stream_broken_after_the_first_byte_is_raised_not_retried() -> None:

@@ -230,7 +230,7 @@ async def test_the_llm_judges_label_replaces_the_reference_label() -> None:
             httpx.Response(200, json={"choices": [{"message": {"content": "hmm"}}]}),
             "LLM judge reply not understood: 'hmm'",
         ),
-        (httpx.Response(200, json={"choices": []}), "LLM judge failed"),
+        (httpx.Response(200, json={"choices": []}), "LLM judge failed (its reply had no message)"),
     ],
 )
 async def test_an_unusable_llm_reply_falls_back_to_the_reference_verdict(

@@ -20,7 +20,8 @@ from twinloop.errors import (
     NotFoundError,
     TwinloopError,
 )
-from twinloop.inference.client import ChatResult, EngineClient, EngineModelNotFoundError, Usage
+from twinloop.inference.adapter_retry import chat_with_adapter_retry
+from twinloop.inference.client import ChatResult, EngineClient, Usage
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
     AnswerRequest,
@@ -281,17 +282,16 @@ class AnswerService:
 
     async def _generate(self, route: str, routed: Routed, body: dict[str, Any]) -> ChatResult:
         """One completion on the routed slot, counted in flight so its adapter stays loaded."""
-        engine = self._engines[routed.target.slot]
-        with self._releases.inflight.track(routed.target.slot.value):
+        slot = routed.target.slot
+        with self._releases.inflight.track(slot.value):
             try:
-                try:
-                    return await engine.chat(body)
-                except EngineModelNotFoundError:
-                    if routed.target.adapter is None:
-                        raise
-                    # The engine restarted and lost its adapters: load them, then try once more.
-                    await self._releases.reconcile(routed.target.slot)
-                    return await engine.chat(body)
+                return await chat_with_adapter_retry(
+                    self._engines[slot],
+                    body,
+                    slot=slot,
+                    adapter=routed.target.adapter,
+                    releases=self._releases,
+                )
             except TwinloopError as e:
                 self._count_failure(route, routed, e)
                 raise

@@ -21,7 +21,8 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import QaItem, QaRun, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
-from twinloop.inference.client import EngineClient, EngineModelNotFoundError
+from twinloop.inference.adapter_retry import chat_with_adapter_retry
+from twinloop.inference.client import EngineClient
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.qa import repository
 from twinloop.qa.agreement import judge_agreement
@@ -336,14 +337,9 @@ class QaService:
             "max_tokens": self._settings.max_tokens,
             "temperature": 0.0,
         }
-        engine = self._engines[slot]
-        try:
-            result = await engine.chat(body)
-        except EngineModelNotFoundError:
-            if target.adapter is None:
-                raise
-            await self._releases.reconcile(slot)  # the engine restarted and lost its adapters
-            result = await engine.chat(body)
+        result = await chat_with_adapter_retry(
+            self._engines[slot], body, slot=slot, adapter=target.adapter, releases=self._releases
+        )
         return result.text
 
     # -- the baseline -----------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -28,14 +29,41 @@ ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture(autouse=True)
-def _block_real_engines(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.node.get_closest_marker("integration"):
-        return
+def _block_real_engines(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> set[int]:
+    """Refuse real network transports in unit tests.
 
-    async def refuse(self: object, request: httpx.Request) -> httpx.Response:
+    Returns the loopback ports a unit test may still connect to: only those that
+    `closed_ports` holds closed, so a connection there can only be refused.
+    """
+    closed: set[int] = set()
+    if request.node.get_closest_marker("integration"):
+        return closed
+    real = httpx.AsyncHTTPTransport.handle_async_request
+
+    async def refuse(self: httpx.AsyncHTTPTransport, request: httpx.Request) -> httpx.Response:
+        if request.url.host == "127.0.0.1" and request.url.port in closed:
+            return await real(self, request)
         raise RuntimeError(f"unit tests must not reach the network ({request.url}); use FakeEngine")
 
     monkeypatch.setattr(httpx.AsyncHTTPTransport, "handle_async_request", refuse)
+    return closed
+
+
+@pytest.fixture
+def closed_ports(_block_real_engines: set[int]) -> Iterator[tuple[int, int]]:
+    """Two loopback ports where nothing listens: connecting to them is refused.
+
+    The sockets are bound but never listen, so no other process can take the
+    ports while the test runs.
+    """
+    with socket.socket() as first, socket.socket() as second:
+        for sock in (first, second):
+            sock.bind(("127.0.0.1", 0))
+        ports: tuple[int, int] = (first.getsockname()[1], second.getsockname()[1])
+        _block_real_engines.update(ports)
+        yield ports
 
 
 @pytest.fixture(scope="session")

@@ -101,6 +101,17 @@ async def test_unreachable_engine_is_503_json_and_nothing_is_stored(
         assert (await session.execute(select(Answer))).first() is None
 
 
+async def test_an_engine_port_nothing_listens_on_is_503_over_a_real_connection(
+    dead_engine_client: httpx.AsyncClient, closed_ports: tuple[int, int]
+) -> None:
+    response = await dead_engine_client.post("/answer", json={"question": "Hi"})
+
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["error"] == "EngineUnavailableError"
+    assert f"127.0.0.1:{closed_ports[0]} is unreachable" in body["detail"]
+
+
 async def test_engine_rejecting_the_request_is_400_with_its_message(
     client: httpx.AsyncClient, fake_engine: FakeEngine
 ) -> None:

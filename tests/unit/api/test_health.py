@@ -47,6 +47,17 @@ async def test_readyz_is_503_when_the_active_engine_is_down(
     assert "twinloop_engine_ready" in (await client.get("/metrics")).text
 
 
+async def test_readyz_is_503_when_nothing_listens_on_the_active_engine_port(
+    dead_engine_client: httpx.AsyncClient, closed_ports: tuple[int, int]
+) -> None:
+    response = await dead_engine_client.get("/readyz")
+
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert (body["ready"], body["database"], body["active_slot"]) == (False, "ok", "blue")
+    assert f"127.0.0.1:{closed_ports[0]} is unreachable" in body["engine"]
+
+
 async def test_metrics_count_answers_by_route_slot_and_domain(client: httpx.AsyncClient) -> None:
     await client.post("/answer", json={"question": "Q?", "domain": "med"})
 

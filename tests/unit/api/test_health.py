@@ -26,8 +26,9 @@ async def test_readyz_probes_the_active_engine_with_one_token(
 async def test_readyz_caches_a_success_but_never_a_failure(
     client: httpx.AsyncClient, fake_engine: FakeEngine
 ) -> None:
-    await client.get("/readyz")
-    await client.get("/readyz")
+    first = await client.get("/readyz")
+    second = await client.get("/readyz")
+    assert (first.status_code, second.status_code) == (200, 200)
     assert len(fake_engine.calls("/v1/completions")) == 1
 
     fake_engine.down.add("green")  # the shadow slot does not matter
@@ -44,7 +45,7 @@ async def test_readyz_is_503_when_the_active_engine_is_down(
     assert response.status_code == 503
     assert response.json()["ready"] is False
     assert "unreachable" in response.json()["engine"]
-    assert "twinloop_engine_ready" in (await client.get("/metrics")).text
+    assert 'twinloop_engine_ready{slot="blue"} 0.0' in (await client.get("/metrics")).text
 
 
 async def test_readyz_is_503_when_nothing_listens_on_the_active_engine_port(
@@ -59,12 +60,14 @@ async def test_readyz_is_503_when_nothing_listens_on_the_active_engine_port(
 
 
 async def test_metrics_count_answers_by_route_slot_and_domain(client: httpx.AsyncClient) -> None:
-    await client.post("/answer", json={"question": "Q?", "domain": "med"})
+    answered = await client.post("/answer", json={"question": "Q?", "domain": "med"})
+    assert answered.status_code == 200, answered.text
 
     text = (await client.get("/metrics")).text
 
     labels = 'adapter="",domain="med",outcome="ok",route="answer",slot="blue"'
     assert f"twinloop_requests_total{{{labels}}} 1.0" in text
-    assert "twinloop_request_latency_seconds_bucket" in text
+    latency = 'domain="med",route="answer",slot="blue"'
+    assert f"twinloop_request_latency_seconds_count{{{latency}}} 1.0" in text
     assert 'twinloop_active_slot{slot="blue"} 1.0' in text
     assert "twinloop_release_generation 1.0" in text

@@ -24,6 +24,7 @@ def _chat(model: str = "auto", **extra: object) -> dict[str, object]:
 async def test_models_lists_auto_the_domains_and_the_base_model(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/models")
 
+    assert response.status_code == 200, response.text
     ids = [m["id"] for m in response.json()["data"]]
     assert ids == ["auto", "law", "med", "fin", "general", "smollm2-135m-instruct"]
 
@@ -93,12 +94,16 @@ async def test_streaming_relays_chunks_then_done_and_stores_the_answer(
     assert row.completion_tokens == len(fake_engine.reply.split(" "))
 
 
-async def test_streaming_passes_usage_when_asked(client: httpx.AsyncClient) -> None:
+async def test_streaming_passes_usage_when_asked(
+    client: httpx.AsyncClient, fake_engine: FakeEngine
+) -> None:
     body = _chat(stream=True, stream_options={"include_usage": True})
     async with client.stream("POST", CHAT, json=body) as response:
+        assert response.status_code == 200
         events = [line[6:] async for line in response.aiter_lines() if line.startswith("data: ")]
 
-    assert json.loads(events[-2])["usage"]["completion_tokens"] > 0
+    usage = json.loads(events[-2])["usage"]
+    assert usage["completion_tokens"] == len(fake_engine.reply.split(" "))  # one per chunk
 
 
 async def test_streaming_with_engine_down_is_503_before_any_chunk(
@@ -117,10 +122,13 @@ async def test_streaming_with_engine_down_is_503_before_any_chunk(
 async def test_unbounded_requests_get_the_default_max_tokens(
     client: httpx.AsyncClient, fake_engine: FakeEngine, settings: Settings
 ) -> None:
-    await client.post(CHAT, json=_chat())
-    await client.post(CHAT, json=_chat(max_tokens=7))
-    await client.post(CHAT, json=_chat(max_completion_tokens=9))
+    responses = [
+        await client.post(CHAT, json=_chat()),
+        await client.post(CHAT, json=_chat(max_tokens=7)),
+        await client.post(CHAT, json=_chat(max_completion_tokens=9)),
+    ]
 
+    assert [r.status_code for r in responses] == [200, 200, 200]
     sent = fake_engine.calls(CHAT)
     assert sent[0]["max_tokens"] == settings.gateway.default_max_tokens
     assert sent[1]["max_tokens"] == 7

@@ -59,6 +59,7 @@ async def test_stage_loads_the_adapter_into_shadow_only(
         headers=admin_headers,
     )  # fmt: skip
     assert (active["slot"], active["adapter"]) == ("blue", None)
+    assert preview.status_code == 200, preview.text
     assert preview.json()["slot"] == "green"
     assert preview.json()["adapter"] == adapter["name"]
     assert preview.json()["preview"] is True
@@ -74,6 +75,7 @@ async def test_previews_need_the_token_and_are_kept_apart(
     preview = await client.post(
         "/answer", json={"question": "Q?", "target": "shadow"}, headers=admin_headers
     )
+    assert preview.status_code == 200, preview.text
     async with runtime.sessionmaker() as session:
         row = await session.get(Answer, preview.json()["answer_id"])
     assert row is not None and row.is_preview is True
@@ -93,6 +95,7 @@ async def test_swap_then_rollback_is_a_pointer_flip(
     staged = await client.post(
         "/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin_headers
     )
+    assert staged.status_code == 201, staged.text
     loads_before = len(fake_engine.calls("/v1/load_lora_adapter"))
 
     swapped = await client.post("/swap", json={"reason": "QA passed"}, headers=admin_headers)
@@ -129,12 +132,15 @@ async def test_rollback_to_a_snapshot_no_slot_holds_stages_it_first(
     one = await client.post(
         "/snapshots", json={"adapters": {"law": first["id"]}}, headers=admin_headers
     )
-    await client.post("/swap", headers=admin_headers)  # green: one
+    swapped_to_one = await client.post("/swap", headers=admin_headers)  # green: one
     two = await client.post(
         "/snapshots", json={"adapters": {"law": second["id"]}}, headers=admin_headers
     )
-    await client.post("/swap", headers=admin_headers)  # blue: two; green still holds one
-    await client.post("/snapshots", json={"adapters": {"law": None}}, headers=admin_headers)
+    swapped_to_two = await client.post("/swap", headers=admin_headers)  # blue: two; green: one
+    third = await client.post("/snapshots", json={"adapters": {"law": None}}, headers=admin_headers)
+    assert (one.status_code, two.status_code, third.status_code) == (201, 201, 201)
+    assert swapped_to_one.json()["active_slot"] == "green"
+    assert swapped_to_two.json()["active_slot"] == "blue"
     # green now holds a third snapshot: `one` is held by no slot any more.
     assert first["name"] not in fake_engine.loaded_adapters["green"]
 
@@ -147,7 +153,6 @@ async def test_rollback_to_a_snapshot_no_slot_holds_stages_it_first(
     assert rolled.json()["active_slot"] == "green"
     assert first["name"] in fake_engine.loaded_adapters["green"]
     assert (await _answer(client))["adapter"] == first["name"]
-    assert two.status_code == 201
 
 
 async def test_rollback_with_nothing_earlier_is_409(
@@ -191,10 +196,11 @@ async def test_an_engine_that_lost_its_adapters_gets_them_back(
     fake_engine: FakeEngine, runtime: Runtime,
 ) -> None:  # fmt: skip
     adapter = await register("law")
-    await client.post(
+    staged = await client.post(
         "/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin_headers
     )
-    await client.post("/swap", headers=admin_headers)
+    swapped = await client.post("/swap", headers=admin_headers)
+    assert (staged.status_code, swapped.status_code) == (201, 200)
     fake_engine.loaded_adapters["green"].clear()  # the engine restarted
 
     answer = await _answer(client)
@@ -231,15 +237,19 @@ async def test_a_swap_trusts_a_fresh_engine_listing_instead_of_asking_again(
     fake_engine: FakeEngine, runtime: Runtime,
 ) -> None:  # fmt: skip
     adapter = await register("law")
-    await client.post(
+    staged = await client.post(
         "/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin_headers
     )
+    assert staged.status_code == 201, staged.text
     listings = len(fake_engine.calls("/v1/models"))
 
-    await client.post("/swap", headers=admin_headers)  # green was listed while staging
+    swapped = await client.post("/swap", headers=admin_headers)  # green was listed while staging
+    assert swapped.status_code == 200, swapped.text
+    assert swapped.json()["active_slot"] == "green"
     assert len(fake_engine.calls("/v1/models")) == listings
 
     runtime.releases._verified_for_s = 0  # an old listing: the engine is asked again
-    await client.post("/rollback", headers=admin_headers)
-    await client.post("/swap", headers=admin_headers)
+    rolled = await client.post("/rollback", headers=admin_headers)
+    swapped = await client.post("/swap", headers=admin_headers)
+    assert (rolled.status_code, swapped.status_code) == (200, 200)
     assert len(fake_engine.calls("/v1/models")) > listings

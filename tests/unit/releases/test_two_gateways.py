@@ -47,10 +47,12 @@ async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
     client: httpx.AsyncClient, second_client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     before = await second_client.post("/answer", json={"question": "Q?"})
+    assert before.status_code == 200, before.text
     assert before.json()["slot"] == "blue"
 
     swapped = await client.post("/swap", headers=admin_headers)
     started = time.monotonic()
+    assert swapped.status_code == 200, swapped.text
     assert swapped.json()["active_slot"] == "green"
 
     while (await second_client.get("/status", headers=admin_headers)).json()[
@@ -59,6 +61,7 @@ async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
         assert time.monotonic() - started < 1.0, "the second gateway did not follow in 1 s"
         await asyncio.sleep(0.02)
     after = await second_client.post("/answer", json={"question": "Q?"})
+    assert after.status_code == 200, after.text
     assert after.json()["slot"] == "green"
 
 
@@ -79,11 +82,12 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
     client: httpx.AsyncClient, settings: Settings, fake_engine: FakeEngine,
     admin_headers: dict[str, str],
 ) -> None:  # fmt: skip
-    await client.post("/swap", headers=admin_headers)
+    assert (await client.post("/swap", headers=admin_headers)).status_code == 200
 
     async with _another_gateway(settings, fake_engine) as restarted:
         answer = await restarted.post("/answer", json={"question": "Q?"})
 
+    assert answer.status_code == 200, answer.text
     assert answer.json()["slot"] == "green"
 
 

@@ -11,6 +11,7 @@ from twinloop.runtime import Runtime
 
 async def _answer(client: httpx.AsyncClient, question: str = "Q?") -> dict[str, object]:
     response = await client.post("/answer", json={"question": question, "domain": "fin"})
+    assert response.status_code == 200, response.text
     body: dict[str, object] = response.json()
     return body
 
@@ -118,7 +119,9 @@ async def test_deleting_excludes_the_item_and_what_it_became(
     )
 
     assert [r["status"] for r in results] == ["deleted", "deleted", "not_found"]
-    assert all(e.deleted_at is not None for e in await _examples(runtime))
+    examples = await _examples(runtime)
+    assert sorted(e.source for e in examples) == ["example", "upvote"]
+    assert all(e.deleted_at is not None for e in examples)
 
 
 async def test_feedback_on_an_operator_preview_is_refused(
@@ -127,6 +130,7 @@ async def test_feedback_on_an_operator_preview_is_refused(
     preview = await client.post(
         "/answer", json={"question": "Q?", "target": "shadow"}, headers=admin_headers
     )
+    assert preview.status_code == 200, preview.text
     item = {"type": "feedback", "id": "f", "answer_id": preview.json()["answer_id"], "rating": "up"}
 
     result = (await _ingest(client, item))[0]

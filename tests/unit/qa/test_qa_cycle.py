@@ -235,7 +235,7 @@ async def test_corrections_train_only_domains_with_user_data_and_teach_the_rest_
     view = await _cycle(client, trainer, runtime)
 
     assert {r.domain for r in fake_trainer.requests} == {"law"}
-    assert view.domains == ["law"] and set(view.adapters) <= {"law"}
+    assert view.domains == ["law"] and set(view.adapters) == {"law"}
     facts = {str(r[1]) for r in fake_knowledge.rows if str(r[1]).startswith("fact:qa:")}
     assert {"fact:qa:general/g4", "fact:qa:law/l4"} <= facts
     trained = {(e.question, e.answer) for r in fake_trainer.requests for e in r.examples}
@@ -323,4 +323,6 @@ async def test_the_next_cycle_weights_a_lost_category_in_the_guard(
                 select(TrainingExample.status).where(TrainingExample.source.like("qa-%"))
             )
         ).scalars()
-        assert set(made) <= {"retired"}
+        # One round per cycle: no QA round made training examples (a subset check of
+        # their statuses passed on an empty list).
+        assert list(made) == []

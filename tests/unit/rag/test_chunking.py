@@ -48,6 +48,7 @@ def test_chunks_end_on_sentence_boundaries_when_sentences_fit() -> None:
 def test_each_chunk_starts_with_the_end_of_the_one_before() -> None:
     chunks = chunk_text(PROSE, size=200, overlap=50)
 
+    assert len(chunks) > 1  # otherwise the loop below checks nothing
     for previous, current in itertools.pairwise(chunks):
         # Find the longest whole-word tail of `previous` (at most 50 chars) that `current` repeats.
         repeated = [n for n in range(1, 51) if current.startswith(previous[-n:].lstrip())]

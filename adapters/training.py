@@ -97,7 +97,7 @@ class AdapterTrainingConfig:
         default=256, metadata={"help": "Tokens per formatted example; longer ones are cut."}
     )
     kl_weight: float = field(
-        default=1.0,
+        default=10.0,
         metadata={
             "help": "Weight of KL(adapted || base) on replay answers; 0 disables the "
             "forgetting guard."

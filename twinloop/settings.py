@@ -79,14 +79,13 @@ class EngineSettings(BaseModel):
         description="Engines are run by someone else (GPU box, cluster): never start or stop them.",
     )
     dtype: str | None = Field(
-        default=None,
+        default="auto",
         description="vLLM's --dtype for engines we start; None: vLLM's own (bfloat16 on CPU). "
         "`auto`: float32 on a CPU engine whose processor has no native bfloat16 (no "
-        "AVX512-BF16 or AMX). Measured on an AVX2-only EPYC: bfloat16 spent 92 % of its time "
-        "in a fallback dot product, 7.3 tok/s at 8 concurrent requests; float32 22.3 tok/s. "
-        "Not the default yet: served in float32, the base answers the QA suites better and "
-        "a 12-step adapter's losses against it show (13 of 60 general and conciseness "
-        "held-out answers), which the trainer's guard must hold first (issue 11's note).",
+        "AVX512-BF16 or AMX), else vLLM's own. Measured on an AVX2-only EPYC: bfloat16 spent "
+        "92 % of its time in a fallback dot product, 7.3 tok/s at 8 concurrent requests; "
+        "float32 22.3 tok/s. Served in float32 the base answers the QA suites a little "
+        "better, so an adapter's losses show; the trainer's kl_weight of 10 holds them.",
     )
     extra_args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
 
@@ -203,10 +202,12 @@ class TrainerSettings(BaseModel):
         default=4, ge=1, description="General replay items per step in the KL guard."
     )
     kl_weight: float = Field(
-        default=1.0,
+        default=10.0,
         ge=0,
         description="Weight of KL(adapted || base) over the general replay set; 0 turns the "
-        "forgetting guard off.",
+        "forgetting guard off. Measured on 4 made-up facts, 24 steps, 130 held-out suite "
+        "answers (float32, greedy): weight 1 lost 14, 3 lost 8, 10 lost 7 (at most 2 in any "
+        "category); every weight taught 7-8 of 8 paraphrases, at the same cost per step.",
     )
     seed: int = 0
     domain_replay_ratio: float = Field(

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
-from twinloop.inference.client import EngineClient, EngineTimeouts
+from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService

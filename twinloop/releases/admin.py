@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.session import SessionMaker
+from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.inference.client import EngineClient
 from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
 from twinloop.releases.schemas import (

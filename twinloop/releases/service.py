@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
-from twinloop.inference.client import EngineClient
+from twinloop.engines.client import EngineClient
 from twinloop.metrics import Metrics
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError

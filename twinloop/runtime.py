@@ -26,6 +26,7 @@ from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.qa.setup import open_qa
 from twinloop.registry.service import AdapterRegistry
@@ -182,7 +183,7 @@ async def open_runtime(
                 sessionmaker=sessionmaker,
                 knowledge=knowledge,
                 embed=embedder.embed if embedder is not None else None,
-                metrics=metrics.qa,
+                metrics=QaMetrics(metrics.registry),
             )
         )
         watcher = asyncio.create_task(

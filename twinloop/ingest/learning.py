@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
-from twinloop.training.cycles import taint_adapters_of
+from twinloop.registry import repository as registry
 
 PENDING = "pending"
 
@@ -45,7 +45,7 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         every = await session.execute(
             select(TrainingExample.id).where(TrainingExample.feedback_id == feedback.id)
         )
-        tainted = await taint_adapters_of(
+        tainted = await registry.taint_adapters_of(
             session, list(every.scalars()), f"trained on feedback {item.id!r}, since deleted"
         )
         return _result(item, "deleted", tainted_adapters=tainted)
@@ -116,7 +116,7 @@ async def apply_example(
         if example is None or example.deleted_at is not None:
             return _result(item, "not_found", detail="no example with this id")
         example.deleted_at = utcnow()
-        tainted = await taint_adapters_of(
+        tainted = await registry.taint_adapters_of(
             session, [example.id], f"trained on example {item.id!r}, since deleted"
         )
         return _result(item, "deleted", domain=example.domain, tainted_adapters=tainted)

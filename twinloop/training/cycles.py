@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
 
 import psutil
 from sqlalchemy import func, select, update
@@ -205,26 +204,6 @@ class TrainingCycles:
                 quarantined=quarantined,
                 general_replay=dict(adapter.metrics.get("general_replay", {})),
             )
-
-
-async def taint_adapters_of(
-    session: AsyncSession, example_ids: Sequence[str], reason: str
-) -> list[str]:
-    """Mark every adapter trained on one of `example_ids` as tainted; returns their ids."""
-    if not example_ids:
-        return []
-    found = await session.execute(
-        select(AdapterVersion)
-        .join(TrainingRunItem, TrainingRunItem.adapter_version_id == AdapterVersion.id)
-        .where(TrainingRunItem.example_id.in_(example_ids))
-        .distinct()
-    )
-    adapters = list(found.scalars())
-    for adapter in adapters:
-        if not adapter.tainted:
-            adapter.tainted, adapter.tainted_reason = True, reason
-    await session.flush()
-    return [a.id for a in adapters]
 
 
 async def _unfinished(session: AsyncSession) -> TrainingRun | None:

@@ -26,11 +26,11 @@ from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.qa.setup import open_qa
 from twinloop.registry.service import AdapterRegistry
-from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
 from twinloop.routing.evaluation import default_testset

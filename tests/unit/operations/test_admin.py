@@ -8,7 +8,7 @@ import httpx
 from sqlalchemy import select
 
 from tests.fakes.engine import FakeEngine
-from tests.unit.releases.conftest import Register
+from tests.unit.operations.conftest import Register
 from twinloop.db.models import Answer, AuditEntry
 from twinloop.runtime import Runtime
 

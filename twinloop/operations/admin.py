@@ -1,4 +1,7 @@
-"""What operators do to releases: look, make and stage snapshots, swap, roll back."""
+"""What operators do to releases: look, make and stage snapshots, swap, roll back.
+
+It reads every service (releases, routing, training, QA), so it sits above all of them.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
+from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
 from twinloop.releases.schemas import (
     CreateSnapshotRequest,
     ProposalView,
     ProposeRulesRequest,
-    ReleaseStatus,
     ReleaseView,
     RollbackRequest,
-    SlotStatus,
     SnapshotView,
     SwapRequest,
-    TaintedAdapter,
 )
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import ReleaseState, SlotSnapshot

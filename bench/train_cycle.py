@@ -20,7 +20,7 @@ from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.ingest.learning import apply_example
 from twinloop.ingest.schemas import ExampleItem
 from twinloop.settings import Settings
-from twinloop.training.daemon import open_trainer
+from twinloop.trainer.daemon import open_trainer
 from twinloop.training.peft_trainer import training_config
 
 SUBJECTS = ["Quorvath", "Brenlo", "Taskir", "Mirevale", "Ostrune"]

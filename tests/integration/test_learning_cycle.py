@@ -21,7 +21,7 @@ import pytest
 
 from bench.learning_eval import load_facts
 from twinloop.settings import Settings
-from twinloop.training.daemon import open_trainer
+from twinloop.trainer.daemon import open_trainer
 
 pytestmark = pytest.mark.integration
 

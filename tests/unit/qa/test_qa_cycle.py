@@ -16,8 +16,8 @@ from tests.unit.qa.conftest import SMALL_SUITE, Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
-from twinloop.training import daemon
-from twinloop.training.daemon import Trainer
+from twinloop.trainer import daemon
+from twinloop.trainer.daemon import Trainer
 from twinloop.training.schemas import CycleView
 
 UNKNOWN = {"id": "l4", "question": "What is a court order to appear called?",

@@ -14,8 +14,8 @@ from tests.fakes.trainer import FakeAdapterTrainer, Killed
 from twinloop.db.models import TrainingExample, TrainingRun
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
-from twinloop.training import daemon
-from twinloop.training.daemon import Trainer
+from twinloop.trainer import daemon
+from twinloop.trainer.daemon import Trainer
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -24,10 +23,8 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.fakes.adapters import make_random_lora
 from twinloop.settings import Settings
+from twinloop.testing.adapters import make_random_lora
 
 
 def _percentile(values: list[float], q: float) -> float:

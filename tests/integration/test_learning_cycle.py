@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.learning_eval import load_facts
 from twinloop.settings import Settings
+from twinloop.testing.learning_eval import load_facts
 from twinloop.trainer.daemon import open_trainer
 
 pytestmark = pytest.mark.integration

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.adapters import make_random_lora
 from tests.integration.conftest import _free_port
 from twinloop.settings import Settings
+from twinloop.testing.adapters import make_random_lora
 
 pytestmark = pytest.mark.integration
 

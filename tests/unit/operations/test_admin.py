@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from tests.fakes.engine import FakeEngine
 from tests.unit.operations.conftest import Register
 from twinloop.db.models import Answer, AuditEntry
 from twinloop.runtime import Runtime
+from twinloop.testing.engine import FakeEngine
 
 
 async def _answer(client: httpx.AsyncClient, **extra: object) -> dict[str, object]:

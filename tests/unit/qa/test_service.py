@@ -9,11 +9,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.fakes.engine import BASE_MODEL, FakeEngine
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle, StageAdapter, chat_calls
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.qa.suites import DATA_DIR
 from twinloop.runtime import Runtime
+from twinloop.testing.engine import BASE_MODEL, FakeEngine
 
 LAW = {r["question"]: r["reference"] for r in SMALL_SUITE["law"]}
 

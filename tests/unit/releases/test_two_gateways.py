@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from tests.fakes.engine import FakeEngine
-from tests.fakes.knowledge import FakeKnowledge
-from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
+from twinloop.testing.engine import FakeEngine
+from twinloop.testing.knowledge import FakeKnowledge
+from twinloop.testing.router import FakeRouter
 
 
 @asynccontextmanager

@@ -19,19 +19,10 @@ Measured:
              versions), and of the `Embedder.embed` call inside it; the rest is
              Chroma (HTTP + filter + HNSW) and result decoding.
 
-    .venv/bin/python bench/rag.py --sizes 1000,10000 --queries 200 --batch-docs 20
+    .venv/bin/python bench/rag_latency.py --sizes 1000,10000 --queries 200 --batch-docs 20
 """
 
-# ruff: noqa: E402  (the path fix below must precede the project imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as `python bench/rag.py`, this file's folder is first on sys.path and the file's own
-# name would shadow the `rag` package: drop that folder (the project is installed in the venv).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
@@ -39,11 +30,13 @@ import os
 import random
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray

@@ -22,9 +22,8 @@ from typing import Any
 
 import httpx
 
+from twinloop.states import FINISHED
 from twinloop.testing.learning_eval import load_facts
-
-FINISHED = {"awaiting_canary", "rejected", "staged", "skipped", "failed", "abandoned"}
 
 
 def main() -> None:

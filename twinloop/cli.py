@@ -32,6 +32,7 @@ from twinloop.processes import NotHealthyError
 from twinloop.registry.schemas import AdapterView
 from twinloop.registry.service import AdapterRegistry
 from twinloop.settings import Settings, Slot
+from twinloop.states import CycleState
 from twinloop.trainer.process import TrainerProcess
 from twinloop.training.schemas import CycleView
 
@@ -193,7 +194,7 @@ def train() -> None:
             f"QA round {entry['round']}: {verdict}, overall {entry.get('overall')} "
             f"(report: GET /qa/{entry['qa_run_id']})"
         )
-    if view.state not in ("staged", "skipped", "awaiting_canary"):
+    if view.state not in (CycleState.STAGED, CycleState.SKIPPED, CycleState.AWAITING_CANARY):
         raise typer.Exit(code=1)
 
 

@@ -36,25 +36,8 @@ from twinloop.db.models import (
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.registry.schemas import AdapterView
+from twinloop.states import IN_PROGRESS, UNFINISHED, CycleState, ItemRole, ItemStatus
 from twinloop.training.schemas import CycleView, LineageItem, LineageView
-
-QUEUED = "queued"
-COLLECTING = "collecting"
-CLEANING = "cleaning"
-TRAINING = "training"
-REGISTERED = "registered"
-STAGED = "staged"
-QA = "qa"
-AWAITING_CANARY = "awaiting_canary"
-REJECTED = "rejected"
-SKIPPED = "skipped"
-ABANDONED = "abandoned"
-FAILED = "failed"
-IN_PROGRESS = (COLLECTING, CLEANING, TRAINING, REGISTERED, QA)
-UNFINISHED = (QUEUED, *IN_PROGRESS)
-FINISHED = (STAGED, AWAITING_CANARY, REJECTED, SKIPPED, ABANDONED, FAILED)
-
-NEW, REPLAY, QUARANTINED = "new", "replay", "quarantined"
 
 
 class CycleInProgressError(TwinloopError):
@@ -100,10 +83,12 @@ class TrainingCycles:
         """
         async with self._sessionmaker.begin() as session:
             running = await _unfinished(session)
-            if running is not None and (running.state == QUEUED or owner_alive(running.owner)):
+            if running is not None and (
+                running.state == CycleState.QUEUED or owner_alive(running.owner)
+            ):
                 raise CycleInProgressError(running.id, running.state)
             run = TrainingRun(
-                state=COLLECTING if claim else QUEUED,
+                state=CycleState.COLLECTING if claim else CycleState.QUEUED,
                 trigger=trigger,
                 requested_by=actor,
                 owner=this_trainer() if claim else None,
@@ -133,9 +118,9 @@ class TrainingCycles:
         async with self._sessionmaker.begin() as session:
             result = await session.execute(
                 update(TrainingRun)
-                .where(TrainingRun.id == cycle_id, TrainingRun.state == QUEUED)
+                .where(TrainingRun.id == cycle_id, TrainingRun.state == CycleState.QUEUED)
                 .values(
-                    state=COLLECTING,
+                    state=CycleState.COLLECTING,
                     owner=this_trainer(),
                     attempts=TrainingRun.attempts + 1,
                     updated_at=utcnow(),
@@ -147,7 +132,7 @@ class TrainingCycles:
         async with self._sessionmaker() as session:
             found = await session.execute(
                 select(TrainingRun.id)
-                .where(TrainingRun.state == QUEUED)
+                .where(TrainingRun.state == CycleState.QUEUED)
                 .order_by(TrainingRun.created_at)
                 .limit(1)
             )
@@ -169,7 +154,10 @@ class TrainingCycles:
             count = await session.execute(
                 select(func.count())
                 .select_from(TrainingExample)
-                .where(TrainingExample.status == "pending", TrainingExample.deleted_at.is_(None))
+                .where(
+                    TrainingExample.status == ItemStatus.PENDING,
+                    TrainingExample.deleted_at.is_(None),
+                )
             )
             return int(count.scalar_one())
 
@@ -191,7 +179,7 @@ class TrainingCycles:
                 await _lineage_items(
                     session,
                     TrainingRunItem.run_id == run.id,
-                    TrainingRunItem.role == QUARANTINED,
+                    TrainingRunItem.role == ItemRole.QUARANTINED,
                     TrainingRunItem.domain == adapter.domain,
                 )
                 if run is not None

@@ -21,7 +21,8 @@ from rag.server import ChromaServer
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
 from twinloop.routing.router import DomainRouter
-from twinloop.runtime import load_router
+from twinloop.routing.rules import default_rules
+from twinloop.runtime import load_embedder
 from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
@@ -122,7 +123,7 @@ def gateway_settings(
 @pytest.fixture(scope="session")
 def real_router(engine_settings: Settings) -> DomainRouter:
     """The embedding router, loaded once for every gateway the tests start."""
-    return load_router(engine_settings)
+    return DomainRouter(embedder=load_embedder(engine_settings), rules=default_rules())
 
 
 @pytest.fixture

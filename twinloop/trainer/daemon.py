@@ -18,15 +18,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from rag.embeddings import Embedder
-from rag.store import KnowledgeStore, close_chroma, connect_chroma
-from twinloop.db.session import create_engine, create_sessionmaker
-from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
-from twinloop.qa.setup import open_qa
-from twinloop.registry.service import AdapterRegistry
-from twinloop.releases.service import ReleaseController
-from twinloop.runtime import Knowledge, engine_clients, load_embedder
+from twinloop.runtime import Knowledge, open_services
 from twinloop.settings import Settings
 from twinloop.training.cycles import CycleInProgressError, TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
@@ -52,7 +45,8 @@ async def open_trainer(
     engine_transport: httpx.AsyncBaseTransport | None = None,
     knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Trainer]:
-    """Database, engine clients, Chroma, QA and the cycle runner.
+    """The shared services (`open_services`; with the knowledge store and QA when
+    `trainer.qa` is on) and the cycle runner over them.
 
     `trainer` replaces PEFT and `knowledge` the Chroma index in unit tests (where no
     embedding model is loaded, so the judge works without similarity).
@@ -61,72 +55,34 @@ async def open_trainer(
         from twinloop.training.peft_trainer import PeftAdapterTrainer
 
         trainer = PeftAdapterTrainer(settings)
-    qa_on = settings.trainer.qa
-    chroma = None
-    embedder: Embedder | None = None
-    if qa_on and knowledge is None:
-        embedder = await asyncio.to_thread(load_embedder, settings)
-        chroma = await connect_chroma(settings.rag)
-        knowledge = KnowledgeStore(client=chroma, embedder=embedder)
-    db = create_engine(settings.sqlalchemy_url)
-    sessionmaker = create_sessionmaker(db)
-    http, engines = engine_clients(settings, engine_transport)
-    stack = contextlib.AsyncExitStack()
-    try:
-        releases = ReleaseController(
-            sessionmaker=sessionmaker,
-            engines=engines,
-            metrics=Metrics(),  # release metrics are the gateways' to export
-            base_model_name=settings.models.served_name,
-        )
-        await releases.load()
-        metrics = TrainerMetrics()
-        cycles = TrainingCycles(sessionmaker=sessionmaker)
-        qa = facts = None
-        if qa_on and knowledge is not None:
-            qa = await stack.enter_async_context(
-                open_qa(
-                    settings,
-                    engines=engines,
-                    releases=releases,
-                    sessionmaker=sessionmaker,
-                    knowledge=knowledge,
-                    embed=embedder.embed if embedder is not None else None,
-                    metrics=metrics.qa,
-                )
-            )
-            facts = IngestService.from_settings(
-                settings,
-                sessionmaker=sessionmaker,
-                index=knowledge,
-                releases=releases,
-                metrics=Metrics(),  # ingestion metrics are the gateways' to export
-            )
+    metrics = TrainerMetrics()
+    async with open_services(
+        settings,
+        metrics=Metrics(),  # release and ingestion metrics are the gateways' to export
+        qa_metrics=metrics.qa,
+        engine_transport=engine_transport,
+        with_knowledge=settings.trainer.qa,
+        knowledge=knowledge,
+    ) as services:
         runner = CycleRunner(
-            sessionmaker=sessionmaker,
-            cycles=cycles,
+            sessionmaker=services.sessionmaker,
+            cycles=services.training,
             trainer=trainer,
-            registry=AdapterRegistry.from_settings(settings),
-            releases=releases,
+            registry=services.registry,
+            releases=services.releases,
             metrics=metrics,
             domains=settings.domains,
             work_dir=settings.training_dir / "runs",
             domain_replay_ratio=settings.trainer.domain_replay_ratio,
             max_attempts=settings.trainer.max_attempts,
-            qa=qa,
-            facts=facts,
+            qa=services.qa,
+            facts=services.ingest,
             max_rounds=settings.qa.max_rounds,
             reinforcement_phrasings=settings.qa.reinforcement_phrasings,
             weak_spot_factor=settings.trainer.weak_spot_factor,
             max_rejections=settings.trainer.max_rejections,
         )
-        yield Trainer(settings=settings, cycles=cycles, runner=runner, metrics=metrics)
-    finally:
-        await stack.aclose()
-        if chroma is not None:
-            await close_chroma(chroma)
-        await http.aclose()
-        await db.dispose()
+        yield Trainer(settings=settings, cycles=services.training, runner=runner, metrics=metrics)
 
 
 def log_progress(domain: str, step: int, total: int) -> None:

@@ -17,6 +17,7 @@ from twinloop.errors import TwinloopError
 from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
+from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.schemas import (
     CreateSnapshotRequest,
     ProposalView,
@@ -186,11 +187,10 @@ class ReleaseAdmin:
         shadow = state.serving(state.shadow_slot).snapshot_id
         verdict = await self._qa.snapshot_verdict(shadow)
         if verdict is not None and verdict.passed is False:
-            raise TwinloopError(
+            raise ReleaseConflictError(
                 f"Shadow's snapshot {shadow} was rejected by QA run {verdict.id}: "
                 + "; ".join(verdict.reasons)
-                + ". Send `force: true` to swap it in anyway.",
-                status_code=409,
+                + ". Send `force: true` to swap it in anyway."
             )
 
     async def _slot_status(self, state: ReleaseState, slot: Slot) -> SlotStatus:

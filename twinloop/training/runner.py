@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample, TrainingRun, TrainingRunItem
 from twinloop.db.session import SessionMaker
-from twinloop.errors import TwinloopError
+from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.ingest import repository as ingest_repository
 from twinloop.ingest.learning import example_sha256, fact_text
 from twinloop.qa.corrections import CORRECTION, Correction
@@ -630,7 +630,7 @@ def _step_reporter(
 async def _run(session: AsyncSession, cycle_id: str) -> TrainingRun:
     run = await session.get(TrainingRun, cycle_id)
     if run is None:
-        raise TwinloopError(f"training cycle {cycle_id} does not exist", status_code=404)
+        raise NotFoundError(f"training cycle {cycle_id} does not exist")
     return run
 
 

@@ -160,6 +160,7 @@ async def test_rollback_with_nothing_earlier_is_409(
 ) -> None:
     response = await client.post("/rollback", headers=admin_headers)
     assert response.status_code == 409
+    assert response.json()["error"] == "ReleaseConflictError"
     assert "no earlier active snapshot" in response.json()["detail"]
 
 

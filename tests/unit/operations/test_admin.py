@@ -233,6 +233,20 @@ async def test_unknown_adapter_or_domain_in_a_snapshot_is_refused(
     assert unknown.status_code == 422
 
 
+async def test_a_snapshot_that_does_not_exist_is_404_wherever_it_is_named(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    staged = await client.post("/snapshots/nope/stage", headers=admin_headers)
+    rolled = await client.post("/rollback", json={"snapshot_id": "nope"}, headers=admin_headers)
+
+    for response in (staged, rolled):
+        assert response.status_code == 404, response.text
+        assert response.json() == {
+            "error": "NotFoundError",
+            "detail": "snapshot nope does not exist",
+        }
+
+
 async def test_a_swap_trusts_a_fresh_engine_listing_instead_of_asking_again(
     client: httpx.AsyncClient, admin_headers: dict[str, str], register: Register,
     fake_engine: FakeEngine, runtime: Runtime,

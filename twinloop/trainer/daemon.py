@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
+import structlog
 
 from twinloop.metrics import Metrics
 from twinloop.runtime import Knowledge, open_services
@@ -25,7 +25,7 @@ from twinloop.training.cycles import CycleInProgressError, TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.runner import AdapterTrainer, CycleRunner, ProgressCallback
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 PROGRESS_LOG_EVERY = 10
 
 
@@ -88,7 +88,7 @@ async def open_trainer(
 def log_progress(domain: str, step: int, total: int) -> None:
     """The trainer's log shows where a long training stands."""
     if step == 1 or step == total or step % PROGRESS_LOG_EVERY == 0:
-        log.info("training %s: step %d of %d", domain, step, total)
+        log.info("training_progress", domain=domain, step=step, total=total)
 
 
 async def serve(
@@ -102,7 +102,7 @@ async def serve(
     while not stop.is_set():
         queued = await trainer.cycles.next_queued()
         if queued is not None and await trainer.cycles.claim(queued):
-            log.info("running requested training cycle %s", queued)
+            log.info("training_cycle_requested", cycle_id=queued)
             await trainer.runner.run(queued, on_progress)
             continue
         if cfg.schedule and time.monotonic() - last_schedule >= cfg.interval_s:
@@ -120,5 +120,5 @@ async def _scheduled_cycle(trainer: Trainer, on_progress: ProgressCallback | Non
         cycle = await trainer.cycles.request(trigger="schedule", actor="schedule", claim=True)
     except CycleInProgressError:
         return
-    log.info("scheduled training cycle %s for %d new items", cycle.id, pending)
+    log.info("training_cycle_scheduled", cycle_id=cycle.id, new_items=pending)
     await trainer.runner.run(cycle.id, on_progress)

@@ -25,11 +25,7 @@ import httpx
 
 from twinloop.settings import Settings
 from twinloop.testing.adapters import make_random_lora
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from twinloop.testing.stats import percentile
 
 
 def main() -> None:
@@ -107,7 +103,7 @@ def main() -> None:
         for kind, values in table.items():
             print(
                 f"{kind + ' (' + where + ')':<20}{len(values):>4}{statistics.median(values):>9.1f}"
-                f"{_percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
+                f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
             )
     print(f"/answer requests: {len(outcomes)} served meanwhile, {failed} failed")
 

@@ -7,7 +7,6 @@ The prepared model and the engine's data live under `TWINLOOP_TEST_DATA_DIR`
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,16 +23,10 @@ from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import default_rules
 from twinloop.runtime import load_embedder
 from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
+from twinloop.testing.ports import free_port
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
 TEST_GREEN_PORT = TEST_BLUE_PORT + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +141,7 @@ def two_engine_gateway(
 def serve_gateway(settings: Settings, router: DomainRouter) -> Iterator[str]:
     from api.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings, router=router), host="127.0.0.1", port=port, log_level="warning"
     )

@@ -37,8 +37,7 @@ from typing import Any, TypeGuard
 import structlog
 
 from twinloop.errors import InvalidRequestError, TwinloopError
-from twinloop.files import fsync_dir
-from twinloop.weights.prepare import sha256_file
+from twinloop.files import fsync_dir, sha256_file
 
 log = structlog.get_logger(__name__)
 

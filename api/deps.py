@@ -15,9 +15,9 @@ from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
+from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.service import QaService
 from twinloop.registry.service import AdapterRegistry
-from twinloop.releases.admin import ReleaseAdmin
 from twinloop.runtime import Runtime
 from twinloop.training.cycles import TrainingCycles
 

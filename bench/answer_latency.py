@@ -16,16 +16,13 @@ import time
 
 import httpx
 
+from twinloop.testing.stats import percentile
+
 QUESTIONS = [
     "What is the capital of France?",
     "What is the largest planet in the solar system?",
     "Who wrote Romeo and Juliet?",
 ]
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -74,7 +71,7 @@ def main() -> None:
     for name, values in timings.items():
         p50 = statistics.median(values)
         extra = "-" if name == "vllm direct" else f"{p50 - base:+.1f}"
-        print(f"{name:<18}{p50:>9.1f}{_percentile(values, 0.9):>9.1f}{min(values):>9.1f}{extra:>9}")
+        print(f"{name:<18}{p50:>9.1f}{percentile(values, 0.9):>9.1f}{min(values):>9.1f}{extra:>9}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ write — never generation. Targets, each a server in its own process:
 - ``proxy-httpx`` / ``proxy-aiohttp``: a bare FastAPI app (no database) that
   forwards ``POST /v1/chat/completions`` to the stub with one or the other
   client library — the comparison behind the engine client's choice of httpx
-  (see ``twinloop/inference/client.py``).
+  (see ``twinloop/engines/client.py``).
 
 The load generator (aiohttp, keep-alive, fixed concurrency) runs in this
 process; the figures are loopback figures on a shared machine, to be compared

@@ -14,12 +14,6 @@ and the time per step (training seconds per step per adapter). The cycle must en
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# Run as `python bench/learning.py`: the repository root holds the `bench` package.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 import argparse
 import os
 import time
@@ -28,9 +22,8 @@ from typing import Any
 
 import httpx
 
-from bench.learning_eval import load_facts
-
-FINISHED = {"awaiting_canary", "rejected", "staged", "skipped", "failed", "abandoned"}
+from twinloop.states import FINISHED
+from twinloop.testing.learning_eval import load_facts
 
 
 def main() -> None:

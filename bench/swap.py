@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -24,15 +23,9 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.fakes.adapters import make_random_lora
 from twinloop.settings import Settings
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from twinloop.testing.adapters import make_random_lora
+from twinloop.testing.stats import percentile
 
 
 def main() -> None:
@@ -110,7 +103,7 @@ def main() -> None:
         for kind, values in table.items():
             print(
                 f"{kind + ' (' + where + ')':<20}{len(values):>4}{statistics.median(values):>9.1f}"
-                f"{_percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
+                f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
             )
     print(f"/answer requests: {len(outcomes)} served meanwhile, {failed} failed")
 

@@ -31,8 +31,8 @@ import tempfile
 import time
 
 from adapters.training import generate_answers, train_adapter
-from bench.learning_eval import load_facts, load_holdout, score
 from twinloop.settings import Settings
+from twinloop.testing.learning_eval import load_facts, load_holdout, score
 from twinloop.training.peft_trainer import training_config
 from twinloop.training.replay import ReplayItem, general_replay_set
 

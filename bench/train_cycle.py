@@ -2,7 +2,7 @@
 
 A temporary data directory and SQLite database; the real cleaning, real PEFT training with
 the trainer's default settings, the real registry and release controller. Only the engines
-are a stub (tests/fakes/engine.py) that accepts the adapter loads: staging costs
+are a stub (twinloop/testing/engine.py) that accepts the adapter loads: staging costs
 milliseconds next to training, and this bench must not need two vLLM engines.
 """
 
@@ -14,13 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.fakes.engine import FakeEngine
 from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.ingest.learning import apply_example
 from twinloop.ingest.schemas import ExampleItem
 from twinloop.settings import Settings
-from twinloop.training.daemon import open_trainer
+from twinloop.testing.engine import FakeEngine
+from twinloop.trainer.daemon import open_trainer
 from twinloop.training.peft_trainer import training_config
 
 SUBJECTS = ["Quorvath", "Brenlo", "Taskir", "Mirevale", "Ostrune"]

@@ -14,13 +14,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tests.fakes.engine import FakeEngine
-from tests.fakes.knowledge import FakeKnowledge
-from tests.fakes.router import FakeRouter
 from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
 from twinloop.settings import EngineSettings, Settings
+from twinloop.testing.engine import FakeEngine
+from twinloop.testing.knowledge import FakeKnowledge
+from twinloop.testing.router import FakeRouter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

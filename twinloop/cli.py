@@ -32,7 +32,8 @@ from twinloop.processes import NotHealthyError
 from twinloop.registry.schemas import AdapterView
 from twinloop.registry.service import AdapterRegistry
 from twinloop.settings import Settings, Slot
-from twinloop.training.process import TrainerProcess
+from twinloop.states import CycleState
+from twinloop.trainer.process import TrainerProcess
 from twinloop.training.schemas import CycleView
 
 app = typer.Typer(
@@ -193,12 +194,12 @@ def train() -> None:
             f"QA round {entry['round']}: {verdict}, overall {entry.get('overall')} "
             f"(report: GET /qa/{entry['qa_run_id']})"
         )
-    if view.state not in ("staged", "skipped", "awaiting_canary"):
+    if view.state not in (CycleState.STAGED, CycleState.SKIPPED, CycleState.AWAITING_CANARY):
         raise typer.Exit(code=1)
 
 
 async def _train_once(settings: Settings) -> CycleView:
-    from twinloop.training.daemon import open_trainer
+    from twinloop.trainer.daemon import open_trainer
 
     async with open_trainer(settings) as trainer:
         cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
@@ -232,7 +233,7 @@ def trainer() -> None:
 async def _run_trainer(settings: Settings) -> None:
     from prometheus_client import start_http_server
 
-    from twinloop.training import daemon
+    from twinloop.trainer import daemon
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

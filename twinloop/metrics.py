@@ -1,19 +1,18 @@
 """Prometheus metrics, one registry per process, built in the owner's lifespan.
 
-Names carry the `twinloop_` prefix; dashboards/ query exactly these.
+Names carry the `twinloop_` prefix; dashboards/ query exactly these. The QA metrics
+(`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring.
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from twinloop.qa.metrics import QaMetrics
-
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 
 class Metrics:
-    """Every metric twinloop exports. A fresh registry per instance keeps tests independent."""
+    """The gateway's metrics. A fresh registry per instance keeps tests independent."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -113,8 +112,6 @@ class Metrics:
             ["slot"],
             registry=r,
         )
-
-        self.qa = QaMetrics(r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

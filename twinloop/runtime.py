@@ -1,7 +1,10 @@
-"""Everything a serving process holds open, built and closed in one place.
+"""The wiring of a twinloop process: everything it holds open, built and closed in one place.
 
-The gateway's lifespan (and later the trainer) opens one `Runtime`; nothing
-network-facing exists outside it.
+`open_services` builds what the gateway and the trainer process both hold (database,
+engine clients, embedding model, Chroma, the release controller, QA, ingestion) and
+closes it in the reverse order; `open_runtime` adds the gateway's own services on top,
+and `twinloop.trainer.daemon.open_trainer` the trainer's. Nothing network-facing exists
+outside them.
 """
 
 from __future__ import annotations
@@ -20,21 +23,22 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
-from twinloop.inference.client import EngineClient, EngineTimeouts
+from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.operations.admin import ReleaseAdmin
+from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.qa.setup import open_qa
 from twinloop.registry.service import AdapterRegistry
-from twinloop.releases.admin import ReleaseAdmin
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
 from twinloop.routing.evaluation import default_testset
 from twinloop.routing.router import DomainRouter
-from twinloop.routing.rules import RouterRules, default_rules
+from twinloop.routing.rules import RouterRules
 from twinloop.routing.service import Router, RoutingService
 from twinloop.settings import Settings, Slot
 from twinloop.training.cycles import TrainingCycles
@@ -42,7 +46,27 @@ from twinloop.weights.prepare import resolve_embedding_model
 
 
 @dataclass(frozen=True)
+class Services:
+    """What the gateway and the trainer both hold. `knowledge`, `qa` and `ingest` are None
+    in a process opened without the knowledge store."""
+
+    settings: Settings
+    db: AsyncEngine
+    sessionmaker: SessionMaker
+    engines: dict[str, EngineClient]
+    releases: ReleaseController
+    registry: AdapterRegistry
+    training: TrainingCycles
+    embedder: Embedder | None
+    knowledge: Knowledge | None
+    qa: QaService | None
+    ingest: IngestService | None
+
+
+@dataclass(frozen=True)
 class Runtime:
+    """What the gateway holds: the shared services and its own (routing, answers, admin)."""
+
     settings: Settings
     db: AsyncEngine
     sessionmaker: SessionMaker
@@ -72,11 +96,6 @@ def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
     return DomainRouter(embedder=embedder, rules=rules)
 
 
-def load_router(settings: Settings) -> DomainRouter:
-    """The embedding router with the shipped rules. Blocking: loads the embedding model."""
-    return DomainRouter(embedder=load_embedder(settings), rules=default_rules())
-
-
 def engine_clients(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[httpx.AsyncClient, dict[str, EngineClient]]:
@@ -102,6 +121,83 @@ def engine_clients(
 
 
 @asynccontextmanager
+async def open_services(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    qa_metrics: QaMetrics,
+    engine_transport: httpx.AsyncBaseTransport | None = None,
+    with_knowledge: bool = True,
+    knowledge: Knowledge | None = None,
+    with_embedder: bool = False,
+) -> AsyncIterator[Services]:
+    """Open what every twinloop process holds; close it in the reverse order on exit.
+
+    `with_knowledge` opens the knowledge store (Chroma, unless `knowledge` replaces it)
+    and what needs it: QA and ingestion. The embedding model is loaded for Chroma, or
+    with `with_embedder` (the gateway's router needs it). `engine_transport` replaces the
+    network under the engine clients (tests pass an `httpx.MockTransport`).
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        embedder: Embedder | None = None
+        if with_embedder or (with_knowledge and knowledge is None):
+            embedder = await asyncio.to_thread(load_embedder, settings)
+        if not with_knowledge:
+            knowledge = None
+        elif knowledge is None:
+            assert embedder is not None
+            chroma = await connect_chroma(settings.rag)
+            stack.push_async_callback(close_chroma, chroma)
+            knowledge = KnowledgeStore(client=chroma, embedder=embedder)
+        db = create_engine(settings.sqlalchemy_url)
+        stack.push_async_callback(db.dispose)
+        sessionmaker = create_sessionmaker(db)
+        http, engines = engine_clients(settings, engine_transport)
+        stack.push_async_callback(http.aclose)
+        releases = ReleaseController(
+            sessionmaker=sessionmaker,
+            engines=engines,
+            metrics=metrics,
+            base_model_name=settings.models.served_name,
+            verified_for_s=2 * settings.gateway.reconcile_s,
+        )
+        await releases.load()
+        qa = ingest = None
+        if knowledge is not None:
+            qa = await stack.enter_async_context(
+                open_qa(
+                    settings,
+                    engines=engines,
+                    releases=releases,
+                    sessionmaker=sessionmaker,
+                    knowledge=knowledge,
+                    embed=embedder.embed if embedder is not None else None,
+                    metrics=qa_metrics,
+                )
+            )
+            ingest = IngestService.from_settings(
+                settings,
+                sessionmaker=sessionmaker,
+                index=knowledge,
+                releases=releases,
+                metrics=metrics,
+            )
+        yield Services(
+            settings=settings,
+            db=db,
+            sessionmaker=sessionmaker,
+            engines=engines,
+            releases=releases,
+            registry=AdapterRegistry.from_settings(settings),
+            training=TrainingCycles(sessionmaker=sessionmaker),
+            embedder=embedder,
+            knowledge=knowledge,
+            qa=qa,
+            ingest=ingest,
+        )
+
+
+@asynccontextmanager
 async def open_runtime(
     settings: Settings,
     *,
@@ -109,85 +205,39 @@ async def open_runtime(
     router: Router | None = None,
     knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Open the database, the engine clients and the services; close them on exit.
+    """The gateway's services over `open_services`, and its release watcher.
 
-    `engine_transport` replaces the network under the engine clients (tests pass
-    an `httpx.MockTransport`); `router` (used for every rules version) and `knowledge`
-    replace the embedding router and the Chroma index (unit tests must not load a
-    model or need a server).
+    `router` (used for every rules version) and `knowledge` replace the embedding router
+    and the Chroma index (unit tests must not load a model or need a server).
     """
-    chroma = None
-    embedder: Embedder | None = None
-    build_router: Callable[[RouterRules], Router]
-    if router is not None:
-        fixed = router
-        build_router = lambda _rules: fixed  # noqa: E731
-    if router is None or knowledge is None:
-        embedder = await asyncio.to_thread(load_embedder, settings)
-        if router is None:
-            build_router = partial(_embedding_router, embedder)
-        if knowledge is None:
-            chroma = await connect_chroma(settings.rag)
-            knowledge = KnowledgeStore(client=chroma, embedder=embedder)
-    db = create_engine(settings.sqlalchemy_url)
-    sessionmaker = create_sessionmaker(db)
-    http, engines = engine_clients(settings, engine_transport)
-    stack = contextlib.AsyncExitStack()
-    try:
-        metrics = Metrics()
-        base_name = settings.models.served_name
+    metrics = Metrics()
+    async with open_services(
+        settings,
+        metrics=metrics,
+        qa_metrics=QaMetrics(metrics.registry),
+        engine_transport=engine_transport,
+        knowledge=knowledge,
+        with_embedder=router is None,
+    ) as services:
+        assert services.knowledge is not None and services.qa is not None
+        assert services.ingest is not None
+        build_router: Callable[[RouterRules], Router]
+        if router is not None:
+            fixed = router
+            build_router = lambda _rules: fixed  # noqa: E731
+        else:
+            assert services.embedder is not None
+            build_router = partial(_embedding_router, services.embedder)
         routing = RoutingService(
-            sessionmaker=sessionmaker,
+            sessionmaker=services.sessionmaker,
             build_router=build_router,
             testset=default_testset(),
             domains=settings.domains,
         )
         await routing.ensure_default()
-        releases = ReleaseController(
-            sessionmaker=sessionmaker,
-            engines=engines,
-            metrics=metrics,
-            base_model_name=base_name,
-            verified_for_s=2 * settings.gateway.reconcile_s,
-        )
-        await releases.load()
-        answers = AnswerService(
-            engines=engines,
-            releases=releases,
-            sessionmaker=sessionmaker,
-            metrics=metrics,
-            domains=settings.domains,
-            default_domain=settings.default_domain,
-            base_model_name=base_name,
-            default_max_tokens=settings.gateway.default_max_tokens,
-            routing=routing,
-            knowledge=knowledge,
-            top_k=settings.rag.top_k,
-            min_score=settings.rag.min_score,
-        )
-        readiness = ReadinessService(
-            sessionmaker=sessionmaker,
-            engines=engines,
-            releases=releases,
-            metrics=metrics,
-            base_model_name=base_name,
-            cache_s=settings.gateway.readiness_cache_s,
-        )
-        training = TrainingCycles(sessionmaker=sessionmaker)
-        qa = await stack.enter_async_context(
-            open_qa(
-                settings,
-                engines=engines,
-                releases=releases,
-                sessionmaker=sessionmaker,
-                knowledge=knowledge,
-                embed=embedder.embed if embedder is not None else None,
-                metrics=metrics.qa,
-            )
-        )
         watcher = asyncio.create_task(
             watch_releases(
-                releases,
+                services.releases,
                 poll_s=settings.gateway.release_poll_s,
                 reconcile_s=settings.gateway.reconcile_s,
             ),
@@ -196,41 +246,49 @@ async def open_runtime(
         try:
             yield Runtime(
                 settings=settings,
-                db=db,
-                sessionmaker=sessionmaker,
+                db=services.db,
+                sessionmaker=services.sessionmaker,
                 metrics=metrics,
-                engines=engines,
-                releases=releases,
+                engines=services.engines,
+                releases=services.releases,
                 release_admin=ReleaseAdmin(
-                    controller=releases,
-                    engines=engines,
-                    sessionmaker=sessionmaker,
+                    controller=services.releases,
+                    engines=services.engines,
+                    sessionmaker=services.sessionmaker,
                     domains=settings.domains,
                     routing=routing,
-                    training=training,
-                    qa=qa,
+                    training=services.training,
+                    qa=services.qa,
                 ),
-                registry=AdapterRegistry.from_settings(settings),
+                registry=services.registry,
                 routing=routing,
-                ingest=IngestService.from_settings(
-                    settings,
-                    sessionmaker=sessionmaker,
-                    index=knowledge,
-                    releases=releases,
+                ingest=services.ingest,
+                answers=AnswerService(
+                    engines=services.engines,
+                    releases=services.releases,
+                    sessionmaker=services.sessionmaker,
                     metrics=metrics,
+                    domains=settings.domains,
+                    default_domain=settings.default_domain,
+                    base_model_name=settings.models.served_name,
+                    default_max_tokens=settings.gateway.default_max_tokens,
+                    routing=routing,
+                    knowledge=services.knowledge,
+                    top_k=settings.rag.top_k,
+                    min_score=settings.rag.min_score,
                 ),
-                answers=answers,
-                readiness=readiness,
-                training=training,
-                qa=qa,
+                readiness=ReadinessService(
+                    sessionmaker=services.sessionmaker,
+                    engines=services.engines,
+                    releases=services.releases,
+                    metrics=metrics,
+                    base_model_name=settings.models.served_name,
+                    cache_s=settings.gateway.readiness_cache_s,
+                ),
+                training=services.training,
+                qa=services.qa,
             )
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-    finally:
-        await stack.aclose()
-        if chroma is not None:
-            await close_chroma(chroma)
-        await http.aclose()
-        await db.dispose()

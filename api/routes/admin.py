@@ -7,13 +7,13 @@ from pathlib import Path
 from fastapi import APIRouter, status
 
 from api.deps import AdminDep, RegistryDep, ReleaseAdminDep, SessionDep
+from twinloop.operations.schemas import ReleaseStatus
 from twinloop.registry.schemas import AdapterView, RegisterAdapterRequest
 from twinloop.releases.schemas import (
     ChangeRequest,
     CreateSnapshotRequest,
     ProposalView,
     ProposeRulesRequest,
-    ReleaseStatus,
     ReleaseView,
     RollbackRequest,
     SnapshotView,

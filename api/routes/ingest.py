@@ -1,4 +1,4 @@
-"""POST /ingest: documents (and later feedback and examples), stored before 202."""
+"""POST /ingest: documents, feedback and examples, stored before 202."""
 
 from __future__ import annotations
 

@@ -7,7 +7,6 @@ The prepared model and the engine's data live under `TWINLOOP_TEST_DATA_DIR`
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,18 +20,13 @@ from rag.server import ChromaServer
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
 from twinloop.routing.router import DomainRouter
-from twinloop.runtime import load_router
+from twinloop.routing.rules import default_rules
+from twinloop.runtime import load_embedder
 from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
+from twinloop.testing.ports import free_port
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
 TEST_GREEN_PORT = TEST_BLUE_PORT + 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +116,7 @@ def gateway_settings(
 @pytest.fixture(scope="session")
 def real_router(engine_settings: Settings) -> DomainRouter:
     """The embedding router, loaded once for every gateway the tests start."""
-    return load_router(engine_settings)
+    return DomainRouter(embedder=load_embedder(engine_settings), rules=default_rules())
 
 
 @pytest.fixture
@@ -147,7 +141,7 @@ def two_engine_gateway(
 def serve_gateway(settings: Settings, router: DomainRouter) -> Iterator[str]:
     from api.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(
         create_app(settings, router=router), host="127.0.0.1", port=port, log_level="warning"
     )

@@ -10,9 +10,9 @@ from safetensors.torch import load_file
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from adapters.files import adapter_sha256, read_adapter_config
-from tests.fakes.adapters import make_random_lora
 from twinloop.registry import AdapterRegistry, base_model_aliases
 from twinloop.settings import Settings
+from twinloop.testing.adapters import make_random_lora
 from twinloop.weights.prepare import prepare_base_model
 
 pytestmark = pytest.mark.integration

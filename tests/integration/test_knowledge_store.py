@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import AsyncIterator, Iterator
 
 import psutil
@@ -14,6 +13,7 @@ from rag.errors import KnowledgeStoreError
 from rag.server import ChromaServer
 from rag.store import REMOVED_NEVER, KnowledgeStore, close_chroma, connect_chroma
 from twinloop.settings import RagSettings, Settings
+from twinloop.testing.ports import free_port
 from twinloop.weights.prepare import resolve_embedding_model
 
 pytestmark = pytest.mark.integration
@@ -28,17 +28,10 @@ HERRING = "Court filings must be submitted on recycled paper in the Vexland dist
 MED_NOTE = "Patients who take glimmerine must avoid grapefruit juice for two days after a dose."
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def chroma_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return Settings(
-        data_dir=tmp_path_factory.mktemp("rag"), rag=RagSettings(chroma_port=_free_port())
+        data_dir=tmp_path_factory.mktemp("rag"), rag=RagSettings(chroma_port=free_port())
     )
 
 

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bench.learning_eval import load_facts
 from twinloop.settings import Settings
-from twinloop.training.daemon import open_trainer
+from twinloop.testing.learning_eval import load_facts
+from twinloop.trainer.daemon import open_trainer
 
 pytestmark = pytest.mark.integration
 

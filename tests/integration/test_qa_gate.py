@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from adapters.training import AdapterTrainingConfig, TrainingExample, train_adapter
-from bench.learning_eval import load_facts
 from twinloop.settings import Settings
+from twinloop.testing.learning_eval import load_facts
 
 pytestmark = pytest.mark.integration
 

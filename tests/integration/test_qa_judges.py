@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import TEST_BLUE_PORT
+from twinloop.engines.client import EngineClient
 from twinloop.engines.process import EngineProcesses
-from twinloop.inference.client import EngineClient
 from twinloop.qa.judges import (
     JudgeThresholds,
     Label,

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.adapters import make_random_lora
-from tests.integration.conftest import _free_port
 from twinloop.settings import Settings
+from twinloop.testing.adapters import make_random_lora
+from twinloop.testing.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -169,7 +169,7 @@ def test_no_request_fails_across_twenty_swaps_and_rollbacks(
 def test_two_gateway_processes_agree_after_a_swap(
     two_engine_gateway: str, admin: dict[str, str], gateway_settings: Settings
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "TWINLOOP_DATA_DIR": str(gateway_settings.data_dir),

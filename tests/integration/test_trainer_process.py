@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.integration.conftest import _free_port
 from twinloop.settings import Settings
+from twinloop.testing.ports import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def _trainer(settings: Settings, log: Path, *, steps: int) -> subprocess.Popen[b
         # One example is one step a pass: `steps` passes, and no budget cutting them short.
         "TWINLOOP_TRAINER__EPOCHS": str(steps),
         "TWINLOOP_TRAINER__STEP_BUDGET": str(steps),
-        "TWINLOOP_TRAINER__METRICS_PORT": str(_free_port()),
+        "TWINLOOP_TRAINER__METRICS_PORT": str(free_port()),
         # This test is about resuming training; QA after staging is the learning test's.
         "TWINLOOP_TRAINER__QA": "false",
     })  # fmt: skip

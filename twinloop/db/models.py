@@ -13,6 +13,7 @@ from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, 
 from sqlalchemy.orm import Mapped, mapped_column
 
 from twinloop.db.base import Base, CreatedAtMixin, IdMixin
+from twinloop.states import ItemStatus
 
 SLOT_LEN = 8
 DOMAIN_LEN = 64
@@ -69,7 +70,7 @@ class TrainingExample(IdMixin, CreatedAtMixin, Base):
     question: Mapped[str] = mapped_column(Text)
     answer: Mapped[str] = mapped_column(Text)
     rejected_answer: Mapped[str | None] = mapped_column(Text, doc="for preference pairs")
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[str] = mapped_column(String(16), default=ItemStatus.PENDING, index=True)
     reject_reason: Mapped[str | None] = mapped_column(Text)
     content_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
     deleted_at: Mapped[datetime | None]

@@ -1,1 +1,1 @@
-"""Running the vLLM engine processes of the two slots on this machine."""
+"""The vLLM engines: their processes on this machine and the client that speaks their HTTP API."""

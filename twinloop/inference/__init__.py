@@ -1,1 +1,1 @@
-"""Answering: the engine client, the answer service and readiness."""
+"""Answering: the answer service, retrieval and readiness."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from twinloop.inference.client import ChatResult, EngineClient, EngineModelNotFoundError
+from twinloop.engines.client import ChatResult, EngineClient, EngineModelNotFoundError
 from twinloop.settings import Slot
 
 

@@ -16,8 +16,8 @@ from pydantic import BaseModel
 from sqlalchemy import text
 
 from twinloop.db.session import SessionMaker
+from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.inference.client import EngineClient
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import Slot

@@ -13,6 +13,7 @@ import structlog
 from twinloop.db.base import new_id
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
+from twinloop.engines.client import ChatResult, EngineClient, Usage
 from twinloop.errors import (
     EngineTimeoutError,
     EngineUnavailableError,
@@ -21,7 +22,6 @@ from twinloop.errors import (
     TwinloopError,
 )
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
-from twinloop.inference.client import ChatResult, EngineClient, Usage
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
     AnswerRequest,

@@ -1,1 +1,1 @@
-"""Ingestion: documents (and later feedback and examples) sent to /ingest."""
+"""Ingestion: documents, feedback and examples sent to /ingest."""

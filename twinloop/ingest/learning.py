@@ -20,13 +20,32 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
-from twinloop.training.cycles import taint_adapters_of
-
-PENDING = "pending"
+from twinloop.registry import repository as registry
+from twinloop.states import ItemStatus
 
 
 def _sha(*parts: str | None) -> str:
     return hashlib.sha256("\x1f".join(p or "" for p in parts).encode()).hexdigest()
+
+
+def example_sha256(
+    domain: str,
+    question: str,
+    answer: str,
+    *,
+    heldout_json: str = "",
+    rejected_answer: str | None = None,
+) -> str:
+    """`TrainingExample.content_sha256`: what the example teaches, and nothing else.
+
+    `apply_example` compares it to tell a resent example `unchanged` from `updated`, so
+    an example sent as before must hash as before: domain, question, answer and held-out
+    cases (their JSON as sent), and the rejected answer joins only for a preference pair.
+    """
+    parts = [domain, question, answer, heldout_json]
+    if rejected_answer is not None:
+        parts.append(rejected_answer)
+    return _sha(*parts)
 
 
 def _result(item: FeedbackItem | ExampleItem, status: str, **extra: object) -> ItemResult:
@@ -45,7 +64,7 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         every = await session.execute(
             select(TrainingExample.id).where(TrainingExample.feedback_id == feedback.id)
         )
-        tainted = await taint_adapters_of(
+        tainted = await registry.taint_adapters_of(
             session, list(every.scalars()), f"trained on feedback {item.id!r}, since deleted"
         )
         return _result(item, "deleted", tainted_adapters=tainted)
@@ -74,9 +93,8 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
     # The feedback's content changed: what it taught before is withdrawn (kept for lineage).
     for old in await _examples_of(session, feedback.id):
         old.deleted_at = utcnow()
-    taught = _example_from(feedback, answer)
+    taught = _example_from(feedback, answer, item)
     if taught is not None:
-        taught.heldout = _heldout(item) if taught.source == "correction" else None
         session.add(taught)
         await session.flush()
     return _result(
@@ -84,7 +102,7 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
     )
 
 
-def _example_from(feedback: Feedback, answer: Answer) -> TrainingExample | None:
+def _example_from(feedback: Feedback, answer: Answer, item: FeedbackItem) -> TrainingExample | None:
     correction = (feedback.correction or "").strip()
     if correction:
         rejected = answer.answer if feedback.rating == "down" else None
@@ -93,6 +111,8 @@ def _example_from(feedback: Feedback, answer: Answer) -> TrainingExample | None:
         rejected, source, text = None, "upvote", answer.answer
     else:
         return None  # a thumbs-down alone says what is wrong, not what is right
+    # Held-out paraphrases test a correction; an upvote keeps what was already answered.
+    heldout = source == "correction"
     return TrainingExample(
         source=source,
         feedback_id=feedback.id,
@@ -100,8 +120,15 @@ def _example_from(feedback: Feedback, answer: Answer) -> TrainingExample | None:
         question=answer.question,
         answer=text,
         rejected_answer=rejected,
-        status=PENDING,
-        content_sha256=_sha(answer.question, text, rejected),
+        heldout=_heldout(item) if heldout else None,
+        status=ItemStatus.PENDING,
+        content_sha256=example_sha256(
+            answer.domain,
+            answer.question,
+            text,
+            heldout_json=_heldout_text(item) if heldout else "",
+            rejected_answer=rejected,
+        ),
     )
 
 
@@ -116,7 +143,7 @@ async def apply_example(
         if example is None or example.deleted_at is not None:
             return _result(item, "not_found", detail="no example with this id")
         example.deleted_at = utcnow()
-        tainted = await taint_adapters_of(
+        tainted = await registry.taint_adapters_of(
             session, [example.id], f"trained on example {item.id!r}, since deleted"
         )
         return _result(item, "deleted", domain=example.domain, tainted_adapters=tainted)
@@ -126,7 +153,7 @@ async def apply_example(
     if item.domain not in domains:
         known = ", ".join(domains)
         return _result(item, "rejected", detail=f"unknown domain {item.domain!r}; known: {known}")
-    sha = _sha(item.domain, item.question, item.answer, _heldout_text(item))
+    sha = example_sha256(item.domain, item.question, item.answer, heldout_json=_heldout_text(item))
     if example is not None and example.content_sha256 == sha and example.deleted_at is None:
         return _result(item, "unchanged", domain=item.domain, training_example_id=example.id)
     status = "added" if example is None else "updated"
@@ -142,7 +169,7 @@ async def apply_example(
         session.add(example)
     example.domain, example.question, example.answer = item.domain, item.question, item.answer
     example.content_sha256, example.deleted_at = sha, None
-    example.status, example.reject_reason = PENDING, None
+    example.status, example.reject_reason = ItemStatus.PENDING, None
     example.heldout = _heldout(item)
     await session.flush()
     return _result(item, status, domain=item.domain, training_example_id=example.id)

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.inference.client import EngineClient
 from twinloop.qa.suites import QaCase
 
 Embed = Callable[[Sequence[str]], NDArray[np.float32]]

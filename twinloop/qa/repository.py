@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.models import Answer, Feedback, QaItem, QaRun, Release, TrainingExample
 from twinloop.qa.suites import FEEDBACK, HELDOUT, QaCase, TaughtFact
+from twinloop.states import ItemStatus
 
 FINISHED = "finished"
 CANDIDATE, BASELINE = "candidate", "baseline"
@@ -21,7 +22,7 @@ async def taught_facts(session: AsyncSession) -> list[TaughtFact]:
         .where(
             TrainingExample.heldout.is_not(None),
             TrainingExample.deleted_at.is_(None),
-            TrainingExample.status != "quarantined",
+            TrainingExample.status != ItemStatus.QUARANTINED,
         )
         .order_by(TrainingExample.created_at, TrainingExample.id)
     )

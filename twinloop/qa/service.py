@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from twinloop.db.base import utcnow
 from twinloop.db.models import QaItem, QaRun, Snapshot
 from twinloop.db.session import SessionMaker
+from twinloop.engines.client import EngineClient
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
-from twinloop.inference.client import EngineClient
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.qa import repository
 from twinloop.qa.agreement import judge_agreement

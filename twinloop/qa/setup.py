@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from twinloop.db.session import SessionMaker
-from twinloop.inference.client import EngineClient, EngineTimeouts
+from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.qa.judges import Embed, LlmJudge, ReferenceJudge
 from twinloop.qa.metrics import QaMetrics

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
+from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun, TrainingRunItem
 
 
 async def get(session: AsyncSession, adapter_id: str) -> AdapterVersion | None:
@@ -35,3 +37,23 @@ async def training_run_exists(session: AsyncSession, training_run_id: str) -> bo
 async def add(session: AsyncSession, *records: AdapterVersion | AuditEntry) -> None:
     session.add_all(records)
     await session.flush()
+
+
+async def taint_adapters_of(
+    session: AsyncSession, example_ids: Sequence[str], reason: str
+) -> list[str]:
+    """Mark every adapter trained on one of `example_ids` as tainted; returns their ids."""
+    if not example_ids:
+        return []
+    found = await session.execute(
+        select(AdapterVersion)
+        .join(TrainingRunItem, TrainingRunItem.adapter_version_id == AdapterVersion.id)
+        .where(TrainingRunItem.example_id.in_(example_ids))
+        .distinct()
+    )
+    adapters = list(found.scalars())
+    for adapter in adapters:
+        if not adapter.tainted:
+            adapter.tainted, adapter.tainted_reason = True, reason
+    await session.flush()
+    return [a.id for a in adapters]

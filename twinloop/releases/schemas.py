@@ -1,4 +1,4 @@
-"""Shapes of release administration, shared by the service and the API."""
+"""Shapes of release administration (requests and views), shared by operations and the API."""
 
 from __future__ import annotations
 
@@ -6,9 +6,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-
-from twinloop.qa.schemas import QaSummary
-from twinloop.training.schemas import CycleView
 
 
 class ChangeRequest(BaseModel):
@@ -68,43 +65,6 @@ class SnapshotView(BaseModel):
     created_by: str
     reason: str
     created_at: datetime
-
-
-class SlotStatus(BaseModel):
-    slot: str
-    role: str
-    snapshot_id: str
-    adapters: dict[str, str]
-    rag_versions: dict[str, int]
-    router_rules_version: int | None
-    engine_healthy: bool
-    engine_models: list[str]
-    missing_adapters: list[str]
-    inflight: int
-
-
-class TaintedAdapter(BaseModel):
-    """An adapter that learned from an item since deleted; `serving_slots` still serve it."""
-
-    id: str
-    name: str
-    domain: str
-    reason: str | None
-    serving_slots: list[str]
-
-
-class ReleaseStatus(BaseModel):
-    generation: int
-    active_slot: str
-    shadow_slot: str
-    slots: list[SlotStatus]
-    tainted_adapters: list[TaintedAdapter] = Field(default_factory=list)
-    latest_training_cycle: CycleView | None = None
-    latest_qa: QaSummary | None = Field(
-        default=None,
-        description="The latest QA run on Shadow: gate decision and reasons, split sizes, "
-        "scores, and how often the judge agreed with users.",
-    )
 
 
 class ReleaseView(BaseModel):

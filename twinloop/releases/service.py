@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
-from twinloop.inference.client import EngineClient
+from twinloop.engines.client import EngineClient
+from twinloop.errors import NotFoundError
 from twinloop.metrics import Metrics
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
@@ -200,7 +201,7 @@ class ReleaseController:
         async with self._sessionmaker() as session:
             snapshot = await repository.get_snapshot(session, snapshot_id)
             if snapshot is None:
-                raise ReleaseConflictError(f"snapshot {snapshot_id} does not exist")
+                raise NotFoundError(f"snapshot {snapshot_id} does not exist")
             serving = await self._slot_snapshot(session, snapshot)
         shadow = self.state.shadow_slot
         started = time.perf_counter()

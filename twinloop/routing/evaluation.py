@@ -10,7 +10,6 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
-from pathlib import Path
 from typing import Protocol
 
 from twinloop.errors import InvalidRequestError
@@ -100,10 +99,6 @@ def parse_labelled(text: str) -> list[LabelledQuestion]:
             raise InvalidRequestError(f"labelled set line {number}: question and domain are text")
         items.append(LabelledQuestion(question.strip(), domain))
     return items
-
-
-def load_labelled(path: str | Path) -> list[LabelledQuestion]:
-    return parse_labelled(Path(path).read_text(encoding="utf-8"))
 
 
 def default_testset() -> list[LabelledQuestion]:

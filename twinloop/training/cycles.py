@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Sequence
 
 import psutil
 from sqlalchemy import func, select, update
@@ -37,25 +36,8 @@ from twinloop.db.models import (
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.registry.schemas import AdapterView
+from twinloop.states import IN_PROGRESS, UNFINISHED, CycleState, ItemRole, ItemStatus
 from twinloop.training.schemas import CycleView, LineageItem, LineageView
-
-QUEUED = "queued"
-COLLECTING = "collecting"
-CLEANING = "cleaning"
-TRAINING = "training"
-REGISTERED = "registered"
-STAGED = "staged"
-QA = "qa"
-AWAITING_CANARY = "awaiting_canary"
-REJECTED = "rejected"
-SKIPPED = "skipped"
-ABANDONED = "abandoned"
-FAILED = "failed"
-IN_PROGRESS = (COLLECTING, CLEANING, TRAINING, REGISTERED, QA)
-UNFINISHED = (QUEUED, *IN_PROGRESS)
-FINISHED = (STAGED, AWAITING_CANARY, REJECTED, SKIPPED, ABANDONED, FAILED)
-
-NEW, REPLAY, QUARANTINED = "new", "replay", "quarantined"
 
 
 class CycleInProgressError(TwinloopError):
@@ -101,10 +83,12 @@ class TrainingCycles:
         """
         async with self._sessionmaker.begin() as session:
             running = await _unfinished(session)
-            if running is not None and (running.state == QUEUED or owner_alive(running.owner)):
+            if running is not None and (
+                running.state == CycleState.QUEUED or owner_alive(running.owner)
+            ):
                 raise CycleInProgressError(running.id, running.state)
             run = TrainingRun(
-                state=COLLECTING if claim else QUEUED,
+                state=CycleState.COLLECTING if claim else CycleState.QUEUED,
                 trigger=trigger,
                 requested_by=actor,
                 owner=this_trainer() if claim else None,
@@ -134,9 +118,9 @@ class TrainingCycles:
         async with self._sessionmaker.begin() as session:
             result = await session.execute(
                 update(TrainingRun)
-                .where(TrainingRun.id == cycle_id, TrainingRun.state == QUEUED)
+                .where(TrainingRun.id == cycle_id, TrainingRun.state == CycleState.QUEUED)
                 .values(
-                    state=COLLECTING,
+                    state=CycleState.COLLECTING,
                     owner=this_trainer(),
                     attempts=TrainingRun.attempts + 1,
                     updated_at=utcnow(),
@@ -148,7 +132,7 @@ class TrainingCycles:
         async with self._sessionmaker() as session:
             found = await session.execute(
                 select(TrainingRun.id)
-                .where(TrainingRun.state == QUEUED)
+                .where(TrainingRun.state == CycleState.QUEUED)
                 .order_by(TrainingRun.created_at)
                 .limit(1)
             )
@@ -170,7 +154,10 @@ class TrainingCycles:
             count = await session.execute(
                 select(func.count())
                 .select_from(TrainingExample)
-                .where(TrainingExample.status == "pending", TrainingExample.deleted_at.is_(None))
+                .where(
+                    TrainingExample.status == ItemStatus.PENDING,
+                    TrainingExample.deleted_at.is_(None),
+                )
             )
             return int(count.scalar_one())
 
@@ -192,7 +179,7 @@ class TrainingCycles:
                 await _lineage_items(
                     session,
                     TrainingRunItem.run_id == run.id,
-                    TrainingRunItem.role == QUARANTINED,
+                    TrainingRunItem.role == ItemRole.QUARANTINED,
                     TrainingRunItem.domain == adapter.domain,
                 )
                 if run is not None
@@ -205,26 +192,6 @@ class TrainingCycles:
                 quarantined=quarantined,
                 general_replay=dict(adapter.metrics.get("general_replay", {})),
             )
-
-
-async def taint_adapters_of(
-    session: AsyncSession, example_ids: Sequence[str], reason: str
-) -> list[str]:
-    """Mark every adapter trained on one of `example_ids` as tainted; returns their ids."""
-    if not example_ids:
-        return []
-    found = await session.execute(
-        select(AdapterVersion)
-        .join(TrainingRunItem, TrainingRunItem.adapter_version_id == AdapterVersion.id)
-        .where(TrainingRunItem.example_id.in_(example_ids))
-        .distinct()
-    )
-    adapters = list(found.scalars())
-    for adapter in adapters:
-        if not adapter.tainted:
-            adapter.tainted, adapter.tainted_reason = True, reason
-    await session.flush()
-    return [a.id for a in adapters]
 
 
 async def _unfinished(session: AsyncSession) -> TrainingRun | None:

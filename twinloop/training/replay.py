@@ -27,10 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.models import TrainingExample, TrainingRunItem
 from twinloop.files import atomic_write_text
+from twinloop.states import ItemRole, ItemStatus
 
 GENERAL_PROMPTS_PATH = Path(__file__).parent / "data" / "general_replay_prompts.jsonl"
-ACCEPTED = "accepted"
-NEW = "new"
 
 AnswerGenerator = Callable[[Path, Sequence[str]], list[str]]
 
@@ -106,9 +105,9 @@ async def domain_replay(
         select(TrainingRunItem.example_id, TrainingRunItem.question, TrainingRunItem.answer)
         .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
         .where(
-            TrainingRunItem.role == NEW,
+            TrainingRunItem.role == ItemRole.NEW,
             TrainingExample.domain == domain,
-            TrainingExample.status == ACCEPTED,
+            TrainingExample.status == ItemStatus.ACCEPTED,
             TrainingExample.deleted_at.is_(None),
         )
         .order_by(TrainingExample.created_at.desc(), TrainingExample.id)

@@ -18,7 +18,6 @@ cycle learns them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import shutil
 import time
@@ -34,18 +33,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample, TrainingRun, TrainingRunItem
 from twinloop.db.session import SessionMaker
-from twinloop.errors import TwinloopError
+from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.ingest import repository as ingest_repository
-from twinloop.ingest.learning import fact_text
+from twinloop.ingest.learning import example_sha256, fact_text
 from twinloop.qa.corrections import CORRECTION, Correction
 from twinloop.qa.schemas import QaReport
 from twinloop.qa.suites import FEEDBACK, FORGETTING, GENERAL
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
+from twinloop.states import FINISHED, CycleState, ItemRole, ItemStatus
 from twinloop.training import cycles
 from twinloop.training.cleaning import CandidateExample, CleaningConfig, clean
-from twinloop.training.cycles import NEW, QUARANTINED, REPLAY, TrainingCycles
+from twinloop.training.cycles import TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.replay import ReplayItem, domain_replay, replay_budget
 from twinloop.training.schemas import CycleView
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 ACTOR = "trainer"
 PROGRESS_EVERY_S = 2.0
-PENDING, ACCEPTED, RETIRED = "pending", "accepted", "retired"
 QA_MADE_PREFIX = "qa-"
 
 # (domain, step, total) as an adapter trains; called from the training thread.
@@ -163,7 +162,7 @@ class CycleRunner:
         try:
             while True:
                 view = await self._cycles.get(cycle_id)
-                if view.state in cycles.FINISHED:
+                if view.state in FINISHED:
                     return view
                 step = self._step_for(view.state)
                 log.info("training cycle %s: %s", cycle_id, view.state)
@@ -173,7 +172,7 @@ class CycleRunner:
                     message = error.message if isinstance(error, TwinloopError) else repr(error)
                     if not isinstance(error, TwinloopError):
                         log.exception("training cycle %s failed in %s", cycle_id, view.state)
-                    await self._finish(cycle_id, cycles.FAILED, error=message)
+                    await self._finish(cycle_id, CycleState.FAILED, error=message)
         finally:
             self._metrics.active_cycle.set(0)
 
@@ -197,13 +196,13 @@ class CycleRunner:
                 run = await _run(session, view.id)
                 run.attempts += 1
                 run.owner = cycles.this_trainer()
-                if run.state == cycles.CLEANING:
-                    run.state = cycles.COLLECTING  # cleaning commits nothing until it ends
+                if run.state == CycleState.CLEANING:
+                    run.state = CycleState.COLLECTING  # cleaning commits nothing until it ends
                 too_many = run.attempts > self._max_attempts
             if too_many:
                 await self._finish(
                     view.id,
-                    cycles.ABANDONED,
+                    CycleState.ABANDONED,
                     error=f"interrupted in {view.state} {view.attempts} time(s); abandoned "
                     f"after {self._max_attempts} attempt(s)",
                 )
@@ -214,13 +213,13 @@ class CycleRunner:
         return resumed
 
     def _step_for(self, state: str) -> Callable[[str, ProgressCallback | None], Awaitable[None]]:
-        if state in (cycles.COLLECTING, cycles.CLEANING):
+        if state in (CycleState.COLLECTING, CycleState.CLEANING):
             return self._collect_and_clean
-        if state == cycles.TRAINING:
+        if state == CycleState.TRAINING:
             return self._train_and_register
-        if state == cycles.REGISTERED:
+        if state == CycleState.REGISTERED:
             return self._stage
-        if state == cycles.QA:
+        if state == CycleState.QA:
             return self._qa_round
         raise TwinloopError(f"a cycle in state {state!r} cannot be run; claim it first")
 
@@ -228,7 +227,7 @@ class CycleRunner:
 
     async def _collect_and_clean(self, cycle_id: str, _: ProgressCallback | None) -> None:
         started = time.perf_counter()
-        await self._set_state(cycle_id, cycles.CLEANING)
+        await self._set_state(cycle_id, CycleState.CLEANING)
         async with self._sessionmaker.begin() as session:
             run = await _run(session, cycle_id)
             pending = await _pending_candidates(session)
@@ -237,16 +236,21 @@ class CycleRunner:
             )
             rows = {candidate.id: row for candidate, row in pending}
             for kept in result.accepted:
-                rows[kept.id].status, rows[kept.id].reject_reason = ACCEPTED, None
-                session.add(_item(run.id, kept, NEW))
+                rows[kept.id].status, rows[kept.id].reject_reason = ItemStatus.ACCEPTED, None
+                session.add(_item(run.id, kept, ItemRole.NEW))
             for q in result.quarantined:
-                rows[q.example.id].status, rows[q.example.id].reject_reason = QUARANTINED, q.reason
-                session.add(_item(run.id, q.example, QUARANTINED, rule=q.rule, reason=q.reason))
+                rows[q.example.id].status, rows[q.example.id].reject_reason = (
+                    ItemStatus.QUARANTINED,
+                    q.reason,
+                )
+                session.add(
+                    _item(run.id, q.example, ItemRole.QUARANTINED, rule=q.rule, reason=q.reason)
+                )
             domains = sorted({kept.domain for kept in result.accepted})
             run.domains = domains
             run.item_counts = {"collected": len(pending), **result.counts}
             run.step_timings = {**run.step_timings, "clean": time.perf_counter() - started}
-            run.state = cycles.TRAINING if domains else cycles.SKIPPED
+            run.state = CycleState.TRAINING if domains else CycleState.SKIPPED
             run.updated_at = utcnow()
             if not domains:
                 run.finished_at = run.updated_at
@@ -254,7 +258,7 @@ class CycleRunner:
         self._count_cleaning(result.counts)
         self._metrics.step_seconds.labels("clean").observe(time.perf_counter() - started)
         if not domains:
-            self._metrics.cycles.labels(cycles.SKIPPED).inc()
+            self._metrics.cycles.labels(CycleState.SKIPPED).inc()
 
     def _count_cleaning(self, counts: dict[str, int]) -> None:
         self._metrics.items.labels("accepted").inc(counts.get("accepted", 0))
@@ -271,7 +275,7 @@ class CycleRunner:
     ) -> None:
         started = time.perf_counter()
         async with self._sessionmaker() as session:
-            new_items = await _live_items(session, cycle_id, NEW)
+            new_items = await _live_items(session, cycle_id, ItemRole.NEW)
             by_domain: dict[str, list[ReplayItem]] = defaultdict(list)
             for item in new_items:
                 by_domain[item.domain].append(
@@ -288,7 +292,7 @@ class CycleRunner:
                 for domain, items in by_domain.items()
             }
         if not by_domain:
-            await self._finish(cycle_id, cycles.SKIPPED, error="every item was deleted")
+            await self._finish(cycle_id, CycleState.SKIPPED, error="every item was deleted")
             return
         guard_started = time.perf_counter()
         taught = [i.question for items in by_domain.values() for i in items]
@@ -424,9 +428,9 @@ class CycleRunner:
                         {**timings, "register": time.perf_counter() - started}, run.qa_rounds
                     ),
                 }
-                run.state, run.updated_at, run.progress = cycles.REGISTERED, utcnow(), {}
+                run.state, run.updated_at, run.progress = CycleState.REGISTERED, utcnow(), {}
         if abandon:
-            await self._finish(cycle_id, cycles.ABANDONED, error=abandon)
+            await self._finish(cycle_id, CycleState.ABANDONED, error=abandon)
         else:
             self._metrics.step_seconds.labels("register").observe(time.perf_counter() - started)
 
@@ -447,9 +451,9 @@ class CycleRunner:
             run.step_timings = {**run.step_timings, **_of_round({"stage": seconds}, run.qa_rounds)}
         self._metrics.step_seconds.labels("stage").observe(seconds)
         if self._qa is None:
-            await self._finish(cycle_id, cycles.STAGED)
+            await self._finish(cycle_id, CycleState.STAGED)
         else:
-            await self._set_state(cycle_id, cycles.QA)
+            await self._set_state(cycle_id, CycleState.QA)
 
     # -- steps 7-8: QA dry run, corrections, another round --------------------------------
 
@@ -474,17 +478,17 @@ class CycleRunner:
         if not report.passed:
             entry["weak"] = weak_spots(report)
         previous = view.qa_rounds[-1]["overall"] if view.qa_rounds else None
-        outcome, why = cycles.TRAINING, None
+        outcome, why = CycleState.TRAINING, None
         corrections: list[Correction] = []
         if report.passed:
-            outcome = cycles.AWAITING_CANARY
+            outcome = CycleState.AWAITING_CANARY
         elif number >= self._max_rounds:
-            outcome = cycles.REJECTED
+            outcome = CycleState.REJECTED
             why = f"QA gate failed in round {number} of {self._max_rounds}: " + "; ".join(
                 report.reasons
             )
         elif previous is not None and (report.overall or 0.0) <= previous:
-            outcome = cycles.REJECTED
+            outcome = CycleState.REJECTED
             why = (
                 f"round {number} gained nothing (overall {report.overall} after {previous}): "
                 + "; ".join(report.reasons)
@@ -503,9 +507,9 @@ class CycleRunner:
             else:
                 facts = []
             if not corrections and facts:
-                outcome = cycles.QA  # the facts are live on Shadow at once: gate it again
+                outcome = CycleState.QA  # the facts are live on Shadow at once: gate it again
             elif not corrections:
-                outcome = cycles.REJECTED
+                outcome = CycleState.REJECTED
                 why = "QA gate failed and no training-split case failed to learn from: " + (
                     "; ".join(report.reasons)
                 )
@@ -518,10 +522,10 @@ class CycleRunner:
             run = await _run(session, cycle_id)
             run.qa_rounds = [*run.qa_rounds, entry]
             run.step_timings = {**run.step_timings, f"qa.{number}": seconds}
-            if outcome in (cycles.TRAINING, cycles.QA):
+            if outcome in (CycleState.TRAINING, CycleState.QA):
                 await _add_corrections(session, run, corrections, facts)
                 run.state, run.updated_at = outcome, utcnow()
-        if outcome not in (cycles.TRAINING, cycles.QA):
+        if outcome not in (CycleState.TRAINING, CycleState.QA):
             await self._finish(cycle_id, outcome, error=why)
 
     async def _shadow_snapshot(self, cycle_id: str) -> str:
@@ -592,9 +596,9 @@ class CycleRunner:
             run.state, run.error = state, error
             run.updated_at = run.finished_at = utcnow()
             run.progress = {}
-            if state in (cycles.FAILED, cycles.ABANDONED):
+            if state in (CycleState.FAILED, CycleState.ABANDONED):
                 await _hand_back(session, cycle_id)
-            elif state == cycles.REJECTED:
+            elif state == CycleState.REJECTED:
                 outcomes = await _hand_back_rejected(
                     session, cycle_id, error or "", self._max_rejections
                 )
@@ -626,7 +630,7 @@ def _step_reporter(
 async def _run(session: AsyncSession, cycle_id: str) -> TrainingRun:
     run = await session.get(TrainingRun, cycle_id)
     if run is None:
-        raise TwinloopError(f"training cycle {cycle_id} does not exist", status_code=404)
+        raise NotFoundError(f"training cycle {cycle_id} does not exist")
     return run
 
 
@@ -638,7 +642,7 @@ async def _pending_candidates(
         select(TrainingExample, Answer.user_id)
         .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
         .outerjoin(Answer, Answer.id == Feedback.answer_id)
-        .where(TrainingExample.status == PENDING, TrainingExample.deleted_at.is_(None))
+        .where(TrainingExample.status == ItemStatus.PENDING, TrainingExample.deleted_at.is_(None))
         .order_by(TrainingExample.created_at, TrainingExample.id)
     )
     out = []
@@ -737,7 +741,7 @@ async def _link_items(
                 run_id=cycle_id,
                 example_id=item.example_id,
                 domain=domain,
-                role=REPLAY,
+                role=ItemRole.REPLAY,
                 question=item.question,
                 answer=item.answer,
                 adapter_version_id=adapter_id,
@@ -792,7 +796,7 @@ async def _last_rejected_before(session: AsyncSession, cycle_id: str) -> Trainin
         .limit(1)
     )
     last = row.scalars().first()
-    return last if last is not None and last.state == cycles.REJECTED else None
+    return last if last is not None and last.state == CycleState.REJECTED else None
 
 
 async def _add_corrections(
@@ -808,10 +812,10 @@ async def _add_corrections(
             domain=correction.domain,
             question=correction.question,
             answer=correction.answer,
-            status=ACCEPTED,
-            content_sha256=hashlib.sha256(
-                f"{correction.question}\x1f{correction.answer}".encode()
-            ).hexdigest(),
+            status=ItemStatus.ACCEPTED,
+            content_sha256=example_sha256(
+                correction.domain, correction.question, correction.answer
+            ),
         )
         session.add(example)
         await session.flush()
@@ -820,7 +824,7 @@ async def _add_corrections(
                 run_id=run.id,
                 example_id=example.id,
                 domain=correction.domain,
-                role=NEW,
+                role=ItemRole.NEW,
                 question=correction.question,
                 answer=correction.answer,
             )
@@ -840,7 +844,7 @@ async def _add_corrections(
 async def _hand_back(session: AsyncSession, cycle_id: str) -> None:
     """A cycle that did not finish gives its new items back to the next one."""
     for example in await _accepted_new_examples(session, cycle_id, untrained_only=True):
-        example.status = PENDING
+        example.status = ItemStatus.PENDING
 
 
 async def _accepted_new_examples(
@@ -852,8 +856,8 @@ async def _accepted_new_examples(
         .join(TrainingRunItem, TrainingRunItem.example_id == TrainingExample.id)
         .where(
             TrainingRunItem.run_id == cycle_id,
-            TrainingRunItem.role == NEW,
-            TrainingExample.status == ACCEPTED,
+            TrainingRunItem.role == ItemRole.NEW,
+            TrainingExample.status == ItemStatus.ACCEPTED,
         )
     )
     if untrained_only:
@@ -871,18 +875,18 @@ async def _hand_back_rejected(
     outcomes: Counter[str] = Counter()
     for example in await _accepted_new_examples(session, cycle_id, untrained_only=False):
         if example.source.startswith(QA_MADE_PREFIX):
-            example.status = RETIRED
-            outcomes[RETIRED] += 1
+            example.status = ItemStatus.RETIRED
+            outcomes[ItemStatus.RETIRED] += 1
             continue
         example.rejections += 1
         if example.rejections >= max_rejections:
-            example.status = QUARANTINED
+            example.status = ItemStatus.QUARANTINED
             example.reject_reason = (
                 f"rejected by the QA gate in {example.rejections} cycles; last: {reasons}"
             )
             outcomes["quarantined.rejections"] += 1
         else:
-            example.status = PENDING
+            example.status = ItemStatus.PENDING
             example.reject_reason = f"cycle {cycle_id} rejected: {reasons}"
             outcomes["handed_back"] += 1
     return outcomes

@@ -15,7 +15,6 @@ sentence-transformers folder inside the package, which is used where it lies.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -29,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from twinloop.errors import ModelPreparationError
-from twinloop.files import fsync_dir
+from twinloop.files import fsync_dir, sha256_file
 
 if TYPE_CHECKING:
     from twinloop.settings import Settings
@@ -52,8 +51,6 @@ MANIFEST_FORMAT = 2
 # exact widening. The extra rounding is ~0.4% relative, small beside the 4-bit quantization
 # the GGUF already applied. The folder is ~270 MB instead of ~540 MB.
 BASE_MODEL_DTYPE = "bfloat16"
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,14 +243,6 @@ def _make_tokenizer_config_portable(path: Path) -> None:
     for key in ("is_local", "local_files_only"):
         body.pop(key, None)
     path.write_text(json.dumps(body, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _mismatch(folder: Path, source_sha256: str) -> str | None:

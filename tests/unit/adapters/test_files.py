@@ -18,7 +18,7 @@ from adapters.files import (
     store_adapter,
     verify_adapter,
 )
-from tests.fakes.adapters import SMOLLM2_HUB_ID, write_fake_adapter
+from twinloop.testing.adapters import SMOLLM2_HUB_ID, write_fake_adapter
 
 WEIGHTS = "adapter_model.safetensors"
 

@@ -5,9 +5,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.fakes.knowledge import FakeKnowledge
-from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
+from twinloop.testing.knowledge import FakeKnowledge
+from twinloop.testing.router import FakeRouter
 
 
 @pytest.fixture

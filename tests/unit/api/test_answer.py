@@ -5,9 +5,9 @@ import time
 import httpx
 from sqlalchemy import select
 
-from tests.fakes.engine import FakeEngine
 from twinloop.db.models import Answer
 from twinloop.runtime import Runtime
+from twinloop.testing.engine import FakeEngine
 
 
 async def test_answer_returns_the_engine_answer_and_where_it_came_from(

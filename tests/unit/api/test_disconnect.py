@@ -6,7 +6,7 @@ import json
 from fastapi import FastAPI
 from starlette.types import Message
 
-from tests.fakes.engine import FakeEngine
+from twinloop.testing.engine import FakeEngine
 
 
 async def test_client_leaving_cancels_the_engine_request(

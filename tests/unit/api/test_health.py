@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.fakes.engine import FakeEngine
+from twinloop.testing.engine import FakeEngine
 
 
 async def test_healthz_is_alive(client: httpx.AsyncClient) -> None:

@@ -5,10 +5,10 @@ import json
 import httpx
 from sqlalchemy import select
 
-from tests.fakes.engine import FakeEngine
 from twinloop.db.models import Answer
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
+from twinloop.testing.engine import FakeEngine
 
 CHAT = "/v1/chat/completions"
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from twinloop.engines.client import EngineClient, EngineModelNotFoundError
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
-from twinloop.inference.client import EngineClient, EngineModelNotFoundError
 from twinloop.settings import Slot
 
 BODY = {"model": "law-abc", "messages": [{"role": "user", "content": "Q?"}]}

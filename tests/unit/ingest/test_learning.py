@@ -144,3 +144,25 @@ async def test_a_bad_rating_is_422_naming_the_field(client: httpx.AsyncClient) -
     response = await client.post("/ingest", json={"items": [item]})
     assert response.status_code == 422
     assert "rating" in response.json()["detail"]
+
+
+async def test_an_example_hashes_as_it_always_has_so_resending_it_stays_unchanged(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    example = {
+        "type": "example",
+        "id": "e1",
+        "domain": "law",
+        "question": "Who signed the Quillmere accord?",
+        "answer": "The harbour council.",
+    }
+
+    first = (await _ingest(client, example))[0]
+    again = (await _ingest(client, example))[0]
+
+    (stored,) = await _examples(runtime)
+    # sha256 of "domain\x1fquestion\x1fanswer\x1f<held-out JSON>", the value stored since 0001.
+    assert stored.content_sha256 == (
+        "a6a759c3ef64c0fd58a6125b79db88283f62dd510119974eadc27e65d62593ac"
+    )
+    assert (first["status"], again["status"]) == ("added", "unchanged")

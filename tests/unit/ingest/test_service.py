@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from tests.fakes.knowledge import FakeKnowledge
 from twinloop.settings import Settings
+from twinloop.testing.knowledge import FakeKnowledge
 
 FACT = "The Zorblax treaty of 2031 caps moon rent at 12 credits."
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fakes.adapters import write_fake_adapter
-from tests.fakes.engine import BASE_MODEL, FakeEngine
 from twinloop.qa.suites import DATA_DIR
 from twinloop.settings import Settings
+from twinloop.testing.adapters import write_fake_adapter
+from twinloop.testing.engine import BASE_MODEL, FakeEngine
 
 Row = dict[str, Any]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from twinloop.inference.client import EngineClient
+from twinloop.engines.client import EngineClient
 from twinloop.qa.judges import (
     JudgeThresholds,
     Label,

@@ -9,15 +9,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.fakes.engine import BASE_MODEL, FakeEngine
-from tests.fakes.knowledge import FakeKnowledge
-from tests.fakes.trainer import FakeAdapterTrainer
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
-from twinloop.training import daemon
-from twinloop.training.daemon import Trainer
+from twinloop.testing.engine import BASE_MODEL, FakeEngine
+from twinloop.testing.knowledge import FakeKnowledge
+from twinloop.testing.trainer import FakeAdapterTrainer
+from twinloop.trainer import daemon
+from twinloop.trainer.daemon import Trainer
 from twinloop.training.schemas import CycleView
 
 UNKNOWN = {"id": "l4", "question": "What is a court order to appear called?",

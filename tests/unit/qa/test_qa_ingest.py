@@ -7,11 +7,11 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from tests.fakes.knowledge import NEVER, FakeKnowledge
 from tests.unit.qa.conftest import Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.qa.suites import FEEDBACK, FORGETTING, HELDOUT, TRAIN, Suite
 from twinloop.runtime import Runtime
+from twinloop.testing.knowledge import NEVER, FakeKnowledge
 
 
 async def _ingest(client: httpx.AsyncClient, *items: dict[str, Any]) -> list[dict[str, Any]]:

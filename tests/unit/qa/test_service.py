@@ -9,11 +9,11 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tests.fakes.engine import BASE_MODEL, FakeEngine
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle, StageAdapter, chat_calls
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.qa.suites import DATA_DIR
 from twinloop.runtime import Runtime
+from twinloop.testing.engine import BASE_MODEL, FakeEngine
 
 LAW = {r["question"]: r["reference"] for r in SMALL_SUITE["law"]}
 
@@ -215,6 +215,7 @@ async def test_reports_are_kept_shown_in_status_and_a_rejected_shadow_needs_forc
     assert latest["category_scores"] == {"forgetting": 0.0, "general": 0.0, "law": 1.0}
     refused = await client.post("/swap", json={}, headers=admin_headers)
     assert refused.status_code == 409 and report["id"] in refused.json()["detail"]
+    assert refused.json()["error"] == "ReleaseConflictError"  # as for any refused change
     assert status["active_slot"] == "blue"
     forced = await client.post("/swap", json={"force": True}, headers=admin_headers)
     assert forced.status_code == 200, forced.text

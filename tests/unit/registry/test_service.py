@@ -16,7 +16,6 @@ from adapters.files import (
     adapter_sha256,
     store_adapter,
 )
-from tests.fakes.adapters import SMOLLM2_HUB_ID, write_fake_adapter
 from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
 from twinloop.errors import InvalidRequestError, NotFoundError
 from twinloop.registry import (
@@ -27,6 +26,7 @@ from twinloop.registry import (
     service,
 )
 from twinloop.settings import ModelSettings, Settings
+from twinloop.testing.adapters import SMOLLM2_HUB_ID, write_fake_adapter
 
 
 @pytest.fixture

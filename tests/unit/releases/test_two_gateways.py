@@ -12,10 +12,10 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from tests.fakes.engine import FakeEngine
-from tests.fakes.knowledge import FakeKnowledge
-from tests.fakes.router import FakeRouter
 from twinloop.settings import Settings
+from twinloop.testing.engine import FakeEngine
+from twinloop.testing.knowledge import FakeKnowledge
+from twinloop.testing.router import FakeRouter
 
 
 @asynccontextmanager
@@ -72,7 +72,7 @@ async def test_a_stale_generation_is_refused_so_two_operators_do_not_swap_back(
     second = await second_client.post("/swap", json={"generation": 1}, headers=admin_headers)
 
     assert first.status_code == 200
-    assert second.status_code == 409
+    assert (second.status_code, second.json()["error"]) == (409, "ReleaseConflictError")
     assert "generation 2, not 1" in second.json()["detail"]
     status = (await second_client.get("/status", headers=admin_headers)).json()
     assert (status["active_slot"], status["generation"]) == ("green", 2)

@@ -9,13 +9,13 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
-from tests.fakes.engine import FakeEngine
-from tests.fakes.trainer import FakeAdapterTrainer, Killed
 from twinloop.db.models import TrainingExample, TrainingRun
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
-from twinloop.training import daemon
-from twinloop.training.daemon import Trainer
+from twinloop.testing.engine import FakeEngine
+from twinloop.testing.trainer import FakeAdapterTrainer, Killed
+from twinloop.trainer import daemon
+from twinloop.trainer.daemon import Trainer
 
 
 @pytest.fixture

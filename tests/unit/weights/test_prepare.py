@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from twinloop.errors import ModelPreparationError
+from twinloop.files import sha256_file
 from twinloop.settings import ModelSettings, Settings
 from twinloop.weights import prepare
 from twinloop.weights.prepare import (
@@ -68,9 +69,9 @@ def test_first_run_writes_folder_and_manifest(
 
     assert result == prepare.PrepareResult(path=target, changed=True)
     manifest = json.loads((target / MANIFEST_NAME).read_text())
-    assert manifest["source"] == {"path": str(source), "sha256": prepare.sha256_file(source)}
+    assert manifest["source"] == {"path": str(source), "sha256": sha256_file(source)}
     assert set(manifest["files"]) == {"config.json", "model.safetensors", "chat_template.jinja"}
-    assert manifest["files"]["config.json"] == prepare.sha256_file(target / "config.json")
+    assert manifest["files"]["config.json"] == sha256_file(target / "config.json")
     assert _siblings(target) == {"smollm2"}, "no staging folder left behind"
     assert any("ready" in s for s in steps)
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
-from twinloop.inference.client import (
+from twinloop.engines.client import (
     ChatResult,
     EngineClient,
     EngineRejectedRequestError,
     Usage,
 )
+from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
 
 
 def _client(handler: httpx.MockTransport, retries: int = 2) -> EngineClient:

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fakes.adapters import write_fake_adapter
+from twinloop.testing.adapters import write_fake_adapter
 
 Register = Callable[..., Awaitable[dict[str, object]]]
 

@@ -1,4 +1,7 @@
-"""What operators do to releases: look, make and stage snapshots, swap, roll back."""
+"""What operators do to releases: look, make and stage snapshots, swap, roll back.
+
+It reads every service (releases, routing, training, QA), so it sits above all of them.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,20 @@ from collections.abc import Mapping, Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.session import SessionMaker
+from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.inference.client import EngineClient
+from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
+from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.schemas import (
     CreateSnapshotRequest,
     ProposalView,
     ProposeRulesRequest,
-    ReleaseStatus,
     ReleaseView,
     RollbackRequest,
-    SlotStatus,
     SnapshotView,
     SwapRequest,
-    TaintedAdapter,
 )
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import ReleaseState, SlotSnapshot
@@ -185,11 +187,10 @@ class ReleaseAdmin:
         shadow = state.serving(state.shadow_slot).snapshot_id
         verdict = await self._qa.snapshot_verdict(shadow)
         if verdict is not None and verdict.passed is False:
-            raise TwinloopError(
+            raise ReleaseConflictError(
                 f"Shadow's snapshot {shadow} was rejected by QA run {verdict.id}: "
                 + "; ".join(verdict.reasons)
-                + ". Send `force: true` to swap it in anyway.",
-                status_code=409,
+                + ". Send `force: true` to swap it in anyway."
             )
 
     async def _slot_status(self, state: ReleaseState, slot: Slot) -> SlotStatus:

@@ -55,7 +55,7 @@ def write_fake_adapter(
 
 
 def make_random_lora(
-    base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0, scaling: float = 2.0
+    base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0, scaling: int = 2
 ) -> Path:
     """A real PEFT LoRA adapter for the model in `base_dir`, with random non-zero weights.
 

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tests.fakes.adapters import write_fake_adapter
+from twinloop.testing.adapters import write_fake_adapter
 from twinloop.training.replay import ReplayItem
 from twinloop.training.runner import ProgressCallback, TrainedAdapter, TrainRequest
 

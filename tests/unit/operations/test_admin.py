@@ -7,10 +7,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from tests.fakes.engine import FakeEngine
-from tests.unit.releases.conftest import Register
+from tests.unit.operations.conftest import Register
 from twinloop.db.models import Answer, AuditEntry
 from twinloop.runtime import Runtime
+from twinloop.testing.engine import FakeEngine
 
 
 async def _answer(client: httpx.AsyncClient, **extra: object) -> dict[str, object]:
@@ -160,6 +160,7 @@ async def test_rollback_with_nothing_earlier_is_409(
 ) -> None:
     response = await client.post("/rollback", headers=admin_headers)
     assert response.status_code == 409
+    assert response.json()["error"] == "ReleaseConflictError"
     assert "no earlier active snapshot" in response.json()["detail"]
 
 
@@ -230,6 +231,20 @@ async def test_unknown_adapter_or_domain_in_a_snapshot_is_refused(
     assert "registered for 'law'" in wrong_domain.json()["detail"]
     assert missing.status_code == 404
     assert unknown.status_code == 422
+
+
+async def test_a_snapshot_that_does_not_exist_is_404_wherever_it_is_named(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    staged = await client.post("/snapshots/nope/stage", headers=admin_headers)
+    rolled = await client.post("/rollback", json={"snapshot_id": "nope"}, headers=admin_headers)
+
+    for response in (staged, rolled):
+        assert response.status_code == 404, response.text
+        assert response.json() == {
+            "error": "NotFoundError",
+            "detail": "snapshot nope does not exist",
+        }
 
 
 async def test_a_swap_trusts_a_fresh_engine_listing_instead_of_asking_again(

@@ -1,9 +1,9 @@
-"""Shared by bench/train.py and the learning test: the made-up facts and the general holdout.
+"""The made-up facts and the general holdout, for bench/ and the learning tests alike.
 
-`tests/data/made_up_facts.jsonl`: 10 facts about a fictional system, each with three
-training phrasings and two held-out paraphrases. `tests/data/general_holdout.jsonl`: 54
-general questions the base model answers correctly (checked by hand on its greedy answers).
-An answer is right when its lower-cased text contains one of the item's `accept` strings.
+`data/made_up_facts.jsonl`: 10 facts about a fictional system, each with three training
+phrasings and two held-out paraphrases. `data/general_holdout.jsonl`: 54 general questions
+the base model answers correctly (checked by hand on its greedy answers). An answer is right
+when its lower-cased text contains one of the item's `accept` strings.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 
 
 @dataclass(frozen=True)

@@ -19,31 +19,23 @@ Measured:
              versions), and of the `Embedder.embed` call inside it; the rest is
              Chroma (HTTP + filter + HNSW) and result decoding.
 
-    .venv/bin/python bench/rag.py --sizes 1000,10000 --queries 200 --batch-docs 20
+    .venv/bin/python bench/rag_latency.py --sizes 1000,10000 --queries 200 --batch-docs 20
 """
 
-# ruff: noqa: E402  (the path fix below must precede the project imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as `python bench/rag.py`, this file's folder is first on sys.path and the file's own
-# name would shadow the `rag` package: drop that folder (the project is installed in the venv).
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
 import os
 import random
 import signal
-import socket
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
@@ -53,6 +45,8 @@ from rag.embeddings import Embedder
 from rag.server import ChromaServer
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.settings import RagSettings, Settings
+from twinloop.testing.ports import free_port
+from twinloop.testing.stats import percentile
 from twinloop.weights.prepare import resolve_embedding_model
 
 DOMAIN = "benchrag"
@@ -181,17 +175,6 @@ class QueryTimings:
     hits: int = 0
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _sizes(value: str) -> list[int]:
     sizes = [int(part) for part in value.split(",") if part.strip()]
     if not sizes or any(s <= 0 for s in sizes) or sizes != sorted(set(sizes)):
@@ -219,8 +202,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _row(label: str, values_ms: Sequence[float]) -> str:
     return (
-        f"  {label:<28}{_percentile(values_ms, 0.5):>9.1f}{_percentile(values_ms, 0.9):>9.1f}"
-        f"{_percentile(values_ms, 0.99):>9.1f}"
+        f"  {label:<28}{percentile(values_ms, 0.5):>9.1f}{percentile(values_ms, 0.9):>9.1f}"
+        f"{percentile(values_ms, 0.99):>9.1f}"
     )
 
 
@@ -363,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         with tempfile.TemporaryDirectory(prefix="twinloop-bench-rag-") as tmp:
-            settings = Settings(data_dir=Path(tmp), rag=RagSettings(chroma_port=_free_port()))
+            settings = Settings(data_dir=Path(tmp), rag=RagSettings(chroma_port=free_port()))
             print(
                 f"sizes {args.sizes} chunks, {args.chunks_per_doc} chunks/doc at "
                 f"chunk_chars={settings.rag.chunk_chars} overlap={settings.rag.chunk_overlap}, "

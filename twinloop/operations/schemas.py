@@ -1,0 +1,45 @@
+"""What `/status` shows: both slots, tainted adapters, the latest training cycle and QA run."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from twinloop.qa.schemas import QaSummary
+from twinloop.training.schemas import CycleView
+
+
+class SlotStatus(BaseModel):
+    slot: str
+    role: str
+    snapshot_id: str
+    adapters: dict[str, str]
+    rag_versions: dict[str, int]
+    router_rules_version: int | None
+    engine_healthy: bool
+    engine_models: list[str]
+    missing_adapters: list[str]
+    inflight: int
+
+
+class TaintedAdapter(BaseModel):
+    """An adapter that learned from an item since deleted; `serving_slots` still serve it."""
+
+    id: str
+    name: str
+    domain: str
+    reason: str | None
+    serving_slots: list[str]
+
+
+class ReleaseStatus(BaseModel):
+    generation: int
+    active_slot: str
+    shadow_slot: str
+    slots: list[SlotStatus]
+    tainted_adapters: list[TaintedAdapter] = Field(default_factory=list)
+    latest_training_cycle: CycleView | None = None
+    latest_qa: QaSummary | None = Field(
+        default=None,
+        description="The latest QA run on Shadow: gate decision and reasons, split sizes, "
+        "scores, and how often the judge agreed with users.",
+    )

@@ -44,7 +44,9 @@ from twinloop.registry.service import AdapterRegistry
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
 from twinloop.training import cycles
-from twinloop.training.cleaning import CandidateExample, CleaningConfig, clean
+from twinloop.training.cleaning.config import CleaningConfig
+from twinloop.training.cleaning.examples import CandidateExample
+from twinloop.training.cleaning.pipeline import clean
 from twinloop.training.cycles import NEW, QUARANTINED, REPLAY, TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.replay import ReplayItem, domain_replay, replay_budget

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
-from twinloop.training.cycles import taint_adapters_of
+from twinloop.training.repository import taint_adapters_of
 
 PENDING = "pending"
 

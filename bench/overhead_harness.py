@@ -177,7 +177,7 @@ async def wait_healthy(
                 if response.status == 200:
                     return
                 last = f"HTTP {response.status}"
-        except aiohttp.ClientError as e:
+        except (aiohttp.ClientError, TimeoutError) as e:  # a busy server: ask again
             last = repr(e)
         await asyncio.sleep(0.1)
     raise ServerStartError(f"{server.name} not healthy after {timeout_s:.0f}s: {last}")

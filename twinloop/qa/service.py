@@ -63,7 +63,7 @@ class QaService:
         self._domains = list(domains)
         self._default_domain = default_domain
         self._metrics = metrics
-        self._llm_judge = llm_judge
+        self._judge_name = "llm" if llm_judge is not None else "reference"
         t = judge.thresholds
         signature = f"reference f1={t.f1} similarity={t.similarity} support={t.support}"
         if llm_judge is not None:
@@ -124,8 +124,16 @@ class QaService:
         except* TwinloopError as failed:
             self._metrics.runs.labels("failed").inc()
             raise failed.exceptions[0] from None
-        report = self._report(
-            suite, judged, baseline_labels, baseline_run, agreement, shadow, targets
+        report = build_report(
+            suite,
+            judged,
+            baseline_labels,
+            baseline_run,
+            agreement,
+            shadow,
+            targets,
+            gate=self._gate,
+            judge=self._judge_name,
         )
         report = report.model_copy(
             update={
@@ -255,7 +263,9 @@ class QaService:
         targets = self._targets(slot)
         judged = await self._evaluator.evaluate(slot, targets, suite)
         await self._check_unchanged(slot, targets)
-        report = self._report(suite, judged, None, None, {}, slot, targets)
+        report = build_report(
+            suite, judged, None, None, {}, slot, targets, gate=self._gate, judge=self._judge_name
+        )
         report = report.model_copy(
             update={"seconds": round(time.perf_counter() - started, 2), "role": BASELINE}
         )
@@ -268,29 +278,6 @@ class QaService:
         async with self._sessionmaker.begin() as session:
             rated = await repository.rated_answers(session, self._settings.agreement_sample)
         return await asyncio.to_thread(judge_agreement, self._judge, suite, rated)
-
-    def _report(
-        self,
-        suite: Suite,
-        judged: Sequence[Judged],
-        baseline_labels: dict[str, str] | None,
-        baseline: QaReport | None,
-        agreement: dict[str, Agreement],
-        slot: Slot,
-        targets: dict[str, Target],
-    ) -> QaReport:
-        judge = "llm" if self._llm_judge is not None else "reference"
-        return build_report(
-            suite,
-            judged,
-            baseline_labels,
-            baseline,
-            agreement,
-            slot,
-            targets,
-            gate=self._gate,
-            judge=judge,
-        )
 
     async def _store(
         self, report: QaReport, suite: Suite, judged: Sequence[Judged], role: str

@@ -65,7 +65,7 @@ class ReadinessService:
 
     async def _check_database(self) -> str:
         try:
-            async with self._sessionmaker() as session:
+            async with self._sessionmaker.begin() as session:
                 await session.execute(text("SELECT 1"))
         except Exception as e:  # any driver error means "not ready", with its message
             return f"error: {type(e).__name__}: {e}"

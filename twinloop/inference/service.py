@@ -21,6 +21,7 @@ from twinloop.errors import (
     NotFoundError,
     TwinloopError,
 )
+from twinloop.inference import repository
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
@@ -275,7 +276,7 @@ class AnswerService:
         points at nothing.
         """
         async with self._sessionmaker.begin() as session:
-            session.add(record)
+            await repository.add(session, record)
 
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)

@@ -14,11 +14,11 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
+from twinloop.ingest import repository
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
 from twinloop.registry import repository as registry
 from twinloop.states import ItemStatus
@@ -53,24 +53,22 @@ def _result(item: FeedbackItem | ExampleItem, status: str, **extra: object) -> I
 
 
 async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResult:
-    found = await session.execute(select(Feedback).where(Feedback.external_id == item.id))
-    feedback = found.scalars().first()
+    feedback = await repository.feedback_by_external_id(session, item.id)
     if item.deleted:
         if feedback is None or feedback.deleted_at is not None:
             return _result(item, "not_found", detail="no feedback with this id")
         feedback.deleted_at = utcnow()
-        for example in await _examples_of(session, feedback.id):
+        for example in await repository.live_examples_of(session, feedback.id):
             example.deleted_at = feedback.deleted_at
-        every = await session.execute(
-            select(TrainingExample.id).where(TrainingExample.feedback_id == feedback.id)
-        )
         tainted = await registry.taint_adapters_of(
-            session, list(every.scalars()), f"trained on feedback {item.id!r}, since deleted"
+            session,
+            await repository.example_ids_of(session, feedback.id),
+            f"trained on feedback {item.id!r}, since deleted",
         )
         return _result(item, "deleted", tainted_adapters=tainted)
     if item.answer_id is None or item.rating is None:
         return _result(item, "rejected", detail="feedback needs `answer_id` and `rating`")
-    answer = await session.get(Answer, item.answer_id)
+    answer = await repository.answer(session, item.answer_id)
     if answer is None:
         return _result(item, "rejected", detail=f"unknown answer_id {item.answer_id!r}")
     if answer.is_preview:
@@ -79,24 +77,22 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         )
     sha = _sha(item.answer_id, item.rating, item.correction, item.comment, _heldout_text(item))
     if feedback is not None and feedback.content_sha256 == sha and feedback.deleted_at is None:
-        examples = await _examples_of(session, feedback.id)
+        examples = await repository.live_examples_of(session, feedback.id)
         return _result(item, "unchanged", training_example_id=_first_id(examples))
     status = "added" if feedback is None else "updated"
     if feedback is None:
         feedback = Feedback(external_id=item.id, answer_id=answer.id, rating=item.rating,
                             content_sha256=sha)  # fmt: skip
-        session.add(feedback)
     feedback.answer_id, feedback.rating = answer.id, item.rating
     feedback.correction, feedback.comment = item.correction, item.comment
     feedback.content_sha256, feedback.deleted_at = sha, None
-    await session.flush()
+    await repository.add(session, feedback)
     # The feedback's content changed: what it taught before is withdrawn (kept for lineage).
-    for old in await _examples_of(session, feedback.id):
+    for old in await repository.live_examples_of(session, feedback.id):
         old.deleted_at = utcnow()
     taught = _example_from(feedback, answer, item)
     if taught is not None:
-        session.add(taught)
-        await session.flush()
+        await repository.add(session, taught)
     return _result(
         item, status, domain=answer.domain, training_example_id=taught.id if taught else None
     )
@@ -135,10 +131,7 @@ def _example_from(feedback: Feedback, answer: Answer, item: FeedbackItem) -> Tra
 async def apply_example(
     session: AsyncSession, item: ExampleItem, domains: Sequence[str]
 ) -> ItemResult:
-    found = await session.execute(
-        select(TrainingExample).where(TrainingExample.external_id == item.id)
-    )
-    example = found.scalars().first()
+    example = await repository.example_by_external_id(session, item.id)
     if item.deleted:
         if example is None or example.deleted_at is not None:
             return _result(item, "not_found", detail="no example with this id")
@@ -166,26 +159,20 @@ async def apply_example(
             question=item.question,
             answer=item.answer,
         )
-        session.add(example)
     example.domain, example.question, example.answer = item.domain, item.question, item.answer
     example.content_sha256, example.deleted_at = sha, None
     example.status, example.reject_reason = ItemStatus.PENDING, None
     example.heldout = _heldout(item)
-    await session.flush()
+    await repository.add(session, example)
     return _result(item, status, domain=item.domain, training_example_id=example.id)
 
 
 async def correction_fact(session: AsyncSession, feedback_external_id: str) -> Fact | None:
     """The fact a live correction teaches, as a short document for its domain's RAG."""
-    found = await session.execute(
-        select(Feedback, Answer)
-        .join(Answer, Answer.id == Feedback.answer_id)
-        .where(Feedback.external_id == feedback_external_id, Feedback.deleted_at.is_(None))
-    )
-    row = found.first()
+    row = await repository.live_correction(session, feedback_external_id)
     if row is None:
         return None
-    feedback, answer = row[0], row[1]
+    feedback, answer = row
     correction = (feedback.correction or "").strip()
     if not correction:
         return None
@@ -209,16 +196,6 @@ def _heldout(item: FeedbackItem | ExampleItem) -> dict[str, object] | None:
 
 def _heldout_text(item: FeedbackItem | ExampleItem) -> str:
     return item.heldout.model_dump_json() if item.heldout is not None else ""
-
-
-async def _examples_of(session: AsyncSession, feedback_id: str) -> list[TrainingExample]:
-    """The live (not deleted) examples a feedback item became."""
-    result = await session.execute(
-        select(TrainingExample).where(
-            TrainingExample.feedback_id == feedback_id, TrainingExample.deleted_at.is_(None)
-        )
-    )
-    return list(result.scalars())
 
 
 def _first_id(examples: list[TrainingExample]) -> str | None:

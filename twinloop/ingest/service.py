@@ -159,7 +159,7 @@ class IngestService:
             return response
 
     async def _replay(self, key: str, body_sha256: str) -> IngestResponse | None:
-        async with self._sessionmaker() as session:
+        async with self._sessionmaker.begin() as session:
             stored = await repository.idempotency_key(session, key)
         if stored is None:
             return None

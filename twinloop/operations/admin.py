@@ -57,7 +57,7 @@ class ReleaseAdmin:
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
         slots = await asyncio.gather(*(self._slot_status(state, slot) for slot in Slot))
-        async with self._sessionmaker() as session:
+        async with self._sessionmaker.begin() as session:
             tainted = await repository.tainted_adapters(session)
         latest = await self._training.recent(limit=1)
         latest_qa = await self._qa.summary() if self._qa is not None else None

@@ -114,6 +114,20 @@ async def cached_baseline(
     return rows.scalar_one_or_none()
 
 
+async def get_run(session: AsyncSession, run_id: str) -> QaRun | None:
+    return await session.get(QaRun, run_id)
+
+
+async def add_run(session: AsyncSession, run: QaRun, items: Sequence[QaItem]) -> None:
+    """A run and its items (whose `run_id` it sets)."""
+    session.add(run)
+    await session.flush()
+    for item in items:
+        item.run_id = run.id
+    session.add_all(items)
+    await session.flush()
+
+
 async def run_items(session: AsyncSession, run_id: str) -> list[QaItem]:
     rows = await session.execute(select(QaItem).where(QaItem.run_id == run_id))
     return list(rows.scalars())

@@ -96,7 +96,7 @@ class ReleaseController:
 
     async def refresh(self) -> bool:
         """Take a release another gateway made; True when the pointer moved."""
-        async with self._sessionmaker() as session:
+        async with self._sessionmaker.begin() as session:
             generation = await repository.latest_generation(session)
         if generation == self.state.generation:
             return False
@@ -198,7 +198,7 @@ class ReleaseController:
     # Below, callers hold the lock and have caught up with the database.
 
     async def _stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
-        async with self._sessionmaker() as session:
+        async with self._sessionmaker.begin() as session:
             snapshot = await repository.get_snapshot(session, snapshot_id)
             if snapshot is None:
                 raise NotFoundError(f"snapshot {snapshot_id} does not exist")
@@ -299,7 +299,7 @@ class ReleaseController:
 
     async def _catch_up(self) -> None:
         """Under the lock: take the newest release before changing it."""
-        async with self._sessionmaker() as session:
+        async with self._sessionmaker.begin() as session:
             release = await repository.latest_release(session)
             if release is not None and release.generation != self.state.generation:
                 self._set(await self._state_of(session, release))

@@ -14,12 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from twinloop.db.models import RouterRulesVersion
 from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, NotFoundError
+from twinloop.routing import repository
 from twinloop.routing.evaluation import LabelledQuestion, RoutingReport, evaluate
 from twinloop.routing.router import RouteResult
 from twinloop.routing.rules import RouterRules, default_rules
@@ -64,15 +62,16 @@ class RoutingService:
     async def ensure_default(self) -> None:
         """Record the shipped rules as version 1 on first start."""
         async with self._sessionmaker.begin() as session:
-            if await session.get(RouterRulesVersion, DEFAULT_RULES_VERSION) is None:
-                session.add(
+            if await repository.get(session, DEFAULT_RULES_VERSION) is None:
+                await repository.add(
+                    session,
                     RouterRulesVersion(
                         version=DEFAULT_RULES_VERSION,
                         rules=_as_json(default_rules()),
                         accuracy=None,
                         created_by="system",
                         reason="the rules shipped with twinloop",
-                    )
+                    ),
                 )
 
     async def router_for(self, version: int | None) -> Router:
@@ -107,15 +106,16 @@ class RoutingService:
                 f"the rules in use (version {baseline_version}) {baseline.accuracy:.1%}; refused"
             )
         async with self._sessionmaker.begin() as session:
-            version = await _latest_version(session) + 1
-            session.add(
+            version = await repository.latest_version(session) + 1
+            await repository.add(
+                session,
                 RouterRulesVersion(
                     version=version,
                     rules=_as_json(candidate),
                     accuracy=report.accuracy,
                     created_by=actor,
                     reason=reason,
-                )
+                ),
             )
         self._routers[version] = candidate_router
         return Proposal(
@@ -129,16 +129,11 @@ class RoutingService:
         return await asyncio.to_thread(evaluate, router, self._testset)
 
     async def _rules(self, version: int) -> RouterRules:
-        async with self._sessionmaker() as session:
-            row = await session.get(RouterRulesVersion, version)
+        async with self._sessionmaker.begin() as session:
+            row = await repository.get(session, version)
         if row is None:
             raise NotFoundError(f"router rules version {version} does not exist")
         return RouterRules.from_json(_dump(row.rules))
-
-
-async def _latest_version(session: AsyncSession) -> int:
-    result = await session.execute(select(func.max(RouterRulesVersion.version)))
-    return result.scalar_one_or_none() or 0
 
 
 def _as_json(rules: RouterRules) -> dict[str, Any]:

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from twinloop.testing.adapters import write_fake_adapter
+from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem
-from twinloop.training.runner import ProgressCallback, TrainedAdapter, TrainRequest
 
 
 class Killed(BaseException):

@@ -23,7 +23,8 @@ from twinloop.runtime import Knowledge, open_services
 from twinloop.settings import Settings
 from twinloop.training.cycles import CycleInProgressError, TrainingCycles
 from twinloop.training.metrics import TrainerMetrics
-from twinloop.training.runner import AdapterTrainer, CycleRunner, ProgressCallback
+from twinloop.training.protocols import AdapterTrainer, ProgressCallback
+from twinloop.training.runner import CycleRunner
 
 log = structlog.get_logger(__name__)
 PROGRESS_LOG_EVERY = 10

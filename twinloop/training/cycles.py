@@ -1,6 +1,6 @@
-"""Training cycles as persisted state machines: ask for one, read one, trace an adapter.
+"""Training cycles as the gateway sees them: ask for one, read one, trace an adapter.
 
-A cycle moves
+A cycle is a persisted state machine (its states: `twinloop.states.CycleState`). It moves
 
     queued → collecting → cleaning → training → registered → qa → awaiting_canary
                                         ↑                    │
@@ -11,9 +11,9 @@ and ends `awaiting_canary` (the QA gate passed; the canary takes it from there),
 learn), `abandoned` (interrupted too often, or an item it learned from was deleted
 mid-cycle) or `failed` (an error, recorded). A runner without QA ends at `staged`. Each
 transition is committed with the work of the step before it, so a trainer killed anywhere
-finds the cycle in a state it can resume from (see `CycleRunner`).
-
-This module is what the gateway needs (request, read, lineage); it never trains.
+finds the cycle in a state it can resume from. The trainer process drives it
+(`twinloop.training.runner`); this module is what the gateway needs (request, read,
+lineage) and never trains.
 """
 
 from __future__ import annotations
@@ -22,21 +22,15 @@ import os
 import socket
 
 import psutil
-from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import utcnow
-from twinloop.db.models import (
-    AdapterVersion,
-    Feedback,
-    TrainingExample,
-    TrainingRun,
-    TrainingRunItem,
-)
+from twinloop.db.models import TrainingExample, TrainingRun, TrainingRunItem
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
+from twinloop.registry import repository as registry_repository
 from twinloop.registry.schemas import AdapterView
-from twinloop.states import IN_PROGRESS, UNFINISHED, CycleState, ItemRole, ItemStatus
+from twinloop.states import CycleState, ItemRole
+from twinloop.training import repository
 from twinloop.training.schemas import CycleView, LineageItem, LineageView
 
 
@@ -82,7 +76,7 @@ class TrainingCycles:
         Refuses while another cycle is queued or in progress, so no item is collected twice.
         """
         async with self._sessionmaker.begin() as session:
-            running = await _unfinished(session)
+            running = await repository.unfinished_run(session)
             if running is not None and (
                 running.state == CycleState.QUEUED or owner_alive(running.owner)
             ):
@@ -95,92 +89,57 @@ class TrainingCycles:
                 attempts=1 if claim else 0,
                 updated_at=utcnow(),
             )
-            session.add(run)
-            await session.flush()
+            await repository.add(session, run)
             return CycleView.model_validate(run)
 
     async def get(self, cycle_id: str) -> CycleView:
-        async with self._sessionmaker() as session:
-            run = await session.get(TrainingRun, cycle_id)
+        async with self._sessionmaker.begin() as session:
+            run = await repository.find_run(session, cycle_id)
             if run is None:
                 raise NotFoundError(f"training cycle {cycle_id} does not exist")
             return CycleView.model_validate(run)
 
     async def recent(self, limit: int = 20) -> list[CycleView]:
-        async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(TrainingRun).order_by(TrainingRun.created_at.desc()).limit(limit)
-            )
-            return [CycleView.model_validate(r) for r in rows.scalars()]
+        async with self._sessionmaker.begin() as session:
+            return [
+                CycleView.model_validate(r) for r in await repository.recent_runs(session, limit)
+            ]
 
     async def claim(self, cycle_id: str) -> bool:
         """Take a queued cycle for this process; False if someone else took it first."""
         async with self._sessionmaker.begin() as session:
-            result = await session.execute(
-                update(TrainingRun)
-                .where(TrainingRun.id == cycle_id, TrainingRun.state == CycleState.QUEUED)
-                .values(
-                    state=CycleState.COLLECTING,
-                    owner=this_trainer(),
-                    attempts=TrainingRun.attempts + 1,
-                    updated_at=utcnow(),
-                )
-            )
-            return bool(getattr(result, "rowcount", 0) == 1)
+            return await repository.claim_queued(session, cycle_id, this_trainer())
 
     async def next_queued(self) -> str | None:
-        async with self._sessionmaker() as session:
-            found = await session.execute(
-                select(TrainingRun.id)
-                .where(TrainingRun.state == CycleState.QUEUED)
-                .order_by(TrainingRun.created_at)
-                .limit(1)
-            )
-            return found.scalar_one_or_none()
+        async with self._sessionmaker.begin() as session:
+            return await repository.next_queued_id(session)
 
     async def interrupted(self) -> list[CycleView]:
         """Cycles in progress whose trainer is gone (killed, crashed, machine restarted)."""
-        async with self._sessionmaker() as session:
-            rows = await session.execute(
-                select(TrainingRun)
-                .where(TrainingRun.state.in_(IN_PROGRESS))
-                .order_by(TrainingRun.created_at)
-            )
-            return [CycleView.model_validate(r) for r in rows.scalars() if not owner_alive(r.owner)]
+        async with self._sessionmaker.begin() as session:
+            runs = await repository.runs_in_progress(session)
+            return [CycleView.model_validate(r) for r in runs if not owner_alive(r.owner)]
 
     async def pending_items(self) -> int:
         """Training examples waiting for a cycle (what the schedule counts)."""
-        async with self._sessionmaker() as session:
-            count = await session.execute(
-                select(func.count())
-                .select_from(TrainingExample)
-                .where(
-                    TrainingExample.status == ItemStatus.PENDING,
-                    TrainingExample.deleted_at.is_(None),
-                )
-            )
-            return int(count.scalar_one())
+        async with self._sessionmaker.begin() as session:
+            return await repository.count_pending(session)
 
     async def lineage(self, adapter_id: str) -> LineageView:
         """What trained `adapter_id`, and what its cycle quarantined in that domain, with why."""
-        async with self._sessionmaker() as session:
-            adapter = await session.get(AdapterVersion, adapter_id)
+        async with self._sessionmaker.begin() as session:
+            adapter = await registry_repository.get(session, adapter_id)
             if adapter is None:
                 raise NotFoundError(f"adapter version {adapter_id} does not exist")
             run = (
-                await session.get(TrainingRun, adapter.training_run_id)
+                await repository.find_run(session, adapter.training_run_id)
                 if adapter.training_run_id
                 else None
             )
-            trained = await _lineage_items(
-                session, TrainingRunItem.adapter_version_id == adapter.id
-            )
+            trained = await repository.items_trained_by(session, adapter.id)
             quarantined = (
-                await _lineage_items(
-                    session,
-                    TrainingRunItem.run_id == run.id,
-                    TrainingRunItem.role == ItemRole.QUARANTINED,
-                    TrainingRunItem.domain == adapter.domain,
+                await repository.items_of_role(
+                    session, run.id, ItemRole.QUARANTINED, adapter.domain
                 )
                 if run is not None
                 else []
@@ -188,44 +147,26 @@ class TrainingCycles:
             return LineageView(
                 adapter=AdapterView.model_validate(adapter),
                 cycle=CycleView.model_validate(run) if run is not None else None,
-                trained_on=trained,
-                quarantined=quarantined,
+                trained_on=[_lineage_item(*row) for row in trained],
+                quarantined=[_lineage_item(*row) for row in quarantined],
                 general_replay=dict(adapter.metrics.get("general_replay", {})),
             )
 
 
-async def _unfinished(session: AsyncSession) -> TrainingRun | None:
-    found = await session.execute(
-        select(TrainingRun)
-        .where(TrainingRun.state.in_(UNFINISHED))
-        .order_by(TrainingRun.created_at)
-        .limit(1)
+def _lineage_item(
+    item: TrainingRunItem, example: TrainingExample, feedback_id: str | None
+) -> LineageItem:
+    return LineageItem(
+        example_id=example.id,
+        external_id=example.external_id,
+        feedback_id=feedback_id,
+        source=example.source,
+        domain=item.domain,
+        role=item.role,
+        question=item.question,
+        answer=item.answer,
+        rejected_answer=example.rejected_answer,
+        rule=item.rule,
+        reason=item.reason,
+        deleted=example.deleted_at is not None,
     )
-    return found.scalars().first()
-
-
-async def _lineage_items(session: AsyncSession, *where: object) -> list[LineageItem]:
-    rows = await session.execute(
-        select(TrainingRunItem, TrainingExample, Feedback.external_id)
-        .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
-        .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
-        .where(*where)  # type: ignore[arg-type]
-        .order_by(TrainingRunItem.role, TrainingExample.created_at)
-    )
-    return [
-        LineageItem(
-            example_id=example.id,
-            external_id=example.external_id,
-            feedback_id=feedback_external_id,
-            source=example.source,
-            domain=item.domain,
-            role=item.role,
-            question=item.question,
-            answer=item.answer,
-            rejected_answer=example.rejected_answer,
-            rule=item.rule,
-            reason=item.reason,
-            deleted=example.deleted_at is not None,
-        )
-        for item, example, feedback_external_id in rows.all()
-    ]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from adapters.training import AdapterJob, AdapterTrainingConfig, generate_answers, train_adapters
 from twinloop.settings import Settings
+from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, general_replay_set
-from twinloop.training.runner import ProgressCallback, TrainedAdapter, TrainRequest
 
 
 def training_config(settings: Settings) -> AdapterTrainingConfig:

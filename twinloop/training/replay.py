@@ -5,7 +5,7 @@ Two sources, mixed into every domain's training:
 * **domain replay** — the domain's earlier accepted examples, trained again next to the
   new ones. Each cycle trains the domain's adapter afresh from the base model, so this is
   what keeps earlier lessons in the new adapter. `trainer.domain_replay_ratio` earlier
-  examples per new one, newest first.
+  examples per new one, newest first (`repository.domain_replay`).
 * **general replay** — the base model's own greedy answers to the general prompts shipped
   in `data/general_replay_prompts.jsonl`. The trainer keeps the adapter's next-token
   distribution close to the base model's on them (the KL term in adapters/training.py);
@@ -22,12 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from twinloop.db.models import TrainingExample, TrainingRunItem
 from twinloop.files import atomic_write_text
-from twinloop.states import ItemRole, ItemStatus
 
 GENERAL_PROMPTS_PATH = Path(__file__).parent / "data" / "general_replay_prompts.jsonl"
 
@@ -89,37 +84,6 @@ def general_replay_set(
 
 def replay_budget(new_count: int, ratio: float) -> int:
     return math.ceil(new_count * ratio)
-
-
-async def domain_replay(
-    session: AsyncSession, domain: str, *, exclude: set[str], limit: int
-) -> list[ReplayItem]:
-    """Up to `limit` earlier accepted, undeleted examples of `domain`, newest first.
-
-    The text is the one an earlier cycle trained on (after PII redaction), never the raw
-    submission.
-    """
-    if limit <= 0:
-        return []
-    result = await session.execute(
-        select(TrainingRunItem.example_id, TrainingRunItem.question, TrainingRunItem.answer)
-        .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
-        .where(
-            TrainingRunItem.role == ItemRole.NEW,
-            TrainingExample.domain == domain,
-            TrainingExample.status == ItemStatus.ACCEPTED,
-            TrainingExample.deleted_at.is_(None),
-        )
-        .order_by(TrainingExample.created_at.desc(), TrainingExample.id)
-    )
-    items: dict[str, ReplayItem] = {}
-    for example_id, question, answer in result.all():
-        if example_id in exclude or example_id in items:
-            continue
-        items[example_id] = ReplayItem(question=question, answer=answer, example_id=example_id)
-        if len(items) == limit:
-            break
-    return list(items.values())
 
 
 def _model_key(base_model_dir: Path) -> str:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from twinloop.training.cleaning import (
-    CandidateExample,
-    CleaningConfig,
-    CleaningResult,
-    bigram_repetition_ratio,
-    cap_limit,
-    clean,
-    find_injection,
-    redact_pii,
-)
+from twinloop.training.cleaning.caps import cap_limit
+from twinloop.training.cleaning.config import CleaningConfig
+from twinloop.training.cleaning.dedup import bigram_repetition_ratio
+from twinloop.training.cleaning.examples import CandidateExample, CleaningResult
+from twinloop.training.cleaning.injection import find_injection
+from twinloop.training.cleaning.pipeline import clean
+from twinloop.training.cleaning.redaction import redact_pii
 
 NORMAL_ANSWER = "Run git diff with the -w flag; it compares lines while ignoring all whitespace."
 

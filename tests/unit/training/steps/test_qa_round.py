@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from twinloop.qa.corrections import CORRECTION, REINFORCEMENT, Correction
-from twinloop.training.runner import route_corrections
+from twinloop.training.steps.qa_round import route_corrections
 
 
 def test_route_corrections_keeps_untrained_domains_to_facts() -> None:

@@ -1,0 +1,235 @@
+"""The servers bench/gateway_overhead.py measures, each run in a child process by the harness.
+
+- the stub engine: vLLM's OpenAI API with a fixed reply at once (raw asyncio + httptools,
+  or aiohttp.web without httptools), so no generation is ever measured;
+- the gateway: `api.app.create_app` under uvicorn, SQLite in a temporary folder, both
+  slots on the stub;
+- the bare proxies: a FastAPI app (no database) forwarding chat completions to the stub
+  with httpx or aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, cast
+
+import aiohttp
+from fastapi import FastAPI, Request  # module level: the route's annotations must resolve
+
+from bench.overhead_harness import (
+    HOST,
+    HTTP,
+    child_prologue,
+    listen_and_report,
+    new_loop,
+    serve_asgi,
+)
+
+MODEL = "smollm2-135m-instruct"  # the gateway's default served name
+ANSWER = "Paris."  # what the stub always answers
+STUB_KIND = "raw asyncio + httptools" if HTTP == "httptools" else "aiohttp.web"
+
+
+# -- the stub engine ------------------------------------------------------------------
+
+
+def _http_response(status: str, payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _stub_payloads() -> dict[tuple[str, str], dict[str, Any]]:
+    created = int(time.time())
+    usage = {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}
+    chat = {
+        "id": "chatcmpl-stub",
+        "object": "chat.completion",
+        "created": created,
+        "model": MODEL,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ANSWER},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+    }
+    completion = {
+        "id": "cmpl-stub",
+        "object": "text_completion",
+        "created": created,
+        "model": MODEL,
+        "choices": [{"index": 0, "text": f" {ANSWER}", "logprobs": None, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    card = {"id": MODEL, "object": "model", "created": created, "owned_by": "vllm", "root": MODEL}
+    return {
+        ("POST", "/v1/chat/completions"): chat,
+        ("POST", "/v1/completions"): completion,
+        ("GET", "/health"): {},
+        ("GET", "/v1/models"): {"object": "list", "data": [card]},
+    }
+
+
+class _StubProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, pre-encoded replies; the request body is never parsed."""
+
+    def __init__(self, replies: dict[tuple[bytes, bytes], bytes], not_found: bytes) -> None:
+        import httptools
+
+        self._replies = replies
+        self._not_found = not_found
+        self._parser = httptools.HttpRequestParser(self)
+        self._error = httptools.HttpParserError
+        self._url = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, but have its methods.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except self._error:
+            if self._transport is not None:
+                self._transport.close()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_message_complete(self) -> None:
+        path = self._url.split(b"?", 1)[0]
+        self._url = b""
+        reply = self._replies.get((self._parser.get_method(), path), self._not_found)
+        if self._transport is not None:
+            self._transport.write(reply)
+            if not self._parser.should_keep_alive():
+                self._transport.close()
+
+
+def serve_stub(conn: Connection, parent_pid: int) -> None:
+    child_prologue(parent_pid)
+    sock = listen_and_report(conn)
+    payloads = _stub_payloads()
+    if HTTP != "httptools":
+        _serve_stub_aiohttp(sock, payloads)
+        return
+    replies = {
+        (method.encode(), path.encode()): _http_response("200 OK", payload)
+        for (method, path), payload in payloads.items()
+    }
+    not_found = _http_response("404 Not Found", {"error": "not found"})
+    loop = new_loop()
+    loop.run_until_complete(
+        loop.create_server(lambda: _StubProtocol(replies, not_found), sock=sock)
+    )
+    loop.run_forever()
+
+
+def _serve_stub_aiohttp(
+    sock: socket.socket, payloads: dict[tuple[str, str], dict[str, Any]]
+) -> None:
+    from aiohttp import web
+
+    app = web.Application()
+    for (method, path), payload in payloads.items():
+        body = json.dumps(payload).encode()
+
+        async def reply(_: web.Request, body: bytes = body) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        app.router.add_route(method, path, reply)
+    web.run_app(app, sock=sock, print=None, handle_signals=False, access_log=None)
+
+
+# -- the gateway ----------------------------------------------------------------------
+
+
+def serve_gateway(conn: Connection, parent_pid: int, stub_port: int, data_dir: str) -> None:
+    child_prologue(parent_pid)
+    sock = listen_and_report(conn)
+    from api.app import create_app
+    from twinloop.db.migrate import upgrade
+    from twinloop.settings import EngineSettings, Settings
+
+    settings = Settings(
+        data_dir=Path(data_dir),
+        log_level="WARNING",
+        engines=EngineSettings(blue_port=stub_port, green_port=stub_port, external=True),
+    )
+    upgrade(settings.sqlalchemy_url)
+    serve_asgi(create_app(settings), sock)
+
+
+# -- the bare proxies -----------------------------------------------------------------
+
+Forward = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def serve_proxy(conn: Connection, parent_pid: int, stub_port: int, library: str) -> None:
+    child_prologue(parent_pid)
+    sock = listen_and_report(conn)
+    serve_asgi(_proxy_app(f"http://{HOST}:{stub_port}", library), sock)
+
+
+def _proxy_app(upstream: str, library: str) -> Any:
+    """Per call, what the gateway's engine client does: JSON out, JSON back, a dict returned."""
+    import httpx
+
+    url = f"{upstream}/v1/chat/completions"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        if library == "httpx":
+            # The same limits and timeouts as twinloop.runtime's engine client.
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+            timeouts = httpx.Timeout(connect=5.0, read=300.0, write=30.0, pool=10.0)
+            async with httpx.AsyncClient(limits=limits, timeout=timeouts) as client:
+
+                async def forward_httpx(body: dict[str, Any]) -> dict[str, Any]:
+                    response = await client.post(url, json=body)
+                    response.raise_for_status()
+                    result: dict[str, Any] = response.json()
+                    return result
+
+                app.state.forward = forward_httpx
+                yield
+        else:
+            connector = aiohttp.TCPConnector(limit=256)
+            timeout = aiohttp.ClientTimeout(sock_connect=5.0, sock_read=300.0)
+            async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+                async def forward_aiohttp(body: dict[str, Any]) -> dict[str, Any]:
+                    async with session.post(url, json=body) as response:
+                        response.raise_for_status()
+                        result: dict[str, Any] = await response.json()
+                        return result
+
+                app.state.forward = forward_aiohttp
+                yield
+
+    app = FastAPI(lifespan=lifespan)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> dict[str, Any]:
+        forward: Forward = request.app.state.forward
+        return await forward(await request.json())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

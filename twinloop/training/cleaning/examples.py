@@ -1,0 +1,44 @@
+"""What cleaning takes (candidate examples) and gives (accepted, quarantined, counts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Rule names, as they appear in `Quarantined.rule` and in `counts` ("quarantine.<rule>").
+EMPTY = "empty"
+INJECTION = "injection"
+TOO_SHORT = "too_short"
+TOO_LONG = "too_long"
+REPETITION = "repetition"
+DUPLICATE = "duplicate"
+SOURCE_CAP = "source_cap"
+CATEGORY_CAP = "category_cap"
+RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION, DUPLICATE, SOURCE_CAP, CATEGORY_CAP)
+
+
+@dataclass(frozen=True)
+class CandidateExample:
+    """One question/answer pair offered for training."""
+
+    id: str
+    domain: str
+    question: str
+    answer: str
+    source: str  # "example", "correction", or the client / user id that sent it
+    category: str  # the domain, a feedback kind, a topic: whatever the caller balances on
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An example kept out of training, with the rule that stopped it and why."""
+
+    example: CandidateExample
+    rule: str
+    reason: str
+
+
+@dataclass
+class CleaningResult:
+    accepted: list[CandidateExample]
+    quarantined: list[Quarantined]
+    counts: dict[str, int]

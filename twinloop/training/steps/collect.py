@@ -1,0 +1,102 @@
+"""Steps 1-2: collect the pending examples and clean them; accepted ones become new items.
+
+Nothing is committed until cleaning ends, so a cycle interrupted here starts over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from twinloop.db.base import utcnow
+from twinloop.db.models import TrainingExample, TrainingRunItem
+from twinloop.states import CycleState, ItemRole, ItemStatus
+from twinloop.training import repository
+from twinloop.training.cleaning.examples import CandidateExample
+from twinloop.training.cleaning.pipeline import clean
+from twinloop.training.protocols import ProgressCallback
+from twinloop.training.steps.context import CycleContext, Ending
+
+
+async def collect_and_clean(
+    ctx: CycleContext, cycle_id: str, _: ProgressCallback | None
+) -> Ending | None:
+    started = time.perf_counter()
+    async with ctx.sessionmaker.begin() as session:
+        await repository.set_state(session, cycle_id, CycleState.CLEANING)
+    async with ctx.sessionmaker.begin() as session:
+        run = await repository.get_run(session, cycle_id)
+        pending = await repository.pending_examples(session)
+        candidates = [_candidate(example, user_id) for example, user_id in pending]
+        result = await asyncio.to_thread(clean, candidates, ctx.cleaning)
+        rows = {example.id: example for example, _ in pending}
+        items = []
+        for kept in result.accepted:
+            rows[kept.id].status, rows[kept.id].reject_reason = ItemStatus.ACCEPTED, None
+            items.append(_item(run.id, kept, ItemRole.NEW))
+        for q in result.quarantined:
+            rows[q.example.id].status, rows[q.example.id].reject_reason = (
+                ItemStatus.QUARANTINED,
+                q.reason,
+            )
+            items.append(
+                _item(run.id, q.example, ItemRole.QUARANTINED, rule=q.rule, reason=q.reason)
+            )
+        await repository.add(session, *items)
+        domains = sorted({kept.domain for kept in result.accepted})
+        run.domains = domains
+        run.item_counts = {"collected": len(pending), **result.counts}
+        run.step_timings = {**run.step_timings, "clean": time.perf_counter() - started}
+        run.state = CycleState.TRAINING if domains else CycleState.SKIPPED
+        run.updated_at = utcnow()
+        if not domains:
+            run.finished_at = run.updated_at
+            run.error = "nothing new to learn" if pending else "no pending items"
+    _count_cleaning(ctx, result.counts)
+    ctx.metrics.step_seconds.labels("clean").observe(time.perf_counter() - started)
+    if not domains:
+        ctx.metrics.cycles.labels(CycleState.SKIPPED).inc()
+    return None
+
+
+def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExample:
+    """A pending example as cleaning sees it, with who sent it (the source the caps balance)."""
+    # Feedback is balanced per user; examples sent as such count as one source.
+    source = "ingest-examples" if example.feedback_id is None else f"user:{user_id or '-'}"
+    return CandidateExample(
+        id=example.id,
+        domain=example.domain,
+        question=example.question,
+        answer=example.answer,
+        source=source,
+        category=f"{example.domain}/{example.source}",
+    )
+
+
+def _item(
+    run_id: str,
+    example: CandidateExample,
+    role: ItemRole,
+    *,
+    rule: str | None = None,
+    reason: str | None = None,
+) -> TrainingRunItem:
+    return TrainingRunItem(
+        run_id=run_id,
+        example_id=example.id,
+        domain=example.domain,
+        role=role,
+        rule=rule,
+        reason=reason,
+        question=example.question,
+        answer=example.answer,
+    )
+
+
+def _count_cleaning(ctx: CycleContext, counts: dict[str, int]) -> None:
+    ctx.metrics.items.labels("accepted").inc(counts.get("accepted", 0))
+    for key, value in counts.items():
+        if key.startswith("quarantine.") and value:
+            ctx.metrics.items.labels(key.replace("quarantine.", "quarantined.")).inc(value)
+        elif key.startswith("redacted.") and key != "redacted.examples" and value:
+            ctx.metrics.redactions.labels(key.removeprefix("redacted.")).inc(value)

@@ -1,0 +1,177 @@
+"""Steps 3-5: mix the new items with replay, train the adapters, register them.
+
+The cycle's items are recorded, so a cycle interrupted while training trains again (same
+items, same seed, same weights) and registers its adapters with the move to `registered`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.db.base import utcnow
+from twinloop.db.models import TrainingRun
+from twinloop.states import CycleState, ItemRole
+from twinloop.training import repository
+from twinloop.training.progress import progress_written
+from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
+from twinloop.training.replay import ReplayItem, replay_budget
+from twinloop.training.steps.context import CycleContext, Ending, of_round
+from twinloop.training.steps.weak_spots import oversample_weak_spots
+
+log = logging.getLogger(__name__)
+
+ByDomain = dict[str, list[ReplayItem]]
+
+
+async def train_and_register(
+    ctx: CycleContext, cycle_id: str, on_progress: ProgressCallback | None
+) -> Ending | None:
+    started = time.perf_counter()
+    async with ctx.sessionmaker.begin() as session:
+        by_domain, replay = await _new_and_replay(ctx, session, cycle_id)
+        rejected = await repository.last_rejected_before(session, cycle_id)
+    if not by_domain:
+        return Ending(CycleState.SKIPPED, "every item was deleted")
+    guard_started = time.perf_counter()
+    taught = [i.question for items in by_domain.values() for i in items]
+    extra = await ctx.qa.replay_questions(exclude=taught) if ctx.qa is not None else []
+    guard = await asyncio.to_thread(ctx.trainer.general_replay, extra)
+    sft, guard, targets = await oversample_weak_spots(ctx, rejected, by_domain, guard, extra)
+    if targets:
+        await _record_targets(ctx, cycle_id, targets)
+    replay_seconds = time.perf_counter() - guard_started
+    requests = []
+    for domain in sorted(by_domain):
+        out_dir = ctx.work_dir / cycle_id / domain
+        shutil.rmtree(out_dir, ignore_errors=True)
+        examples = [*sft[domain], *replay[domain]]
+        requests.append(TrainRequest(domain=domain, examples=examples, out_dir=out_dir))
+    async with progress_written(ctx.sessionmaker, cycle_id, on_progress) as on_step:
+        trained = await asyncio.to_thread(ctx.trainer.train, requests, guard, on_step)
+    for request in requests:
+        _observe_training(ctx, request.domain, len(request.examples), trained[request.domain])
+    train_seconds = time.perf_counter() - started - replay_seconds
+    ctx.metrics.step_seconds.labels("replay").observe(replay_seconds)
+    ctx.metrics.step_seconds.labels("train").observe(train_seconds)
+    timings = {"replay": replay_seconds, "train": train_seconds}
+    return await _register(ctx, cycle_id, by_domain, replay, trained, len(guard), timings)
+
+
+async def _new_and_replay(
+    ctx: CycleContext, session: AsyncSession, cycle_id: str
+) -> tuple[ByDomain, ByDomain]:
+    """The cycle's live new items by domain, and each domain's replay of earlier examples."""
+    new_items = await repository.live_items(session, cycle_id, ItemRole.NEW)
+    by_domain: ByDomain = defaultdict(list)
+    for item in new_items:
+        by_domain[item.domain].append(
+            ReplayItem(item.question, item.answer, example_id=item.example_id)
+        )
+    this_cycle = {item.example_id for item in new_items}
+    replay = {
+        domain: await repository.domain_replay(
+            session,
+            domain,
+            exclude=this_cycle,
+            limit=replay_budget(len(items), ctx.replay_ratio),
+        )
+        for domain, items in by_domain.items()
+    }
+    return by_domain, replay
+
+
+async def _record_targets(ctx: CycleContext, cycle_id: str, targets: dict[str, Any]) -> None:
+    log.info("training cycle %s targets the weak spots of %s: %s", cycle_id,
+             targets["from_cycle"], targets)  # fmt: skip
+    async with ctx.sessionmaker.begin() as session:
+        run = await repository.get_run(session, cycle_id)
+        run.targets = targets
+    ctx.metrics.weak_spot_repeats.labels("sft").inc(targets["sft_repeated"])
+    ctx.metrics.weak_spot_repeats.labels("guard").inc(targets["guard_repeated"])
+
+
+def _observe_training(
+    ctx: CycleContext, domain: str, examples: int, adapter: TrainedAdapter
+) -> None:
+    ctx.metrics.loss.labels(domain).set(adapter.final_loss)
+    if adapter.seconds > 0:
+        rate = adapter.metrics.get("examples_seen", examples) / adapter.seconds
+        ctx.metrics.examples_per_second.set(rate)
+
+
+async def _register(
+    ctx: CycleContext,
+    cycle_id: str,
+    new: ByDomain,
+    replay: ByDomain,
+    trained: dict[str, TrainedAdapter],
+    guard_size: int,
+    timings: dict[str, float],
+) -> Ending | None:
+    """Register the adapters with their lineage and move to `registered`; abandon the cycle
+    instead when an item it learned from was deleted meanwhile."""
+    started = time.perf_counter()
+    await ctx.releases.refresh()  # the parent adapter is what Active serves now
+    used = [i.example_id for items in (*new.values(), *replay.values()) for i in items]
+    async with ctx.sessionmaker.begin() as session:
+        run = await repository.get_run(session, cycle_id)
+        deleted = await repository.deleted_among(session, [i for i in used if i])
+        if deleted:
+            return Ending(
+                CycleState.ABANDONED,
+                f"item(s) {', '.join(sorted(deleted))} were deleted while training",
+            )
+        await _register_adapters(ctx, session, run, new, replay, trained, guard_size)
+        counts = Counter(run.item_counts)
+        for domain in new:
+            counts[f"new.{domain}"] = len(new[domain])
+            counts[f"replay.{domain}"] = len(replay[domain])
+        counts["general_replay"] = guard_size
+        run.item_counts = dict(counts)
+        run.step_timings = {
+            **run.step_timings,
+            **of_round({**timings, "register": time.perf_counter() - started}, run.qa_rounds),
+        }
+        run.state, run.updated_at, run.progress = CycleState.REGISTERED, utcnow(), {}
+    ctx.metrics.step_seconds.labels("register").observe(time.perf_counter() - started)
+    return None
+
+
+async def _register_adapters(
+    ctx: CycleContext,
+    session: AsyncSession,
+    run: TrainingRun,
+    new: ByDomain,
+    replay: ByDomain,
+    trained: dict[str, TrainedAdapter],
+    guard_size: int,
+) -> None:
+    """Each trained adapter registered (its parent: what Active serves) and linked to the
+    items it learned from."""
+    active = ctx.releases.state.serving(ctx.releases.state.active_slot)
+    for domain, adapter in sorted(trained.items()):
+        parent = active.adapters.get(domain)
+        version = await ctx.registry.register(
+            session,
+            source=adapter.path,
+            domain=domain,
+            parent_id=parent.id if parent else None,
+            training_run_id=run.id,
+            metrics={
+                **adapter.metrics,
+                "new_examples": len(new[domain]),
+                "replayed_examples": len(replay[domain]),
+                "general_replay": {"items": guard_size},
+            },
+        )
+        run.adapters = {**run.adapters, domain: version.id}
+        await repository.link_items(
+            session, run.id, domain, new[domain], replay[domain], version.id
+        )

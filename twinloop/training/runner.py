@@ -19,10 +19,11 @@ cycle learns them.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import structlog
 
 from twinloop.db.session import SessionMaker
 from twinloop.errors import TwinloopError
@@ -42,7 +43,7 @@ from twinloop.training.steps.qa_round import qa_round
 from twinloop.training.steps.stage import stage
 from twinloop.training.steps.train import train_and_register
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 STEPS: dict[str, Step] = {
     CycleState.COLLECTING: collect_and_clean,
@@ -109,7 +110,7 @@ class CycleRunner:
                 if view.state in FINISHED:
                     return view
                 step = _step_for(view.state)
-                log.info("training cycle %s: %s", cycle_id, view.state)
+                log.info("training_cycle_step", cycle_id=cycle_id, state=view.state)
                 try:
                     ending = await step(self._ctx, cycle_id, on_progress)
                     if ending is not None:
@@ -117,7 +118,7 @@ class CycleRunner:
                 except Exception as error:  # every failure is recorded on the cycle
                     message = error.message if isinstance(error, TwinloopError) else repr(error)
                     if not isinstance(error, TwinloopError):
-                        log.exception("training cycle %s failed in %s", cycle_id, view.state)
+                        log.exception("training_cycle_failed", cycle_id=cycle_id, state=view.state)
                     await finish(self._ctx, cycle_id, CycleState.FAILED, error=message)
         finally:
             self._metrics.active_cycle.set(0)
@@ -131,7 +132,11 @@ class CycleRunner:
         extra = await self._qa.replay_questions(exclude=()) if self._qa is not None else []
         started = time.perf_counter()
         guard = await asyncio.to_thread(self._trainer.general_replay, extra)
-        log.info("replay answers ready: %d in %.1f s", len(guard), time.perf_counter() - started)
+        log.info(
+            "replay_answers_ready",
+            items=len(guard),
+            seconds=round(time.perf_counter() - started, 1),
+        )
         return len(guard)
 
     async def resume_interrupted(self, on_progress: ProgressCallback | None = None) -> list[str]:
@@ -154,7 +159,7 @@ class CycleRunner:
                     f"after {self._max_attempts} attempt(s)",
                 )
                 continue
-            log.info("resuming training cycle %s from %s", view.id, view.state)
+            log.info("training_cycle_resumed", cycle_id=view.id, state=view.state)
             await self.run(view.id, on_progress)
             resumed.append(view.id)
         return resumed

@@ -7,9 +7,9 @@ reasons (see `_hand_back_rejected`).
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import utcnow
@@ -17,7 +17,7 @@ from twinloop.states import CycleState, ItemStatus
 from twinloop.training import repository
 from twinloop.training.steps.context import CycleContext
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 # The source of the examples QA made from a failed round (qa-correction, qa-reinforcement).
 QA_MADE_PREFIX = "qa-"
@@ -38,7 +38,7 @@ async def finish(
             for outcome, count in outcomes.items():
                 ctx.metrics.items.labels(outcome).inc(count)
     ctx.metrics.cycles.labels(state).inc()
-    log.info("training cycle %s ended %s%s", cycle_id, state, f": {error}" if error else "")
+    log.info("training_cycle_ended", cycle_id=cycle_id, state=state, error=error)
 
 
 async def _hand_back(session: AsyncSession, cycle_id: str) -> None:

@@ -7,12 +7,12 @@ items, same seed, same weights) and registers its adapters with the move to `reg
 from __future__ import annotations
 
 import asyncio
-import logging
 import shutil
 import time
 from collections import Counter, defaultdict
 from typing import Any
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import utcnow
@@ -25,7 +25,7 @@ from twinloop.training.replay import ReplayItem, replay_budget
 from twinloop.training.steps.context import CycleContext, Ending, of_round
 from twinloop.training.steps.weak_spots import oversample_weak_spots
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 ByDomain = dict[str, list[ReplayItem]]
 
@@ -88,8 +88,7 @@ async def _new_and_replay(
 
 
 async def _record_targets(ctx: CycleContext, cycle_id: str, targets: dict[str, Any]) -> None:
-    log.info("training cycle %s targets the weak spots of %s: %s", cycle_id,
-             targets["from_cycle"], targets)  # fmt: skip
+    log.info("training_cycle_targets_weak_spots", cycle_id=cycle_id, **targets)
     async with ctx.sessionmaker.begin() as session:
         run = await repository.get_run(session, cycle_id)
         run.targets = targets

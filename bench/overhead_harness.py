@@ -1,6 +1,7 @@
 """The harness of bench/gateway_overhead.py: server processes, a load generator, CPU
 accounting. What is measured (the targets and their servers) is the
-benchmark's; nothing here knows about twinloop.
+benchmark's; nothing here knows about the gateway (percentiles are the shared
+`twinloop.testing.stats.percentile`).
 
 Each server runs in a spawned child process that binds a free loopback port and reports it
 through a pipe; the load generator (aiohttp, keep-alive, fixed concurrency) runs in the
@@ -18,7 +19,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -31,6 +31,8 @@ from typing import Any
 
 import aiohttp
 import psutil
+
+from twinloop.testing.stats import percentile
 
 HOST = "127.0.0.1"
 LOOP = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
@@ -208,11 +210,7 @@ class Run:
         return self.ok / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def pct(self, q: int) -> float | None:
-        if not self.latencies_ms:
-            return None
-        if len(self.latencies_ms) == 1:
-            return self.latencies_ms[0]
-        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[q - 1]
+        return percentile(self.latencies_ms, q / 100) if self.latencies_ms else None
 
 
 async def _load(

@@ -37,6 +37,7 @@ import shutil
 import signal
 import tempfile
 import time
+from contextlib import ExitStack
 from typing import Any
 
 import aiohttp
@@ -58,10 +59,14 @@ from bench.overhead_servers import (
     ANSWER,
     MODEL,
     STUB_KIND,
+    gateway_settings,
     serve_gateway,
     serve_proxy,
     serve_stub,
 )
+from rag.errors import ChromaServerError
+from rag.server import ChromaServer
+from twinloop.testing.ports import free_port
 
 QUESTION = "What is the capital of France?"
 CHAT_BODY: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
@@ -213,11 +218,21 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _start_servers(pool: ServerPool, names: list[str], data_dir: Path, timeout_s: float) -> None:
+def _start_servers(
+    pool: ServerPool, names: list[str], data_dir: Path, timeout_s: float, stack: ExitStack
+) -> None:
     needed = {TARGETS[n].server for n in names}
     stub = pool.start(UPSTREAM, serve_stub, timeout_s=timeout_s)
     if "gateway" in needed:
-        pool.start("gateway", serve_gateway, stub.port, str(data_dir), timeout_s=timeout_s)
+        # The gateway opens its knowledge store at start: give it a Chroma server of its own.
+        chroma_port = free_port()
+        chroma = ChromaServer(gateway_settings(data_dir, stub.port, chroma_port))
+        chroma.start()
+        stack.callback(chroma.stop)
+        chroma.wait_healthy(timeout_s)
+        pool.start(
+            "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, timeout_s=timeout_s
+        )
     for library in ("httpx", "aiohttp"):
         if f"proxy-{library}" in needed:
             pool.start(f"proxy-{library}", serve_proxy, stub.port, library, timeout_s=timeout_s)
@@ -260,18 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="twinloop-bench-"))
     # SIGTERM stops the run like Ctrl-C does, so the `finally` below always stops the children.
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    chroma_stop = ExitStack()
     try:
-        _start_servers(pool, args.target_names, data_dir, args.startup_timeout)
+        _start_servers(pool, args.target_names, data_dir, args.startup_timeout, chroma_stop)
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(_bench(args, pool.servers, started))
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
-    except ServerStartError as e:
+    except (ServerStartError, ChromaServerError) as e:
         print(f"\nserver failed to start: {e}", file=sys.stderr)
         return 1
     finally:
         pool.stop_all()
+        chroma_stop.close()
         shutil.rmtree(data_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous_term)
     print(f"\ntotal wall time {time.monotonic() - started:.1f}s")

@@ -31,6 +31,7 @@ from bench.overhead_harness import (
     new_loop,
     serve_asgi,
 )
+from twinloop.settings import EngineSettings, RagSettings, Settings
 
 MODEL = "smollm2-135m-instruct"  # the gateway's default served name
 ANSWER = "Paris."  # what the stub always answers
@@ -158,18 +159,25 @@ def _serve_stub_aiohttp(
 # -- the gateway ----------------------------------------------------------------------
 
 
-def serve_gateway(conn: Connection, parent_pid: int, stub_port: int, data_dir: str) -> None:
+def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settings:
+    """The measured gateway's settings: both slots on the stub, its own Chroma server."""
+    return Settings(
+        data_dir=data_dir,
+        log_level="WARNING",
+        engines=EngineSettings(blue_port=stub_port, green_port=stub_port, external=True),
+        rag=RagSettings(chroma_port=chroma_port),
+    )
+
+
+def serve_gateway(
+    conn: Connection, parent_pid: int, stub_port: int, data_dir: str, chroma_port: int
+) -> None:
     child_prologue(parent_pid)
     sock = listen_and_report(conn)
     from api.app import create_app
     from twinloop.db.migrate import upgrade
-    from twinloop.settings import EngineSettings, Settings
 
-    settings = Settings(
-        data_dir=Path(data_dir),
-        log_level="WARNING",
-        engines=EngineSettings(blue_port=stub_port, green_port=stub_port, external=True),
-    )
+    settings = gateway_settings(Path(data_dir), stub_port, chroma_port)
     upgrade(settings.sqlalchemy_url)
     serve_asgi(create_app(settings), sock)
 

@@ -59,8 +59,8 @@ result from adding two successes and two failures", Amer. Statist. 54(4) (2000).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -110,8 +110,20 @@ class ArmCounts:
     def positive_rate(self) -> float | None:
         return self.thumbs_up / self.rated if self.rated else None
 
-    def latency_quantile(self, q: float) -> float | None:
-        return quantile(self.latencies_ms, q)
+    @property
+    def p50_ms(self) -> float | None:
+        return self._quantiles[0] if self._quantiles else None
+
+    @property
+    def p95_ms(self) -> float | None:
+        return self._quantiles[1] if self._quantiles else None
+
+    @cached_property
+    def _quantiles(self) -> tuple[float, float] | None:
+        if not self.latencies_ms:
+            return None
+        p50, p95 = np.quantile(np.asarray(self.latencies_ms, dtype=np.float64), [0.50, 0.95])
+        return float(p50), float(p95)
 
     def summary(self) -> dict[str, Any]:
         """The counts as JSON (latencies as p50 / p95 and their number)."""
@@ -121,17 +133,13 @@ class ArmCounts:
             "timeouts": self.timeouts,
             "error_rate": self.error_rate,
             "latency_samples": len(self.latencies_ms),
-            "p50_ms": self.latency_quantile(0.50),
-            "p95_ms": self.latency_quantile(0.95),
+            "p50_ms": self.p50_ms,
+            "p95_ms": self.p95_ms,
             "thumbs_up": self.thumbs_up,
             "thumbs_down": self.thumbs_down,
             "corrections": self.corrections,
             "positive_rate": self.positive_rate,
         }
-
-
-def quantile(values: Sequence[float], q: float) -> float | None:
-    return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else None
 
 
 @dataclass(frozen=True)
@@ -145,8 +153,12 @@ class RateAbove:
     log_e: float  # log of the mixture likelihood ratio M_n
 
     @property
+    def threshold(self) -> float:
+        return 1 / self.alpha
+
+    @property
     def rejected(self) -> bool:
-        return self.log_e >= math.log(1 / self.alpha)
+        return self.log_e >= math.log(self.threshold)
 
     @property
     def e_value(self) -> float:
@@ -163,7 +175,7 @@ class RateAbove:
             "bound": self.p0,
             "alpha": self.alpha,
             "e_value": self.e_value,
-            "threshold": 1 / self.alpha,
+            "threshold": self.threshold,
             "anytime_p": self.anytime_p,
             "rejected": self.rejected,
         }
@@ -217,10 +229,8 @@ class Difference:
         from scipy.stats import norm
 
         v, t2 = self.variance, self.tau**2
-        return float(
-            norm.logpdf(self.estimate, theta0, math.sqrt(v + t2))
-            - norm.logpdf(self.estimate, theta0, math.sqrt(v))
-        )
+        mixture, null = norm.logpdf(self.estimate, theta0, [math.sqrt(v + t2), math.sqrt(v)])
+        return float(mixture - null)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -232,8 +242,12 @@ class Difference:
             "high": self.high,
             "confidence": 1 - self.alpha,
             "tau": self.tau,
-            "e_no_difference": math.exp(min(self.log_likelihood_ratio(0.0), _MAX_LOG)),
         }
+
+    @property
+    def e_no_difference(self) -> float:
+        """The mixture's evidence so far that the two rates differ at all."""
+        return math.exp(min(self.log_likelihood_ratio(0.0), _MAX_LOG))
 
 
 def difference(
@@ -247,5 +261,5 @@ def difference(
     v = pc * (1 - pc) / (nc + 2) + pa * (1 - pa) / (na + 2)
     t2 = tau**2
     half = math.sqrt(v * (v + t2) / t2 * (2 * math.log(1 / alpha) + math.log((v + t2) / v)))
-    d = pc - pa
-    return Difference(xc, nc, xa, na, d, v, d - half, d + half, alpha, tau)
+    d = pc - pa  # a difference of rates lies in [-1, 1]: the bound is cut there
+    return Difference(xc, nc, xa, na, d, v, max(-1.0, d - half), min(1.0, d + half), alpha, tau)

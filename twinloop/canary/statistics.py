@@ -74,8 +74,8 @@ class ArmCounts:
 
     `latencies_ms` are those of the requests the arm answered (failures count in
     `engine_errors` / `timeouts`). Ratings are the users' thumbs on answers this arm served;
-    `corrections` (a thumbs-down that says what the answer should have been) are part of
-    `thumbs_down`, reported on their own.
+    `corrections` are ratings that also say what the answer should have been: already among
+    the thumbs (mostly down), reported on their own.
     """
 
     requests: int = 0
@@ -90,7 +90,7 @@ class ArmCounts:
         counts = (self.requests, self.engine_errors, self.timeouts, self.thumbs_up,
                   self.thumbs_down, self.corrections)  # fmt: skip
         if min(counts) < 0:
-            raise ValueError(f"arm counts cannot be negative: {self}")
+            raise ValueError(f"arm counts cannot be negative: {counts}")
         if self.failures > self.requests:
             raise ValueError("an arm cannot fail more requests than it served")
 

@@ -401,6 +401,20 @@ class CanarySettings(BaseModel):
         "promoting a canary worse than Active by a margin, or aborting one as good as Active, "
         "each happens with probability at most 1 - confidence.",
     )
+    evaluate_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the gateway evaluates a running canary (and acts on the "
+        "decision). The tests stay valid however often they are evaluated; a shorter period "
+        "only aborts a bad Shadow sooner, at the cost of a few queries.",
+    )
+    salt: str = Field(
+        default="twinloop-canary-v1",
+        min_length=1,
+        max_length=64,
+        description="Hashed with a user's id to pick the arm. The same salt for every canary "
+        "makes the same users meet every new Shadow first; change it to spread that burden.",
+    )
     judge_pairs: bool = Field(
         default=True,
         description="Ask the pairwise LLM judge (qa.llm_judge_url, when set) about mirrored "

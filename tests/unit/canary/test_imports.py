@@ -1,4 +1,7 @@
-"""The canary core stays pure: the standard library, numpy/scipy and twinloop's core only."""
+"""The canary core stays pure: the standard library, numpy/scipy and twinloop's core only.
+
+The service around it (repository, service, watcher, state, schemas) may use the database and
+the release controller; the core modules below may not."""
 
 from __future__ import annotations
 
@@ -8,14 +11,17 @@ from pathlib import Path
 
 import twinloop.canary
 
-ALLOWED = {"numpy", "scipy", "twinloop.settings", "twinloop.errors", "twinloop.canary"}
+PURE = ("__init__", "assignment", "statistics", "pairs", "decision")
+ALLOWED = {"numpy", "scipy", "twinloop.settings", "twinloop.errors"} | {
+    f"twinloop.canary.{name}" for name in PURE[1:]
+}
 
 
 def test_the_canary_package_imports_nothing_else_of_twinloop() -> None:
     package = Path(twinloop.canary.__file__).parent
     imported = {
         name
-        for path in package.glob("*.py")
+        for path in (package / f"{name}.py" for name in PURE)
         for node in ast.walk(ast.parse(path.read_text()))
         for name in (
             [a.name for a in node.names] if isinstance(node, ast.Import)

@@ -290,6 +290,7 @@ async def open_runtime(
                     base_model_name=settings.models.served_name,
                     default_max_tokens=settings.gateway.default_max_tokens,
                     routing=routing,
+                    canary=canary,
                     knowledge=services.knowledge,
                     top_k=settings.rag.top_k,
                     min_score=settings.rag.min_score,

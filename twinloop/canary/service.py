@@ -95,6 +95,8 @@ class CanaryService:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._state: CanaryState | None = None
+        # Set by a canary request's engine failure: the evaluation loop decides at once.
+        self.woken = asyncio.Event()
 
     @property
     def state(self) -> CanaryState | None:
@@ -148,6 +150,8 @@ class CanaryService:
                 await repository.add(session, event)
         except Exception as e:  # the user's error is the engine's; never mask it with ours
             log.warning("canary failure not recorded", error=f"{type(e).__name__}: {e}")
+        if choice.arm is Arm.CANARY:
+            self.woken.set()  # judged now, not a period later
 
     # -- reading ------------------------------------------------------------------------
 

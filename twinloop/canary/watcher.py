@@ -1,12 +1,16 @@
 """The gateway's evaluation loop: every period, decide on the running canary and act.
 
-Each evaluation also reads the running canary from the database, so a canary started or
-ended through another gateway reaches this one's request path within a period.
+A canary request that fails in the engine wakes the loop at once (`CanaryService.wake`),
+so a Shadow that breaks is judged on its failures as they come, not a period later: the
+users who meet a broken Shadow are bounded by the evidence the error-SLO test needs, not
+by the period. Each evaluation also reads the running canary from the database, so a
+canary started or ended through another gateway reaches this one within a period.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import structlog
 
@@ -17,7 +21,9 @@ log = structlog.get_logger(__name__)
 
 async def watch_canary(service: CanaryService, *, period_s: float) -> None:
     while True:
-        await asyncio.sleep(period_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(service.woken.wait(), timeout=period_s)
+        service.woken.clear()
         try:
             await service.evaluate()
         except Exception as e:  # a bad evaluation must not end the loop; the next one retries

@@ -43,19 +43,14 @@ from twinloop.canary.state import ArmChoice, CanaryState
 from twinloop.db.base import utcnow
 from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision
 from twinloop.db.session import SessionMaker
-from twinloop.errors import (
-    EngineResponseError,
-    EngineTimeoutError,
-    EngineUnavailableError,
-    TwinloopError,
-)
+from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
 from twinloop.metrics import Metrics
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import CanarySettings
 
 CANARY_ACTOR = "canary"
-ENGINE_FAILURES = (EngineUnavailableError, EngineTimeoutError, EngineResponseError)
+CALLER_ERRORS = (InvalidRequestError, NotFoundError)
 log = structlog.get_logger(__name__)
 
 
@@ -132,9 +127,11 @@ class CanaryService:
     async def record_failure(self, choice: ArmChoice, error: TwinloopError) -> None:
         """Count an engine error or timeout to its arm: a failed request writes no answer.
 
-        Errors that are the caller's (a prompt the engine refuses as invalid) count to no arm.
+        Every failure to serve counts (an unreachable or failing engine, an adapter that
+        cannot be loaded again); only errors that are the caller's (a prompt the engine
+        refuses as invalid) count to no arm.
         """
-        if not isinstance(error, ENGINE_FAILURES):
+        if isinstance(error, CALLER_ERRORS):
             return
         kind = TIMEOUT if isinstance(error, EngineTimeoutError) else ENGINE_ERROR
         self._metrics.canary_errors.labels(choice.arm.value, kind).inc()

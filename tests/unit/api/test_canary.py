@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +327,25 @@ async def test_a_broken_shadow_is_aborted_by_the_loop_after_a_few_failed_users(
     assert 2 <= failed <= 4  # the error-SLO test needs 2 failures of 2; one may be in flight
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert status["status"] == "aborted" and "SLO" in status["reason"]
+
+
+async def test_an_adapter_shadow_cannot_load_again_counts_against_the_canary(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    fake_engine: FakeEngine,
+) -> None:
+    """Shadow's engine lost the adapter and its stored files are gone: every canary request
+    fails (not in the engine's connection, in serving), and counts to the canary arm."""
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=100)
+    fake_engine.loaded_adapters["green"].clear()
+    shutil.rmtree(runtime.settings.data_dir / "adapters")
+
+    failed = (await _ask(client, "u1")).status_code
+    await runtime.canary.evaluate()
+
+    assert failed >= 400
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["arms"]["canary"]["engine_errors"] == 1

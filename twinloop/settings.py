@@ -325,9 +325,10 @@ class CanarySettings(BaseModel):
 
     auto: bool = Field(
         default=False,
-        description="A cycle whose QA gate passed goes on to a canary by itself and ends "
-        "promoted, rolled back or inconclusive on the decision alone. Off: the cycle waits at "
-        "awaiting_canary for an admin's /canary or /swap, so no model reaches users unasked.",
+        description="A cycle whose QA gate passed goes on to a canary by itself (the gateway's "
+        "evaluation loop starts it at `percent`) and ends promoted, rolled back or inconclusive "
+        "on the decision alone. Off: the cycle waits at awaiting_canary for an admin's /canary "
+        "or /swap, so no model reaches users unasked.",
     )
     percent: float = Field(
         default=10.0,

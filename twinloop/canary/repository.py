@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.canary.assignment import Arm
 from twinloop.canary.statistics import ArmCounts
+from twinloop.db.base import utcnow
 from twinloop.db.models import (
     Answer,
     AuditEntry,
@@ -90,6 +91,23 @@ async def cycle_awaiting(session: AsyncSession, snapshot_id: str) -> str | None:
         .limit(1)
     )
     return result.scalar_one_or_none()
+
+
+async def mark_cycle(
+    session: AsyncSession, cycle_id: str, state: CycleState, *, reason: str | None = None
+) -> None:
+    """Move a training cycle along its canary: canary, then promoted, rolled_back or
+    inconclusive (`reason`, for the last two, says why in the cycle's `error`)."""
+    cycle = await session.get(TrainingRun, cycle_id)
+    if cycle is None:
+        return
+    cycle.state = state
+    cycle.updated_at = utcnow()
+    if state is not CycleState.CANARY:
+        cycle.finished_at = cycle.updated_at
+    if reason is not None:
+        cycle.error = reason
+    await session.flush()
 
 
 async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:

@@ -48,9 +48,16 @@ from twinloop.metrics import Metrics
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import CanarySettings
+from twinloop.states import CycleState
 
 CANARY_ACTOR = "canary"
 CALLER_ERRORS = (InvalidRequestError, NotFoundError)
+# The training cycle behind a canary ends as the canary does.
+CYCLE_STATE_AFTER = {
+    CanaryStatus.PROMOTED: CycleState.PROMOTED,
+    CanaryStatus.ABORTED: CycleState.ROLLED_BACK,
+    CanaryStatus.INCONCLUSIVE: CycleState.INCONCLUSIVE,
+}
 log = structlog.get_logger(__name__)
 
 
@@ -179,50 +186,56 @@ class CanaryService:
     async def start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
         """Start a canary of the staged Shadow, or adjust the running one's settings."""
         async with self._lock:
-            release = self._releases.state
-            shadow = release.serving(release.shadow_slot).snapshot_id
-            active = release.serving(release.active_slot).snapshot_id
-            async with self._sessionmaker.begin() as session:
-                running = await repository.running(session)
-            if running is not None and running.snapshot_id != shadow:
-                raise ReleaseConflictError(
-                    f"canary {running.id} of snapshot {running.snapshot_id} is running, and "
-                    f"Shadow now serves {shadow}; abort it first"
+            return await self._start(request, actor=actor)
+
+    async def _start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
+        """Under the lock."""
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        active = release.serving(release.active_slot).snapshot_id
+        async with self._sessionmaker.begin() as session:
+            running = await repository.running(session)
+        if running is not None and running.snapshot_id != shadow:
+            raise ReleaseConflictError(
+                f"canary {running.id} of snapshot {running.snapshot_id} is running, and "
+                f"Shadow now serves {shadow}; abort it first"
+            )
+        if running is None:
+            await self._refuse_unstaged(shadow=shadow, active=active)
+        async with self._sessionmaker.begin() as session:
+            if running is not None:
+                row = await repository.get(session, running.id)
+                assert row is not None
+                action = "canary.adjust"
+            else:
+                row = Canary(
+                    snapshot_id=shadow,
+                    baseline_snapshot_id=active,
+                    cycle_id=await repository.cycle_awaiting(session, shadow),
+                    mirror_percent=self._settings.mirror_percent,
+                    min_requests=self._settings.min_requests,
+                    max_duration_s=self._settings.max_duration_s,
+                    salt=self._settings.salt,
+                    status=CanaryStatus.RUNNING,
+                    started_at=self._clock(),
+                    started_by=actor,
                 )
-            if running is None:
-                await self._refuse_unstaged(shadow=shadow, active=active)
-            async with self._sessionmaker.begin() as session:
-                if running is not None:
-                    row = await repository.get(session, running.id)
-                    assert row is not None
-                    action = "canary.adjust"
-                else:
-                    row = Canary(
-                        snapshot_id=shadow,
-                        baseline_snapshot_id=active,
-                        cycle_id=await repository.cycle_awaiting(session, shadow),
-                        mirror_percent=self._settings.mirror_percent,
-                        min_requests=self._settings.min_requests,
-                        max_duration_s=self._settings.max_duration_s,
-                        salt=self._settings.salt,
-                        status=CanaryStatus.RUNNING,
-                        started_at=self._clock(),
-                        started_by=actor,
-                    )
-                    action = "canary.start"
-                row.percent = request.percent
-                for field in ("min_requests", "max_duration_s", "mirror_percent"):
-                    value = getattr(request, field)
-                    if value is not None:
-                        setattr(row, field, value)
-                await repository.add(session, row)
-                audit = _audit(actor, action, row, request.reason or action.split(".")[1])
-                audit.details |= {"percent": row.percent, "min_requests": row.min_requests,
-                                  "max_duration_s": row.max_duration_s}  # fmt: skip
-                await repository.add(session, audit)
-                counts = await repository.counts(session, row.id)
-            self._set(row)
-            log.info(action, canary=row.id, snapshot=row.snapshot_id, percent=row.percent)
+                action = "canary.start"
+                if row.cycle_id is not None:
+                    await repository.mark_cycle(session, row.cycle_id, CycleState.CANARY)
+            row.percent = request.percent
+            for field in ("min_requests", "max_duration_s", "mirror_percent"):
+                value = getattr(request, field)
+                if value is not None:
+                    setattr(row, field, value)
+            await repository.add(session, row)
+            audit = _audit(actor, action, row, request.reason or action.split(".")[1])
+            audit.details |= {"percent": row.percent, "min_requests": row.min_requests,
+                              "max_duration_s": row.max_duration_s}  # fmt: skip
+            await repository.add(session, audit)
+            counts = await repository.counts(session, row.id)
+        self._set(row)
+        log.info(action, canary=row.id, snapshot=row.snapshot_id, percent=row.percent)
         return self._view(row, counts, None, [])
 
     async def abort(self, reason: str, *, actor: str) -> CanaryView:
@@ -261,6 +274,8 @@ class CanaryService:
                 counts = await repository.counts(session, row.id) if row else None
             self._set(row)
             if row is None or counts is None:
+                if self._settings.auto:
+                    await self._start_for_cycle()
                 return None
             if await self._release_moved(row):
                 return None
@@ -282,6 +297,22 @@ class CanaryService:
             return decision
 
     # -- internals ----------------------------------------------------------------------
+
+    async def _start_for_cycle(self) -> None:
+        """With `canary.auto`: a cycle that passed QA and staged Shadow gets its canary."""
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        async with self._sessionmaker.begin() as session:
+            cycle = await repository.cycle_awaiting(session, shadow)
+        if cycle is None:
+            return
+        request = StartCanaryRequest(
+            percent=self._settings.percent, reason=f"cycle {cycle} passed the QA gate"
+        )
+        try:
+            await self._start(request, actor=CANARY_ACTOR)
+        except TwinloopError as e:
+            log.warning("automatic canary not started", cycle=cycle, error=e.message)
 
     async def _refuse_unstaged(self, *, shadow: str, active: str) -> None:
         if shadow == active:
@@ -355,6 +386,14 @@ class CanaryService:
             if decision is not None:
                 records.append(_decision_row(current, decision))
             await repository.add(session, current, *records)
+            if current.cycle_id is not None:
+                promoted = status is CanaryStatus.PROMOTED
+                await repository.mark_cycle(
+                    session,
+                    current.cycle_id,
+                    CYCLE_STATE_AFTER[status],
+                    reason=None if promoted else f"canary {current.id}: {reason}",
+                )
         row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
         log.info("canary ended", canary=row.id, status=status.value, reason=reason)
 

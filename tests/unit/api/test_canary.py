@@ -14,8 +14,9 @@ from sqlalchemy import select
 from twinloop.canary import service as canary_service
 from twinloop.canary.decision import Decision, Verdict
 from twinloop.canary.service import CanaryService
-from twinloop.db.models import Answer, CanaryDecision
+from twinloop.db.models import Answer, CanaryDecision, TrainingRun
 from twinloop.runtime import Runtime
+from twinloop.states import CycleState
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 
@@ -349,3 +350,56 @@ async def test_an_adapter_shadow_cannot_load_again_counts_against_the_canary(
     assert failed >= 400
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert status["arms"]["canary"]["engine_errors"] == 1
+
+
+async def _awaiting_cycle(runtime: Runtime, snapshot_id: str) -> str:
+    """A training cycle that staged `snapshot_id` and passed the QA gate."""
+    cycle = TrainingRun(state=CycleState.AWAITING_CANARY, trigger="test", snapshot_id=snapshot_id)
+    async with runtime.sessionmaker.begin() as session:
+        session.add(cycle)
+    return cycle.id
+
+
+async def _cycle(runtime: Runtime, cycle_id: str) -> TrainingRun:
+    async with runtime.sessionmaker() as session:
+        cycle = await session.get(TrainingRun, cycle_id)
+    assert cycle is not None
+    return cycle
+
+
+async def test_the_cycle_behind_the_canary_follows_it_and_records_a_rollback(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+
+    started = await _start(client, admin_headers, percent=10)
+
+    assert started["cycle_id"] == cycle_id
+    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    await client.post("/canary/abort", json={"reason": "bad answers"}, headers=admin_headers)
+    cycle = await _cycle(runtime, cycle_id)
+    assert cycle.state == "rolled_back"
+    assert cycle.error is not None and "bad answers" in cycle.error
+
+
+async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    auto = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary.model_copy(update={"auto": True, "percent": 5.0}),
+    )
+    assert await auto.evaluate() is None  # no cycle waits: nothing starts
+    assert auto.state is None
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+
+    await auto.evaluate()
+
+    assert auto.state is not None and auto.state.percent == 5.0
+    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert (status["snapshot_id"], status["started_by"]) == (snapshot_id, "canary")

@@ -160,10 +160,14 @@ class CanaryService:
     # -- reading ------------------------------------------------------------------------
 
     async def load(self) -> CanaryState | None:
-        """Take the running canary from the database (at start, and from other gateways)."""
-        async with self._sessionmaker.begin() as session:
-            row = await repository.running(session)
-        return self._set(row)
+        """Take the running canary from the database (at start, and from other gateways).
+
+        Under the lock: a load must not put back a canary that an abort here is ending.
+        """
+        async with self._lock:
+            async with self._sessionmaker.begin() as session:
+                row = await repository.running(session)
+            return self._set(row)
 
     async def status(self) -> CanaryView | None:
         """The running canary, else the latest one: arms, counts, statistics, decisions."""

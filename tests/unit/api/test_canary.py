@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from sqlalchemy import select
 from twinloop.canary import service as canary_service
 from twinloop.canary.decision import Decision, Verdict
 from twinloop.canary.service import CanaryService
+from twinloop.canary.watcher import watch_canary
 from twinloop.db.models import Answer, CanaryDecision, TrainingRun
 from twinloop.runtime import Runtime
 from twinloop.states import CycleState
@@ -403,3 +406,36 @@ async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
     assert (await _cycle(runtime, cycle_id)).state == "canary"
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert (status["snapshot_id"], status["started_by"]) == (snapshot_id, "canary")
+
+
+async def test_another_gateway_follows_a_canary_started_and_aborted_here(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    other = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary,
+    )
+    loop = asyncio.create_task(watch_canary(other, period_s=3600, refresh_s=0.02))
+    try:
+        await _stage(client, admin_headers, tmp_path)
+        started = await _start(client, admin_headers, percent=40)
+        await _until(lambda: other.state is not None)
+        assert other.state is not None and other.state.id == started["id"]
+
+        await client.post("/canary/abort", json={"reason": "stop"}, headers=admin_headers)
+        await _until(lambda: other.state is None)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll: the other gateway's loop has no event to wait on."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the other gateway did not follow")

@@ -133,6 +133,14 @@ class Metrics:
             ["verdict"],
             registry=r,
         )
+        self.canary_arm = Gauge(
+            "twinloop_canary_arm",
+            "The running (else the last) canary's counts per arm at its latest evaluation, from "
+            "the database: requests, failures, error_rate, p95_seconds, thumbs_up, thumbs_down, "
+            "corrections, positive_rate (NaN while undefined).",
+            ["arm", "figure"],
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",

@@ -20,6 +20,7 @@ source: on SQLite the gateway has one connection.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from random import Random
@@ -283,6 +284,7 @@ class CanaryService:
                 return None
             if await self._release_moved(row):
                 return None
+            self._publish(counts)
             decision = await self._decide(row, counts)
             self._metrics.canary_decisions.labels(decision.verdict.value).inc()
             log.info("canary evaluated", canary=row.id, verdict=decision.verdict.value)
@@ -415,6 +417,24 @@ class CanaryService:
         return await asyncio.to_thread(
             decide, counts.active, counts.canary, PairTally(), cfg, elapsed_s=elapsed
         )
+
+    def _publish(self, counts: CanaryCounts) -> None:
+        """Each arm's figures as gauges, so that a dashboard shows the arms side by side."""
+        for arm, arm_counts in ((Arm.ACTIVE, counts.active), (Arm.CANARY, counts.canary)):
+            p95 = arm_counts.p95_ms
+            figures = {
+                "requests": arm_counts.requests,
+                "failures": arm_counts.failures,
+                "error_rate": arm_counts.error_rate,
+                "p95_seconds": p95 / 1000 if p95 is not None else None,
+                "thumbs_up": arm_counts.thumbs_up,
+                "thumbs_down": arm_counts.thumbs_down,
+                "corrections": arm_counts.corrections,
+                "positive_rate": arm_counts.positive_rate,
+            }
+            for figure, value in figures.items():
+                gauge = self._metrics.canary_arm.labels(arm.value, figure)
+                gauge.set(math.nan if value is None else value)
 
     def _elapsed_s(self, row: Canary) -> float:
         end = _aware(row.ended_at) if row.ended_at else self._clock()

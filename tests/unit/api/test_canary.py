@@ -193,6 +193,7 @@ async def test_an_abort_on_the_error_slo_is_stored_with_its_figures(
     assert abort["stats"]["errors"]["slo"]["rejected"] is True
     metrics = runtime.metrics.render().decode()
     assert 'twinloop_canary_decisions_total{verdict="abort"} 1.0' in metrics
+    assert 'twinloop_canary_arm{arm="canary",figure="error_rate"} 1.0' in metrics
     assert "twinloop_canary_percent 0.0" in metrics
     # Everyone is back on Active, which still serves the baseline.
     assert {(await _ask(client, u)).status_code for u in users} == {200}

@@ -282,6 +282,8 @@ class CanaryService:
                 if self._settings.auto:
                     await self._start_for_cycle()
                 return None
+            # The release the counts were taken on: a promotion swaps only if it still holds.
+            generation = self._releases.state.generation
             if await self._release_moved(row):
                 return None
             self._publish(counts)
@@ -292,7 +294,7 @@ class CanaryService:
                 async with self._sessionmaker.begin() as session:
                     await repository.add(session, _decision_row(row, decision))
             elif decision.verdict is Verdict.PROMOTE:
-                await self._promote(row, decision)
+                await self._promote(row, decision, generation=generation)
             elif decision.verdict is Verdict.ABORT:
                 self._set(None)
                 await self._end(row, CanaryStatus.ABORTED, decision.reason, decision=decision)
@@ -353,11 +355,16 @@ class CanaryService:
         await self._end(row, status, why)
         return True
 
-    async def _promote(self, row: Canary, decision: Decision) -> None:
+    async def _promote(self, row: Canary, decision: Decision, *, generation: int) -> None:
         async with self._sessionmaker.begin() as session:
             await repository.add(session, _decision_row(row, decision))
         try:
-            await self._releases.swap(actor=CANARY_ACTOR, reason=f"canary {row.id}: promote")
+            # At the generation evaluated: a snapshot staged meanwhile is never swapped in.
+            await self._releases.swap(
+                actor=CANARY_ACTOR,
+                reason=f"canary {row.id}: promote",
+                expected_generation=generation,
+            )
         except TwinloopError as e:
             # The canary keeps running; the next evaluation decides (and tries) again.
             log.warning("canary promotion failed", canary=row.id, error=e.message)

@@ -214,10 +214,21 @@ async def test_a_promote_decision_swaps_shadow_in(
     monkeypatch.setattr(
         canary_service, "decide", lambda *a, **k: Decision(Verdict.PROMOTE, "promote: ok", {})
     )
+    swaps: list[dict[str, Any]] = []
+    real_swap = runtime.releases.swap
+
+    async def swap(**kwargs: Any) -> Any:
+        swaps.append(kwargs)
+        return await real_swap(**kwargs)
+
+    monkeypatch.setattr(runtime.releases, "swap", swap)
+    generation = runtime.releases.state.generation
 
     decision = await runtime.canary.evaluate()
 
     assert decision is not None and decision.verdict is Verdict.PROMOTE
+    # Only at the generation the counts were taken on: nothing staged meanwhile goes live.
+    assert [s["expected_generation"] for s in swaps] == [generation]
     state = runtime.releases.state
     assert state.serving(state.active_slot).snapshot_id == snapshot_id
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]

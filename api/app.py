@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from api.errors import install_error_handlers
 from api.logging import RequestIdMiddleware
-from api.routes import admin, answer, health, ingest, openai, qa, train
+from api.routes import admin, answer, canary, health, ingest, openai, qa, train
 from twinloop import __version__
 from twinloop.routing.service import Router
 from twinloop.runtime import Knowledge, open_runtime
@@ -38,6 +38,6 @@ def create_app(
     app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app)
-    for module in (answer, ingest, openai, health, admin, train, qa):
+    for module in (answer, ingest, openai, health, admin, canary, train, qa):
         app.include_router(module.router)
     return app

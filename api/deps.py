@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.canary.service import CanaryService
 from twinloop.errors import TwinloopError
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
@@ -59,6 +60,11 @@ def get_qa(runtime: RuntimeDep) -> QaService:
     return runtime.qa
 
 
+def get_canary(runtime: RuntimeDep) -> CanaryService:
+    return runtime.canary
+
+
+CanaryDep = Annotated[CanaryService, Depends(get_canary)]
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
 QaDep = Annotated[QaService, Depends(get_qa)]
 TrainingDep = Annotated[TrainingCycles, Depends(get_training)]

@@ -6,8 +6,9 @@ import asyncio
 import signal
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -45,10 +46,15 @@ engines_app = typer.Typer(
 )
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 adapters_app = typer.Typer(help="The LoRA adapter registry.", no_args_is_help=True)
+canary_app = typer.Typer(
+    help="The canary of the staged Shadow, through the running gateway's admin API.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(engines_app, name="engines")
 app.add_typer(db_app, name="db")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(canary_app, name="canary")
 
 console = Console(stderr=True)
 
@@ -122,6 +128,106 @@ async def _register_adapter(
             return AdapterView.model_validate(adapter)
     finally:
         await db.dispose()
+
+
+GatewayOption = Annotated[
+    str | None,
+    typer.Option("--gateway", help="The gateway's URL; default from TWINLOOP_GATEWAY__HOST/PORT."),
+]
+
+
+def _gateway_client(settings: Settings, url: str | None) -> httpx.Client:
+    """An admin client of the running gateway (the canary lives in its memory)."""
+    base = url or f"http://{settings.gateway.host}:{settings.gateway.port}"
+    token = settings.admin_token.get_secret_value()
+    return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60.0)
+
+
+def _admin_call(
+    url: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One admin API call; the gateway's JSON error becomes a one-line error and exit 1."""
+    try:
+        with _gateway_client(Settings(), url) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as e:
+        console.print(f"[red]error:[/red] the gateway cannot be reached: {e}")
+        raise typer.Exit(code=1) from e
+    payload: dict[str, Any] = response.json()
+    if response.status_code >= 400:
+        console.print(f"[red]error:[/red] {payload.get('error')}: {payload.get('detail')}")
+        raise typer.Exit(code=1)
+    return payload
+
+
+@canary_app.command("start")
+def canary_start(
+    percent: Annotated[float, typer.Argument(help="Share of users on the canary, 0-100.")],
+    min_requests: Annotated[int | None, typer.Option(help="Requests per arm to promote.")] = None,
+    max_duration_s: Annotated[float | None, typer.Option(help="Deadline, seconds.")] = None,
+    reason: Annotated[str, typer.Option(help="Kept in the audit log.")] = "",
+    gateway: GatewayOption = None,
+) -> None:
+    """Start a canary of the staged Shadow, or change the running one's percentage."""
+    body: dict[str, Any] = {"percent": percent, "reason": reason}
+    if min_requests is not None:
+        body["min_requests"] = min_requests
+    if max_duration_s is not None:
+        body["max_duration_s"] = max_duration_s
+    _print_canary(_admin_call(gateway, "POST", "/canary", body))
+
+
+@canary_app.command("abort")
+def canary_abort(
+    reason: Annotated[str, typer.Argument(help="Why; kept with the canary.")],
+    gateway: GatewayOption = None,
+) -> None:
+    """End the canary now: all traffic to Active, and Active back on its baseline."""
+    _print_canary(_admin_call(gateway, "POST", "/canary/abort", {"reason": reason}))
+
+
+@canary_app.command("status")
+def canary_status(gateway: GatewayOption = None) -> None:
+    """The running (else the latest) canary: both arms side by side, the decision so far."""
+    canary = _admin_call(gateway, "GET", "/canary")["canary"]
+    if canary is None:
+        Console().print("no canary has run")
+        return
+    _print_canary(canary)
+
+
+def _print_canary(canary: dict[str, Any]) -> None:
+    out = Console()
+    out.print(
+        f"canary {canary['id']}: [bold]{canary['status']}[/bold], {canary['percent']:g} % of "
+        f"users on snapshot {canary['snapshot_id']} (Active: {canary['baseline_snapshot_id']}), "
+        f"{canary['elapsed_s']:.0f} s run, {canary['time_left_s']:.0f} s left"
+    )
+    table = Table("", "active", "canary")
+    arms = canary["arms"]
+    for key, label in (("requests", "requests"), ("engine_errors", "engine errors"),
+                       ("timeouts", "timeouts"), ("error_rate", "error rate"),
+                       ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("thumbs_up", "thumbs up"),
+                       ("thumbs_down", "thumbs down"), ("corrections", "corrections"),
+                       ("positive_rate", "positive rate")):  # fmt: skip
+        table.add_row(label, *(_cell(arms[arm].get(key)) for arm in ("active", "canary")))
+    unsticky = canary.get("unsticky_requests", {})
+    table.add_row("without ids", *(_cell(unsticky.get(arm)) for arm in ("active", "canary")))
+    out.print(table)
+    if canary.get("current"):
+        out.print(f"now: {canary['current']['reason']}")
+    elif canary.get("reason"):
+        out.print(f"ended: {canary['reason']}")
+    for decision in canary.get("decisions", [])[:5]:
+        out.print(f"  {decision['created_at']}  {decision['decision']}: {decision['reason']}")
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
 
 
 @engines_app.command("start")

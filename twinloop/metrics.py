@@ -113,5 +113,39 @@ class Metrics:
             registry=r,
         )
 
+        self.canary_requests = Counter(
+            "twinloop_canary_requests",
+            "Requests given an arm while a canary ran, by arm (active, canary) and sticky "
+            "(false: neither user nor session id, split at random).",
+            ["arm", "sticky"],
+            registry=r,
+        )
+        self.canary_errors = Counter(
+            "twinloop_canary_errors",
+            "Canary-period requests that failed in the engine, by arm and kind "
+            "(engine_error, timeout).",
+            ["arm", "kind"],
+            registry=r,
+        )
+        self.canary_decisions = Counter(
+            "twinloop_canary_decisions",
+            "Canary evaluations, by verdict (continue, promote, abort, inconclusive).",
+            ["verdict"],
+            registry=r,
+        )
+        self.canary_arm = Gauge(
+            "twinloop_canary_arm",
+            "The running (else the last) canary's counts per arm at its latest evaluation, from "
+            "the database: requests, failures, error_rate, p95_seconds, thumbs_up, thumbs_down, "
+            "corrections, positive_rate (NaN while undefined).",
+            ["arm", "figure"],
+            registry=r,
+        )
+        self.canary_percent = Gauge(
+            "twinloop_canary_percent",
+            "Share of users the running canary serves; 0 when none runs.",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
+from twinloop.canary.service import CanaryService
+from twinloop.canary.watcher import watch_canary
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.inference.readiness import ReadinessService
@@ -81,6 +83,7 @@ class Runtime:
     readiness: ReadinessService
     training: TrainingCycles
     qa: QaService
+    canary: CanaryService
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -205,7 +208,9 @@ async def open_runtime(
     router: Router | None = None,
     knowledge: Knowledge | None = None,
 ) -> AsyncIterator[Runtime]:
-    """The gateway's services over `open_services`, and its release watcher.
+    """The gateway's services over `open_services`, its release watcher and its canary
+    evaluation loop (the running canary is taken from the database first: a restarted
+    gateway continues it).
 
     `router` (used for every rules version) and `knowledge` replace the embedding router
     and the Chroma index (unit tests must not load a model or need a server).
@@ -235,6 +240,14 @@ async def open_runtime(
             domains=settings.domains,
         )
         await routing.ensure_default()
+        canary = CanaryService(
+            sessionmaker=services.sessionmaker,
+            releases=services.releases,
+            metrics=metrics,
+            settings=settings.canary,
+            verdicts=services.qa,
+        )
+        await canary.load()
         watcher = asyncio.create_task(
             watch_releases(
                 services.releases,
@@ -242,6 +255,9 @@ async def open_runtime(
                 reconcile_s=settings.gateway.reconcile_s,
             ),
             name="release-watcher",
+        )
+        evaluator = asyncio.create_task(
+            watch_canary(canary, period_s=settings.canary.evaluate_s), name="canary-evaluator"
         )
         try:
             yield Runtime(
@@ -259,6 +275,7 @@ async def open_runtime(
                     routing=routing,
                     training=services.training,
                     qa=services.qa,
+                    canary=canary,
                 ),
                 registry=services.registry,
                 routing=routing,
@@ -273,6 +290,7 @@ async def open_runtime(
                     base_model_name=settings.models.served_name,
                     default_max_tokens=settings.gateway.default_max_tokens,
                     routing=routing,
+                    canary=canary,
                     knowledge=services.knowledge,
                     top_k=settings.rag.top_k,
                     min_score=settings.rag.min_score,
@@ -287,8 +305,10 @@ async def open_runtime(
                 ),
                 training=services.training,
                 qa=services.qa,
+                canary=canary,
             )
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (evaluator, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

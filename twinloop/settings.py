@@ -320,6 +320,110 @@ class QaSettings(BaseModel):
     )
 
 
+class CanarySettings(BaseModel):
+    """The canary of a staged Shadow on live traffic, and the rules that end it."""
+
+    auto: bool = Field(
+        default=False,
+        description="A cycle whose QA gate passed goes on to a canary by itself (the gateway's "
+        "evaluation loop starts it at `percent`) and ends promoted, rolled back or inconclusive "
+        "on the decision alone. Off: the cycle waits at awaiting_canary for an admin's /canary "
+        "or /swap, so no model reaches users unasked.",
+    )
+    percent: float = Field(
+        default=10.0,
+        ge=0,
+        le=100,
+        description="Share of users (sticky: hashed user id, else session id) the canary "
+        "serves. Small enough that a bad Shadow reaches few users, large enough to reach "
+        "min_requests within max_duration_s at the expected traffic.",
+    )
+    min_requests: int = Field(
+        default=200,
+        ge=1,
+        description="Requests per arm before the canary may be promoted (aborts need no "
+        "minimum). The sequential bounds are asymptotic; below a few hundred requests their "
+        "normal approximation is not to be trusted for promotion.",
+    )
+    max_duration_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Deadline: a canary with no decision by then ends inconclusive and waits "
+        "for an admin, so a canary with too little traffic never hangs or passes silently.",
+    )
+    mirror_percent: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Share of Active's requests also asked of Shadow in the background for the "
+        "paired comparison (the user gets Active's answer only). Costs Shadow capacity; pairs "
+        "compare two answers to the same question, so fewer are needed than split requests.",
+    )
+    error_slo: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Error rate (engine errors and timeouts over requests) the canary may not "
+        "exceed: shown above it (and above Active's rate) with confidence, it is aborted at "
+        "once, whatever the sample size.",
+    )
+    latency_factor: float = Field(
+        default=2.0,
+        ge=1,
+        description="The canary is aborted when its p95 latency is shown beyond this multiple "
+        "of Active's p95: slower answers are a cost users feel before any rating.",
+    )
+    latency_min_samples: int = Field(
+        default=30,
+        ge=20,
+        description="Latencies each arm needs before the p95 rule applies: fewer say little "
+        "about a p95 (20 is the least with one sample beyond it).",
+    )
+    error_margin: float = Field(
+        default=0.02,
+        gt=0,
+        lt=1,
+        description="Non-inferiority margin on the error rate: promotion needs the canary's "
+        "rate shown below Active's plus this; shown above it, the canary is aborted.",
+    )
+    feedback_margin: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Non-inferiority margin on the positive-feedback rate (thumbs up over rated "
+        "answers): promotion needs the canary's rate shown above Active's minus this; shown "
+        "below it, the canary is aborted. Ratings are few and noisy, so wider than error_margin.",
+    )
+    confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Confidence of every canary test, valid however often it is evaluated: "
+        "promoting a canary worse than Active by a margin, or aborting one as good as Active, "
+        "each happens with probability at most 1 - confidence.",
+    )
+    evaluate_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="How often the gateway evaluates a running canary (and acts on the "
+        "decision). The tests stay valid however often they are evaluated; a shorter period "
+        "only aborts a bad Shadow sooner, at the cost of a few queries.",
+    )
+    salt: str = Field(
+        default="twinloop-canary-v1",
+        min_length=1,
+        max_length=64,
+        description="Hashed with a user's id to pick the arm. The same salt for every canary "
+        "makes the same users meet every new Shadow first; change it to spread that burden.",
+    )
+    judge_pairs: bool = Field(
+        default=True,
+        description="Ask the pairwise LLM judge (qa.llm_judge_url, when set) about mirrored "
+        "pairs, in both orders. Off: pairs are judged by cheap signals and corrections only, "
+        "which costs the judge no calls.",
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TWINLOOP_", env_nested_delimiter="__", extra="ignore"
@@ -341,6 +445,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     qa: QaSettings = Field(default_factory=QaSettings)
+    canary: CanarySettings = Field(default_factory=CanarySettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

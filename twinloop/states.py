@@ -20,6 +20,11 @@ class CycleState(StrEnum):
     QA = "qa"
     STAGED = "staged"
     AWAITING_CANARY = "awaiting_canary"
+    # The gateway's canary takes the cycle from awaiting_canary on (twinloop.canary).
+    CANARY = "canary"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+    INCONCLUSIVE = "inconclusive"
     REJECTED = "rejected"
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
@@ -35,9 +40,14 @@ IN_PROGRESS = (
     CycleState.QA,
 )
 UNFINISHED = (CycleState.QUEUED, *IN_PROGRESS)
+# Finished for the trainer: what follows awaiting_canary is the gateway's canary.
 FINISHED = (
     CycleState.STAGED,
     CycleState.AWAITING_CANARY,
+    CycleState.CANARY,
+    CycleState.PROMOTED,
+    CycleState.ROLLED_BACK,
+    CycleState.INCONCLUSIVE,
     CycleState.REJECTED,
     CycleState.SKIPPED,
     CycleState.ABANDONED,

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from twinloop import cli
 from twinloop.cli import app
 from twinloop.errors import ModelPreparationError
+from twinloop.settings import Settings
 from twinloop.weights import prepare
 
 
@@ -68,3 +72,67 @@ def test_train_with_nothing_pending_reports_a_skipped_cycle(
     assert "skipped (no pending items)" in result.output
     again = CliRunner().invoke(app, ["train"])  # the finished cycle does not block the next
     assert again.exit_code == 0, again.output
+
+
+def _canary_view(**extra: object) -> dict[str, object]:
+    arm = {"requests": 12, "engine_errors": 1, "timeouts": 0, "error_rate": 1 / 12,
+           "p50_ms": 80.0, "p95_ms": 120.0, "thumbs_up": 3, "thumbs_down": 1,
+           "corrections": 1, "positive_rate": 0.75}  # fmt: skip
+    return {
+        "id": "c1", "status": "running", "percent": 10.0, "snapshot_id": "s2",
+        "baseline_snapshot_id": "s1", "elapsed_s": 30.0, "time_left_s": 3570.0,
+        "arms": {"active": arm, "canary": {**arm, "requests": 7}},
+        "unsticky_requests": {"active": 0, "canary": 2},
+        "current": {"verdict": "continue", "reason": "continue: not yet shown: ..."},
+        "decisions": [], **extra,
+    }  # fmt: skip
+
+
+def _fake_gateway(
+    monkeypatch: pytest.MonkeyPatch, status: int, payload: dict[str, object]
+) -> list[tuple[str, str, bytes, str]]:
+    seen: list[tuple[str, str, bytes, str]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        auth = request.headers.get("authorization", "")
+        seen.append((request.method, request.url.path, request.content, auth))
+        return httpx.Response(status, json=payload)
+
+    def client(settings: Settings, url: str | None) -> httpx.Client:
+        return httpx.Client(
+            base_url="http://gateway",
+            transport=httpx.MockTransport(handle),
+            headers={"Authorization": "Bearer t"},
+        )
+
+    monkeypatch.setattr(cli, "_gateway_client", client)
+    return seen
+
+
+def test_canary_status_shows_both_arms_side_by_side(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _fake_gateway(monkeypatch, 200, {"canary": _canary_view()})
+
+    result = CliRunner().invoke(app, ["canary", "status"])
+
+    assert result.exit_code == 0, result.output
+    assert seen[0][:2] == ("GET", "/canary")
+    assert "running" in result.output and "10 % of users" in result.output
+    assert "requests" in result.output and "12" in result.output and "7" in result.output
+    assert "not yet shown" in result.output
+
+
+def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    error = {"error": "ReleaseConflictError", "detail": "nothing is staged"}
+    seen = _fake_gateway(monkeypatch, 409, error)
+
+    result = CliRunner().invoke(app, ["canary", "start", "5", "--min-requests", "50"])
+
+    assert result.exit_code == 1
+    assert "error: ReleaseConflictError: nothing is staged" in result.output
+    method, path, body, _ = seen[0]
+    assert (method, path) == ("POST", "/canary")
+    assert json.loads(body) == {"percent": 5.0, "reason": "", "min_requests": 50}

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from twinloop.settings import EngineSettings, Settings, Slot
+from twinloop.settings import CanarySettings, EngineSettings, Settings, Slot
 
 
 def test_placeholder_admin_token_is_refused_outside_development() -> None:
@@ -40,3 +40,16 @@ def test_each_slot_gets_its_own_core_by_default() -> None:
 def test_default_domain_must_be_a_domain() -> None:
     with pytest.raises(ValidationError, match="default_domain"):
         Settings(domains=["law"])
+
+
+def test_canary_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().canary.auto is False
+    monkeypatch.setenv("TWINLOOP_CANARY__AUTO", "true")
+    monkeypatch.setenv("TWINLOOP_CANARY__PERCENT", "25")
+    canary = Settings().canary
+    assert (canary.auto, canary.percent, canary.min_requests) == (True, 25.0, 200)
+
+
+def test_canary_percent_is_a_share_of_100() -> None:
+    with pytest.raises(ValidationError, match="percent"):
+        CanarySettings(percent=101)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from twinloop.db.base import Base, CreatedAtMixin, IdMixin
+from twinloop.db.base import Base, CreatedAtMixin, IdMixin, utcnow
 from twinloop.states import ItemStatus
 
 SLOT_LEN = 8
@@ -44,6 +44,12 @@ class Answer(IdMixin, CreatedAtMixin, Base):
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(32))
+    role: Mapped[str | None] = mapped_column(
+        String(8), doc="active | canary: the arm that served it (null for previews)"
+    )
+    canary_id: Mapped[str | None] = mapped_column(
+        ForeignKey("canaries.id"), index=True, doc="the canary running when it was served"
+    )
 
 
 class Feedback(IdMixin, CreatedAtMixin, Base):
@@ -251,13 +257,58 @@ class QaItem(IdMixin, Base):
     latency_ms: Mapped[float] = mapped_column(Float)
 
 
+class Canary(IdMixin, Base):
+    """One canary of a staged Shadow snapshot on a sticky share of live traffic."""
+
+    __tablename__ = "canaries"
+
+    snapshot_id: Mapped[str] = mapped_column(
+        ForeignKey("snapshots.id"), index=True, doc="Shadow's staged snapshot: the canary arm"
+    )
+    baseline_snapshot_id: Mapped[str] = mapped_column(
+        ForeignKey("snapshots.id"), doc="Active's snapshot when it started: the active arm"
+    )
+    cycle_id: Mapped[str | None] = mapped_column(
+        ForeignKey("training_runs.id"), doc="the training cycle that staged the snapshot"
+    )
+    percent: Mapped[float] = mapped_column(Float, doc="share of users on the canary arm")
+    mirror_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    min_requests: Mapped[int] = mapped_column(Integer)
+    max_duration_s: Mapped[float] = mapped_column(Float)
+    salt: Mapped[str] = mapped_column(String(64), doc="hashed with the user's key for the arm")
+    status: Mapped[str] = mapped_column(
+        String(16), index=True, doc="running | promoted | aborted | inconclusive"
+    )
+    reason: Mapped[str | None] = mapped_column(Text, doc="why it ended")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    ended_at: Mapped[datetime | None]
+    started_by: Mapped[str] = mapped_column(String(255))
+
+
+class CanaryArmEvent(IdMixin, CreatedAtMixin, Base):
+    """A canary request that failed in the engine: it wrote no answer, yet counts to its arm."""
+
+    __tablename__ = "canary_arm_events"
+
+    canary_id: Mapped[str] = mapped_column(ForeignKey("canaries.id"), index=True)
+    arm: Mapped[str] = mapped_column(String(8), doc="active | canary")
+    kind: Mapped[str] = mapped_column(String(16), doc="engine_error | timeout")
+    sticky: Mapped[bool] = mapped_column(Boolean, default=True, doc="False: neither id came")
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class CanaryDecision(IdMixin, CreatedAtMixin, Base):
+    """One evaluation of a canary, with every figure the decision used."""
+
     __tablename__ = "canary_decisions"
 
+    canary_id: Mapped[str] = mapped_column(ForeignKey("canaries.id"), index=True)
     snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"), index=True)
     baseline_snapshot_id: Mapped[str] = mapped_column(ForeignKey("snapshots.id"))
-    share: Mapped[float] = mapped_column(Float)
-    decision: Mapped[str] = mapped_column(String(16), doc="promote | rollback | continue")
+    share: Mapped[float] = mapped_column(Float, doc="the canary's percent at the evaluation")
+    decision: Mapped[str] = mapped_column(
+        String(16), doc="continue | promote | abort | inconclusive"
+    )
     reason: Mapped[str] = mapped_column(Text)
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 

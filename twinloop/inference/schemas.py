@@ -44,6 +44,11 @@ class AnswerResponse(BaseModel):
     adapter: str | None
     latency_ms: float
     preview: bool = False
+    role: Literal["active", "canary"] | None = Field(
+        default="active",
+        description="The arm that served it: `canary` when a running canary gave this user "
+        "Shadow's snapshot, else `active`; null for an operator's preview of Shadow.",
+    )
     contexts: list[Context] = Field(default_factory=list)
 
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
 
+from twinloop.canary.assignment import Arm
+from twinloop.canary.service import CanaryService
+from twinloop.canary.state import ArmChoice
 from twinloop.db.base import new_id
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
@@ -62,6 +65,12 @@ class Routed:
     domain: str
     score: float | None
     target: Target
+    # The canary arm that serves the request; None while no canary splits traffic.
+    choice: ArmChoice | None = None
+
+    @property
+    def role(self) -> Arm:
+        return self.choice.arm if self.choice is not None else Arm.ACTIVE
 
 
 class AnswerService:
@@ -77,6 +86,7 @@ class AnswerService:
         base_model_name: str,
         default_max_tokens: int,
         routing: RouterSource,
+        canary: CanaryService | None = None,
         knowledge: DocumentSearch | None = None,
         top_k: int = 3,
         min_score: float = 0.0,
@@ -90,6 +100,7 @@ class AnswerService:
         self._base_model_name = base_model_name
         self._default_max_tokens = default_max_tokens
         self._routing = routing
+        self._canary = canary
         self._knowledge = knowledge
         self._top_k = top_k
         self._min_score = min_score
@@ -101,8 +112,13 @@ class AnswerService:
         preview = request.target == "shadow"
         if preview and admin is None:
             raise PreviewForbiddenError("previewing the shadow slot needs the admin token")
-        slot = self._releases.state.shadow_slot if preview else None
-        routed = await self._route(request.domain, request.question, slot=slot)
+        if preview:
+            routed = await self._route(
+                request.domain, request.question, slot=self._releases.state.shadow_slot
+            )
+        else:
+            choice = self._arm(user_id=request.user_id, session_id=request.session_id)
+            routed = await self._route(request.domain, request.question, choice=choice)
         route = "answer_preview" if preview else "answer"
         contexts = await self._retrieve(routed, request.question) if request.use_rag else []
         body = {
@@ -126,7 +142,8 @@ class AnswerService:
             user_id=request.user_id,
             session_id=request.session_id,
         )
-        record.is_preview = preview
+        if preview:
+            record.is_preview, record.role = True, None
         await self._store(record)
         return AnswerResponse(
             answer_id=record.id,
@@ -138,6 +155,7 @@ class AnswerService:
             adapter=routed.target.adapter,
             latency_ms=round(latency_ms, 2),
             preview=preview,
+            role=None if preview else routed.role.value,
             contexts=contexts,
         )
 
@@ -163,7 +181,12 @@ class AnswerService:
         )
         await self._store(record)
         # Relayed as the engine sent it: the request may have asked for fields we do not read.
-        return {**result.raw, "id": f"chatcmpl-{record.id}", "model": request.model}
+        return {
+            **result.raw,
+            "id": f"chatcmpl-{record.id}",
+            "model": request.model,
+            "role": routed.role.value,
+        }
 
     async def stream_chat(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
         """Chunks of a streamed completion; the answer is stored once the stream ends.
@@ -213,10 +236,15 @@ class AnswerService:
                 if chunk.get("usage"):
                     usage = Usage.from_json(chunk["usage"])
                 if chunk.get("choices") or wants_usage:
-                    yield {**chunk, "id": f"chatcmpl-{answer_id}", "model": request.model}
+                    yield {
+                        **chunk,
+                        "id": f"chatcmpl-{answer_id}",
+                        "model": request.model,
+                        "role": routed.role.value,
+                    }
                 chunk = await anext(chunks, None)
         except TwinloopError as e:
-            self._count_failure("chat", routed, e)
+            await self._fail("chat", routed, e)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             self._metrics.client_disconnects.labels("chat").inc()
@@ -294,7 +322,7 @@ class AnswerService:
                     releases=self._releases,
                 )
             except TwinloopError as e:
-                self._count_failure(route, routed, e)
+                await self._fail(route, routed, e)
                 raise
 
     async def _first_chunk(
@@ -303,13 +331,29 @@ class AnswerService:
         try:
             return await anext(chunks)
         except TwinloopError as e:
-            self._count_failure("chat", routed, e)
+            await self._fail("chat", routed, e)
             raise
 
+    def _arm(self, *, user_id: str | None, session_id: str | None) -> ArmChoice | None:
+        """The canary's arm for a user's request (None while no canary runs)."""
+        if self._canary is None:
+            return None
+        return self._canary.arm_for(user_id=user_id, session_id=session_id)
+
     async def _route(
-        self, domain: str | None, question: str, *, slot: Slot | None = None
+        self,
+        domain: str | None,
+        question: str,
+        *,
+        slot: Slot | None = None,
+        choice: ArmChoice | None = None,
     ) -> Routed:
-        """An explicit domain wins; otherwise the router picks one from the question."""
+        """An explicit domain wins; otherwise the router picks one from the question.
+
+        With a canary `choice`, its arm's slot serves (and its router rules route).
+        """
+        if choice is not None and choice.arm is Arm.CANARY:
+            slot = choice.slot
         score: float | None = None
         if domain is None:
             # Embedding the question is CPU work: keep it off the event loop.
@@ -325,20 +369,31 @@ class AnswerService:
             raise InvalidRequestError(
                 f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
             )
-        return Routed(domain=domain, score=score, target=self._releases.target(domain, slot=slot))
+        target = self._releases.target(domain, slot=slot)
+        return Routed(domain=domain, score=score, target=target, choice=choice)
 
     async def _route_model(self, request: ChatCompletionRequest) -> Routed:
         model = request.model
+        # OpenAI's `user` field is the end user's id: it keeps a user on one canary arm.
+        user = (request.model_extra or {}).get("user")
+        choice = self._arm(user_id=user if isinstance(user, str) else None, session_id=None)
         if model == AUTO_MODEL:
-            return await self._route(None, request.last_user_text())
+            return await self._route(None, request.last_user_text(), choice=choice)
         if model in self._domains:
-            return await self._route(model, "")
+            return await self._route(model, "", choice=choice)
         if model == self._base_model_name:
-            base = self._releases.target(self._default_domain)
+            routed = await self._route(self._default_domain, "", choice=choice)
+            base = routed.target
             target = Target(slot=base.slot, snapshot_id=base.snapshot_id, model=model, adapter=None)
-            return Routed(domain=self._default_domain, score=None, target=target)
+            return replace(routed, score=None, target=target)
         known = ", ".join(card.id for card in self.models())
         raise NotFoundError(f"model {model!r} does not exist; available models: {known}")
+
+    async def _fail(self, route: str, routed: Routed, error: TwinloopError) -> None:
+        """Count a failed request, and to its canary arm when a canary split it."""
+        self._count_failure(route, routed, error)
+        if routed.choice is not None and self._canary is not None:
+            await self._canary.record_failure(routed.choice, error)
 
     def _count_failure(self, route: str, routed: Routed, error: TwinloopError) -> None:
         slot = routed.target.slot.value
@@ -387,6 +442,8 @@ class AnswerService:
             user_id=user_id,
             session_id=session_id,
             is_preview=False,
+            role=routed.role.value,
+            canary_id=routed.choice.canary_id if routed.choice is not None else None,
             latency_ms=latency_ms,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=completion_tokens,

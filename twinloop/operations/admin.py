@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.canary.service import CanaryService
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
@@ -45,6 +46,7 @@ class ReleaseAdmin:
         routing: RoutingService,
         training: TrainingCycles,
         qa: QaService | None = None,
+        canary: CanaryService | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -53,6 +55,7 @@ class ReleaseAdmin:
         self._routing = routing
         self._training = training
         self._qa = qa
+        self._canary = canary
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -61,6 +64,7 @@ class ReleaseAdmin:
             tainted = await repository.tainted_adapters(session)
         latest = await self._training.recent(limit=1)
         latest_qa = await self._qa.summary() if self._qa is not None else None
+        canary = await self._canary.status() if self._canary is not None else None
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
@@ -80,6 +84,7 @@ class ReleaseAdmin:
             ],
             latest_training_cycle=latest[0] if latest else None,
             latest_qa=latest_qa,
+            canary=canary,
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from twinloop.canary.schemas import CanaryView
 from twinloop.qa.schemas import QaSummary
 from twinloop.training.schemas import CycleView
 
@@ -42,4 +43,9 @@ class ReleaseStatus(BaseModel):
         default=None,
         description="The latest QA run on Shadow: gate decision and reasons, split sizes, "
         "scores, and how often the judge agreed with users.",
+    )
+    canary: CanaryView | None = Field(
+        default=None,
+        description="The running canary, else the latest one: arms, counts, statistics, time "
+        "left and decisions so far.",
     )

@@ -6,8 +6,9 @@ A cycle is a persisted state machine (its states: `twinloop.states.CycleState`).
                                         ↑                    │
                                         └── corrections ─────┘ (a failed round, rounds left)
 
-and ends `awaiting_canary` (the QA gate passed; the canary takes it from there), `rejected`
-(the gate failed in the last round, or a round gained nothing), `skipped` (nothing new to
+and ends `awaiting_canary` (the QA gate passed; the gateway's canary takes it from there:
+`canary`, then `promoted`, `rolled_back` or `inconclusive`, see `twinloop.canary.service`),
+`rejected` (the gate failed in the last round, or a round gained nothing), `skipped` (nothing new to
 learn), `abandoned` (interrupted too often, or an item it learned from was deleted
 mid-cycle) or `failed` (an error, recorded). A runner without QA ends at `staged`. Each
 transition is committed with the work of the step before it, so a trainer killed anywhere

@@ -1,0 +1,154 @@
+"""Canary against a running `make up`: how long a good and a bad Shadow take to be decided.
+
+Through the public API only. For each scenario it stages a Shadow, starts a canary, and
+runs simulated users (stable ids, so assignment is sticky) who ask general questions whose
+right answers are known (twinloop/testing/data/general_holdout.jsonl) and send a thumbs
+up or down by whether the answer is right, until the canary decides:
+
+* `good` — a copy of Active's snapshot (no worse by construction): should be promoted, or
+  end inconclusive if the deadline passes before the sample shows non-inferiority;
+* `bad` — the `general` domain on a random LoRA at scaling 8 (garbled answers): should be
+  aborted, and users on the canary arm see its answers only until then.
+
+It prints per scenario: time to decision, requests per arm, user-visible errors, the
+thumbs-up rate per arm, the decision and its reason with the statistics. Mirroring
+(`mirror_percent`) is not measured: the gateway does not mirror yet.
+
+    TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/canary.py --scenario both
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from twinloop.settings import Settings
+from twinloop.testing.adapters import make_random_lora
+from twinloop.testing.learning_eval import is_right, load_holdout
+
+ENDED = {"promoted", "aborted", "inconclusive"}
+
+
+def _stage_shadow(http: httpx.Client, scenario: str) -> str:
+    adapters: dict[str, str | None] = {}
+    if scenario == "bad":
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Settings().prepared_base_model_dir
+            folder = make_random_lora(base, Path(tmp) / "general", seed=7, scaling=8)
+            adapter = http.post(
+                "/adapters", json={"path": str(folder), "domain": "general"}
+            ).raise_for_status()
+            adapters["general"] = adapter.json()["id"]
+    created = http.post(
+        "/snapshots", json={"adapters": adapters, "reason": f"bench/canary.py: {scenario}"}
+    ).raise_for_status()
+    snapshot_id: str = created.json()["id"]
+    return snapshot_id
+
+
+def _users(
+    url: str, args: argparse.Namespace, stop: threading.Event, tally: Counter[str],
+    lock: threading.Lock,
+) -> list[threading.Thread]:  # fmt: skip
+    questions = load_holdout()
+
+    def user(n: int) -> None:
+        rng = random.Random(n)
+        with httpx.Client(base_url=url, timeout=120) as http:
+            while not stop.is_set():
+                # A population larger than the threads: the arms' shares follow `percent`.
+                user_id = f"bench-canary-user-{rng.randrange(args.population)}"
+                item = rng.choice(questions)
+                body = {"question": item.question, "domain": "general", "max_tokens": 24,
+                        "user_id": user_id}  # fmt: skip
+                try:
+                    response = http.post("/answer", json=body)
+                except httpx.HTTPError:
+                    with lock:
+                        tally["error.unknown"] += 1
+                    continue
+                if response.status_code != 200:
+                    with lock:
+                        tally["error.unknown"] += 1
+                    continue
+                answer = response.json()
+                role = answer.get("role", "active")
+                rating = "up" if is_right(answer["answer"], item.accept) else "down"
+                http.post("/ingest", json={"items": [{
+                    "type": "feedback", "id": f"fb-{answer['answer_id']}",
+                    "answer_id": answer["answer_id"], "rating": rating,
+                }]})  # fmt: skip
+                with lock:
+                    tally[f"requests.{role}"] += 1
+                    tally[f"{rating}.{role}"] += 1
+
+    return [threading.Thread(target=user, args=(n,), daemon=True) for n in range(args.users)]
+
+
+def run(args: argparse.Namespace, scenario: str) -> None:
+    admin = {"Authorization": f"Bearer {args.token}"}
+    with httpx.Client(base_url=args.gateway, headers=admin, timeout=300) as http:
+        shadow = _stage_shadow(http, scenario)
+        started = time.monotonic()
+        http.post("/canary", json={
+            "percent": args.percent, "min_requests": args.min_requests,
+            "max_duration_s": args.max_duration_s, "reason": f"bench {scenario}",
+        }).raise_for_status()  # fmt: skip
+        stop, lock, tally = threading.Event(), threading.Lock(), Counter[str]()
+        threads = _users(args.gateway, args, stop, tally, lock)
+        for thread in threads:
+            thread.start()
+        canary: dict[str, Any] = {}
+        try:
+            while time.monotonic() - started < args.max_duration_s + 120:
+                time.sleep(5)
+                canary = http.get("/canary").raise_for_status().json()["canary"] or {}
+                with lock:
+                    seen = dict(tally)
+                print(f"  {time.monotonic() - started:6.0f} s {canary.get('status')}: {seen}")
+                if canary.get("status") in ENDED:
+                    break
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=150)
+    took = time.monotonic() - started
+    print(f"\n{scenario} Shadow (snapshot {shadow}): {canary.get('status')} after {took:.0f} s")
+    for role in ("active", "canary"):
+        n = tally[f"requests.{role}"]
+        up = tally[f"up.{role}"]
+        print(f"  {role:7} requests {n:5}  thumbs up {up}/{n} = {up / n if n else 0:.3f}")
+    print(f"  user-visible errors: {tally['error.unknown']}")
+    print(f"  reason: {canary.get('reason')}")
+    decisions = canary.get("decisions") or []
+    if decisions:
+        print(f"  last stored evaluation: {decisions[0]['decision']}: {decisions[0]['reason']}")
+        print(f"  statistics: {decisions[0]['stats']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--gateway", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", default=os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me"))
+    parser.add_argument("--scenario", choices=("good", "bad", "both"), default="both")
+    parser.add_argument("--percent", type=float, default=50.0)
+    parser.add_argument("--min-requests", type=int, default=100)
+    parser.add_argument("--max-duration-s", type=float, default=600.0)
+    parser.add_argument("--users", type=int, default=8, help="concurrent request threads")
+    parser.add_argument("--population", type=int, default=400, help="distinct user ids")
+    args = parser.parse_args()
+    for scenario in ("bad", "good") if args.scenario == "both" else (args.scenario,):
+        run(args, scenario)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,453 @@
+"""The canary through the admin API and the request path, against the fake engines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from twinloop.canary import service as canary_service
+from twinloop.canary.decision import Decision, Verdict
+from twinloop.canary.service import CanaryService
+from twinloop.canary.watcher import watch_canary
+from twinloop.db.models import Answer, CanaryDecision, TrainingRun
+from twinloop.runtime import Runtime
+from twinloop.states import CycleState
+from twinloop.testing.adapters import write_fake_adapter
+from twinloop.testing.engine import FakeEngine
+
+
+async def _stage(client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path) -> str:
+    """Register a fake law adapter and stage a snapshot with it to Shadow; its id."""
+    folder = write_fake_adapter(tmp_path / "src" / "law", seed=0)
+    adapter = await client.post(
+        "/adapters", json={"path": str(folder), "domain": "law"}, headers=headers
+    )
+    assert adapter.status_code == 201, adapter.text
+    created = await client.post(
+        "/snapshots", json={"adapters": {"law": adapter.json()["id"]}}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    snapshot_id: str = created.json()["id"]
+    return snapshot_id
+
+
+async def _start(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> Any:
+    response = await client.post("/canary", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def _ask(client: httpx.AsyncClient, user: str | None = None) -> httpx.Response:
+    body: dict[str, Any] = {"question": "Q?", "domain": "law"}
+    if user is not None:
+        body["user_id"] = user
+    return await client.post("/answer", json=body)
+
+
+async def test_canary_routes_need_the_admin_token(client: httpx.AsyncClient) -> None:
+    for method, path in [("GET", "/canary"), ("POST", "/canary"), ("POST", "/canary/abort")]:
+        response = await client.request(method, path)
+        assert response.status_code == 401, path
+
+
+async def test_nothing_staged_is_a_409_release_conflict(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.post("/canary", json={"percent": 10}, headers=admin_headers)
+
+    assert response.status_code == 409
+    assert response.json()["error"] == "ReleaseConflictError"
+    assert "nothing is staged" in response.json()["detail"]
+    assert (await client.get("/canary", headers=admin_headers)).json() == {"canary": None}
+
+
+async def test_a_shadow_rejected_by_qa_gets_no_canary(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+
+    class Rejected:
+        id, passed, reasons = "qa1", False, ["law dropped"]
+
+    class Verdicts:
+        async def snapshot_verdict(self, snapshot_id: str) -> Rejected:
+            return Rejected()
+
+    service = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary,
+        verdicts=Verdicts(),
+    )
+    with pytest.raises(canary_service.ReleaseConflictError, match="rejected by QA run qa1"):
+        await service.start(canary_service.StartCanaryRequest(percent=5), actor="admin")
+
+
+async def test_canary_users_are_served_by_shadow_and_recorded_with_their_arm(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    fake_engine: FakeEngine,
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    started = await _start(client, admin_headers, percent=100, min_requests=5)
+
+    assert (started["status"], started["snapshot_id"], started["percent"]) == (
+        "running", snapshot_id, 100.0,
+    )  # fmt: skip
+    body = (await _ask(client, "u1")).json()
+    assert (body["role"], body["slot"], body["snapshot_id"]) == ("canary", "green", snapshot_id)
+    chat = await client.post(
+        "/v1/chat/completions",
+        json={"model": "law", "messages": [{"role": "user", "content": "Q?"}], "user": "u2"},
+    )
+    assert chat.json()["role"] == "canary"
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, body["answer_id"])
+    assert row is not None
+    assert (row.role, row.canary_id) == ("canary", started["id"])
+
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["arms"]["canary"]["requests"] == 2
+    assert status["arms"]["active"]["requests"] == 0
+    assert status["current"]["verdict"] == "continue"
+    assert 0 < status["time_left_s"] <= 3600
+    assert (await client.get("/status", headers=admin_headers)).json()["canary"]["id"] == (
+        started["id"]
+    )
+    metrics = runtime.metrics.render().decode()
+    assert 'twinloop_canary_requests_total{arm="canary",sticky="true"} 2.0' in metrics
+    assert "twinloop_canary_percent 100.0" in metrics
+
+
+async def test_raising_the_percentage_keeps_the_users_on_the_canary(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    first = await _start(client, admin_headers, percent=30)
+    users = [f"user-{i}" for i in range(40)]
+    before = {u: (await _ask(client, u)).json()["role"] for u in users}
+    again = {u: (await _ask(client, u)).json()["role"] for u in users}
+    assert before == again  # sticky
+    assert 0 < list(before.values()).count("canary") < len(users)
+
+    raised = await _start(client, admin_headers, percent=60)
+    after = {u: (await _ask(client, u)).json()["role"] for u in users}
+
+    assert raised["id"] == first["id"]
+    assert all(after[u] == "canary" for u in users if before[u] == "canary")
+    assert list(after.values()).count("canary") > list(before.values()).count("canary")
+
+
+async def test_abort_sends_everyone_back_to_active(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=100)
+    assert (await _ask(client, "u1")).json()["role"] == "canary"
+
+    aborted = await client.post(
+        "/canary/abort", json={"reason": "users complain"}, headers=admin_headers
+    )
+
+    assert aborted.status_code == 200, aborted.text
+    assert aborted.json()["status"] == "aborted"
+    assert "users complain" in aborted.json()["reason"]
+    body = (await _ask(client, "u1")).json()
+    assert (body["role"], body["slot"]) == ("active", "blue")
+    again = await client.post("/canary/abort", json={"reason": "again"}, headers=admin_headers)
+    assert again.status_code == 409
+
+
+async def test_an_abort_on_the_error_slo_is_stored_with_its_figures(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    fake_engine: FakeEngine,
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=50)
+    users = [f"user-{i}" for i in range(30)]
+    fake_engine.down.add("green")
+    outcomes = [(await _ask(client, u)).status_code for u in users]
+    assert 503 in outcomes and 200 in outcomes
+    await runtime.canary.evaluate()  # the loop may have been first; then this finds none
+
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["status"] == "aborted"
+    assert status["arms"]["canary"]["engine_errors"] == outcomes.count(503)
+    abort = status["decisions"][0]
+    assert abort["decision"] == "abort" and "SLO" in abort["reason"]
+    assert abort["stats"]["checks"]["abort"]["error_slo"] is True
+    assert abort["stats"]["errors"]["slo"]["rejected"] is True
+    metrics = runtime.metrics.render().decode()
+    assert 'twinloop_canary_decisions_total{verdict="abort"} 1.0' in metrics
+    assert 'twinloop_canary_arm{arm="canary",figure="error_rate"} 1.0' in metrics
+    assert "twinloop_canary_percent 0.0" in metrics
+    # Everyone is back on Active, which still serves the baseline.
+    assert {(await _ask(client, u)).status_code for u in users} == {200}
+    assert runtime.releases.state.active_slot.value == "blue"
+
+
+async def test_a_promote_decision_swaps_shadow_in(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=50)
+    for i in range(10):
+        assert (await _ask(client, f"user-{i}")).status_code == 200
+    monkeypatch.setattr(
+        canary_service, "decide", lambda *a, **k: Decision(Verdict.PROMOTE, "promote: ok", {})
+    )
+    swaps: list[dict[str, Any]] = []
+    real_swap = runtime.releases.swap
+
+    async def swap(**kwargs: Any) -> Any:
+        swaps.append(kwargs)
+        return await real_swap(**kwargs)
+
+    monkeypatch.setattr(runtime.releases, "swap", swap)
+    generation = runtime.releases.state.generation
+
+    decision = await runtime.canary.evaluate()
+
+    assert decision is not None and decision.verdict is Verdict.PROMOTE
+    # Only at the generation the counts were taken on: nothing staged meanwhile goes live.
+    assert [s["expected_generation"] for s in swaps] == [generation]
+    state = runtime.releases.state
+    assert state.serving(state.active_slot).snapshot_id == snapshot_id
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert (status["status"], status["current"]) == ("promoted", None)
+    body = (await _ask(client, "user-1")).json()
+    assert (body["role"], body["snapshot_id"]) == ("active", snapshot_id)
+    async with runtime.sessionmaker() as session:
+        rows = (await session.execute(select(CanaryDecision))).scalars().all()
+    assert [r.decision for r in rows] == ["promote"]
+
+    # An abort after the promotion restores the baseline: desired state, not only traffic.
+    aborted = await client.post("/canary/abort", json={"reason": "late"}, headers=admin_headers)
+    assert aborted.status_code == 200, aborted.text
+    state = runtime.releases.state
+    assert state.serving(state.active_slot).snapshot_id == status["baseline_snapshot_id"]
+
+
+async def test_the_deadline_without_a_decision_is_inconclusive(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=100, max_duration_s=0.001)
+    await _ask(client, "u1")
+
+    decision = await runtime.canary.evaluate()
+
+    assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
+    assert "deadline" in decision.reason
+    assert (await _ask(client, "u1")).json()["role"] == "active"
+    assert runtime.releases.state.active_slot.value == "blue"
+
+
+async def test_a_restarted_gateway_continues_the_running_canary(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    started = await _start(client, admin_headers, percent=25)
+    await _ask(client, "u1")
+
+    restarted = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary,
+    )
+    state = await restarted.load()
+
+    assert state is not None and (state.id, state.percent) == (started["id"], 25.0)
+    view = await restarted.status()
+    assert (
+        view is not None and view.arms["active"]["requests"] + view.arms["canary"]["requests"] == 1
+    )
+
+
+async def test_a_swap_outside_the_canary_ends_it(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=10)
+    swapped = await client.post("/swap", json={"reason": "by hand"}, headers=admin_headers)
+    assert swapped.status_code == 200, swapped.text
+
+    assert await runtime.canary.evaluate() is None
+
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["status"] == "promoted"
+    assert "outside the canary" in status["reason"]
+
+
+async def test_previews_and_answers_without_a_canary_are_not_counted(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    assert (await _ask(client, "u1")).json()["role"] == "active"  # no canary yet
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=100)
+    preview = await client.post(
+        "/answer", json={"question": "Q?", "domain": "law", "target": "shadow"},
+        headers=admin_headers,
+    )  # fmt: skip
+    assert (preview.json()["preview"], preview.json()["role"]) == (True, None)
+    stream = await client.post(
+        "/v1/chat/completions",
+        json={"model": "law", "messages": [{"role": "user", "content": "Q?"}], "stream": True},
+    )
+    assert '"role": "canary"' in stream.text  # no user id: split at random, at 100 %
+
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["arms"]["canary"]["requests"] == 1
+    assert status["unsticky_requests"] == {"active": 0, "canary": 1}
+
+
+async def test_a_broken_shadow_is_aborted_by_the_loop_after_a_few_failed_users(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    fake_engine: FakeEngine,
+) -> None:
+    """Failures wake the evaluation loop (its period is 15 s): no manual evaluate here."""
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=50)
+    fake_engine.down.add("green")
+
+    failed = 0
+    for i in range(60):
+        failed += (await _ask(client, f"user-{i}")).status_code == 503
+        await asyncio.sleep(0.02)  # the loop's turn
+        if runtime.canary.state is None:
+            break
+
+    assert runtime.canary.state is None, "the loop did not abort the canary"
+    assert 2 <= failed <= 4  # the error-SLO test needs 2 failures of 2; one may be in flight
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["status"] == "aborted" and "SLO" in status["reason"]
+
+
+async def test_an_adapter_shadow_cannot_load_again_counts_against_the_canary(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    fake_engine: FakeEngine,
+) -> None:
+    """Shadow's engine lost the adapter and its stored files are gone: every canary request
+    fails (not in the engine's connection, in serving), and counts to the canary arm."""
+    await _stage(client, admin_headers, tmp_path)
+    await _start(client, admin_headers, percent=100)
+    fake_engine.loaded_adapters["green"].clear()
+    shutil.rmtree(runtime.settings.data_dir / "adapters")
+
+    failed = (await _ask(client, "u1")).status_code
+    await runtime.canary.evaluate()
+
+    assert failed >= 400
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert status["arms"]["canary"]["engine_errors"] == 1
+
+
+async def _awaiting_cycle(runtime: Runtime, snapshot_id: str) -> str:
+    """A training cycle that staged `snapshot_id` and passed the QA gate."""
+    cycle = TrainingRun(state=CycleState.AWAITING_CANARY, trigger="test", snapshot_id=snapshot_id)
+    async with runtime.sessionmaker.begin() as session:
+        session.add(cycle)
+    return cycle.id
+
+
+async def _cycle(runtime: Runtime, cycle_id: str) -> TrainingRun:
+    async with runtime.sessionmaker() as session:
+        cycle = await session.get(TrainingRun, cycle_id)
+    assert cycle is not None
+    return cycle
+
+
+async def test_the_cycle_behind_the_canary_follows_it_and_records_a_rollback(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+
+    started = await _start(client, admin_headers, percent=10)
+
+    assert started["cycle_id"] == cycle_id
+    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    await client.post("/canary/abort", json={"reason": "bad answers"}, headers=admin_headers)
+    cycle = await _cycle(runtime, cycle_id)
+    assert cycle.state == "rolled_back"
+    assert cycle.error is not None and "bad answers" in cycle.error
+
+
+async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    auto = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary.model_copy(update={"auto": True, "percent": 5.0}),
+    )
+    assert await auto.evaluate() is None  # no cycle waits: nothing starts
+    assert auto.state is None
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+
+    await auto.evaluate()
+
+    assert auto.state is not None and auto.state.percent == 5.0
+    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
+    assert (status["snapshot_id"], status["started_by"]) == (snapshot_id, "canary")
+
+
+async def test_another_gateway_follows_a_canary_started_and_aborted_here(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    other = CanaryService(
+        sessionmaker=runtime.sessionmaker,
+        releases=runtime.releases,
+        metrics=runtime.metrics,
+        settings=runtime.settings.canary,
+    )
+    loop = asyncio.create_task(watch_canary(other, period_s=3600, refresh_s=0.02))
+    try:
+        await _stage(client, admin_headers, tmp_path)
+        started = await _start(client, admin_headers, percent=40)
+        await _until(lambda: other.state is not None)
+        assert other.state is not None and other.state.id == started["id"]
+
+        await client.post("/canary/abort", json={"reason": "stop"}, headers=admin_headers)
+        await _until(lambda: other.state is None)
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll: the other gateway's loop has no event to wait on."""
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the other gateway did not follow")

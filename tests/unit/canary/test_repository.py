@@ -1,0 +1,98 @@
+"""Per-arm counts come from answers, failed-request events and feedback; previews never count."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.canary import repository
+from twinloop.canary.assignment import Arm
+from twinloop.db.base import new_id
+from twinloop.db.models import Answer, Canary, CanaryArmEvent, Feedback, Snapshot
+
+
+async def _canary(session: AsyncSession) -> Canary:
+    snapshots = [Snapshot(base_model="base", created_by="test", reason=name) for name in ("a", "b")]
+    session.add_all(snapshots)
+    await session.flush()
+    canary = Canary(
+        snapshot_id=snapshots[1].id,
+        baseline_snapshot_id=snapshots[0].id,
+        percent=10.0,
+        mirror_percent=0.0,
+        min_requests=200,
+        max_duration_s=3600.0,
+        salt="salt",
+        status="running",
+        started_by="admin",
+    )
+    await repository.add(session, canary)
+    return canary
+
+
+def _answer(canary: Canary | None, role: str, latency_ms: float, **extra: object) -> Answer:
+    return Answer(
+        route="answer",
+        question="Q?",
+        answer="A.",
+        domain="general",
+        slot="blue",
+        model="base",
+        latency_ms=latency_ms,
+        role=role,
+        canary_id=canary.id if canary else None,
+        **extra,
+    )
+
+
+def _feedback(answer: Answer, rating: str, correction: str | None = None) -> Feedback:
+    return Feedback(
+        external_id=new_id(),
+        answer_id=answer.id,
+        rating=rating,
+        correction=correction,
+        content_sha256="0" * 64,
+    )
+
+
+async def test_counts_per_arm_from_answers_events_and_feedback(session: AsyncSession) -> None:
+    canary = await _canary(session)
+    active = [_answer(canary, "active", 100.0 + i, user_id=f"u{i}") for i in range(4)]
+    served = [_answer(canary, "canary", 200.0, user_id="c1"), _answer(canary, "canary", 300.0)]
+    preview = _answer(canary, "canary", 999.0, is_preview=True)
+    before = _answer(None, "active", 50.0)  # served before the canary: not counted
+    session.add_all([*active, *served, preview, before])
+    await session.flush()
+    session.add_all([
+        _feedback(active[0], "up"), _feedback(active[1], "down", correction="B."),
+        _feedback(served[0], "down", correction="C."), _feedback(preview, "up"),
+        CanaryArmEvent(canary_id=canary.id, arm="canary", kind="timeout", sticky=True),
+        CanaryArmEvent(canary_id=canary.id, arm="canary", kind="engine_error", sticky=False),
+        CanaryArmEvent(canary_id=canary.id, arm="canary", kind="engine_error", sticky=True),
+    ])  # fmt: skip
+    await session.flush()
+
+    counts = await repository.counts(session, canary.id)
+
+    assert counts.active.requests == 4
+    assert counts.active.latencies_ms == (100.0, 101.0, 102.0, 103.0)
+    assert (counts.active.thumbs_up, counts.active.thumbs_down) == (1, 1)
+    assert counts.active.corrections == 1
+    assert counts.active.failures == 0
+    # Two answers and three failures; the preview and its thumbs up never count.
+    assert counts.canary.requests == 5
+    assert (counts.canary.engine_errors, counts.canary.timeouts) == (2, 1)
+    assert sorted(counts.canary.latencies_ms) == [200.0, 300.0]
+    assert (counts.canary.thumbs_up, counts.canary.thumbs_down, counts.canary.corrections) == (
+        0, 1, 1,
+    )  # fmt: skip
+    # The canary answer with neither id and the failure with neither id.
+    assert counts.unsticky == {Arm.ACTIVE: 0, Arm.CANARY: 2}
+
+
+async def test_the_running_canary_is_found_and_an_ended_one_is_not(session: AsyncSession) -> None:
+    canary = await _canary(session)
+    assert (await repository.running(session)) is canary
+    canary.status = "aborted"
+    await session.flush()
+    assert await repository.running(session) is None
+    assert await repository.latest(session) is canary

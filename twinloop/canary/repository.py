@@ -1,0 +1,173 @@
+"""Queries of canaries: the canary rows, per-arm counts, failed requests, decisions.
+
+Flushes, never commits. Per-arm counts are read from what the request path already
+writes: the answers each arm served (`answers.canary_id`, `answers.role`), the failed
+requests that wrote no answer (`canary_arm_events`), and the feedback users sent on those
+answers. Previews never count (`is_preview`); QA writes no answers at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from twinloop.canary.assignment import Arm
+from twinloop.canary.statistics import ArmCounts
+from twinloop.db.base import utcnow
+from twinloop.db.models import (
+    Answer,
+    AuditEntry,
+    Canary,
+    CanaryArmEvent,
+    CanaryDecision,
+    Feedback,
+    TrainingRun,
+)
+from twinloop.states import CycleState
+
+RUNNING = "running"
+TIMEOUT = "timeout"
+ENGINE_ERROR = "engine_error"
+
+
+@dataclass(frozen=True)
+class CanaryCounts:
+    """Both arms' counts, and the requests that came with neither user nor session id."""
+
+    active: ArmCounts
+    canary: ArmCounts
+    unsticky: dict[Arm, int]
+
+
+async def add(
+    session: AsyncSession, *records: Canary | CanaryArmEvent | CanaryDecision | AuditEntry
+) -> None:
+    session.add_all(records)
+    await session.flush()
+
+
+async def get(session: AsyncSession, canary_id: str) -> Canary | None:
+    return await session.get(Canary, canary_id)
+
+
+async def running(session: AsyncSession) -> Canary | None:
+    """The running canary (one at a time), newest first should two gateways have raced."""
+    result = await session.execute(
+        select(Canary).where(Canary.status == RUNNING).order_by(Canary.started_at.desc()).limit(1)
+    )
+    return result.scalars().first()
+
+
+async def latest(session: AsyncSession) -> Canary | None:
+    result = await session.execute(select(Canary).order_by(Canary.started_at.desc()).limit(1))
+    return result.scalars().first()
+
+
+async def decisions(
+    session: AsyncSession, canary_id: str, *, limit: int = 20
+) -> Sequence[CanaryDecision]:
+    """The canary's evaluations, newest first."""
+    result = await session.execute(
+        select(CanaryDecision)
+        .where(CanaryDecision.canary_id == canary_id)
+        .order_by(CanaryDecision.created_at.desc())
+        .limit(limit)
+    )
+    return result.scalars().all()
+
+
+async def cycle_awaiting(session: AsyncSession, snapshot_id: str) -> str | None:
+    """The training cycle that staged `snapshot_id` and waits for its canary, if any."""
+    result = await session.execute(
+        select(TrainingRun.id)
+        .where(
+            TrainingRun.snapshot_id == snapshot_id,
+            TrainingRun.state == CycleState.AWAITING_CANARY,
+        )
+        .order_by(TrainingRun.created_at.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def mark_cycle(
+    session: AsyncSession, cycle_id: str, state: CycleState, *, reason: str | None = None
+) -> None:
+    """Move a training cycle along its canary: canary, then promoted, rolled_back or
+    inconclusive (`reason`, for the last two, says why in the cycle's `error`)."""
+    cycle = await session.get(TrainingRun, cycle_id)
+    if cycle is None:
+        return
+    cycle.state = state
+    cycle.updated_at = utcnow()
+    if state is not CycleState.CANARY:
+        cycle.finished_at = cycle.updated_at
+    if reason is not None:
+        cycle.error = reason
+    await session.flush()
+
+
+async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
+    """Each arm's requests, failures, latencies and feedback so far."""
+    served = Answer.canary_id == canary_id, Answer.is_preview.is_(False)
+    latencies: dict[str, list[float]] = {arm: [] for arm in Arm}
+    unsticky = dict.fromkeys(Arm, 0)
+    rows = await session.execute(
+        select(
+            Answer.role,
+            Answer.latency_ms,
+            and_(Answer.user_id.is_(None), Answer.session_id.is_(None)),
+        ).where(*served)
+    )
+    for role, latency_ms, anonymous in rows:
+        if role in latencies:
+            latencies[role].append(float(latency_ms))
+            unsticky[Arm(role)] += int(bool(anonymous))
+
+    failures: dict[tuple[str, str], int] = {}
+    events = await session.execute(
+        select(
+            CanaryArmEvent.arm,
+            CanaryArmEvent.kind,
+            func.count(),
+            func.sum(case((CanaryArmEvent.sticky.is_(False), 1), else_=0)),
+        )
+        .where(CanaryArmEvent.canary_id == canary_id)
+        .group_by(CanaryArmEvent.arm, CanaryArmEvent.kind)
+    )
+    for arm, kind, number, anonymous in events:
+        failures[(arm, kind)] = int(number)
+        if arm in unsticky:
+            unsticky[Arm(arm)] += int(anonymous or 0)
+
+    ratings: dict[tuple[str, str], tuple[int, int]] = {}
+    rated = await session.execute(
+        select(Answer.role, Feedback.rating, func.count(), func.count(Feedback.correction))
+        .join(Answer, Answer.id == Feedback.answer_id)
+        .where(*served, Feedback.deleted_at.is_(None))
+        .group_by(Answer.role, Feedback.rating)
+    )
+    for role, rating, number, corrections in rated:
+        ratings[(str(role), rating)] = (int(number), int(corrections))
+
+    def arm_counts(arm: Arm) -> ArmCounts:
+        errors = failures.get((arm, ENGINE_ERROR), 0)
+        timeouts = failures.get((arm, TIMEOUT), 0)
+        up, up_corrections = ratings.get((arm, "up"), (0, 0))
+        down, down_corrections = ratings.get((arm, "down"), (0, 0))
+        return ArmCounts(
+            requests=len(latencies[arm]) + errors + timeouts,
+            engine_errors=errors,
+            timeouts=timeouts,
+            latencies_ms=tuple(latencies[arm]),
+            thumbs_up=up,
+            thumbs_down=down,
+            corrections=up_corrections + down_corrections,
+        )
+
+    return CanaryCounts(
+        active=arm_counts(Arm.ACTIVE), canary=arm_counts(Arm.CANARY), unsticky=unsticky
+    )

@@ -1,0 +1,525 @@
+"""The canary of the staged Shadow: start, adjust, abort, evaluate, and act on the decision.
+
+One canary runs at a time, persisted in `canaries`, so a restarted gateway continues it
+(`load`). The request path asks `arm_for` which arm serves a request: a lookup in one
+immutable `CanaryState` in memory, refreshed on start, abort and every evaluation (the
+evaluation loop also takes a canary another gateway started). `evaluate` runs `decide`
+on the counts in the database, stores the evaluation in `canary_decisions` and acts:
+
+* promote: the release controller's atomic swap; the canary ends `promoted`;
+* abort: the split stops at once, the canary ends `aborted`, and if Active no longer
+  serves the baseline snapshot it is rolled back to it (desired state, not only traffic);
+* inconclusive: the split stops, the canary ends `inconclusive`, an admin decides;
+* continue: nothing.
+
+Lock order: the canary's lock, then (inside the release controller) the release lock.
+No database session is held across a call into the release controller or the QA verdict
+source: on SQLite the gateway has one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from random import Random
+from typing import Any, Protocol
+
+import structlog
+
+from twinloop.canary import repository
+from twinloop.canary.assignment import Arm, assign
+from twinloop.canary.decision import Decision, Verdict, decide
+from twinloop.canary.pairs import PairTally
+from twinloop.canary.repository import ENGINE_ERROR, TIMEOUT, CanaryCounts
+from twinloop.canary.schemas import (
+    CanaryStatus,
+    CanaryView,
+    CurrentDecision,
+    DecisionView,
+    StartCanaryRequest,
+)
+from twinloop.canary.state import ArmChoice, CanaryState
+from twinloop.db.base import utcnow
+from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision
+from twinloop.db.session import SessionMaker
+from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
+from twinloop.metrics import Metrics
+from twinloop.releases.errors import ReleaseConflictError
+from twinloop.releases.service import ReleaseController
+from twinloop.settings import CanarySettings
+from twinloop.states import CycleState
+
+CANARY_ACTOR = "canary"
+CALLER_ERRORS = (InvalidRequestError, NotFoundError)
+# The training cycle behind a canary ends as the canary does.
+CYCLE_STATE_AFTER = {
+    CanaryStatus.PROMOTED: CycleState.PROMOTED,
+    CanaryStatus.ABORTED: CycleState.ROLLED_BACK,
+    CanaryStatus.INCONCLUSIVE: CycleState.INCONCLUSIVE,
+}
+log = structlog.get_logger(__name__)
+
+
+class QaVerdict(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def passed(self) -> bool | None: ...
+    @property
+    def reasons(self) -> Sequence[str]: ...
+
+
+class SnapshotVerdicts(Protocol):
+    """The QA gate's verdict on a snapshot (twinloop.qa.service.QaService)."""
+
+    async def snapshot_verdict(self, snapshot_id: str) -> QaVerdict | None: ...
+
+
+class CanaryService:
+    def __init__(
+        self,
+        *,
+        sessionmaker: SessionMaker,
+        releases: ReleaseController,
+        metrics: Metrics,
+        settings: CanarySettings,
+        verdicts: SnapshotVerdicts | None = None,
+        rng: Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._releases = releases
+        self._metrics = metrics
+        self._settings = settings
+        self._verdicts = verdicts
+        self._rng = rng or Random()
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._state: CanaryState | None = None
+        # Set by a canary request's engine failure: the evaluation loop decides at once.
+        self.woken = asyncio.Event()
+
+    @property
+    def state(self) -> CanaryState | None:
+        return self._state
+
+    # -- the request path ---------------------------------------------------------------
+
+    def arm_for(self, *, user_id: str | None, session_id: str | None) -> ArmChoice | None:
+        """The arm for one request, or None when no canary splits traffic.
+
+        Cheap and synchronous: a hash and two comparisons. A release that moved under the
+        canary (Shadow restaged, a manual swap) splits nothing; the next evaluation ends it.
+        """
+        state = self._state
+        if state is None:
+            return None
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        active = release.serving(release.active_slot).snapshot_id
+        if shadow != state.snapshot_id or active != state.baseline_snapshot_id:
+            return None
+        assigned = assign(
+            percent=state.percent,
+            user_id=user_id,
+            session_id=session_id,
+            rng=self._rng,
+            salt=state.salt,
+        )
+        slot = release.shadow_slot if assigned.arm is Arm.CANARY else release.active_slot
+        self._metrics.canary_requests.labels(assigned.arm.value, str(assigned.sticky).lower()).inc()
+        return ArmChoice(state.id, assigned.arm, assigned.sticky, slot)
+
+    async def record_failure(self, choice: ArmChoice, error: TwinloopError) -> None:
+        """Count an engine error or timeout to its arm: a failed request writes no answer.
+
+        Every failure to serve counts (an unreachable or failing engine, an adapter that
+        cannot be loaded again); only errors that are the caller's (a prompt the engine
+        refuses as invalid) count to no arm.
+        """
+        if isinstance(error, CALLER_ERRORS):
+            return
+        kind = TIMEOUT if isinstance(error, EngineTimeoutError) else ENGINE_ERROR
+        self._metrics.canary_errors.labels(choice.arm.value, kind).inc()
+        event = CanaryArmEvent(
+            canary_id=choice.canary_id,
+            arm=choice.arm.value,
+            kind=kind,
+            sticky=choice.sticky,
+            error=f"{type(error).__name__}: {error.message}"[:2000],
+        )
+        try:
+            async with self._sessionmaker.begin() as session:
+                await repository.add(session, event)
+        except Exception as e:  # the user's error is the engine's; never mask it with ours
+            log.warning("canary failure not recorded", error=f"{type(e).__name__}: {e}")
+        if choice.arm is Arm.CANARY:
+            self.woken.set()  # judged now, not a period later
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def load(self) -> CanaryState | None:
+        """Take the running canary from the database (at start, and from other gateways).
+
+        Under the lock: a load must not put back a canary that an abort here is ending.
+        """
+        async with self._lock:
+            async with self._sessionmaker.begin() as session:
+                row = await repository.running(session)
+            return self._set(row)
+
+    async def status(self) -> CanaryView | None:
+        """The running canary, else the latest one: arms, counts, statistics, decisions."""
+        async with self._sessionmaker.begin() as session:
+            row = await repository.running(session) or await repository.latest(session)
+            if row is None:
+                return None
+            counts = await repository.counts(session, row.id)
+            stored = await repository.decisions(session, row.id)
+        current = None
+        if row.status == CanaryStatus.RUNNING:
+            decision = await self._decide(row, counts)
+            current = CurrentDecision(
+                verdict=decision.verdict.value, reason=decision.reason, stats=decision.stats
+            )
+        return self._view(row, counts, current, stored)
+
+    # -- changing -----------------------------------------------------------------------
+
+    async def start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
+        """Start a canary of the staged Shadow, or adjust the running one's settings."""
+        async with self._lock:
+            return await self._start(request, actor=actor)
+
+    async def _start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
+        """Under the lock."""
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        active = release.serving(release.active_slot).snapshot_id
+        async with self._sessionmaker.begin() as session:
+            running = await repository.running(session)
+        if running is not None and running.snapshot_id != shadow:
+            raise ReleaseConflictError(
+                f"canary {running.id} of snapshot {running.snapshot_id} is running, and "
+                f"Shadow now serves {shadow}; abort it first"
+            )
+        if running is None:
+            await self._refuse_unstaged(shadow=shadow, active=active)
+        async with self._sessionmaker.begin() as session:
+            if running is not None:
+                row = await repository.get(session, running.id)
+                assert row is not None
+                action = "canary.adjust"
+            else:
+                row = Canary(
+                    snapshot_id=shadow,
+                    baseline_snapshot_id=active,
+                    cycle_id=await repository.cycle_awaiting(session, shadow),
+                    mirror_percent=self._settings.mirror_percent,
+                    min_requests=self._settings.min_requests,
+                    max_duration_s=self._settings.max_duration_s,
+                    salt=self._settings.salt,
+                    status=CanaryStatus.RUNNING,
+                    started_at=self._clock(),
+                    started_by=actor,
+                )
+                action = "canary.start"
+                if row.cycle_id is not None:
+                    await repository.mark_cycle(session, row.cycle_id, CycleState.CANARY)
+            row.percent = request.percent
+            for field in ("min_requests", "max_duration_s", "mirror_percent"):
+                value = getattr(request, field)
+                if value is not None:
+                    setattr(row, field, value)
+            await repository.add(session, row)
+            audit = _audit(actor, action, row, request.reason or action.split(".")[1])
+            audit.details |= {"percent": row.percent, "min_requests": row.min_requests,
+                              "max_duration_s": row.max_duration_s}  # fmt: skip
+            await repository.add(session, audit)
+            counts = await repository.counts(session, row.id)
+        self._set(row)
+        log.info(action, canary=row.id, snapshot=row.snapshot_id, percent=row.percent)
+        return self._view(row, counts, None, [])
+
+    async def abort(self, reason: str, *, actor: str) -> CanaryView:
+        """End the canary now: all traffic to Active, and Active back on the baseline.
+
+        Also undoes a promotion whose snapshot is still active (a rollback after the canary
+        restores the desired state: the baseline snapshot, not only the traffic).
+        """
+        async with self._lock:
+            async with self._sessionmaker.begin() as session:
+                row = await repository.running(session) or await repository.latest(session)
+                counts = await repository.counts(session, row.id) if row else None
+            if row is None or counts is None:
+                raise ReleaseConflictError("no canary is running")
+            release = self._releases.state
+            active = release.serving(release.active_slot).snapshot_id
+            promoted_active = row.status == CanaryStatus.PROMOTED and active == row.snapshot_id
+            if row.status != CanaryStatus.RUNNING and not promoted_active:
+                raise ReleaseConflictError(
+                    f"no canary is running (canary {row.id} ended {row.status})"
+                )
+            self._set(None)  # traffic first: no request is split from here on
+            why = f"aborted by {actor}: {reason}"
+            decision = Decision(Verdict.ABORT, why, {"arms": _arms(counts), "by": actor})
+            await self._end(row, CanaryStatus.ABORTED, why, decision=decision, actor=actor)
+            await self._restore_baseline(row, why)
+            async with self._sessionmaker.begin() as session:
+                stored = await repository.decisions(session, row.id)
+        return self._view(row, counts, None, stored)
+
+    async def evaluate(self) -> Decision | None:
+        """Decide on the running canary, store the evaluation, and act on it."""
+        async with self._lock:
+            async with self._sessionmaker.begin() as session:
+                row = await repository.running(session)
+                counts = await repository.counts(session, row.id) if row else None
+            self._set(row)
+            if row is None or counts is None:
+                if self._settings.auto:
+                    await self._start_for_cycle()
+                return None
+            # The release the counts were taken on: a promotion swaps only if it still holds.
+            generation = self._releases.state.generation
+            if await self._release_moved(row):
+                return None
+            self._publish(counts)
+            decision = await self._decide(row, counts)
+            self._metrics.canary_decisions.labels(decision.verdict.value).inc()
+            log.info("canary evaluated", canary=row.id, verdict=decision.verdict.value)
+            if decision.verdict is Verdict.CONTINUE:
+                async with self._sessionmaker.begin() as session:
+                    await repository.add(session, _decision_row(row, decision))
+            elif decision.verdict is Verdict.PROMOTE:
+                await self._promote(row, decision, generation=generation)
+            elif decision.verdict is Verdict.ABORT:
+                self._set(None)
+                await self._end(row, CanaryStatus.ABORTED, decision.reason, decision=decision)
+                await self._restore_baseline(row, decision.reason)
+            else:
+                self._set(None)
+                await self._end(row, CanaryStatus.INCONCLUSIVE, decision.reason, decision=decision)
+            return decision
+
+    # -- internals ----------------------------------------------------------------------
+
+    async def _start_for_cycle(self) -> None:
+        """With `canary.auto`: a cycle that passed QA and staged Shadow gets its canary."""
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        async with self._sessionmaker.begin() as session:
+            cycle = await repository.cycle_awaiting(session, shadow)
+        if cycle is None:
+            return
+        request = StartCanaryRequest(
+            percent=self._settings.percent, reason=f"cycle {cycle} passed the QA gate"
+        )
+        try:
+            await self._start(request, actor=CANARY_ACTOR)
+        except TwinloopError as e:
+            log.warning("automatic canary not started", cycle=cycle, error=e.message)
+
+    async def _refuse_unstaged(self, *, shadow: str, active: str) -> None:
+        if shadow == active:
+            raise ReleaseConflictError(
+                f"nothing is staged: Shadow serves Active's snapshot {active}; stage a snapshot "
+                "(POST /snapshots) before starting a canary"
+            )
+        if self._verdicts is None:
+            return
+        verdict = await self._verdicts.snapshot_verdict(shadow)
+        if verdict is not None and verdict.passed is False:
+            raise ReleaseConflictError(
+                f"Shadow's snapshot {shadow} was rejected by QA run {verdict.id}: "
+                + "; ".join(verdict.reasons)
+                + ". A rejected snapshot gets no canary."
+            )
+
+    async def _release_moved(self, row: Canary) -> bool:
+        """End a canary whose release changed under it; True when it did."""
+        release = self._releases.state
+        active = release.serving(release.active_slot).snapshot_id
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        if active == row.snapshot_id:
+            why = f"snapshot {row.snapshot_id} was made active outside the canary (a swap)"
+            status = CanaryStatus.PROMOTED
+        elif shadow != row.snapshot_id:
+            why = f"Shadow no longer serves snapshot {row.snapshot_id} (now {shadow})"
+            status = CanaryStatus.ABORTED
+        else:
+            return False
+        self._set(None)
+        await self._end(row, status, why)
+        return True
+
+    async def _promote(self, row: Canary, decision: Decision, *, generation: int) -> None:
+        async with self._sessionmaker.begin() as session:
+            await repository.add(session, _decision_row(row, decision))
+        try:
+            # At the generation evaluated: a snapshot staged meanwhile is never swapped in.
+            await self._releases.swap(
+                actor=CANARY_ACTOR,
+                reason=f"canary {row.id}: promote",
+                expected_generation=generation,
+            )
+        except TwinloopError as e:
+            # The canary keeps running; the next evaluation decides (and tries) again.
+            log.warning("canary promotion failed", canary=row.id, error=e.message)
+            return
+        self._set(None)
+        await self._end(row, CanaryStatus.PROMOTED, decision.reason)
+
+    async def _restore_baseline(self, row: Canary, reason: str) -> None:
+        release = self._releases.state
+        if release.serving(release.active_slot).snapshot_id == row.baseline_snapshot_id:
+            return
+        await self._releases.rollback(
+            actor=CANARY_ACTOR,
+            reason=f"canary {row.id}: {reason}",
+            snapshot_id=row.baseline_snapshot_id,
+        )
+
+    async def _end(
+        self,
+        row: Canary,
+        status: CanaryStatus,
+        reason: str,
+        *,
+        decision: Decision | None = None,
+        actor: str = CANARY_ACTOR,
+    ) -> None:
+        async with self._sessionmaker.begin() as session:
+            current = await repository.get(session, row.id)
+            assert current is not None
+            current.status, current.reason, current.ended_at = status, reason, self._clock()
+            records: list[Any] = [_audit(actor, f"canary.{status}", current, reason)]
+            if decision is not None:
+                records.append(_decision_row(current, decision))
+            await repository.add(session, current, *records)
+            if current.cycle_id is not None:
+                promoted = status is CanaryStatus.PROMOTED
+                await repository.mark_cycle(
+                    session,
+                    current.cycle_id,
+                    CYCLE_STATE_AFTER[status],
+                    reason=None if promoted else f"canary {current.id}: {reason}",
+                )
+        row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
+        log.info("canary ended", canary=row.id, status=status.value, reason=reason)
+
+    async def _decide(self, row: Canary, counts: CanaryCounts) -> Decision:
+        cfg = self._settings.model_copy(
+            update={
+                "percent": row.percent,
+                "min_requests": row.min_requests,
+                "max_duration_s": row.max_duration_s,
+                "mirror_percent": row.mirror_percent,
+            }
+        )
+        elapsed = self._elapsed_s(row)
+        # scipy and numpy over every latency: CPU work, kept off the event loop.
+        return await asyncio.to_thread(
+            decide, counts.active, counts.canary, PairTally(), cfg, elapsed_s=elapsed
+        )
+
+    def _publish(self, counts: CanaryCounts) -> None:
+        """Each arm's figures as gauges, so that a dashboard shows the arms side by side."""
+        for arm, arm_counts in ((Arm.ACTIVE, counts.active), (Arm.CANARY, counts.canary)):
+            p95 = arm_counts.p95_ms
+            figures = {
+                "requests": arm_counts.requests,
+                "failures": arm_counts.failures,
+                "error_rate": arm_counts.error_rate,
+                "p95_seconds": p95 / 1000 if p95 is not None else None,
+                "thumbs_up": arm_counts.thumbs_up,
+                "thumbs_down": arm_counts.thumbs_down,
+                "corrections": arm_counts.corrections,
+                "positive_rate": arm_counts.positive_rate,
+            }
+            for figure, value in figures.items():
+                gauge = self._metrics.canary_arm.labels(arm.value, figure)
+                gauge.set(math.nan if value is None else value)
+
+    def _elapsed_s(self, row: Canary) -> float:
+        end = _aware(row.ended_at) if row.ended_at else self._clock()
+        return max(0.0, (end - _aware(row.started_at)).total_seconds())
+
+    def _set(self, row: Canary | None) -> CanaryState | None:
+        if row is None or row.status != CanaryStatus.RUNNING:
+            self._state = None
+        else:
+            self._state = CanaryState(
+                id=row.id,
+                snapshot_id=row.snapshot_id,
+                baseline_snapshot_id=row.baseline_snapshot_id,
+                percent=row.percent,
+                salt=row.salt,
+            )
+        self._metrics.canary_percent.set(self._state.percent if self._state else 0.0)
+        return self._state
+
+    def _view(
+        self,
+        row: Canary,
+        counts: CanaryCounts,
+        current: CurrentDecision | None,
+        stored: Sequence[CanaryDecision],
+    ) -> CanaryView:
+        elapsed = self._elapsed_s(row)
+        return CanaryView(
+            id=row.id,
+            status=CanaryStatus(row.status),
+            snapshot_id=row.snapshot_id,
+            baseline_snapshot_id=row.baseline_snapshot_id,
+            cycle_id=row.cycle_id,
+            percent=row.percent,
+            mirror_percent=row.mirror_percent,
+            min_requests=row.min_requests,
+            max_duration_s=row.max_duration_s,
+            started_at=_aware(row.started_at),
+            ended_at=_aware(row.ended_at) if row.ended_at else None,
+            started_by=row.started_by,
+            reason=row.reason,
+            elapsed_s=round(elapsed, 3),
+            time_left_s=round(max(0.0, row.max_duration_s - elapsed), 3)
+            if row.status == CanaryStatus.RUNNING
+            else 0.0,
+            arms=_arms(counts),
+            unsticky_requests={arm.value: n for arm, n in counts.unsticky.items()},
+            current=current,
+            decisions=[DecisionView.model_validate(d) for d in stored],
+        )
+
+
+def _arms(counts: CanaryCounts) -> dict[str, dict[str, Any]]:
+    return {"active": counts.active.summary(), "canary": counts.canary.summary()}
+
+
+def _decision_row(row: Canary, decision: Decision) -> CanaryDecision:
+    return CanaryDecision(
+        canary_id=row.id,
+        snapshot_id=row.snapshot_id,
+        baseline_snapshot_id=row.baseline_snapshot_id,
+        share=row.percent,
+        decision=decision.verdict.value,
+        reason=decision.reason,
+        stats=decision.stats,
+    )
+
+
+def _audit(actor: str, action: str, row: Canary, reason: str) -> AuditEntry:
+    return AuditEntry(
+        actor=actor,
+        action=action,
+        target=row.snapshot_id,
+        reason=reason,
+        details={"canary_id": row.id, "baseline_snapshot_id": row.baseline_snapshot_id},
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands timestamps back without their zone; they were written in UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -160,6 +160,49 @@ def _admin_call(
     return payload
 
 
+@app.command("status")
+def status(gateway: GatewayOption = None) -> None:
+    """The running gateway's `/status` in the terminal: both slots, the latest training cycle
+    and QA run, tainted adapters and the canary (for people without Grafana)."""
+    _print_status(_admin_call(gateway, "GET", "/status"))
+
+
+def _print_status(status: dict[str, Any]) -> None:
+    out = Console()
+    out.print(f"release generation {status['generation']}")
+    slots = Table("role", "slot", "snapshot", "adapters", "engine", "in flight", "missing")
+    for s in sorted(status["slots"], key=lambda s: s["role"]):
+        adapters = ", ".join(f"{d}={a}" for d, a in sorted(s["adapters"].items())) or "base"
+        engine = "healthy" if s["engine_healthy"] else "[red]unhealthy[/red]"
+        missing = ", ".join(s["missing_adapters"]) or "-"
+        row = (s["role"], s["slot"], s["snapshot_id"], adapters, engine, str(s["inflight"]))
+        slots.add_row(*row, missing)
+    out.print(slots)
+    cycle = status.get("latest_training_cycle")
+    if cycle:
+        error = f" ({cycle['error']})" if cycle.get("error") else ""
+        out.print(f"latest training cycle {cycle['id']}: [bold]{cycle['state']}[/bold]{error}")
+    qa = status.get("latest_qa")
+    if qa:
+        verdict = {True: "passed", False: "failed", None: "not gated"}[qa["passed"]]
+        out.print(
+            f"latest QA {qa['id']}: {verdict}, overall {_cell(qa['overall'])} vs "
+            f"Active {_cell(qa['active_overall'])}"
+        )
+        for reason in qa["reasons"]:
+            out.print(f"  {reason}")
+    for tainted in status.get("tainted_adapters", []):
+        serving = ", ".join(tainted["serving_slots"]) or "no slot"
+        out.print(
+            f"[yellow]tainted[/yellow] {tainted['name']} ({tainted['domain']}): "
+            f"{tainted['reason']}; served by {serving}"
+        )
+    if status.get("canary"):
+        _print_canary(status["canary"])
+    else:
+        out.print("no canary has run")
+
+
 @canary_app.command("start")
 def canary_start(
     percent: Annotated[float, typer.Argument(help="Share of users on the canary, 0-100.")],

@@ -136,3 +136,36 @@ def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(
     method, path, body, _ = seen[0]
     assert (method, path) == ("POST", "/canary")
     assert json.loads(body) == {"percent": 5.0, "reason": "", "min_requests": 50}
+
+
+def test_status_shows_slots_cycle_qa_and_canary(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slot = {"engine_healthy": True, "missing_adapters": [], "inflight": 0, "rag_versions": {},
+            "router_rules_version": 1, "engine_models": []}  # fmt: skip
+    payload = {
+        "generation": 4, "active_slot": "blue", "shadow_slot": "green",
+        "slots": [
+            {**slot, "slot": "blue", "role": "active", "snapshot_id": "s1", "adapters": {}},
+            {**slot, "slot": "green", "role": "shadow", "snapshot_id": "s2",
+             "adapters": {"general": "general-v3"}, "engine_healthy": False},
+        ],
+        "tainted_adapters": [],
+        "latest_training_cycle": {"id": "cy1", "state": "awaiting_canary", "error": None},
+        "latest_qa": {"id": "qa1", "passed": False, "overall": 0.61, "active_overall": 0.8,
+                      "reasons": ["forgot: forgetting lost 20"]},
+        "canary": _canary_view(),
+    }  # fmt: skip
+    seen = _fake_gateway(monkeypatch, 200, payload)
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal's width
+
+    result = CliRunner().invoke(app, ["status"])
+
+    assert result.exit_code == 0, result.output
+    assert seen[0][:2] == ("GET", "/status") and seen[0][3] == "Bearer t"
+    assert "release generation 4" in result.output
+    assert "general=general-v3" in result.output and "unhealthy" in result.output
+    assert "cy1: awaiting_canary" in result.output
+    assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
+    assert "forgot: forgetting lost 20" in result.output
+    assert "10 % of users" in result.output

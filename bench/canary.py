@@ -131,7 +131,7 @@ def run(args: argparse.Namespace, scenario: str) -> None:
     print(f"  reason: {canary.get('reason')}")
     decisions = canary.get("decisions") or []
     if decisions:
-        print(f"  last stored evaluation: {decisions[0]['decision']}: {decisions[0]['reason']}")
+        print(f"  last stored evaluation: {decisions[0]['reason']}")
         print(f"  statistics: {decisions[0]['stats']}")
 
 

@@ -262,7 +262,9 @@ def _print_canary(canary: dict[str, Any]) -> None:
     elif canary.get("reason"):
         out.print(f"ended: {canary['reason']}")
     for decision in canary.get("decisions", [])[:5]:
-        out.print(f"  {decision['created_at']}  {decision['decision']}: {decision['reason']}")
+        out.print(
+            f"  {decision['created_at']}  {decision['reason']}"
+        )  # the reason names the verdict
 
 
 def _cell(value: object) -> str:

@@ -359,6 +359,40 @@ class CanarySettings(BaseModel):
         "paired comparison (the user gets Active's answer only). Costs Shadow capacity; pairs "
         "compare two answers to the same question, so fewer are needed than split requests.",
     )
+    mirror_concurrency: int = Field(
+        default=2,
+        ge=1,
+        description="Mirrored questions Shadow answers at once, per gateway; a mirror that would "
+        "exceed it is skipped (counted), so mirroring never queues behind itself or takes more "
+        "of Shadow than this.",
+    )
+    pair_margin: float = Field(
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Non-inferiority margin on the mean pair score (win +1, tie 0, loss -1): "
+        "with mirroring, promotion may rest on the pairs (shown above minus this) instead of "
+        "the ratings; pairs shown below it abort the canary.",
+    )
+    drift_domains: list[str] = Field(
+        default_factory=lambda: ["general"],
+        description="Domains whose answers training should leave alone: mirrored pairs there "
+        "measure drift (the canary's answer leaving Active's), the sign of forgetting.",
+    )
+    drift_similarity: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A canary answer on a drift domain sharing less than this of Active's "
+        "words (difflib ratio over words) has drifted.",
+    )
+    drift_bound: float = Field(
+        default=0.2,
+        gt=0,
+        lt=1,
+        description="Share of drift-domain pairs that may drift: shown above it, the canary is "
+        "aborted (a Shadow taught a few facts changes few general answers).",
+    )
     error_slo: float = Field(
         default=0.05,
         gt=0,

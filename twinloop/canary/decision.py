@@ -5,7 +5,7 @@ valid under such repeated looks (see `statistics` for the methods, their assumpt
 references). With `alpha = 1 - confidence`:
 
 **Abort at once**, whatever the sample size, when any of these is shown, each at
-`alpha / 5` (Bonferroni over the five rules, so that a canary as good as Active is aborted
+`alpha / 6` (Bonferroni over the six rules, so that a canary as good as Active is aborted
 with probability at most `alpha` over the whole canary):
 
 * *error SLO*: the canary's error rate (engine errors and timeouts over requests) is above
@@ -19,16 +19,23 @@ with probability at most `alpha` over the whole canary):
   (the confidence sequence's lower bound is above the margin);
 * *feedback inferior*: the canary's positive-feedback rate (thumbs up over rated answers)
   is below Active's by more than `feedback_margin`;
-* *pairs worse*: the canary loses more than half of the decided mirrored pairs (mixture
-  SPRT of the losses against 1/2).
+* *pairs inferior*: the canary's mean pair score (win +1, tie 0, loss -1 over the mirrored
+  pairs with an outcome) is below `-pair_margin` (`statistics.paired_mean`'s upper bound);
+* *drift*: more than `drift_bound` of the canary's answers on drift domains (general
+  questions) left Active's (mixture SPRT on the drifted pairs): forgetting shows here
+  before any user rates it.
 
 **Promote** when no abort rule fires, both arms have `min_requests`, and at `confidence`
 (no split: promotion needs every check, an intersection-union test, Berger 1982):
 
 * the canary is non-inferior on error rate: the upper bound of (canary - Active) is below
   `error_margin`;
-* it is non-inferior on positive feedback: the lower bound is above `-feedback_margin`
-  (no ratings, no promotion: the bound stays wide);
+* it is non-inferior on answer quality: positive feedback's lower bound is above
+  `-feedback_margin` (no ratings, no promotion: the bound stays wide) or, when mirroring
+  is on, the mean pair score's lower bound is above `-pair_margin`. With mirroring each of
+  the two is tested at `alpha / 2`, so that together they stay at `alpha`; ratings are few
+  (a share of a share of users rate), pairs come with every mirrored request, which is how
+  mirroring decides with fewer user requests. Feedback clearly worse still aborts;
 * the paired comparison is not significantly worse (sign test, `pairs.sign_test`; with no
   mirrored pairs there is nothing to hold promotion back).
 
@@ -52,18 +59,31 @@ from typing import Any
 import numpy as np
 
 from twinloop.canary.pairs import PairTally, SignTest, sign_test
-from twinloop.canary.statistics import ArmCounts, Difference, RateAbove, difference, rate_above
+from twinloop.canary.statistics import (
+    ArmCounts,
+    Difference,
+    PairedMean,
+    RateAbove,
+    difference,
+    paired_mean,
+    rate_above,
+)
 from twinloop.settings import CanarySettings
 
-ABORT_RULES = ("error_slo", "latency", "errors_inferior", "feedback_inferior", "pairs_worse")
+ABORT_RULES = (
+    "error_slo", "latency", "errors_inferior", "feedback_inferior", "pairs_inferior", "drift",
+)  # fmt: skip
 METHODS = {
     "rate_above": "mixture SPRT, uniform prior on (bound, 1], Ville's inequality (Robbins 1970)",
     "difference": "normal-mixture mSPRT confidence sequence on Agresti-Caffo estimates, "
     "mixing scale = margin (Johari et al. 2022)",
+    "paired_mean": "normal-mixture mSPRT confidence sequence on the mean pair score, one win "
+    "and one loss added, mixing scale = pair margin",
     "sign_test": "exact one-sided binomial test of losses among decided pairs "
     "(scipy.stats.binomtest); holds back promotion only",
-    "abort": "any of 5 rules, each at alpha/5 (Bonferroni)",
-    "promote": "all checks at alpha (intersection-union test)",
+    "abort": "any of 6 rules, each at alpha/6 (Bonferroni)",
+    "promote": "all checks at alpha (intersection-union test); quality by feedback or, "
+    "with mirroring, by pairs, each at alpha/2",
 }
 
 
@@ -89,10 +109,12 @@ class _Evidence:
     above_active: bool
     errors: Difference  # at alpha, for promotion
     errors_abort: Difference  # at alpha / 5
-    feedback: Difference
+    feedback: Difference  # at alpha, or alpha / 2 with mirroring
     feedback_abort: Difference
     latency: dict[str, Any]
-    pairs_worse: RateAbove
+    pairs: PairedMean  # at alpha / 2, used only with mirroring
+    pairs_abort: PairedMean
+    drift: RateAbove
     signs: SignTest
 
 
@@ -107,18 +129,21 @@ def decide(
     """The decision on the counts so far; `elapsed_s` since the canary started."""
     alpha = round(1 - cfg.confidence, 12)  # 0.05, not 0.050000000000000044
     abort_alpha = alpha / len(ABORT_RULES)
+    quality_alpha = alpha / 2 if cfg.mirror_percent > 0 else alpha
     errors = (canary.failures, canary.requests), (active.failures, active.requests)
     ratings = (canary.thumbs_up, canary.rated), (active.thumbs_up, active.rated)
-    decided = pairs.wins + pairs.losses
+    scores = pairs.wins, pairs.ties, pairs.losses
     ev = _Evidence(
         slo=rate_above(canary.failures, canary.requests, p0=cfg.error_slo, alpha=abort_alpha),
         above_active=(canary.error_rate or 0.0) > (active.error_rate or 0.0),
         errors=difference(*errors, alpha=alpha, tau=cfg.error_margin),
         errors_abort=difference(*errors, alpha=abort_alpha, tau=cfg.error_margin),
-        feedback=difference(*ratings, alpha=alpha, tau=cfg.feedback_margin),
+        feedback=difference(*ratings, alpha=quality_alpha, tau=cfg.feedback_margin),
         feedback_abort=difference(*ratings, alpha=abort_alpha, tau=cfg.feedback_margin),
         latency=_latency(active, canary, cfg, abort_alpha),
-        pairs_worse=rate_above(pairs.losses, decided, p0=0.5, alpha=abort_alpha),
+        pairs=paired_mean(*scores, alpha=alpha / 2, tau=cfg.pair_margin),
+        pairs_abort=paired_mean(*scores, alpha=abort_alpha, tau=cfg.pair_margin),
+        drift=rate_above(pairs.drifted, pairs.drift_pairs, p0=cfg.drift_bound, alpha=abort_alpha),
         signs=sign_test(pairs, alpha=alpha),
     )
     aborts = _aborts(active, canary, pairs, cfg, ev)
@@ -164,7 +189,19 @@ def decide(
             "abort_bound": ev.feedback_abort.summary(),
         },
         "latency": ev.latency,
-        "pairs": {"sign_test": ev.signs.summary(), "worse_test": ev.pairs_worse.summary()},
+        "pairs": {
+            "mirror_percent": cfg.mirror_percent,
+            "tally": pairs.summary(),
+            "margin": cfg.pair_margin,
+            "promote_bound": ev.pairs.summary(),
+            "abort_bound": ev.pairs_abort.summary(),
+            "sign_test": ev.signs.summary(),
+            "drift": {
+                **ev.drift.summary(),
+                "domains": cfg.drift_domains,
+                "similarity_below": cfg.drift_similarity,
+            },
+        },
         "checks": {
             "abort": {rule: why is not None for rule, why in aborts.items()},
             "promote": {name: met for name, (met, _) in checks.items()},
@@ -206,10 +243,17 @@ def _aborts(
             f"{_pct(active.thumbs_up, active.rated)} by at least {-ev.feedback_abort.high:.3f}, "
             f"more than the margin {cfg.feedback_margin:g}"
         )
-    if ev.pairs_worse.rejected:
-        why["pairs_worse"] = (
-            f"canary lost {pairs.losses} and won {pairs.wins} mirrored pairs (e-value "
-            f"{ev.pairs_worse.e_value:.3g} >= {threshold})"
+    if ev.pairs_abort.high < -cfg.pair_margin:
+        why["pairs_inferior"] = (
+            f"canary won {pairs.wins}, tied {pairs.ties} and lost {pairs.losses} mirrored "
+            f"pairs: its mean score is below 0 by at least {-ev.pairs_abort.high:.3f}, more "
+            f"than the margin {cfg.pair_margin:g}"
+        )
+    if ev.drift.rejected:
+        why["drift"] = (
+            f"canary answers left Active's on {pairs.drifted} of {pairs.drift_pairs} mirrored "
+            f"{'/'.join(cfg.drift_domains)} questions, above the bound {cfg.drift_bound:.0%} "
+            f"(e-value {ev.drift.e_value:.3g} >= {threshold})"
         )
     return why
 
@@ -230,18 +274,33 @@ def _checks(
             f"{_pct(active.failures, active.requests)}, difference at most {ev.errors.high:.3f} "
             f"(needs < {cfg.error_margin:g})",
         ),
-        "feedback_non_inferior": (
-            ev.feedback.low > -cfg.feedback_margin,
-            f"positive feedback {_pct(canary.thumbs_up, canary.rated)} vs "
-            f"{_pct(active.thumbs_up, active.rated)}, difference at least {ev.feedback.low:.3f} "
-            f"(needs > {-cfg.feedback_margin:g})",
-        ),
+        "quality_non_inferior": _quality(active, canary, pairs, cfg, ev),
         "pairs_not_worse": (
             not ev.signs.worse,
             f"mirrored pairs {pairs.wins}/{pairs.ties}/{pairs.losses} win/tie/loss, sign test "
             f"p = {ev.signs.p_value:.3g} (worse below {ev.signs.alpha:.3g})",
         ),
     }
+
+
+def _quality(
+    active: ArmCounts, canary: ArmCounts, pairs: PairTally, cfg: CanarySettings, ev: _Evidence
+) -> tuple[bool, str]:
+    """Answer quality: by the users' ratings, or with mirroring by the pairs."""
+    by_feedback = ev.feedback.low > -cfg.feedback_margin
+    says = (
+        f"positive feedback {_pct(canary.thumbs_up, canary.rated)} vs "
+        f"{_pct(active.thumbs_up, active.rated)}, difference at least {ev.feedback.low:.3f} "
+        f"(needs > {-cfg.feedback_margin:g})"
+    )
+    if cfg.mirror_percent <= 0:
+        return by_feedback, says
+    by_pairs = ev.pairs.low > -cfg.pair_margin
+    says += (
+        f", or mean pair score of {pairs.informative} mirrored pairs at least "
+        f"{ev.pairs.low:.3f} (needs > {-cfg.pair_margin:g})"
+    )
+    return by_feedback or by_pairs, says
 
 
 def _latency(

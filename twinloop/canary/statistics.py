@@ -21,7 +21,8 @@ alpha test at every stopping time, and `min(1, 1/M_n)` is an anytime-valid p-val
 exact (no normal approximation), so it may act on the first few requests: with `p0 = 0.05`,
 1 error in 3 requests gives `M = 1.9` and 2 in 2 gives `M = 140`.
 
-**A difference of two rates** (`difference`): the canary's rate minus Active's, for error
+**A difference of two rates** (`difference`, and `paired_mean` for one sample of paired
+scores in [-1, 1], with the same mixture): the canary's rate minus Active's, for error
 rate and positive-feedback rate. The test is the normal-mixture mSPRT of Johari, Koomen,
 Pekelis and Walsh (2022), the one behind Optimizely's Stats Engine. With `d` the difference
 of the Agresti-Caffo estimates (one success and one failure added to each arm, which keeps
@@ -259,7 +260,58 @@ def difference(
         raise ValueError(f"events must be within [0, trials]: {canary}, {active}")
     pc, pa = (xc + 1) / (nc + 2), (xa + 1) / (na + 2)
     v = pc * (1 - pc) / (nc + 2) + pa * (1 - pa) / (na + 2)
-    t2 = tau**2
-    half = math.sqrt(v * (v + t2) / t2 * (2 * math.log(1 / alpha) + math.log((v + t2) / v)))
+    half = _half_width(v, alpha=alpha, tau=tau)
     d = pc - pa  # a difference of rates lies in [-1, 1]: the bound is cut there
     return Difference(xc, nc, xa, na, d, v, max(-1.0, d - half), min(1.0, d + half), alpha, tau)
+
+
+def _half_width(variance: float, *, alpha: float, tau: float) -> float:
+    """Half the width of the normal-mixture confidence sequence around an estimate."""
+    v, t2 = variance, tau**2
+    return math.sqrt(v * (v + t2) / t2 * (2 * math.log(1 / alpha) + math.log((v + t2) / v)))
+
+
+@dataclass(frozen=True)
+class PairedMean:
+    """Confidence sequence for the mean pair score (win +1, tie 0, loss -1) at `1 - alpha`.
+
+    The same normal-mixture mSPRT as `difference`, on one sample of paired scores: the
+    estimate adds one win and one loss (as Agresti-Caffo adds a success and a failure), so
+    that a run of ties has a variance above 0 and the bound narrows as ties accumulate.
+    """
+
+    wins: int
+    ties: int
+    losses: int
+    estimate: float
+    variance: float
+    low: float
+    high: float
+    alpha: float
+    tau: float
+
+    def summary(self) -> dict[str, Any]:
+        n = self.wins + self.ties + self.losses
+        return {
+            "pairs": n,
+            "observed": (self.wins - self.losses) / n if n else None,
+            "estimate": self.estimate,
+            "low": self.low,
+            "high": self.high,
+            "confidence": 1 - self.alpha,
+            "tau": self.tau,
+        }
+
+
+def paired_mean(wins: int, ties: int, losses: int, *, alpha: float, tau: float) -> PairedMean:
+    """The confidence sequence of the canary's mean pair score, from its pair outcomes."""
+    if min(wins, ties, losses) < 0:
+        raise ValueError(f"pair counts cannot be negative: {wins}, {ties}, {losses}")
+    n = wins + ties + losses + 2
+    mean = (wins - losses) / n
+    second_moment = (wins + losses + 2) / n
+    v = (second_moment - mean**2) / n
+    half = _half_width(v, alpha=alpha, tau=tau)
+    return PairedMean(
+        wins, ties, losses, mean, v, max(-1.0, mean - half), min(1.0, mean + half), alpha, tau
+    )

@@ -71,7 +71,8 @@ def test_a_loss_on_mirrored_pairs_is_aborted_and_a_close_one_holds_promotion() -
     lost = _decide(active, canary, PairTally(wins=10, ties=50, losses=60))
     close = _decide(active, canary, PairTally(wins=12, ties=50, losses=26))
 
-    assert lost.verdict is Verdict.ABORT and _fired(lost) == {"pairs_worse"}
+    assert lost.verdict is Verdict.ABORT and _fired(lost) == {"pairs_inferior"}
+    assert "won 10, tied 50 and lost 60 mirrored pairs" in lost.reason
     assert close.verdict is Verdict.CONTINUE
     assert close.stats["checks"]["promote"]["pairs_not_worse"] is False
     assert close.stats["pairs"]["sign_test"]["p_value"] < 0.05
@@ -134,9 +135,46 @@ def test_without_ratings_there_is_no_promotion() -> None:
     assert decision.verdict is Verdict.INCONCLUSIVE
     assert decision.stats["checks"]["promote"] == {
         "min_requests": True, "errors_non_inferior": True,
-        "feedback_non_inferior": False, "pairs_not_worse": True,
+        "quality_non_inferior": False, "pairs_not_worse": True,
     }  # fmt: skip
     assert "positive feedback 0/0" in decision.reason
+
+
+MIRRORED = CFG.model_copy(update={"mirror_percent": 50.0})
+
+
+def test_with_mirroring_pairs_show_quality_where_ratings_are_too_few() -> None:
+    """The same arms, few ratings: split-only waits, and 300 pairs, nearly all the same
+    answer, show the canary non-inferior on quality."""
+    active, canary = _arm(1500, 0, up=30, down=10), _arm(300, 0, up=8, down=2)
+    pairs = PairTally(wins=3, ties=290, losses=4, undecided=30)
+
+    split_only = decide(active, canary, pairs, CFG, elapsed_s=600.0)
+    mirrored = decide(active, canary, pairs, MIRRORED, elapsed_s=600.0)
+
+    assert split_only.verdict is Verdict.CONTINUE
+    assert split_only.stats["checks"]["promote"]["quality_non_inferior"] is False
+    assert mirrored.verdict is Verdict.PROMOTE, mirrored.reason
+    assert mirrored.stats["pairs"]["promote_bound"]["low"] > -MIRRORED.pair_margin
+    assert mirrored.stats["feedback"]["promote_bound"]["confidence"] == pytest.approx(0.975)
+    assert "mean pair score of 297 mirrored pairs at least" in mirrored.reason
+    # Without the pairs, the same mirrored canary has nothing to promote on.
+    assert decide(active, canary, NO_PAIRS, MIRRORED, elapsed_s=600.0).verdict is Verdict.CONTINUE
+
+
+def test_drift_on_general_questions_aborts_within_a_few_pairs() -> None:
+    """A Shadow that rewrote general answers: no user rated anything yet."""
+    active, canary = _arm(12), _arm(1)
+
+    three = _decide(active, canary, PairTally(undecided=3, drift_pairs=3, drifted=3))
+    five = _decide(active, canary, PairTally(undecided=5, drift_pairs=5, drifted=5))
+    usual = _decide(_arm(500), _arm(100), PairTally(ties=90, undecided=10, drift_pairs=100,
+                                                    drifted=10))  # fmt: skip
+
+    assert three.verdict is Verdict.CONTINUE
+    assert five.verdict is Verdict.ABORT and _fired(five) == {"drift"}
+    assert "left Active's on 5 of 5 mirrored general questions, above the bound 20%" in five.reason
+    assert "drift" not in _fired(usual)
 
 
 def test_a_canary_as_good_as_active_is_rarely_aborted_however_often_it_is_evaluated() -> None:
@@ -160,7 +198,7 @@ def test_a_canary_as_good_as_active_is_rarely_aborted_however_often_it_is_evalua
             if decision.verdict in (Verdict.ABORT, Verdict.PROMOTE):
                 break
     assert aborted / runs <= 1 - CFG.confidence
-    assert len(ABORT_RULES) == 5 and CFG.confidence == 0.95
+    assert len(ABORT_RULES) == 6 and CFG.confidence == 0.95
 
 
 def _requests(rng: np.random.Generator, n: int) -> tuple[np.ndarray, ...]:

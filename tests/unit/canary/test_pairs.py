@@ -9,6 +9,7 @@ from twinloop.canary.pairs import (
     JudgeChoice,
     Judged,
     Outcome,
+    Pair,
     PairTally,
     Reply,
     against_correction,
@@ -16,6 +17,7 @@ from twinloop.canary.pairs import (
     outcome_of,
     sign_test,
     signals,
+    tally,
 )
 
 GOOD = Reply("Paris is the capital of France.", latency_ms=120.0, finish_reason="stop")
@@ -86,8 +88,9 @@ async def test_the_judge_is_asked_in_both_orders() -> None:
 async def test_a_judge_that_always_picks_the_first_answer_gives_ties() -> None:
     judged = await judge_both_orders(_Judge(better=None), "q?", "one", "two")
 
-    assert judged == Judged(active_first="a", canary_first="a") and judged.outcome is None
-    assert Judged(active_first="tie", canary_first="a").outcome is None
+    assert judged == Judged(active_first="a", canary_first="a")
+    assert judged.outcome is Outcome.TIE
+    assert Judged(active_first="tie", canary_first="a").outcome is Outcome.TIE
 
 
 def test_answers_are_scored_against_a_later_correction() -> None:
@@ -99,23 +102,47 @@ def test_answers_are_scored_against_a_later_correction() -> None:
 
     assert right == AgainstCorrection(active_recall=0.0, canary_recall=1.0)
     assert right.outcome is Outcome.WIN
-    assert both.active_recall == 1.0 and both.outcome is None
+    assert both.active_recall == 1.0 and both.outcome is Outcome.TIE
     # One of the correction's four words is too little to agree with it.
     assert against_correction("Sydney", "Canberra", correction).canary_recall == 0.25
-    assert against_correction("Sydney", "Canberra", correction).outcome is None
+    assert against_correction("Sydney", "Canberra", correction).outcome is Outcome.TIE
     assert against_correction("x", "y", "a").canary_recall == 0.0
 
 
 def test_the_correction_decides_first_then_signals_then_the_judge() -> None:
     loss_by_signal = signals(GOOD, Reply("", latency_ms=1.0))
-    tie_by_signal = signals(GOOD, GOOD)
+    same_answer = signals(GOOD, Reply("paris is the capital of france", latency_ms=3.0))
+    different = signals(GOOD, Reply("Lyon, a city in France.", latency_ms=3.0))
     judge_win = Judged(active_first="b", canary_first="a")
     correction_win = AgainstCorrection(active_recall=0.0, canary_recall=1.0)
 
     assert outcome_of(loss_by_signal, judged=judge_win, correction=correction_win) is Outcome.WIN
     assert outcome_of(loss_by_signal, judged=judge_win) is Outcome.LOSS
-    assert outcome_of(tie_by_signal, judged=judge_win) is Outcome.WIN
-    assert outcome_of(tie_by_signal) is Outcome.TIE
+    assert outcome_of(same_answer, judged=judge_win) is Outcome.TIE
+    assert outcome_of(different, judged=judge_win) is Outcome.WIN
+    assert outcome_of(different) is Outcome.UNDECIDED
+
+
+def test_a_stored_pair_is_scored_against_its_correction_and_tallied_with_drift() -> None:
+    garbled = Reply("bananas bananas tree", latency_ms=2.0)
+    pairs = [
+        Pair("general", GOOD, GOOD),  # the same answer: a tie, no drift
+        Pair("general", GOOD, garbled),  # undecided, drifted
+        Pair("general", GOOD, Reply("", latency_ms=1.0)),  # a loss; no text to drift
+        Pair("law", GOOD, garbled),  # undecided; law is not a drift domain
+        Pair(
+            "law",
+            Reply("Sydney.", latency_ms=1.0),
+            Reply("Canberra.", latency_ms=1.0),
+            correction="Canberra",
+        ),
+    ]
+
+    counted = tally(pairs, drift_domains=["general"], drift_similarity=0.5)
+
+    assert pairs[4].outcome is Outcome.WIN and pairs[1].drifted(0.5) is True
+    assert counted == PairTally(wins=1, ties=1, losses=1, undecided=2, drift_pairs=2, drifted=1)
+    assert counted.pairs == 5 and counted.informative == 3
 
 
 def test_the_sign_test_is_one_sided_canary_worse() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from twinloop.canary.statistics import ArmCounts, difference, rate_above
+from twinloop.canary.statistics import ArmCounts, difference, paired_mean, rate_above
 
 
 def test_one_error_in_three_is_no_evidence_two_in_two_is() -> None:
@@ -99,3 +99,16 @@ def test_arm_counts_summary_and_checks() -> None:
         ArmCounts(requests=1, engine_errors=2)
     with pytest.raises(ValueError, match="negative"):
         ArmCounts(thumbs_up=-1)
+
+
+def test_the_paired_mean_narrows_with_ties_and_centres_on_wins_minus_losses() -> None:
+    few = paired_mean(0, 20, 0, alpha=0.025, tau=0.05)
+    many = paired_mean(0, 300, 0, alpha=0.025, tau=0.05)
+    worse = paired_mean(10, 50, 60, alpha=0.01, tau=0.05)
+
+    assert few.low < -0.05 < many.low and many.high < 0.05
+    assert many.estimate == 0.0 and many.summary()["observed"] == 0.0
+    assert worse.estimate == pytest.approx(-50 / 122) and worse.high < -0.05
+    assert paired_mean(0, 0, 0, alpha=0.05, tau=0.05).summary()["observed"] is None
+    with pytest.raises(ValueError, match="negative"):
+        paired_mean(-1, 0, 0, alpha=0.05, tau=0.05)

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 import httpx
 
 from twinloop.db.session import SessionMaker
-from twinloop.engines.client import EngineClient, EngineTimeouts
+from twinloop.engines.client import EngineClient
+from twinloop.engines.judge import open_judge
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.qa.judges import Embed, LlmJudge, ReferenceJudge
 from twinloop.qa.metrics import QaMetrics
@@ -31,19 +32,8 @@ async def open_qa(
 ) -> AsyncIterator[QaService]:
     """The QA service; with `qa.llm_judge_url` set, also the LLM judge's HTTP client."""
     cfg = settings.qa
-    http: httpx.AsyncClient | None = None
-    llm_judge = None
-    if cfg.llm_judge_url:
-        key = cfg.llm_judge_api_key.get_secret_value() if cfg.llm_judge_api_key else None
-        timeouts = EngineTimeouts(connect_s=settings.engines.connect_timeout_s, read_s=120.0)
-        http = httpx.AsyncClient(
-            transport=judge_transport,
-            timeout=timeouts.to_httpx(),
-            headers={"Authorization": f"Bearer {key}"} if key else {},
-        )
-        client = EngineClient(name="judge", base_url=cfg.llm_judge_url, http=http, retries=1)
-        llm_judge = LlmJudge(client=client, model=cfg.llm_judge_model)
-    try:
+    async with open_judge(settings, transport=judge_transport) as client:
+        llm_judge = LlmJudge(client=client, model=cfg.llm_judge_model) if client else None
         yield QaService(
             engines=engines,
             releases=releases,
@@ -58,6 +48,3 @@ async def open_qa(
             metrics=metrics,
             llm_judge=llm_judge,
         )
-    finally:
-        if http is not None:
-            await http.aclose()

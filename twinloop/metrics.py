@@ -141,6 +141,27 @@ class Metrics:
             ["arm", "figure"],
             registry=r,
         )
+        self.canary_mirrors = Counter(
+            "twinloop_canary_mirrors",
+            "Active requests mirrored to the canary, by outcome: paired (stored), failed (the "
+            "canary's engine failed: stored as a failed reply), busy (skipped: mirror_concurrency "
+            "reached), unrecorded (the pair could not be stored).",
+            ["outcome"],
+            registry=r,
+        )
+        self.canary_mirror_latency = Histogram(
+            "twinloop_canary_mirror_latency_seconds",
+            "The canary's latency on mirrored questions (never seen by a user).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.canary_pairs = Gauge(
+            "twinloop_canary_pairs",
+            "The running (else the last) canary's mirrored pairs at its latest evaluation, by "
+            "outcome (win, tie, loss, undecided) and drift (drift_pairs, drifted).",
+            ["outcome"],
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",

@@ -22,10 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
+from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
+from twinloop.engines.judge import open_judge
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
@@ -216,14 +218,17 @@ async def open_runtime(
     and the Chroma index (unit tests must not load a model or need a server).
     """
     metrics = Metrics()
-    async with open_services(
-        settings,
-        metrics=metrics,
-        qa_metrics=QaMetrics(metrics.registry),
-        engine_transport=engine_transport,
-        knowledge=knowledge,
-        with_embedder=router is None,
-    ) as services:
+    async with (
+        open_services(
+            settings,
+            metrics=metrics,
+            qa_metrics=QaMetrics(metrics.registry),
+            engine_transport=engine_transport,
+            knowledge=knowledge,
+            with_embedder=router is None,
+        ) as services,
+        open_judge(settings) as judge_client,
+    ):
         assert services.knowledge is not None and services.qa is not None
         assert services.ingest is not None
         build_router: Callable[[RouterRules], Router]
@@ -246,8 +251,27 @@ async def open_runtime(
             metrics=metrics,
             settings=settings.canary,
             verdicts=services.qa,
+            judge=LlmPairwiseJudge(client=judge_client, model=settings.qa.llm_judge_model)
+            if judge_client is not None
+            else None,
         )
         await canary.load()
+        answers = AnswerService(
+            engines=services.engines,
+            releases=services.releases,
+            sessionmaker=services.sessionmaker,
+            metrics=metrics,
+            domains=settings.domains,
+            default_domain=settings.default_domain,
+            base_model_name=settings.models.served_name,
+            default_max_tokens=settings.gateway.default_max_tokens,
+            routing=routing,
+            canary=canary,
+            knowledge=services.knowledge,
+            top_k=settings.rag.top_k,
+            min_score=settings.rag.min_score,
+            mirror_limit=settings.canary.mirror_concurrency,
+        )
         watcher = asyncio.create_task(
             watch_releases(
                 services.releases,
@@ -280,21 +304,7 @@ async def open_runtime(
                 registry=services.registry,
                 routing=routing,
                 ingest=services.ingest,
-                answers=AnswerService(
-                    engines=services.engines,
-                    releases=services.releases,
-                    sessionmaker=services.sessionmaker,
-                    metrics=metrics,
-                    domains=settings.domains,
-                    default_domain=settings.default_domain,
-                    base_model_name=settings.models.served_name,
-                    default_max_tokens=settings.gateway.default_max_tokens,
-                    routing=routing,
-                    canary=canary,
-                    knowledge=services.knowledge,
-                    top_k=settings.rag.top_k,
-                    min_score=settings.rag.min_score,
-                ),
+                answers=answers,
                 readiness=ReadinessService(
                     sessionmaker=services.sessionmaker,
                     engines=services.engines,
@@ -308,6 +318,7 @@ async def open_runtime(
                 canary=canary,
             )
         finally:
+            await answers.aclose()
             for task in (evaluator, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from sqlalchemy import and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.canary.assignment import Arm
+from twinloop.canary.pairs import JudgeChoice, Judged, Pair, Reply
 from twinloop.canary.statistics import ArmCounts
 from twinloop.db.base import utcnow
 from twinloop.db.models import (
@@ -23,6 +24,7 @@ from twinloop.db.models import (
     Canary,
     CanaryArmEvent,
     CanaryDecision,
+    CanaryPair,
     Feedback,
     TrainingRun,
 )
@@ -43,7 +45,8 @@ class CanaryCounts:
 
 
 async def add(
-    session: AsyncSession, *records: Canary | CanaryArmEvent | CanaryDecision | AuditEntry
+    session: AsyncSession,
+    *records: Canary | CanaryArmEvent | CanaryDecision | CanaryPair | AuditEntry,
 ) -> None:
     session.add_all(records)
     await session.flush()
@@ -171,3 +174,51 @@ async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
     return CanaryCounts(
         active=arm_counts(Arm.ACTIVE), canary=arm_counts(Arm.CANARY), unsticky=unsticky
     )
+
+
+async def pairs(session: AsyncSession, canary_id: str) -> list[Pair]:
+    """The canary's mirrored pairs, each with the latest correction of Active's answer."""
+    rows = (
+        await session.execute(
+            select(CanaryPair, Answer.answer, Answer.latency_ms, Answer.finish_reason)
+            .join(Answer, Answer.id == CanaryPair.answer_id)
+            .where(CanaryPair.canary_id == canary_id)
+            .order_by(CanaryPair.created_at)
+        )
+    ).all()
+    corrected = await session.execute(
+        select(Feedback.answer_id, Feedback.correction)
+        .join(CanaryPair, CanaryPair.answer_id == Feedback.answer_id)
+        .where(
+            CanaryPair.canary_id == canary_id,
+            Feedback.correction.is_not(None),
+            Feedback.deleted_at.is_(None),
+        )
+        .order_by(Feedback.created_at)
+    )
+    corrections = {answer_id: text for answer_id, text in corrected}  # the latest wins
+    return [
+        Pair(
+            domain=pair.domain,
+            active=Reply(text, float(latency_ms), finish_reason),
+            canary=Reply(
+                pair.canary_answer,
+                pair.canary_latency_ms,
+                pair.canary_finish_reason,
+                pair.canary_error,
+            ),
+            judged=_judged(pair.judge_active_first, pair.judge_canary_first),
+            correction=corrections.get(pair.answer_id),
+        )
+        for pair, text, latency_ms, finish_reason in rows
+    ]
+
+
+def _judged(active_first: str | None, canary_first: str | None) -> Judged | None:
+    if active_first is None or canary_first is None:
+        return None
+    return Judged(_choice(active_first), _choice(canary_first))
+
+
+def _choice(stored: str) -> JudgeChoice:
+    return "a" if stored == "a" else "b" if stored == "b" else "tie"

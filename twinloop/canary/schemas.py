@@ -35,8 +35,8 @@ class StartCanaryRequest(BaseModel):
         default=None,
         ge=0,
         le=100,
-        description="Share of Active's requests to mirror to Shadow (recorded; mirroring is "
-        "not implemented yet).",
+        description="Share of Active's requests also asked of Shadow in the background for "
+        "the paired comparison; default canary.mirror_percent. The user gets Active's answer.",
     )
     reason: str = Field(default="", max_length=2000, description="Kept in the audit log.")
 

@@ -3,8 +3,11 @@
 One canary runs at a time, persisted in `canaries`, so a restarted gateway continues it
 (`load`). The request path asks `arm_for` which arm serves a request: a lookup in one
 immutable `CanaryState` in memory, refreshed on start, abort and every evaluation (the
-evaluation loop also takes a canary another gateway started). `evaluate` runs `decide`
-on the counts in the database, stores the evaluation in `canary_decisions` and acts:
+evaluation loop also takes a canary another gateway started). For a share of Active's
+requests (`mirrors`) the request path also asks Shadow in the background and hands the
+canary's reply to `record_pair`, which judges the pair (with an LLM judge, when one is
+configured) and stores it. `evaluate` runs `decide` on the counts and pairs in the
+database, stores the evaluation in `canary_decisions` and acts:
 
 * promote: the release controller's atomic swap; the canary ends `promoted`;
 * abort: the split stops at once, the canary ends `aborted`, and if Active no longer
@@ -31,7 +34,15 @@ import structlog
 from twinloop.canary import repository
 from twinloop.canary.assignment import Arm, assign
 from twinloop.canary.decision import Decision, Verdict, decide
-from twinloop.canary.pairs import PairTally
+from twinloop.canary.pairs import (
+    Judged,
+    Pair,
+    PairTally,
+    PairwiseJudge,
+    Reply,
+    judge_both_orders,
+    tally,
+)
 from twinloop.canary.repository import ENGINE_ERROR, TIMEOUT, CanaryCounts
 from twinloop.canary.schemas import (
     CanaryStatus,
@@ -42,7 +53,7 @@ from twinloop.canary.schemas import (
 )
 from twinloop.canary.state import ArmChoice, CanaryState
 from twinloop.db.base import utcnow
-from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision
+from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision, CanaryPair
 from twinloop.db.session import SessionMaker
 from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
 from twinloop.metrics import Metrics
@@ -86,6 +97,7 @@ class CanaryService:
         metrics: Metrics,
         settings: CanarySettings,
         verdicts: SnapshotVerdicts | None = None,
+        judge: PairwiseJudge | None = None,
         rng: Random | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
@@ -94,6 +106,7 @@ class CanaryService:
         self._metrics = metrics
         self._settings = settings
         self._verdicts = verdicts
+        self._judge = judge if settings.judge_pairs else None
         self._rng = rng or Random()
         self._clock = clock
         self._lock = asyncio.Lock()
@@ -158,6 +171,59 @@ class CanaryService:
         if choice.arm is Arm.CANARY:
             self.woken.set()  # judged now, not a period later
 
+    def mirrors(self, choice: ArmChoice | None) -> bool:
+        """Whether to ask the canary, too, the question Active is answering (a draw)."""
+        state = self._state
+        if choice is None or state is None or choice.arm is not Arm.ACTIVE:
+            return False
+        if choice.canary_id != state.id or state.mirror_percent <= 0:
+            return False
+        return self._rng.random() * 100 < state.mirror_percent
+
+    async def record_pair(
+        self,
+        choice: ArmChoice,
+        *,
+        answer_id: str,
+        question: str,
+        domain: str,
+        active_answer: str,
+        canary: Reply,
+    ) -> None:
+        """Judge and store a mirrored pair; the user's request has long been answered.
+
+        A pair whose answers differ goes to the LLM judge (when configured), in both orders;
+        a judge that fails leaves the pair to the cheap signals and later corrections.
+        """
+        judged: Judged | None = None
+        differ = canary.text.strip() != active_answer.strip()
+        if self._judge is not None and differ and not canary.failed:
+            try:
+                judged = await judge_both_orders(self._judge, question, active_answer, canary.text)
+            except TwinloopError as e:
+                log.warning("pairwise judge failed; pair kept unjudged", error=e.message)
+        row = CanaryPair(
+            canary_id=choice.canary_id,
+            answer_id=answer_id,
+            domain=domain,
+            canary_answer=canary.text,
+            canary_latency_ms=canary.latency_ms,
+            canary_finish_reason=canary.finish_reason,
+            canary_error=canary.error[:2000] if canary.error else None,
+            judge_active_first=judged.active_first if judged else None,
+            judge_canary_first=judged.canary_first if judged else None,
+        )
+        try:
+            async with self._sessionmaker.begin() as session:
+                await repository.add(session, row)
+        except Exception as e:  # a lost pair costs evidence, never a user's request
+            self._metrics.canary_mirrors.labels("unrecorded").inc()
+            log.warning("mirrored pair not recorded", error=f"{type(e).__name__}: {e}")
+            return
+        self._metrics.canary_mirrors.labels("failed" if canary.error else "paired").inc()
+        if canary.error is not None:
+            self.woken.set()  # a canary that fails on mirrors is judged now
+
     # -- reading ------------------------------------------------------------------------
 
     async def load(self) -> CanaryState | None:
@@ -177,10 +243,11 @@ class CanaryService:
             if row is None:
                 return None
             counts = await repository.counts(session, row.id)
+            pairs = await repository.pairs(session, row.id)
             stored = await repository.decisions(session, row.id)
         current = None
         if row.status == CanaryStatus.RUNNING:
-            decision = await self._decide(row, counts)
+            decision, _ = await self._decide(row, counts, pairs)
             current = CurrentDecision(
                 verdict=decision.verdict.value, reason=decision.reason, stats=decision.stats
             )
@@ -277,6 +344,7 @@ class CanaryService:
             async with self._sessionmaker.begin() as session:
                 row = await repository.running(session)
                 counts = await repository.counts(session, row.id) if row else None
+                pairs = await repository.pairs(session, row.id) if row else []
             self._set(row)
             if row is None or counts is None:
                 if self._settings.auto:
@@ -286,8 +354,8 @@ class CanaryService:
             generation = self._releases.state.generation
             if await self._release_moved(row):
                 return None
-            self._publish(counts)
-            decision = await self._decide(row, counts)
+            decision, judged = await self._decide(row, counts, pairs)
+            self._publish(counts, judged)
             self._metrics.canary_decisions.labels(decision.verdict.value).inc()
             log.info("canary evaluated", canary=row.id, verdict=decision.verdict.value)
             if decision.verdict is Verdict.CONTINUE:
@@ -410,7 +478,10 @@ class CanaryService:
         row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
         log.info("canary ended", canary=row.id, status=status.value, reason=reason)
 
-    async def _decide(self, row: Canary, counts: CanaryCounts) -> Decision:
+    async def _decide(
+        self, row: Canary, counts: CanaryCounts, pairs: Sequence[Pair]
+    ) -> tuple[Decision, PairTally]:
+        """The decision on the counts and the pairs (tallied, as the decision saw them)."""
         cfg = self._settings.model_copy(
             update={
                 "percent": row.percent,
@@ -420,12 +491,17 @@ class CanaryService:
             }
         )
         elapsed = self._elapsed_s(row)
-        # scipy and numpy over every latency: CPU work, kept off the event loop.
-        return await asyncio.to_thread(
-            decide, counts.active, counts.canary, PairTally(), cfg, elapsed_s=elapsed
-        )
 
-    def _publish(self, counts: CanaryCounts) -> None:
+        def decide_now() -> tuple[Decision, PairTally]:
+            judged = tally(
+                pairs, drift_domains=cfg.drift_domains, drift_similarity=cfg.drift_similarity
+            )
+            return decide(counts.active, counts.canary, judged, cfg, elapsed_s=elapsed), judged
+
+        # scipy, numpy and difflib over every latency and pair: CPU work, off the event loop.
+        return await asyncio.to_thread(decide_now)
+
+    def _publish(self, counts: CanaryCounts, pairs: PairTally) -> None:
         """Each arm's figures as gauges, so that a dashboard shows the arms side by side."""
         for arm, arm_counts in ((Arm.ACTIVE, counts.active), (Arm.CANARY, counts.canary)):
             p95 = arm_counts.p95_ms
@@ -442,6 +518,8 @@ class CanaryService:
             for figure, value in figures.items():
                 gauge = self._metrics.canary_arm.labels(arm.value, figure)
                 gauge.set(math.nan if value is None else value)
+        for outcome, number in pairs.summary().items():
+            self._metrics.canary_pairs.labels(outcome).set(number)
 
     def _elapsed_s(self, row: Canary) -> float:
         end = _aware(row.ended_at) if row.ended_at else self._clock()
@@ -457,6 +535,7 @@ class CanaryService:
                 baseline_snapshot_id=row.baseline_snapshot_id,
                 percent=row.percent,
                 salt=row.salt,
+                mirror_percent=row.mirror_percent,
             )
         self._metrics.canary_percent.set(self._state.percent if self._state else 0.0)
         return self._state

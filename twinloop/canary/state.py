@@ -15,6 +15,7 @@ class CanaryState:
     baseline_snapshot_id: str
     percent: float
     salt: str
+    mirror_percent: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -313,6 +313,27 @@ class CanaryDecision(IdMixin, CreatedAtMixin, Base):
     stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class CanaryPair(IdMixin, CreatedAtMixin, Base):
+    """A mirrored question: Active's answer (the user's) and the canary's, never shown.
+
+    Active's side is its `answers` row; a later correction of that answer is its feedback.
+    """
+
+    __tablename__ = "canary_pairs"
+
+    canary_id: Mapped[str] = mapped_column(ForeignKey("canaries.id"), index=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    canary_answer: Mapped[str] = mapped_column(Text)
+    canary_latency_ms: Mapped[float] = mapped_column(Float)
+    canary_finish_reason: Mapped[str | None] = mapped_column(String(32))
+    canary_error: Mapped[str | None] = mapped_column(Text, doc="the engine's error, if it failed")
+    judge_active_first: Mapped[str | None] = mapped_column(
+        String(8), doc="the LLM judge's choice with Active's answer first: a | b | tie"
+    )
+    judge_canary_first: Mapped[str | None] = mapped_column(String(8))
+
+
 class RouterRulesVersion(CreatedAtMixin, Base):
     """One version of the router's rules; snapshots pin a version."""
 

@@ -1,4 +1,11 @@
-"""Answering questions: pick the target, ask its engine, record the answer and the metrics."""
+"""Answering questions: pick the target, ask its engine, record the answer and the metrics.
+
+While a canary runs with mirroring, a share of Active's non-streamed answers is also asked
+of the canary in the background once the user's answer is stored (`_ask_canary`): the same
+question, routed to the same domain, with the canary's own retrieval; the pair goes to the
+canary service. Streamed completions are not mirrored: their answer is stored only once
+the stream ends, and a mirror must not hold the relay.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Any, Protocol
 import structlog
 
 from twinloop.canary.assignment import Arm
+from twinloop.canary.pairs import Reply
 from twinloop.canary.service import CanaryService
 from twinloop.canary.state import ArmChoice
 from twinloop.db.base import new_id
@@ -26,6 +34,7 @@ from twinloop.errors import (
 )
 from twinloop.inference import repository
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
+from twinloop.inference.mirror import MirrorTasks
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
     AnswerRequest,
@@ -67,6 +76,8 @@ class Routed:
     target: Target
     # The canary arm that serves the request; None while no canary splits traffic.
     choice: ArmChoice | None = None
+    # The base model was asked for by name: no adapter, on whichever slot serves.
+    base_model: bool = False
 
     @property
     def role(self) -> Arm:
@@ -90,6 +101,7 @@ class AnswerService:
         knowledge: DocumentSearch | None = None,
         top_k: int = 3,
         min_score: float = 0.0,
+        mirror_limit: int = 2,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -104,6 +116,14 @@ class AnswerService:
         self._knowledge = knowledge
         self._top_k = top_k
         self._min_score = min_score
+        self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
+
+    async def aclose(self) -> None:
+        """Cancel the mirrors still running (the gateway stops)."""
+        await self._mirrors.aclose()
+
+    async def wait_for_mirrors(self) -> None:
+        await self._mirrors.wait()
 
     # -- /answer ------------------------------------------------------------------
 
@@ -145,6 +165,10 @@ class AnswerService:
         if preview:
             record.is_preview, record.role = True, None
         await self._store(record)
+        if not preview:
+            self._mirror(
+                routed, record, body, rag_question=request.question if request.use_rag else None
+            )
         return AnswerResponse(
             answer_id=record.id,
             answer=result.text,
@@ -180,6 +204,7 @@ class AnswerService:
             usage=result.usage,
         )
         await self._store(record)
+        self._mirror(routed, record, self._engine_body(request, routed))
         # Relayed as the engine sent it: the request may have asked for fields we do not read.
         return {
             **result.raw,
@@ -265,6 +290,75 @@ class AnswerService:
         )
         record.id = answer_id
         await self._store(record)
+
+    # -- mirroring ------------------------------------------------------------------
+
+    def _mirror(
+        self,
+        routed: Routed,
+        answer: Answer,
+        body: dict[str, Any],
+        *,
+        rag_question: str | None = None,
+    ) -> None:
+        """Ask the canary the same question in the background, when the canary draws it."""
+        choice = routed.choice
+        if choice is None or self._canary is None or not self._canary.mirrors(choice):
+            return
+        self._mirrors.spawn(
+            lambda: self._ask_canary(choice, routed, answer, body, rag_question=rag_question)
+        )
+
+    async def _ask_canary(
+        self,
+        choice: ArmChoice,
+        routed: Routed,
+        answer: Answer,
+        body: dict[str, Any],
+        *,
+        rag_question: str | None,
+    ) -> None:
+        """The canary's answer to a mirrored question, handed to the canary service.
+
+        Counted in no request metric and stored as no answer: nobody sees it.
+        """
+        assert self._canary is not None
+        canary, release = self._canary.state, self._releases.state
+        slot = release.shadow_slot
+        if canary is None or canary.id != choice.canary_id:
+            return  # the canary ended while the user's answer was generated
+        if release.serving(slot).snapshot_id != canary.snapshot_id:
+            return
+        target = self._releases.target(routed.domain, slot=slot)
+        if routed.base_model:
+            target = replace(target, model=routed.target.model, adapter=None)
+        on_canary = replace(routed, target=target)
+        body = {**body, "model": target.model}
+        if rag_question is not None:
+            contexts = await self._retrieve(on_canary, rag_question)
+            content = with_contexts(rag_question, contexts)
+            body["messages"] = [{"role": "user", "content": content}]
+        started = time.perf_counter()
+        try:
+            with self._releases.inflight.track(slot.value):
+                result = await chat_with_adapter_retry(
+                    self._engines[slot], body, slot=slot, adapter=target.adapter,
+                    releases=self._releases,
+                )  # fmt: skip
+            latency_ms = (time.perf_counter() - started) * 1000
+            reply = Reply(result.text, latency_ms, result.finish_reason)
+        except TwinloopError as e:
+            latency_ms = (time.perf_counter() - started) * 1000
+            reply = Reply("", latency_ms, error=f"{type(e).__name__}: {e.message}")
+        self._metrics.canary_mirror_latency.observe(latency_ms / 1000)
+        await self._canary.record_pair(
+            choice,
+            answer_id=answer.id,
+            question=answer.question,
+            domain=routed.domain,
+            active_answer=answer.answer,
+            canary=reply,
+        )
 
     # -- shared -------------------------------------------------------------------
 
@@ -385,7 +479,7 @@ class AnswerService:
             routed = await self._route(self._default_domain, "", choice=choice)
             base = routed.target
             target = Target(slot=base.slot, snapshot_id=base.snapshot_id, model=model, adapter=None)
-            return replace(routed, score=None, target=target)
+            return replace(routed, score=None, target=target, base_model=True)
         known = ", ".join(card.id for card in self.models())
         raise NotFoundError(f"model {model!r} does not exist; available models: {known}")
 

@@ -22,35 +22,30 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import tempfile
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from twinloop.settings import Settings
-from twinloop.testing.adapters import make_random_lora
 from twinloop.testing.learning_eval import is_right, load_holdout
+from twinloop.testing.staging import stage_random_lora
 
 ENDED = {"promoted", "aborted", "inconclusive"}
 
 
 def _stage_shadow(http: httpx.Client, scenario: str) -> str:
-    adapters: dict[str, str | None] = {}
+    reason = f"bench/canary.py: {scenario}"
     if scenario == "bad":
-        with tempfile.TemporaryDirectory() as tmp:
-            base = Settings().prepared_base_model_dir
-            folder = make_random_lora(base, Path(tmp) / "general", seed=7, scaling=8)
-            adapter = http.post(
-                "/adapters", json={"path": str(folder), "domain": "general"}
-            ).raise_for_status()
-            adapters["general"] = adapter.json()["id"]
-    created = http.post(
-        "/snapshots", json={"adapters": adapters, "reason": f"bench/canary.py: {scenario}"}
-    ).raise_for_status()
+        staged = stage_random_lora(
+            http, Settings().prepared_base_model_dir, domain="general", seed=7, scaling=8,
+            reason=reason, timeout_s=300,
+        )  # fmt: skip
+        return staged.snapshot_id
+    # A copy of Active's snapshot: no domain changes its adapter.
+    created = http.post("/snapshots", json={"adapters": {}, "reason": reason}).raise_for_status()
     snapshot_id: str = created.json()["id"]
     return snapshot_id
 

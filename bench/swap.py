@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import httpx
 
 from twinloop.settings import Settings
-from twinloop.testing.adapters import make_random_lora
+from twinloop.testing.staging import stage_random_lora
 from twinloop.testing.stats import percentile
 
 
@@ -41,20 +39,11 @@ def main() -> None:
 
     before = httpx.get(f"{url}/status", headers=admin).raise_for_status().json()
     shadow_before = next(s["snapshot_id"] for s in before["slots"] if s["role"] == "shadow")
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Settings().prepared_base_model_dir
-        folder = make_random_lora(base, Path(tmp) / "law", seed=int(time.time()), scaling=8)
-        adapter = (
-            httpx.post(
-                f"{url}/adapters", json={"path": str(folder), "domain": "law"}, headers=admin
-            )
-            .raise_for_status()
-            .json()
-        )
-    httpx.post(
-        f"{url}/snapshots", json={"adapters": {"law": adapter["id"]}, "reason": "bench"},
-        headers=admin, timeout=120,
-    ).raise_for_status()  # fmt: skip
+    with httpx.Client(base_url=url, headers=admin) as http:
+        stage_random_lora(
+            http, Settings().prepared_base_model_dir, domain="law", seed=int(time.time()),
+            scaling=8, reason="bench",
+        )  # fmt: skip
 
     outcomes: list[int] = []
     stop = threading.Event()

@@ -22,7 +22,7 @@ from tests.integration.conftest import serve_gateway
 from twinloop.engines.process import EngineProcesses
 from twinloop.routing.router import DomainRouter
 from twinloop.settings import CanarySettings, Settings, Slot
-from twinloop.testing.adapters import make_random_lora
+from twinloop.testing.staging import StagedLora, stage_random_lora
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +53,13 @@ def _admin(settings: Settings) -> dict[str, str]:
 
 
 def _stage_random_lora(
-    url: str, admin: dict[str, str], prepared_model: Path, folder: Path, *, seed: int
-) -> dict[str, str]:
+    url: str, admin: dict[str, str], prepared_model: Path, *, seed: int
+) -> StagedLora:
     """Register a random LoRA for law and stage it to Shadow; its adapter and snapshot."""
-    lora = make_random_lora(prepared_model, folder, seed=seed, scaling=2)
-    adapter = httpx.post(
-        f"{url}/adapters", json={"path": str(lora), "domain": "law"}, headers=admin, timeout=60
-    )
-    assert adapter.status_code == 201, adapter.text
-    staged = httpx.post(
-        f"{url}/snapshots", json={"adapters": {"law": adapter.json()["id"]}, "reason": "canary"},
-        headers=admin, timeout=120,
-    )  # fmt: skip
-    assert staged.status_code == 201, staged.text
-    return {**adapter.json(), "snapshot_id": staged.json()["id"]}
+    with httpx.Client(base_url=url, headers=admin) as http:
+        return stage_random_lora(
+            http, prepared_model, domain="law", seed=seed, scaling=2, reason="canary"
+        )
 
 
 def _ask(url: str, user: str) -> httpx.Response:
@@ -89,11 +82,11 @@ def _thumbs_up(url: str, answer_id: str) -> None:
 
 
 def test_a_good_shadow_is_promoted_by_the_evaluation_loop(
-    canary_gateway: tuple[str, Settings], prepared_model: Path, tmp_path: Path
+    canary_gateway: tuple[str, Settings], prepared_model: Path
 ) -> None:
     url, settings = canary_gateway
     admin = _admin(settings)
-    staged = _stage_random_lora(url, admin, prepared_model, tmp_path / "law", seed=20)
+    staged = _stage_random_lora(url, admin, prepared_model, seed=20)
     started = httpx.post(f"{url}/canary", json={"percent": 50}, headers=admin, timeout=30)
     assert started.status_code == 200, started.text
     baseline = started.json()["baseline_snapshot_id"]
@@ -126,29 +119,29 @@ def test_a_good_shadow_is_promoted_by_the_evaluation_loop(
     }  # fmt: skip
     status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
     active = next(s for s in status["slots"] if s["role"] == "active")
-    assert active["snapshot_id"] == staged["snapshot_id"] != baseline
+    assert active["snapshot_id"] == staged.snapshot_id != baseline
     after = _ask(url, "user-0").json()
-    assert (after["role"], after["snapshot_id"]) == ("active", staged["snapshot_id"])
+    assert (after["role"], after["snapshot_id"]) == ("active", staged.snapshot_id)
 
 
 def test_a_broken_shadow_is_aborted_after_a_few_failed_users(
-    canary_gateway: tuple[str, Settings], prepared_model: Path, tmp_path: Path
+    canary_gateway: tuple[str, Settings], prepared_model: Path
 ) -> None:
     """Shadow's engine loses the adapter and its stored files are gone: every canary request
     fails. Failures wake the loop, which aborts on the error SLO (2 failures of 2 suffice)."""
     url, settings = canary_gateway
     admin = _admin(settings)
     # Its own seed: the stored copy of this adapter is deleted below.
-    staged = _stage_random_lora(url, admin, prepared_model, tmp_path / "law", seed=21)
+    staged = _stage_random_lora(url, admin, prepared_model, seed=21)
     before = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
     started = httpx.post(f"{url}/canary", json={"percent": 50}, headers=admin, timeout=30)
     assert started.status_code == 200, started.text
     shadow = Slot(before["shadow_slot"])
-    stored = next(Path(settings.data_dir, "adapters").glob(f"{staged['sha256']}*"))
+    stored = next(Path(settings.data_dir, "adapters").glob(f"{staged.adapter.sha256}*"))
     shutil.rmtree(stored)
     unloaded = httpx.post(
         f"{settings.engines.base_url(shadow)}/v1/unload_lora_adapter",
-        json={"lora_name": staged["name"]}, timeout=30,
+        json={"lora_name": staged.adapter.name}, timeout=30,
     )  # fmt: skip
     assert unloaded.status_code == 200, unloaded.text
 

@@ -13,11 +13,20 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from twinloop.canary import repository as canary_repository
 from twinloop.canary import service as canary_service
+from twinloop.canary.assignment import Arm
 from twinloop.canary.decision import Decision, Verdict
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
-from twinloop.db.models import Answer, CanaryDecision, TrainingRun
+from twinloop.db.models import Answer, CanaryArmEvent, CanaryDecision, TrainingRun
+from twinloop.errors import (
+    EngineResponseError,
+    EngineTimeoutError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from twinloop.runtime import Runtime
 from twinloop.states import CycleState
 from twinloop.testing.adapters import write_fake_adapter
@@ -365,6 +374,41 @@ async def test_an_adapter_shadow_cannot_load_again_counts_against_the_canary(
     assert failed >= 400
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert status["arms"]["canary"]["engine_errors"] == 1
+
+
+async def test_failures_count_to_the_arm_by_kind_and_caller_errors_to_none(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    await _stage(client, admin_headers, tmp_path)
+    started = await _start(client, admin_headers, percent=100)
+    sticky = runtime.canary.arm_for(user_id="u1", session_id=None)
+    unsticky = runtime.canary.arm_for(user_id=None, session_id=None)
+    assert sticky is not None and unsticky is not None
+    assert (sticky.arm, sticky.sticky, unsticky.sticky) == (Arm.CANARY, True, False)
+
+    await runtime.canary.record_failure(sticky, InvalidRequestError("prompt too long"))
+    await runtime.canary.record_failure(sticky, NotFoundError("no adapter law"))
+    async with runtime.sessionmaker() as session:
+        assert (await session.execute(select(CanaryArmEvent))).scalars().all() == []
+    await runtime.canary.record_failure(sticky, EngineTimeoutError("took over 60 s"))
+    await runtime.canary.record_failure(unsticky, EngineUnavailableError("refused"))
+    await runtime.canary.record_failure(sticky, EngineResponseError("500 from vLLM"))
+
+    async with runtime.sessionmaker() as session:
+        events = (await session.execute(select(CanaryArmEvent))).scalars().all()
+        counts = await canary_repository.counts(session, started["id"])
+    assert sorted((e.kind, e.arm, e.sticky, e.error) for e in events) == [
+        ("engine_error", "canary", False, "EngineUnavailableError: refused"),
+        ("engine_error", "canary", True, "EngineResponseError: 500 from vLLM"),
+        ("timeout", "canary", True, "EngineTimeoutError: took over 60 s"),
+    ]
+    assert {e.canary_id for e in events} == {started["id"]}
+    assert (counts.canary.timeouts, counts.canary.engine_errors) == (1, 2)
+    assert (counts.canary.requests, counts.active.requests) == (3, 0)
+    assert counts.unsticky == {Arm.ACTIVE: 0, Arm.CANARY: 1}
+    metrics = runtime.metrics.render().decode()
+    assert 'twinloop_canary_errors_total{arm="canary",kind="timeout"} 1.0' in metrics
+    assert 'twinloop_canary_errors_total{arm="canary",kind="engine_error"} 2.0' in metrics
 
 
 async def _awaiting_cycle(runtime: Runtime, snapshot_id: str) -> str:

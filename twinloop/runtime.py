@@ -245,6 +245,7 @@ async def open_runtime(
             releases=services.releases,
             metrics=metrics,
             settings=settings.canary,
+            max_rejections=settings.trainer.max_rejections,
             verdicts=services.qa,
         )
         await canary.load()

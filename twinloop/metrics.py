@@ -162,6 +162,15 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.canary_items = Counter(
+            "twinloop_canary_items",
+            "What a cycle rolled back by its canary did with its learning items: handed_back "
+            "(to pending), quarantined.rejections (refused max_rejections times), retired "
+            "(QA-made). The trainer counts the same for rejected cycles in "
+            "twinloop_training_items.",
+            ["outcome"],
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",

@@ -250,6 +250,7 @@ async def open_runtime(
             releases=services.releases,
             metrics=metrics,
             settings=settings.canary,
+            max_rejections=settings.trainer.max_rejections,
             verdicts=services.qa,
             judge=LlmPairwiseJudge(client=judge_client, model=settings.qa.llm_judge_model)
             if judge_client is not None

@@ -231,8 +231,9 @@ class TrainerSettings(BaseModel):
     max_rejections: int = Field(
         default=3,
         ge=1,
-        description="A user item handed back by this many rejected cycles is quarantined: "
-        "something it teaches keeps breaking the gate.",
+        description="A user item handed back by this many refused cycles (rejected by the QA "
+        "gate or rolled back by their canary, which reads this too) is quarantined: something "
+        "it teaches keeps breaking the gate or the canary.",
     )
     threads: int = Field(default=2, ge=1, description="torch threads for training.")
     niceness: int = Field(

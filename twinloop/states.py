@@ -63,9 +63,11 @@ class ItemStatus(StrEnum):
     ACCEPTED = "accepted"
     """Cleaning kept it; a cycle trains (or trained) on it."""
     QUARANTINED = "quarantined"
-    """Cleaning refused it, or the QA gate rejected every cycle that learned it."""
+    """Cleaning refused it, or `trainer.max_rejections` cycles that learned it were refused
+    (rejected by the QA gate or rolled back by their canary)."""
     RETIRED = "retired"
-    """A QA-made example of a rejected cycle; the next cycle's QA makes its own."""
+    """A QA-made example of a rejected or rolled-back cycle; the next cycle's QA makes its
+    own."""
 
 
 class ItemRole(StrEnum):

@@ -98,12 +98,16 @@ async def cycle_awaiting(session: AsyncSession, snapshot_id: str) -> str | None:
 
 async def mark_cycle(
     session: AsyncSession, cycle_id: str, state: CycleState, *, reason: str | None = None
-) -> None:
+) -> CycleState | None:
     """Move a training cycle along its canary: canary, then promoted, rolled_back or
-    inconclusive (`reason`, for the last two, says why in the cycle's `error`)."""
+    inconclusive (`reason`, for the last two, says why in the cycle's `error`).
+
+    The state the cycle was in before, or None if there is no such cycle.
+    """
     cycle = await session.get(TrainingRun, cycle_id)
     if cycle is None:
-        return
+        return None
+    before = CycleState(cycle.state)
     cycle.state = state
     cycle.updated_at = utcnow()
     if state is not CycleState.CANARY:
@@ -111,6 +115,7 @@ async def mark_cycle(
     if reason is not None:
         cycle.error = reason
     await session.flush()
+    return before
 
 
 async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:

@@ -15,6 +15,15 @@ database, stores the evaluation in `canary_decisions` and acts:
 * inconclusive: the split stops, the canary ends `inconclusive`, an admin decides;
 * continue: nothing.
 
+The training cycle that staged the snapshot (if one did) ends as its canary does
+(`CYCLE_STATE_AFTER`). A cycle rolled back hands its learning items back in the same
+transaction, by the rules a QA-rejected cycle follows (`twinloop.items.service`): what it
+taught is not in Active, so the users' feedback goes back to pending with the canary's
+reason. That holds however the canary came to be aborted: its decision, an admin, Shadow
+restaged under it, or an admin's abort of a promotion still active. A cycle whose canary
+ended inconclusive keeps its items `accepted` and waits for an admin; nothing here hands
+them back (see `CYCLE_STATE_AFTER`).
+
 Lock order: the canary's lock, then (inside the release controller) the release lock.
 No database session is held across a call into the release controller or the QA verdict
 source: on SQLite the gateway has one connection.
@@ -24,12 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from random import Random
 from typing import Any, Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.canary import repository
 from twinloop.canary.assignment import Arm, assign
@@ -56,6 +67,7 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision, CanaryPair
 from twinloop.db.session import SessionMaker
 from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
+from twinloop.items import service as items
 from twinloop.metrics import Metrics
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.service import ReleaseController
@@ -64,7 +76,11 @@ from twinloop.states import CycleState
 
 CANARY_ACTOR = "canary"
 CALLER_ERRORS = (InvalidRequestError, NotFoundError)
-# The training cycle behind a canary ends as the canary does.
+# The training cycle behind a canary ends as the canary does. Rolled back, it hands its items
+# back (see `_end_cycle`). Inconclusive, it keeps them `accepted` and waits for an admin:
+# `abort` refuses a canary that ended inconclusive (nothing runs; Active serves the
+# baseline), and a swap or rollback an admin makes afterwards does not move the cycle, so
+# nothing here hands its items back; they stay accepted until something ends the cycle.
 CYCLE_STATE_AFTER = {
     CanaryStatus.PROMOTED: CycleState.PROMOTED,
     CanaryStatus.ABORTED: CycleState.ROLLED_BACK,
@@ -96,6 +112,7 @@ class CanaryService:
         releases: ReleaseController,
         metrics: Metrics,
         settings: CanarySettings,
+        max_rejections: int,
         verdicts: SnapshotVerdicts | None = None,
         judge: PairwiseJudge | None = None,
         rng: Random | None = None,
@@ -105,6 +122,8 @@ class CanaryService:
         self._releases = releases
         self._metrics = metrics
         self._settings = settings
+        # `trainer.max_rejections`: a rolled-back cycle refuses its items as a rejected one does.
+        self._max_rejections = max_rejections
         self._verdicts = verdicts
         self._judge = judge if settings.judge_pairs else None
         self._rng = rng or Random()
@@ -459,6 +478,7 @@ class CanaryService:
         decision: Decision | None = None,
         actor: str = CANARY_ACTOR,
     ) -> None:
+        """Record the canary's end, and its cycle's, in one transaction."""
         async with self._sessionmaker.begin() as session:
             current = await repository.get(session, row.id)
             assert current is not None
@@ -467,16 +487,45 @@ class CanaryService:
             if decision is not None:
                 records.append(_decision_row(current, decision))
             await repository.add(session, current, *records)
-            if current.cycle_id is not None:
-                promoted = status is CanaryStatus.PROMOTED
-                await repository.mark_cycle(
-                    session,
-                    current.cycle_id,
-                    CYCLE_STATE_AFTER[status],
-                    reason=None if promoted else f"canary {current.id}: {reason}",
-                )
+            outcomes = await self._end_cycle(session, current, status, reason)
+        # Counted once committed: a transaction rolled back handed nothing back.
+        for outcome, count in outcomes.items():
+            self._metrics.canary_items.labels(outcome).inc(count)
         row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
         log.info("canary ended", canary=row.id, status=status.value, reason=reason)
+
+    async def _end_cycle(
+        self, session: AsyncSession, canary: Canary, status: CanaryStatus, reason: str
+    ) -> Counter[str]:
+        """The cycle behind the canary ends as it does; rolled back, it hands its items back.
+
+        Only on the move into `rolled_back`: a cycle already rolled back handed them back
+        then, and they may belong to a later cycle now. What was done with the items.
+        """
+        if canary.cycle_id is None:
+            return Counter()
+        state = CYCLE_STATE_AFTER[status]
+        before = await repository.mark_cycle(
+            session,
+            canary.cycle_id,
+            state,
+            reason=None if state is CycleState.PROMOTED else f"canary {canary.id}: {reason}",
+        )
+        if state is not CycleState.ROLLED_BACK or before in (None, CycleState.ROLLED_BACK):
+            return Counter()
+        outcomes = await items.hand_back_refused(
+            session,
+            canary.cycle_id,
+            reason=f"cycle {canary.cycle_id} rolled back by canary {canary.id}: {reason}",
+            max_rejections=self._max_rejections,
+        )
+        log.info(
+            "cycle items handed back",
+            cycle=canary.cycle_id,
+            canary=canary.id,
+            outcomes=dict(outcomes),
+        )
+        return outcomes
 
     async def _decide(
         self, row: Canary, counts: CanaryCounts, pairs: Sequence[Pair]

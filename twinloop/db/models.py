@@ -84,7 +84,9 @@ class TrainingExample(IdMixin, CreatedAtMixin, Base):
         JSON, doc="{paraphrases, accept}: held-out QA cases for the fact this teaches"
     )
     rejections: Mapped[int] = mapped_column(
-        Integer, default=0, doc="cycles that trained on it and were rejected by the QA gate"
+        Integer,
+        default=0,
+        doc="cycles that trained on it and were refused (QA gate rejection, canary rollback)",
     )
 
 

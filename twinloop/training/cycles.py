@@ -7,14 +7,14 @@ A cycle is a persisted state machine (its states: `twinloop.states.CycleState`).
                                         └── corrections ─────┘ (a failed round, rounds left)
 
 and ends `awaiting_canary` (the QA gate passed; the gateway's canary takes it from there:
-`canary`, then `promoted`, `rolled_back` or `inconclusive`, see `twinloop.canary.service`),
-`rejected` (the gate failed in the last round, or a round gained nothing), `skipped` (nothing new to
-learn), `abandoned` (interrupted too often, or an item it learned from was deleted
-mid-cycle) or `failed` (an error, recorded). A runner without QA ends at `staged`. Each
-transition is committed with the work of the step before it, so a trainer killed anywhere
-finds the cycle in a state it can resume from. The trainer process drives it
-(`twinloop.training.runner`); this module is what the gateway needs (request, read,
-lineage) and never trains.
+`canary`, then `promoted`, `rolled_back` (its items handed back) or `inconclusive`, see
+`twinloop.canary.service`), `rejected` (the gate failed in the last round, or a round
+gained nothing), `skipped` (nothing new to learn), `abandoned` (interrupted too often, or
+an item it learned from was deleted mid-cycle) or `failed` (an error, recorded). A runner
+without QA ends at `staged`. Each transition is committed with the work of the step before
+it, so a trainer killed anywhere finds the cycle in a state it can resume from. The trainer
+process drives it (`twinloop.training.runner`); this module is what the gateway needs
+(request, read, lineage) and never trains.
 """
 
 from __future__ import annotations

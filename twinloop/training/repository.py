@@ -179,24 +179,6 @@ async def add_new_example(
     return item
 
 
-async def accepted_new_examples(
-    session: AsyncSession, cycle_id: str, *, untrained_only: bool
-) -> list[TrainingExample]:
-    """The cycle's new items still accepted (`untrained_only`: no adapter learned them yet)."""
-    query = (
-        select(TrainingExample)
-        .join(TrainingRunItem, TrainingRunItem.example_id == TrainingExample.id)
-        .where(
-            TrainingRunItem.run_id == cycle_id,
-            TrainingRunItem.role == ItemRole.NEW,
-            TrainingExample.status == ItemStatus.ACCEPTED,
-        )
-    )
-    if untrained_only:
-        query = query.where(TrainingRunItem.adapter_version_id.is_(None))
-    return list((await session.execute(query)).scalars())
-
-
 async def domain_replay(
     session: AsyncSession, domain: str, *, exclude: set[str], limit: int
 ) -> list[ReplayItem]:

@@ -19,7 +19,14 @@ from twinloop.canary.assignment import Arm
 from twinloop.canary.decision import Decision, Verdict
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
-from twinloop.db.models import Answer, CanaryArmEvent, CanaryDecision, TrainingRun
+from twinloop.db.models import (
+    Answer,
+    CanaryArmEvent,
+    CanaryDecision,
+    TrainingExample,
+    TrainingRun,
+    TrainingRunItem,
+)
 from twinloop.errors import (
     EngineResponseError,
     EngineTimeoutError,
@@ -28,7 +35,7 @@ from twinloop.errors import (
     NotFoundError,
 )
 from twinloop.runtime import Runtime
-from twinloop.states import CycleState
+from twinloop.states import CycleState, ItemRole, ItemStatus
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 
@@ -95,6 +102,7 @@ async def test_a_shadow_rejected_by_qa_gets_no_canary(
         releases=runtime.releases,
         metrics=runtime.metrics,
         settings=runtime.settings.canary,
+        max_rejections=runtime.settings.trainer.max_rejections,
         verdicts=Verdicts(),
     )
     with pytest.raises(canary_service.ReleaseConflictError, match="rejected by QA run qa1"):
@@ -282,6 +290,7 @@ async def test_a_restarted_gateway_continues_the_running_canary(
         releases=runtime.releases,
         metrics=runtime.metrics,
         settings=runtime.settings.canary,
+        max_rejections=runtime.settings.trainer.max_rejections,
     )
     state = await restarted.load()
 
@@ -442,6 +451,164 @@ async def test_the_cycle_behind_the_canary_follows_it_and_records_a_rollback(
     assert cycle.error is not None and "bad answers" in cycle.error
 
 
+async def _learned(runtime: Runtime, cycle_id: str, **items: tuple[str, int]) -> dict[str, str]:
+    """Examples the cycle trained on as its new items, each (source, earlier rejections);
+    their ids by name."""
+    examples = {
+        name: TrainingExample(
+            source=source,
+            domain="law",
+            question=f"{name}?",
+            answer=name,
+            status=ItemStatus.ACCEPTED,
+            content_sha256=name,
+            rejections=rejections,
+        )
+        for name, (source, rejections) in items.items()
+    }
+    async with runtime.sessionmaker.begin() as session:
+        session.add_all(examples.values())
+        await session.flush()
+        session.add_all(
+            TrainingRunItem(
+                run_id=cycle_id,
+                example_id=e.id,
+                domain=e.domain,
+                role=ItemRole.NEW,
+                question=e.question,
+                answer=e.answer,
+            )
+            for e in examples.values()
+        )
+    return {name: e.id for name, e in examples.items()}
+
+
+async def _examples(runtime: Runtime, ids: dict[str, str]) -> dict[str, TrainingExample]:
+    async with runtime.sessionmaker() as session:
+        found = await session.execute(
+            select(TrainingExample).where(TrainingExample.id.in_(ids.values()))
+        )
+        by_id = {e.id: e for e in found.scalars()}
+    return {name: by_id[id_] for name, id_ in ids.items()}
+
+
+def _items_counted(runtime: Runtime) -> dict[str, float]:
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in runtime.metrics.registry.collect()
+        if family.name == "twinloop_canary_items"
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+
+
+async def test_an_aborted_canary_hands_its_cycles_items_back(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    """As a QA rejection would: user items back to pending with the canary's reason and one
+    more rejection, quarantined at `max_rejections`; QA-made ones retired."""
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    max_rejections = runtime.settings.trainer.max_rejections
+    ids = await _learned(
+        runtime,
+        cycle_id,
+        fresh=("correction", 0),
+        refused_before=("example", max_rejections - 1),
+        qa_made=("qa-correction", 0),
+    )
+    started = await _start(client, admin_headers, percent=10)
+
+    await client.post("/canary/abort", json={"reason": "bad answers"}, headers=admin_headers)
+
+    reason = (
+        f"cycle {cycle_id} rolled back by canary {started['id']}: aborted by admin: bad answers"
+    )
+    examples = await _examples(runtime, ids)
+    fresh, refused, qa_made = examples["fresh"], examples["refused_before"], examples["qa_made"]
+    assert (fresh.status, fresh.rejections, fresh.reject_reason) == ("pending", 1, reason)
+    assert (refused.status, refused.rejections) == ("quarantined", max_rejections)
+    assert refused.reject_reason is not None and refused.reject_reason.endswith(f"last: {reason}")
+    assert (qa_made.status, qa_made.rejections) == ("retired", 0)
+    assert (await _cycle(runtime, cycle_id)).state == "rolled_back"
+    assert _items_counted(runtime) == {
+        "handed_back": 1.0, "quarantined.rejections": 1.0, "retired": 1.0}  # fmt: skip
+
+
+async def test_an_abort_the_loop_decides_hands_back_with_its_reason(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    ids = await _learned(runtime, cycle_id, fresh=("correction", 0))
+    started = await _start(client, admin_headers, percent=10)
+    monkeypatch.setattr(
+        canary_service, "decide", lambda *a, **k: Decision(Verdict.ABORT, "abort: worse", {})
+    )
+
+    await runtime.canary.evaluate()
+
+    fresh = (await _examples(runtime, ids))["fresh"]
+    assert (fresh.status, fresh.rejections, fresh.reject_reason) == (
+        "pending", 1, f"cycle {cycle_id} rolled back by canary {started['id']}: abort: worse",
+    )  # fmt: skip
+
+
+async def test_a_promoted_canary_hands_nothing_back_until_an_abort_rolls_it_back(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    tmp_path: Path,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    ids = await _learned(runtime, cycle_id, fresh=("correction", 0), qa_made=("qa-correction", 0))
+    await _start(client, admin_headers, percent=10)
+    monkeypatch.setattr(
+        canary_service, "decide", lambda *a, **k: Decision(Verdict.PROMOTE, "promote: ok", {})
+    )
+
+    await runtime.canary.evaluate()
+
+    assert (await _cycle(runtime, cycle_id)).state == "promoted"
+    examples = await _examples(runtime, ids)
+    assert {(e.status, e.rejections) for e in examples.values()} == {("accepted", 0)}
+    assert _items_counted(runtime) == {}
+
+    # Undone after the promotion: the cycle is rolled back, and its items go back then.
+    await client.post("/canary/abort", json={"reason": "late"}, headers=admin_headers)
+
+    assert (await _cycle(runtime, cycle_id)).state == "rolled_back"
+    examples = await _examples(runtime, ids)
+    assert (examples["fresh"].status, examples["qa_made"].status) == ("pending", "retired")
+    assert _items_counted(runtime) == {"handed_back": 1.0, "retired": 1.0}
+
+
+async def test_an_inconclusive_canary_leaves_its_cycles_items_to_an_admin(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> None:
+    snapshot_id = await _stage(client, admin_headers, tmp_path)
+    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    ids = await _learned(runtime, cycle_id, fresh=("correction", 0))
+    await _start(client, admin_headers, percent=100, max_duration_s=0.001)
+
+    decision = await runtime.canary.evaluate()
+
+    assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
+    assert (await _cycle(runtime, cycle_id)).state == "inconclusive"
+    fresh = (await _examples(runtime, ids))["fresh"]
+    assert (fresh.status, fresh.rejections) == ("accepted", 0)
+    # Nothing runs to abort: the cycle and its items wait for an admin.
+    refused = await client.post("/canary/abort", json={"reason": "no"}, headers=admin_headers)
+    assert refused.status_code == 409
+    assert _items_counted(runtime) == {}
+
+
 async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
     client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> None:
@@ -451,6 +618,7 @@ async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
         releases=runtime.releases,
         metrics=runtime.metrics,
         settings=runtime.settings.canary.model_copy(update={"auto": True, "percent": 5.0}),
+        max_rejections=runtime.settings.trainer.max_rejections,
     )
     assert await auto.evaluate() is None  # no cycle waits: nothing starts
     assert auto.state is None
@@ -472,6 +640,7 @@ async def test_another_gateway_follows_a_canary_started_and_aborted_here(
         releases=runtime.releases,
         metrics=runtime.metrics,
         settings=runtime.settings.canary,
+        max_rejections=runtime.settings.trainer.max_rejections,
     )
     loop = asyncio.create_task(watch_canary(other, period_s=3600, refresh_s=0.02))
     try:

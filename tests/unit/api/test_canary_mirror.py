@@ -175,6 +175,7 @@ async def test_differing_pairs_go_to_the_judge_in_both_orders(
             releases=runtime.releases,
             metrics=runtime.metrics,
             settings=runtime.settings.canary,
+            max_rejections=runtime.settings.trainer.max_rejections,
             judge=with_judge,
         )
         for text in ("Lyon, of course.", answer["answer"]):  # the same answer: no judge

@@ -7,7 +7,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.canary import repository
 from twinloop.canary.assignment import Arm
 from twinloop.db.base import new_id
-from twinloop.db.models import Answer, Canary, CanaryArmEvent, Feedback, Snapshot
+from twinloop.db.models import Answer, Canary, CanaryArmEvent, Feedback, Snapshot, TrainingRun
+from twinloop.states import CycleState
 
 
 async def _canary(session: AsyncSession) -> Canary:
@@ -96,3 +97,17 @@ async def test_the_running_canary_is_found_and_an_ended_one_is_not(session: Asyn
     await session.flush()
     assert await repository.running(session) is None
     assert await repository.latest(session) is canary
+
+
+async def test_marking_a_cycle_says_where_it_was(session: AsyncSession) -> None:
+    """What tells the service that a cycle moves into rolled_back (and hands back) once."""
+    cycle = TrainingRun(state=CycleState.CANARY, trigger="cli")
+    session.add(cycle)
+    await session.flush()
+
+    before = await repository.mark_cycle(session, cycle.id, CycleState.ROLLED_BACK, reason="r")
+    again = await repository.mark_cycle(session, cycle.id, CycleState.ROLLED_BACK, reason="r")
+
+    assert (before, again) == (CycleState.CANARY, CycleState.ROLLED_BACK)
+    assert (cycle.state, cycle.error, cycle.finished_at is not None) == ("rolled_back", "r", True)
+    assert await repository.mark_cycle(session, "nope", CycleState.ROLLED_BACK) is None

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import generate_latest
 from sqlalchemy import select
 
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle
@@ -294,7 +295,13 @@ async def test_a_rejected_cycle_hands_its_items_back_and_the_next_targets_its_we
         1, 2)  # fmt: skip
     assert (example.status, example.rejections) == ("quarantined", 3)
     assert example.reject_reason is not None
-    assert example.reject_reason.startswith("rejected by the QA gate in 3 cycles")
+    assert example.reject_reason.startswith(
+        "refused in 3 cycles (rejected by the QA gate or rolled back by a canary); "
+        f"last: cycle {views[2].id} rejected: "
+    )
+    metrics = generate_latest(trainer.metrics.registry).decode()
+    assert 'twinloop_training_items_total{outcome="handed_back"} 2.0' in metrics
+    assert 'twinloop_training_items_total{outcome="quarantined.rejections"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("max_rounds", [1])

@@ -1,4 +1,7 @@
-"""The training queries on their own: what a cycle collects, replays, links and hands back."""
+"""The training queries on their own: what a cycle collects, replays and links.
+
+(What a cycle hands back is `twinloop.items`'s: tests/unit/items.)
+"""
 
 from __future__ import annotations
 
@@ -218,28 +221,6 @@ async def test_a_queued_cycle_is_claimed_once(session: AsyncSession) -> None:
     assert await repository.next_queued_id(session) is None
     assert await repository.unfinished_run(session) == run
     assert await repository.runs_in_progress(session) == [run]
-
-
-async def test_accepted_new_examples_leave_out_replay_and_what_is_no_longer_accepted(
-    session: AsyncSession,
-) -> None:
-    run, earlier = await _run(session), await _run(session)
-    adapter = await _adapter(session, "law-1")
-    trained = await _example(session, "trained", minute=1)
-    untrained = await _example(session, "untrained", minute=2)
-    quarantined = await _example(session, "quarantined", minute=3, status=ItemStatus.QUARANTINED)
-    replayed = await _example(session, "replayed", minute=0)
-    await _item(session, run, trained, adapter_id=adapter.id)
-    await _item(session, run, untrained)
-    await _item(session, run, quarantined)
-    await _item(session, earlier, replayed)
-    await _item(session, run, replayed, ItemRole.REPLAY)
-
-    every = await repository.accepted_new_examples(session, run.id, untrained_only=False)
-    not_learned = await repository.accepted_new_examples(session, run.id, untrained_only=True)
-
-    assert {e.id for e in every} == {trained.id, untrained.id}
-    assert [e.id for e in not_learned] == [untrained.id]
 
 
 async def test_get_run_refuses_an_unknown_cycle(session: AsyncSession) -> None:

@@ -208,6 +208,9 @@ def canary_start(
     percent: Annotated[float, typer.Argument(help="Share of users on the canary, 0-100.")],
     min_requests: Annotated[int | None, typer.Option(help="Requests per arm to promote.")] = None,
     max_duration_s: Annotated[float | None, typer.Option(help="Deadline, seconds.")] = None,
+    mirror_percent: Annotated[
+        float | None, typer.Option(help="Share of Active's requests also asked of Shadow.")
+    ] = None,
     reason: Annotated[str, typer.Option(help="Kept in the audit log.")] = "",
     gateway: GatewayOption = None,
 ) -> None:
@@ -217,6 +220,8 @@ def canary_start(
         body["min_requests"] = min_requests
     if max_duration_s is not None:
         body["max_duration_s"] = max_duration_s
+    if mirror_percent is not None:
+        body["mirror_percent"] = mirror_percent
     _print_canary(_admin_call(gateway, "POST", "/canary", body))
 
 
@@ -257,6 +262,15 @@ def _print_canary(canary: dict[str, Any]) -> None:
     unsticky = canary.get("unsticky_requests", {})
     table.add_row("without ids", *(_cell(unsticky.get(arm)) for arm in ("active", "canary")))
     out.print(table)
+    latest = canary.get("current") or next(iter(canary.get("decisions") or []), None)
+    pairs = (latest or {}).get("stats", {}).get("pairs", {}).get("tally")
+    if pairs is not None and canary.get("mirror_percent"):
+        out.print(
+            f"mirrored pairs ({canary['mirror_percent']:g} % of Active's requests): "
+            f"{pairs['wins']} won, {pairs['ties']} tied, {pairs['losses']} lost, "
+            f"{pairs['undecided']} undecided; drifted on {pairs['drifted']} of "
+            f"{pairs['drift_pairs']} general questions"
+        )
     if canary.get("current"):
         out.print(f"now: {canary['current']['reason']}")
     elif canary.get("reason"):

@@ -121,6 +121,26 @@ def test_canary_status_shows_both_arms_side_by_side(
     assert "running" in result.output and "10 % of users" in result.output
     assert "requests" in result.output and "12" in result.output and "7" in result.output
     assert "not yet shown" in result.output
+    assert "mirrored pairs" not in result.output  # no mirroring, nothing to show
+
+
+def test_canary_status_shows_mirrored_pairs_and_start_sends_the_mirror_share(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tally = {"wins": 2, "ties": 40, "losses": 1, "undecided": 5, "drift_pairs": 30, "drifted": 1}
+    current = {
+        "verdict": "continue",
+        "reason": "continue: ...",
+        "stats": {"pairs": {"tally": tally}},
+    }
+    seen = _fake_gateway(monkeypatch, 200, _canary_view(mirror_percent=50.0, current=current))
+
+    result = CliRunner().invoke(app, ["canary", "start", "5", "--mirror-percent", "50"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(seen[0][2])["mirror_percent"] == 50.0
+    assert "mirrored pairs (50 % of Active's requests): 2 won, 40 tied, 1 lost" in result.output
+    assert "drifted on 1 of 30 general questions" in result.output
 
 
 def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(

@@ -10,9 +10,12 @@ up or down by whether the answer is right, until the canary decides:
 * `bad` — the `general` domain on a random LoRA at scaling 8 (garbled answers): should be
   aborted, and users on the canary arm see its answers only until then.
 
-It prints per scenario: time to decision, requests per arm, user-visible errors, the
-thumbs-up rate per arm, the decision and its reason with the statistics. Mirroring
-(`mirror_percent`) is not measured: the gateway does not mirror yet.
+Each scenario runs twice, side by side in one run: split only (`mirror_percent` 0), then
+split + mirror (`--mirror-percent` of Active's requests also asked of Shadow in the
+background and paired). It prints per run: time to decision, user requests per arm (the
+canary arm's are users who met the Shadow), user-visible errors, the thumbs-up rate per
+arm, the mirrored pairs, the decision, its reason and its statistics; and at the end a
+table of both modes, with how many fewer user requests the paired comparison needed.
 
     TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/canary.py --scenario both
 """
@@ -89,14 +92,17 @@ def _users(
     return [threading.Thread(target=user, args=(n,), daemon=True) for n in range(args.users)]
 
 
-def run(args: argparse.Namespace, scenario: str) -> None:
+def run(args: argparse.Namespace, scenario: str, mirror_percent: float) -> dict[str, Any]:
     admin = {"Authorization": f"Bearer {args.token}"}
+    mode = f"split + mirror {mirror_percent:g}%" if mirror_percent else "split only"
+    print(f"\n== {scenario} Shadow, {mode} ==")
     with httpx.Client(base_url=args.gateway, headers=admin, timeout=300) as http:
         shadow = _stage_shadow(http, scenario)
         started = time.monotonic()
         http.post("/canary", json={
             "percent": args.percent, "min_requests": args.min_requests,
-            "max_duration_s": args.max_duration_s, "reason": f"bench {scenario}",
+            "max_duration_s": args.max_duration_s, "mirror_percent": mirror_percent,
+            "reason": f"bench {scenario}, {mode}",
         }).raise_for_status()  # fmt: skip
         stop, lock, tally = threading.Event(), threading.Lock(), Counter[str]()
         threads = _users(args.gateway, args, stop, tally, lock)
@@ -117,7 +123,9 @@ def run(args: argparse.Namespace, scenario: str) -> None:
             for thread in threads:
                 thread.join(timeout=150)
     took = time.monotonic() - started
-    print(f"\n{scenario} Shadow (snapshot {shadow}): {canary.get('status')} after {took:.0f} s")
+    print(
+        f"{scenario} Shadow (snapshot {shadow}), {mode}: {canary.get('status')} after {took:.0f} s"
+    )
     for role in ("active", "canary"):
         n = tally[f"requests.{role}"]
         up = tally[f"up.{role}"]
@@ -125,9 +133,45 @@ def run(args: argparse.Namespace, scenario: str) -> None:
     print(f"  user-visible errors: {tally['error.unknown']}")
     print(f"  reason: {canary.get('reason')}")
     decisions = canary.get("decisions") or []
+    stats = decisions[0]["stats"] if decisions else {}
+    pairs = stats.get("pairs", {})
     if decisions:
-        print(f"  last stored evaluation: {decisions[0]['reason']}")
-        print(f"  statistics: {decisions[0]['stats']}")
+        print(f"  decision: {decisions[0]['decision']}: {decisions[0]['reason']}")
+        print(f"  pairs: {pairs.get('tally')}, drift test {pairs.get('drift')}")
+        print(f"  pair score bound: {pairs.get('promote_bound')}")
+        print(f"  statistics: {stats}")
+    return {
+        "scenario": scenario,
+        "mode": mode,
+        "status": canary.get("status"),
+        "seconds": took,
+        "active": tally["requests.active"],
+        "canary": tally["requests.canary"],
+        "errors": tally["error.unknown"],
+        "pairs": (pairs.get("tally") or {}),
+    }
+
+
+def _table(results: list[dict[str, Any]]) -> None:
+    header = "scenario  mode                  decision      time s  user requests (canary)"
+    print(f"\n{header}  pairs w/t/l/u")
+    for r in results:
+        p = r["pairs"]
+        wtl = "/".join(str(p.get(k, 0)) for k in ("wins", "ties", "losses", "undecided"))
+        users = f"{r['active'] + r['canary']} ({r['canary']})"
+        print(f"{r['scenario']:9} {r['mode']:21} {r['status'] or '-':13} {r['seconds']:6.0f}  "
+              f"{users:22}  {wtl}")  # fmt: skip
+    for scenario in ("bad", "good"):
+        split, mirror = (next((r for r in results if r["scenario"] == scenario and
+                               (r["mode"] == "split only") is only), None)
+                         for only in (True, False))  # fmt: skip
+        if split and mirror:
+            before, after = split["active"] + split["canary"], mirror["active"] + mirror["canary"]
+            print(
+                f"{scenario}: split + mirror decided with {after} user requests against "
+                f"{before} split only ({after / before:.2f}x), {mirror['canary']} against "
+                f"{split['canary']} on the canary arm"
+            )
 
 
 def main() -> None:
@@ -140,9 +184,19 @@ def main() -> None:
     parser.add_argument("--max-duration-s", type=float, default=600.0)
     parser.add_argument("--users", type=int, default=8, help="concurrent request threads")
     parser.add_argument("--population", type=int, default=400, help="distinct user ids")
+    parser.add_argument("--mirror-percent", type=float, default=100.0,
+                        help="Active's requests mirrored in the split + mirror runs")  # fmt: skip
+    parser.add_argument("--modes", choices=("split", "mirror", "both"), default="both")
     args = parser.parse_args()
-    for scenario in ("bad", "good") if args.scenario == "both" else (args.scenario,):
-        run(args, scenario)
+    mirrors = {"split": [0.0], "mirror": [args.mirror_percent]}.get(
+        args.modes, [0.0, args.mirror_percent]
+    )
+    results = [
+        run(args, scenario, mirror)
+        for scenario in (("bad", "good") if args.scenario == "both" else (args.scenario,))
+        for mirror in mirrors
+    ]
+    _table(results)
 
 
 if __name__ == "__main__":

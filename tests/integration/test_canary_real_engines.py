@@ -114,7 +114,7 @@ def test_a_good_shadow_is_promoted_by_the_evaluation_loop(
     assert {role for _, role in outcomes} == {"active", "canary"}
     assert canary["decisions"][0]["decision"] == "promote"
     assert canary["decisions"][0]["stats"]["checks"]["promote"] == {
-        "min_requests": True, "errors_non_inferior": True, "feedback_non_inferior": True,
+        "min_requests": True, "errors_non_inferior": True, "quality_non_inferior": True,
         "pairs_not_worse": True,
     }  # fmt: skip
     status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
@@ -165,3 +165,36 @@ def test_a_broken_shadow_is_aborted_after_a_few_failed_users(
     status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
     assert status["generation"] == before["generation"]
     assert status["active_slot"] == before["active_slot"]
+
+
+def test_mirroring_never_changes_what_the_user_receives(
+    canary_gateway: tuple[str, Settings], prepared_model: Path
+) -> None:
+    """Every Active request mirrored to a staged Shadow: users get, byte for byte, what they
+    got before the canary, and each mirror becomes a pair with Shadow's own answer."""
+    url, settings = canary_gateway
+    admin = _admin(settings)
+    before = [_ask(url, f"user-{i}").json() for i in range(6)]
+    _stage_random_lora(url, admin, prepared_model, seed=22)
+    started = httpx.post(
+        f"{url}/canary", json={"percent": 0, "mirror_percent": 100}, headers=admin, timeout=30
+    )
+    assert started.status_code == 200, started.text
+
+    during = [_ask(url, f"user-{i}").json() for i in range(6)]
+    deadline = time.monotonic() + 120
+    tally: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        tally = _canary(url, admin)["current"]["stats"]["pairs"]["tally"]
+        if sum(tally[k] for k in ("wins", "ties", "losses", "undecided")) == len(during):
+            break
+        time.sleep(1)
+
+    assert [a["answer"] for a in during] == [b["answer"] for b in before]
+    assert {(a["role"], a["slot"]) for a in during} == {("active", before[0]["slot"])}
+    assert sum(tally[k] for k in ("wins", "ties", "losses", "undecided")) == 6, tally
+    assert tally["losses"] == 0  # a random LoRA at scaling 2 still answers
+    aborted = httpx.post(
+        f"{url}/canary/abort", json={"reason": "mirror test done"}, headers=admin, timeout=60
+    )
+    assert aborted.status_code == 200, aborted.text

@@ -7,11 +7,9 @@ that the pair stays unjudged (and falls back to the cheap signals) rather than a
 
 from __future__ import annotations
 
-import json
-import re
-
 from twinloop.canary.pairs import JudgeChoice
 from twinloop.engines.client import EngineClient
+from twinloop.engines.judge import read_choice
 from twinloop.errors import EngineResponseError
 
 _PROMPT = """You compare two answers to the same question.
@@ -50,13 +48,5 @@ class LlmPairwiseJudge:
 
 def parse_choice(content: str) -> JudgeChoice | None:
     """The choice in a reply: JSON `{"better": ...}` or, failing that, a lone A, B or tie."""
-    found = re.search(r"\{.*?\}", content, re.DOTALL)
-    if found:
-        try:
-            value = json.loads(found.group(0)).get("better")
-        except (ValueError, AttributeError):
-            value = None
-        if isinstance(value, str) and value.strip().lower() in _CHOICES:
-            return _CHOICES[value.strip().lower()]
-    words = re.findall(r"\b(?:a|b|tie)\b", content.strip().lower())
-    return _CHOICES[words[0]] if len(words) == 1 else None
+    choice = read_choice(content, key="better", choices=_CHOICES)
+    return _CHOICES[choice] if choice is not None else None

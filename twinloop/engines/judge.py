@@ -6,7 +6,9 @@ so that the judge is configured once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import re
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 import httpx
@@ -39,3 +41,18 @@ async def open_judge(
         yield EngineClient(name="judge", base_url=cfg.llm_judge_url, http=http, retries=1)
     finally:
         await http.aclose()
+
+
+def read_choice(content: str, *, key: str, choices: Collection[str]) -> str | None:
+    """A judge's choice among `choices` (lower case) in its reply: the JSON object's `key`,
+    or failing that the one choice its words name (none, or two different: None)."""
+    found = re.search(r"\{.*?\}", content, re.DOTALL)
+    if found:
+        try:
+            value = json.loads(found.group(0)).get(key)
+        except (ValueError, AttributeError):
+            value = None
+        if isinstance(value, str) and value.strip().lower() in choices:
+            return value.strip().lower()
+    named = {word for word in re.findall(r"[a-z]+", content.lower()) if word in choices}
+    return named.pop() if len(named) == 1 else None

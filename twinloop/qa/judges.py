@@ -25,7 +25,6 @@ in the verdict. An unusable reply falls back to the reference verdict, saying so
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from collections.abc import Callable, Sequence
@@ -37,6 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from twinloop.engines.client import EngineClient
+from twinloop.engines.judge import read_choice
 from twinloop.errors import TwinloopError
 from twinloop.qa.suites import QaCase
 
@@ -323,19 +323,8 @@ class LlmJudge:
 
 def parse_llm_label(content: str) -> Label | None:
     """The label in a judge's reply: JSON `{"label": ...}` or, failing that, a bare word."""
-    found = re.search(r"\{.*?\}", content, re.DOTALL)
-    if found:
-        try:
-            value = json.loads(found.group(0)).get("label")
-        except (ValueError, AttributeError):
-            value = None
-        if isinstance(value, str) and value.lower() in {label.value for label in Label}:
-            return Label(value.lower())
-    words = re.findall(r"[a-z]+", content.lower())
-    for word in words:
-        if word in ("correct", "incorrect", "hallucination"):
-            return Label(word)
-    return None
+    label = read_choice(content, key="label", choices={label.value for label in Label})
+    return Label(label) if label is not None else None
 
 
 def _fallback(reference: Verdict, why: str) -> Verdict:

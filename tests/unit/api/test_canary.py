@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.unit.api.canary_steps import stage_adapter, start_canary
 from twinloop.canary import repository as canary_repository
 from twinloop.canary import service as canary_service
 from twinloop.canary.assignment import Arm
@@ -36,29 +37,15 @@ from twinloop.errors import (
 )
 from twinloop.runtime import Runtime
 from twinloop.states import CycleState, ItemRole, ItemStatus
-from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 
 
 async def _stage(client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path) -> str:
     """Register a fake law adapter and stage a snapshot with it to Shadow; its id."""
-    folder = write_fake_adapter(tmp_path / "src" / "law", seed=0)
-    adapter = await client.post(
-        "/adapters", json={"path": str(folder), "domain": "law"}, headers=headers
-    )
-    assert adapter.status_code == 201, adapter.text
-    created = await client.post(
-        "/snapshots", json={"adapters": {"law": adapter.json()["id"]}}, headers=headers
-    )
-    assert created.status_code == 201, created.text
-    snapshot_id: str = created.json()["id"]
-    return snapshot_id
+    return (await stage_adapter(client, headers, tmp_path))[1]
 
 
-async def _start(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> Any:
-    response = await client.post("/canary", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
+_start = start_canary
 
 
 async def _ask(client: httpx.AsyncClient, user: str | None = None) -> httpx.Response:

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from tests.unit.api.canary_steps import stage_adapter, start_canary
 from twinloop.canary.decision import Verdict
 from twinloop.canary.pairs import JudgeChoice, Reply
 from twinloop.canary.service import CanaryService
@@ -16,32 +17,9 @@ from twinloop.db.models import Answer, CanaryArmEvent, CanaryPair
 from twinloop.inference.mirror import MirrorTasks
 from twinloop.metrics import Metrics
 from twinloop.runtime import Runtime
-from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import BASE_MODEL, FakeEngine
 
 RIGHT = "Paris is the capital of France."
-
-
-async def _stage(
-    client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path, domain: str
-) -> tuple[str, str]:
-    """A fake adapter for `domain` staged to Shadow: its engine model name and the snapshot."""
-    folder = write_fake_adapter(tmp_path / "src" / domain, seed=3)
-    adapter = await client.post(
-        "/adapters", json={"path": str(folder), "domain": domain}, headers=headers
-    )
-    assert adapter.status_code == 201, adapter.text
-    created = await client.post(
-        "/snapshots", json={"adapters": {domain: adapter.json()["id"]}}, headers=headers
-    )
-    assert created.status_code == 201, created.text
-    return str(adapter.json()["name"]), str(created.json()["id"])
-
-
-async def _start(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> Any:
-    response = await client.post("/canary", json=body, headers=headers)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def _ask(client: httpx.AsyncClient, user: str, domain: str = "law") -> dict[str, Any]:
@@ -65,9 +43,9 @@ async def test_mirroring_never_changes_what_the_user_receives(
     runtime: Runtime,
     fake_engine: FakeEngine,
 ) -> None:
-    shadow_model, _ = await _stage(client, admin_headers, tmp_path, "law")
+    shadow_model, _ = await stage_adapter(client, admin_headers, tmp_path, "law")
     without = await _ask(client, "u1")  # no canary yet: what Active answers
-    await _start(client, admin_headers, percent=0, mirror_percent=100)
+    await start_canary(client, admin_headers, percent=0, mirror_percent=100)
 
     mirrored = await _ask(client, "u1")
     fake_engine.down.add("green")
@@ -100,9 +78,9 @@ async def test_a_drifting_shadow_is_aborted_on_mirrors_before_any_user_meets_it(
     runtime: Runtime,
     fake_engine: FakeEngine,
 ) -> None:
-    shadow_model, _ = await _stage(client, admin_headers, tmp_path, "general")
+    shadow_model, _ = await stage_adapter(client, admin_headers, tmp_path, "general")
     fake_engine.answer_for = lambda model, _q: "bananas grow" if model == shadow_model else RIGHT
-    await _start(client, admin_headers, percent=0, mirror_percent=100)
+    await start_canary(client, admin_headers, percent=0, mirror_percent=100)
 
     for i in range(8):
         assert (await _ask(client, f"user-{i}", "general"))["role"] == "active"
@@ -126,9 +104,9 @@ async def test_a_later_correction_of_actives_answer_scores_the_pair(
     runtime: Runtime,
     fake_engine: FakeEngine,
 ) -> None:
-    shadow_model, _ = await _stage(client, admin_headers, tmp_path, "law")
+    shadow_model, _ = await stage_adapter(client, admin_headers, tmp_path, "law")
     fake_engine.answer_for = lambda model, _q: RIGHT if model == shadow_model else "Lyon."
-    await _start(client, admin_headers, percent=0, mirror_percent=100)
+    await start_canary(client, admin_headers, percent=0, mirror_percent=100)
     body = await _ask(client, "u1")
     await runtime.answers.wait_for_mirrors()
     before = (await client.get("/canary", headers=admin_headers)).json()["canary"]
@@ -162,8 +140,8 @@ async def test_differing_pairs_go_to_the_judge_in_both_orders(
     tmp_path: Path,
     runtime: Runtime,
 ) -> None:
-    await _stage(client, admin_headers, tmp_path, "law")
-    await _start(client, admin_headers, percent=0, mirror_percent=100)
+    await stage_adapter(client, admin_headers, tmp_path, "law")
+    await start_canary(client, admin_headers, percent=0, mirror_percent=100)
     answer = await _ask(client, "u1")
     judge, failing = _Judge(), _Judge(fail=True)
     choice = runtime.canary.arm_for(user_id="u1", session_id=None)
@@ -231,8 +209,8 @@ async def test_the_base_model_asked_by_name_is_mirrored_as_the_base_model(
     runtime: Runtime,
     fake_engine: FakeEngine,
 ) -> None:
-    await _stage(client, admin_headers, tmp_path, "law")
-    await _start(client, admin_headers, percent=0, mirror_percent=100)
+    await stage_adapter(client, admin_headers, tmp_path, "law")
+    await start_canary(client, admin_headers, percent=0, mirror_percent=100)
     body = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "Hi"}], "user": "u9"}
 
     response = await client.post("/v1/chat/completions", json=body)

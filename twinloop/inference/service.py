@@ -237,7 +237,15 @@ class AnswerService:
             self._releases.inflight.leave(slot)
             raise
         self._metrics.time_to_first_token.labels(labels[0]).observe(time.perf_counter() - started)
-        return self._relay(request, routed, first, chunks, started, wants_usage)
+        relay = self._relay(request, routed, first, chunks, started, wants_usage)
+        # Started here, so that its `finally` frees the slot whatever happens next: a
+        # generator never started has no `finally` to run, and a client that leaves before
+        # the response streams would leak the in-flight count (a later swap waits to drain).
+        try:
+            head = await anext(relay)
+        except StopAsyncIteration:
+            return _nothing()
+        return _prepend(head, relay)
 
     async def _relay(
         self,
@@ -247,7 +255,7 @@ class AnswerService:
         chunks: AsyncGenerator[dict[str, Any], None],
         started: float,
         wants_usage: bool,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         answer_id = new_id()
         parts: list[str] = []
         finish: str | None = None
@@ -543,3 +551,20 @@ class AnswerService:
             completion_tokens=completion_tokens,
             finish_reason=finish,
         )
+
+
+async def _prepend(
+    head: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None]
+) -> AsyncIterator[dict[str, Any]]:
+    """`head`, then `rest`; if dropped unread, `rest` is closed when it is collected."""
+    try:
+        yield head
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
+
+
+async def _nothing() -> AsyncIterator[dict[str, Any]]:
+    return
+    yield  # an async generator that yields nothing

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 
 import httpx
 from sqlalchemy import select
 
 from twinloop.db.models import Answer
+from twinloop.inference.schemas import ChatCompletionRequest
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
 from twinloop.testing.engine import FakeEngine
@@ -133,3 +136,18 @@ async def test_unbounded_requests_get_the_default_max_tokens(
     assert sent[0]["max_tokens"] == settings.gateway.default_max_tokens
     assert sent[1]["max_tokens"] == 7
     assert "max_tokens" not in sent[2]
+
+
+async def test_a_stream_nobody_reads_frees_its_slot(runtime: Runtime) -> None:
+    """The client went away after the first chunk was fetched but before the response
+    started streaming: the in-flight count must not leak (a later swap would wait to drain)."""
+    slot = runtime.releases.state.active_slot.value
+    stream = await runtime.answers.stream_chat(ChatCompletionRequest(**_chat("law", stream=True)))
+    assert runtime.releases.inflight.count(slot) == 1
+
+    del stream
+    gc.collect()
+    for _ in range(5):  # the event loop's finaliser closes the relay on a later turn
+        await asyncio.sleep(0)
+
+    assert runtime.releases.inflight.count(slot) == 0

@@ -37,7 +37,7 @@ def create_app(
 
     app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
     app.add_middleware(RequestIdMiddleware)
-    install_error_handlers(app)
+    install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
     for module in (answer, ingest, openai, health, admin, canary, train, qa):
         app.include_router(module.router)
     return app

@@ -8,6 +8,8 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twinloop.errors import TwinloopError
@@ -15,7 +17,7 @@ from twinloop.errors import TwinloopError
 log = structlog.get_logger(__name__)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
     @app.exception_handler(TwinloopError)
     async def twinloop_error(_: Request, exc: TwinloopError) -> JSONResponse:
         return error_response(exc.status_code, type(exc).__name__, exc.message)
@@ -32,6 +34,20 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, "HTTPError", str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeoutError)
+    async def database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+        # Unreachable, restarting, or (SQLite) locked by a long writer: worth a retry. The
+        # driver's text names paths and SQL, so it goes to the log only.
+        log.warning("database unavailable", error=f"{type(exc).__name__}: {exc}")
+        return error_response(
+            503,
+            "DatabaseUnavailableError",
+            "the database is unavailable or busy; retry shortly",
+            headers={"Retry-After": str(retry_after_s)},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_error(_: Request, exc: Exception) -> JSONResponse:

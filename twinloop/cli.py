@@ -119,7 +119,7 @@ def adapters_register(
 async def _register_adapter(
     settings: Settings, path: Path, domain: str, parent: str | None
 ) -> AdapterView:
-    db = create_engine(settings.sqlalchemy_url)
+    db = create_engine(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous)
     try:
         async with create_sessionmaker(db).begin() as session:
             adapter = await AdapterRegistry.from_settings(settings).register(

@@ -154,7 +154,7 @@ async def open_services(
             chroma = await connect_chroma(settings.rag)
             stack.push_async_callback(close_chroma, chroma)
             knowledge = KnowledgeStore(client=chroma, embedder=embedder)
-        db = create_engine(settings.sqlalchemy_url)
+        db = create_engine(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous)
         stack.push_async_callback(db.dispose)
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
@@ -313,6 +313,7 @@ async def open_runtime(
                     metrics=metrics,
                     base_model_name=settings.models.served_name,
                     cache_s=settings.gateway.readiness_cache_s,
+                    timeout_s=settings.gateway.readiness_timeout_s,
                 ),
                 training=services.training,
                 qa=services.qa,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
@@ -13,22 +14,27 @@ from sqlalchemy.ext.asyncio import (
 )
 
 SessionMaker = async_sessionmaker[AsyncSession]
+Synchronous = Literal["FULL", "NORMAL"]
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(synchronous: Synchronous, dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers (gateway) and a writer (trainer) work at once; the busy
     # timeout makes a second writer wait instead of failing at once.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=5000")
-    # In WAL mode NORMAL syncs at checkpoints, not at every commit: still safe against a
-    # crashed process; a power cut may lose the last commits, never corrupt the file.
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL syncs the WAL at every commit, so an acknowledged write survives a power cut;
+    # NORMAL syncs at checkpoints only (safe against a crashed process, not a power cut).
+    # Measured on this machine's disk: a one-row commit takes ~5 ms (p99 16 ms) with FULL
+    # against ~0.01 ms with NORMAL.
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
+def create_engine(
+    url: str, *, echo: bool = False, sqlite_synchronous: Synchronous = "FULL"
+) -> AsyncEngine:
     if url.startswith("sqlite"):
         # SQLite has one write lock; pooled connections (each on its own aiosqlite
         # thread) only fight over it in busy_timeout sleeps. One connection queues
@@ -38,7 +44,7 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     else:
         engine = create_async_engine(url, echo=echo, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, sqlite_synchronous))
     return engine
 
 

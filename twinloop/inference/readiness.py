@@ -3,15 +3,19 @@
 vLLM's `/health` can answer 200 while the engine loop is hung, so the probe
 asks for one generated token. A success is trusted for a few seconds so that
 frequent probes (Kubernetes, load balancers) do not load the engine; a failure
-is never cached, so recovery shows at once.
+is never cached, so recovery shows at once. Each check answers within `timeout_s`
+(a hung engine or database is "not ready", not a hung probe), and a database
+failure is reported by its type only: driver messages carry paths and SQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
+import structlog
 from pydantic import BaseModel
 from sqlalchemy import text
 
@@ -21,6 +25,8 @@ from twinloop.errors import TwinloopError
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import Slot
+
+log = structlog.get_logger(__name__)
 
 
 class ReadinessReport(BaseModel):
@@ -40,6 +46,7 @@ class ReadinessService:
         metrics: Metrics,
         base_model_name: str,
         cache_s: float,
+        timeout_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sessionmaker = sessionmaker
@@ -48,14 +55,15 @@ class ReadinessService:
         self._metrics = metrics
         self._base_model_name = base_model_name
         self._cache_s = cache_s
+        self._timeout_s = timeout_s
         self._clock = clock
         self._lock = asyncio.Lock()
         self._engine_ok_until: dict[str, float] = {}
 
     async def check(self) -> ReadinessReport:
-        database = await self._check_database()
+        database = await self._bounded(self._check_database(), "the database")
         slot = self._releases.state.active_slot.value
-        engine = await self._check_engine(slot)
+        engine = await self._bounded(self._check_engine(slot), f"engine {slot}")
         return ReadinessReport(
             ready=database == "ok" and engine == "ok",
             database=database,
@@ -63,12 +71,19 @@ class ReadinessService:
             engine=engine,
         )
 
+    async def _bounded(self, check: Coroutine[Any, Any, str], what: str) -> str:
+        try:
+            return await asyncio.wait_for(check, timeout=self._timeout_s)
+        except TimeoutError:
+            return f"error: {what} did not answer within {self._timeout_s:g} s"
+
     async def _check_database(self) -> str:
         try:
             async with self._sessionmaker.begin() as session:
                 await session.execute(text("SELECT 1"))
-        except Exception as e:  # any driver error means "not ready", with its message
-            return f"error: {type(e).__name__}: {e}"
+        except Exception as e:  # any driver error means "not ready"; its text stays in the log
+            log.warning("readiness: database check failed", error=f"{type(e).__name__}: {e}")
+            return f"error: database unavailable ({type(e).__name__})"
         return "ok"
 
     async def _check_engine(self, slot: str) -> str:

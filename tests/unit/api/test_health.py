@@ -1,7 +1,14 @@
 from __future__ import annotations
 
-import httpx
+import time
+from collections.abc import Callable
+from typing import Any
 
+import httpx
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from twinloop.runtime import Runtime
 from twinloop.testing.engine import FakeEngine
 
 
@@ -71,3 +78,58 @@ async def test_metrics_count_answers_by_route_slot_and_domain(client: httpx.Asyn
     assert f"twinloop_request_latency_seconds_count{{{latency}}} 1.0" in text
     assert 'twinloop_active_slot{slot="blue"} 1.0' in text
     assert "twinloop_release_generation 1.0" in text
+
+
+async def test_readyz_answers_within_its_timeout_behind_a_hung_engine(
+    client: httpx.AsyncClient, fake_engine: FakeEngine, runtime: Runtime
+) -> None:
+    fake_engine.hang = True
+    timeout_s = runtime.settings.gateway.readiness_timeout_s
+
+    started = time.monotonic()
+    response = await client.get("/readyz")
+
+    assert time.monotonic() - started < timeout_s + 1.0
+    assert response.status_code == 503
+    assert f"did not answer within {timeout_s:g} s" in response.json()["engine"]
+
+
+async def test_readyz_names_a_database_failure_without_its_text(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("secret path /var/lib/x.db locked"))
+
+    monkeypatch.setattr(runtime.readiness, "_sessionmaker", _Broken(broken))
+
+    response = await client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["database"] == "error: database unavailable (OperationalError)"
+    assert "secret" not in response.text
+
+
+async def test_a_database_outage_is_503_with_retry_after(
+    client: httpx.AsyncClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def store(record: object) -> None:
+        raise OperationalError("INSERT", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(runtime.answers, "_store", store)
+
+    response = await client.post("/answer", json={"question": "Q?", "domain": "law"})
+
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "DatabaseUnavailableError"
+    assert response.headers["retry-after"] == "1"
+    assert "locked" not in response.text
+
+
+class _Broken:
+    """A sessionmaker whose `begin()` fails as an unreachable database does."""
+
+    def __init__(self, fail: Callable[[], None]) -> None:
+        self._fail = fail
+
+    def begin(self) -> Any:
+        self._fail()

@@ -1,4 +1,5 @@
-"""Queries of canaries: the canary rows, per-arm counts, failed requests, decisions.
+"""Queries of canaries: the canary rows, per-arm counts, failed requests, decisions, and
+the training cycles behind them.
 
 Flushes, never commits. Per-arm counts are read from what the request path already
 writes: the answers each arm served (`answers.canary_id`, `answers.role`), the failed
@@ -11,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import ScalarSelect, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
 
 from twinloop.canary.assignment import Arm
 from twinloop.canary.pairs import JudgeChoice, Judged, Pair, Reply
+from twinloop.canary.schemas import CanaryStatus
 from twinloop.canary.statistics import ArmCounts
 from twinloop.db.base import utcnow
 from twinloop.db.models import (
@@ -82,25 +85,69 @@ async def decisions(
     return result.scalars().all()
 
 
-async def cycle_awaiting(session: AsyncSession, snapshot_id: str) -> str | None:
-    """The training cycle that staged `snapshot_id` and waits for its canary, if any."""
+async def cycle_awaiting(
+    session: AsyncSession, snapshot_id: str, *, inconclusive: bool = False
+) -> str | None:
+    """The training cycle that staged `snapshot_id` and waits for its canary, if any.
+
+    With `inconclusive`, also a cycle left `inconclusive` by its latest canary: an admin's
+    new canary of the snapshot, still staged, continues it. The automatic start does not
+    ask for those; a deadline that passed without a decision leaves the next canary to an
+    admin.
+    """
+    waiting = TrainingRun.state == CycleState.AWAITING_CANARY
+    if inconclusive:
+        waiting = or_(
+            waiting,
+            and_(
+                TrainingRun.state == CycleState.INCONCLUSIVE,
+                _latest_canary_of_cycle(Canary.status) == CanaryStatus.INCONCLUSIVE,
+            ),
+        )
     result = await session.execute(
         select(TrainingRun.id)
-        .where(
-            TrainingRun.snapshot_id == snapshot_id,
-            TrainingRun.state == CycleState.AWAITING_CANARY,
-        )
+        .where(TrainingRun.snapshot_id == snapshot_id, waiting)
         .order_by(TrainingRun.created_at.desc())
         .limit(1)
     )
     return result.scalar_one_or_none()
 
 
+async def unsettled(session: AsyncSession) -> list[Canary]:
+    """Canaries that ended inconclusive, each the latest of its cycle, whose cycle is still
+    `inconclusive`: what an admin's swap, rollback or restaging settles. Newest first."""
+    result = await session.execute(
+        select(Canary)
+        .join(TrainingRun, TrainingRun.id == Canary.cycle_id)
+        .where(
+            TrainingRun.state == CycleState.INCONCLUSIVE,
+            Canary.status == CanaryStatus.INCONCLUSIVE,
+            Canary.id == _latest_canary_of_cycle(Canary.id),
+        )
+        .order_by(Canary.started_at.desc())
+    )
+    return list(result.scalars())
+
+
+def _latest_canary_of_cycle(column: InstrumentedAttribute[str]) -> ScalarSelect[str]:
+    """`column` of the newest canary of the enclosing query's `TrainingRun`."""
+    latest = aliased(Canary)
+    return (
+        select(getattr(latest, column.key))
+        .where(latest.cycle_id == TrainingRun.id)
+        .order_by(latest.started_at.desc())
+        .limit(1)
+        .correlate(TrainingRun)
+        .scalar_subquery()
+    )
+
+
 async def mark_cycle(
     session: AsyncSession, cycle_id: str, state: CycleState, *, reason: str | None = None
 ) -> CycleState | None:
     """Move a training cycle along its canary: canary, then promoted, rolled_back or
-    inconclusive (`reason`, for the last two, says why in the cycle's `error`).
+    inconclusive (`reason`, for the last two, says why in the cycle's `error`). Back in
+    `canary` (a new canary continues an inconclusive cycle) the last one's reason goes.
 
     The state the cycle was in before, or None if there is no such cycle.
     """
@@ -110,12 +157,31 @@ async def mark_cycle(
     before = CycleState(cycle.state)
     cycle.state = state
     cycle.updated_at = utcnow()
-    if state is not CycleState.CANARY:
+    if state is CycleState.CANARY:
+        cycle.error = None
+    else:
         cycle.finished_at = cycle.updated_at
     if reason is not None:
         cycle.error = reason
     await session.flush()
     return before
+
+
+async def settle_cycle(
+    session: AsyncSession, cycle_id: str, state: CycleState, *, reason: str
+) -> bool:
+    """Move a cycle out of `inconclusive` into `state`, with `reason` in its `error`; False
+    if it was no longer inconclusive.
+
+    One conditional update: of two gateways settling the same cycle, one does.
+    """
+    now = utcnow()
+    result = await session.execute(
+        update(TrainingRun)
+        .where(TrainingRun.id == cycle_id, TrainingRun.state == CycleState.INCONCLUSIVE)
+        .values(state=state, error=reason, updated_at=now, finished_at=now)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:

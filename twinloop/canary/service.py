@@ -20,13 +20,19 @@ The training cycle that staged the snapshot (if one did) ends as its canary does
 transaction, by the rules a QA-rejected cycle follows (`twinloop.items.service`): what it
 taught is not in Active, so the users' feedback goes back to pending with the canary's
 reason. That holds however the canary came to be aborted: its decision, an admin, Shadow
-restaged under it, or an admin's abort of a promotion still active. A cycle whose canary
-ended inconclusive keeps its items `accepted` and waits for an admin; nothing here hands
-them back (see `CYCLE_STATE_AFTER`).
+restaged under it, or an admin's abort of a promotion still active.
+
+A cycle whose canary ended inconclusive keeps its items `accepted` until an admin decides,
+and the cycle follows what the admin does: a new canary of the snapshot, still staged,
+continues it (back to `canary`); with no canary running, each evaluation settles it by what
+the release serves (`_settle`): its snapshot made active (a swap) promotes it; its snapshot
+served by neither slot (a rollback, another snapshot staged) rolls it back and hands its
+items back. Settled once, with an audit entry (`canary.settle`).
 
 Lock order: the canary's lock, then (inside the release controller) the release lock.
 No database session is held across a call into the release controller or the QA verdict
-source: on SQLite the gateway has one connection.
+source: on SQLite the gateway has one connection. (Settling reads only the release in
+memory; it calls nothing in the controller.)
 """
 
 from __future__ import annotations
@@ -79,8 +85,9 @@ CALLER_ERRORS = (InvalidRequestError, NotFoundError)
 # The training cycle behind a canary ends as the canary does. Rolled back, it hands its items
 # back (see `_end_cycle`). Inconclusive, it keeps them `accepted` and waits for an admin:
 # `abort` refuses a canary that ended inconclusive (nothing runs; Active serves the
-# baseline), and a swap or rollback an admin makes afterwards does not move the cycle, so
-# nothing here hands its items back; they stay accepted until something ends the cycle.
+# baseline); the admin's next canary of the snapshot continues the cycle (`_start`), and the
+# admin's swap, rollback or restaging settles it (`_settle`: promoted, or rolled back with
+# its items handed back).
 CYCLE_STATE_AFTER = {
     CanaryStatus.PROMOTED: CycleState.PROMOTED,
     CanaryStatus.ABORTED: CycleState.ROLLED_BACK,
@@ -302,7 +309,8 @@ class CanaryService:
                 row = Canary(
                     snapshot_id=shadow,
                     baseline_snapshot_id=active,
-                    cycle_id=await repository.cycle_awaiting(session, shadow),
+                    # Also a cycle its last canary left inconclusive: this one continues it.
+                    cycle_id=await repository.cycle_awaiting(session, shadow, inconclusive=True),
                     mirror_percent=self._settings.mirror_percent,
                     min_requests=self._settings.min_requests,
                     max_duration_s=self._settings.max_duration_s,
@@ -358,7 +366,11 @@ class CanaryService:
         return self._view(row, counts, None, stored)
 
     async def evaluate(self) -> Decision | None:
-        """Decide on the running canary, store the evaluation, and act on it."""
+        """Decide on the running canary, store the evaluation, and act on it.
+
+        With none running: settle the cycles whose canary ended inconclusive by what the
+        release serves now, then (with `canary.auto`) start a waiting cycle's canary.
+        """
         async with self._lock:
             async with self._sessionmaker.begin() as session:
                 row = await repository.running(session)
@@ -366,6 +378,7 @@ class CanaryService:
                 pairs = await repository.pairs(session, row.id) if row else []
             self._set(row)
             if row is None or counts is None:
+                await self._settle()
                 if self._settings.auto:
                     await self._start_for_cycle()
                 return None
@@ -393,8 +406,70 @@ class CanaryService:
 
     # -- internals ----------------------------------------------------------------------
 
+    async def _settle(self) -> None:
+        """Under the lock, no canary running: move each cycle whose latest canary ended
+        inconclusive on by what the release serves now, as an admin left it.
+
+        Its snapshot active: promoted (a swap made it so). Served by neither slot: rolled
+        back (a rollback, or another snapshot staged over it), its items handed back as an
+        aborted canary's are. Still staged on Shadow: it waits. Each cycle moves once, out
+        of `inconclusive` only; a cycle a new canary continues is in `canary` and not here.
+        """
+        release = self._releases.state  # in memory: nothing is asked of the controller
+        active = release.serving(release.active_slot).snapshot_id
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        async with self._sessionmaker.begin() as session:
+            ended = await repository.unsettled(session)
+        for canary in ended:
+            if canary.snapshot_id == active:
+                state = CycleState.PROMOTED
+                why = f"snapshot {canary.snapshot_id} was made active by a swap outside the canary"
+            elif canary.snapshot_id != shadow:
+                state = CycleState.ROLLED_BACK
+                why = (
+                    f"Shadow no longer serves snapshot {canary.snapshot_id} (now {shadow}) and "
+                    f"Active does not (it serves {active})"
+                )
+            else:
+                continue
+            await self._settle_cycle(canary, state, why, active=active, shadow=shadow)
+
+    async def _settle_cycle(
+        self, canary: Canary, state: CycleState, why: str, *, active: str, shadow: str
+    ) -> None:
+        """Move the inconclusive canary's cycle into `state`, in one transaction with its
+        audit entry and (rolled back) its items' hand-back."""
+        assert canary.cycle_id is not None
+        reason = f"canary {canary.id} ended inconclusive; then {why}"
+        async with self._sessionmaker.begin() as session:
+            if not await repository.settle_cycle(session, canary.cycle_id, state, reason=reason):
+                return  # settled meanwhile (another gateway)
+            audit = _audit(CANARY_ACTOR, "canary.settle", canary, reason)
+            audit.details |= {
+                "cycle_id": canary.cycle_id,
+                "cycle_state": state.value,
+                "active_snapshot_id": active,
+                "shadow_snapshot_id": shadow,
+            }
+            await repository.add(session, audit)
+            outcomes: Counter[str] = Counter()
+            if state is CycleState.ROLLED_BACK:
+                outcomes = await self._hand_back(
+                    session,
+                    canary,
+                    reason=f"cycle {canary.cycle_id} rolled back after canary {canary.id} "
+                    f"ended inconclusive: {why}",
+                )
+        self._count_items(outcomes)
+        log.info(
+            "inconclusive cycle settled", cycle=canary.cycle_id, canary=canary.id, state=state.value
+        )
+
     async def _start_for_cycle(self) -> None:
-        """With `canary.auto`: a cycle that passed QA and staged Shadow gets its canary."""
+        """With `canary.auto`: a cycle that passed QA and staged Shadow gets its canary.
+
+        Not a cycle its canary left inconclusive: the next canary of it is an admin's call.
+        """
         release = self._releases.state
         shadow = release.serving(release.shadow_slot).snapshot_id
         async with self._sessionmaker.begin() as session:
@@ -488,9 +563,7 @@ class CanaryService:
                 records.append(_decision_row(current, decision))
             await repository.add(session, current, *records)
             outcomes = await self._end_cycle(session, current, status, reason)
-        # Counted once committed: a transaction rolled back handed nothing back.
-        for outcome, count in outcomes.items():
-            self._metrics.canary_items.labels(outcome).inc(count)
+        self._count_items(outcomes)
         row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
         log.info("canary ended", canary=row.id, status=status.value, reason=reason)
 
@@ -513,11 +586,19 @@ class CanaryService:
         )
         if state is not CycleState.ROLLED_BACK or before in (None, CycleState.ROLLED_BACK):
             return Counter()
-        outcomes = await items.hand_back_refused(
+        return await self._hand_back(
             session,
-            canary.cycle_id,
+            canary,
             reason=f"cycle {canary.cycle_id} rolled back by canary {canary.id}: {reason}",
-            max_rejections=self._max_rejections,
+        )
+
+    async def _hand_back(
+        self, session: AsyncSession, canary: Canary, *, reason: str
+    ) -> Counter[str]:
+        """The rolled-back cycle's items, refused with `reason` (`twinloop.items`)."""
+        assert canary.cycle_id is not None
+        outcomes = await items.hand_back_refused(
+            session, canary.cycle_id, reason=reason, max_rejections=self._max_rejections
         )
         log.info(
             "cycle items handed back",
@@ -526,6 +607,11 @@ class CanaryService:
             outcomes=dict(outcomes),
         )
         return outcomes
+
+    def _count_items(self, outcomes: Counter[str]) -> None:
+        """Called once committed: a transaction rolled back handed nothing back."""
+        for outcome, count in outcomes.items():
+            self._metrics.canary_items.labels(outcome).inc(count)
 
     async def _decide(
         self, row: Canary, counts: CanaryCounts, pairs: Sequence[Pair]

@@ -13,7 +13,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from tests.unit.api.canary_steps import stage_adapter, start_canary
+from tests.unit.api.canary_steps import (
+    awaiting_cycle,
+    items_counted,
+    learned,
+    read_cycle,
+    read_examples,
+    stage_adapter,
+    start_canary,
+)
 from twinloop.canary import repository as canary_repository
 from twinloop.canary import service as canary_service
 from twinloop.canary.assignment import Arm
@@ -24,9 +32,6 @@ from twinloop.db.models import (
     Answer,
     CanaryArmEvent,
     CanaryDecision,
-    TrainingExample,
-    TrainingRun,
-    TrainingRunItem,
 )
 from twinloop.errors import (
     EngineResponseError,
@@ -36,7 +41,6 @@ from twinloop.errors import (
     NotFoundError,
 )
 from twinloop.runtime import Runtime
-from twinloop.states import CycleState, ItemRole, ItemStatus
 from twinloop.testing.engine import FakeEngine
 
 
@@ -407,86 +411,20 @@ async def test_failures_count_to_the_arm_by_kind_and_caller_errors_to_none(
     assert 'twinloop_canary_errors_total{arm="canary",kind="engine_error"} 2.0' in metrics
 
 
-async def _awaiting_cycle(runtime: Runtime, snapshot_id: str) -> str:
-    """A training cycle that staged `snapshot_id` and passed the QA gate."""
-    cycle = TrainingRun(state=CycleState.AWAITING_CANARY, trigger="test", snapshot_id=snapshot_id)
-    async with runtime.sessionmaker.begin() as session:
-        session.add(cycle)
-    return cycle.id
-
-
-async def _cycle(runtime: Runtime, cycle_id: str) -> TrainingRun:
-    async with runtime.sessionmaker() as session:
-        cycle = await session.get(TrainingRun, cycle_id)
-    assert cycle is not None
-    return cycle
-
-
 async def test_the_cycle_behind_the_canary_follows_it_and_records_a_rollback(
     client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> None:
     snapshot_id = await _stage(client, admin_headers, tmp_path)
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
 
     started = await _start(client, admin_headers, percent=10)
 
     assert started["cycle_id"] == cycle_id
-    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    assert (await read_cycle(runtime, cycle_id)).state == "canary"
     await client.post("/canary/abort", json={"reason": "bad answers"}, headers=admin_headers)
-    cycle = await _cycle(runtime, cycle_id)
+    cycle = await read_cycle(runtime, cycle_id)
     assert cycle.state == "rolled_back"
     assert cycle.error is not None and "bad answers" in cycle.error
-
-
-async def _learned(runtime: Runtime, cycle_id: str, **items: tuple[str, int]) -> dict[str, str]:
-    """Examples the cycle trained on as its new items, each (source, earlier rejections);
-    their ids by name."""
-    examples = {
-        name: TrainingExample(
-            source=source,
-            domain="law",
-            question=f"{name}?",
-            answer=name,
-            status=ItemStatus.ACCEPTED,
-            content_sha256=name,
-            rejections=rejections,
-        )
-        for name, (source, rejections) in items.items()
-    }
-    async with runtime.sessionmaker.begin() as session:
-        session.add_all(examples.values())
-        await session.flush()
-        session.add_all(
-            TrainingRunItem(
-                run_id=cycle_id,
-                example_id=e.id,
-                domain=e.domain,
-                role=ItemRole.NEW,
-                question=e.question,
-                answer=e.answer,
-            )
-            for e in examples.values()
-        )
-    return {name: e.id for name, e in examples.items()}
-
-
-async def _examples(runtime: Runtime, ids: dict[str, str]) -> dict[str, TrainingExample]:
-    async with runtime.sessionmaker() as session:
-        found = await session.execute(
-            select(TrainingExample).where(TrainingExample.id.in_(ids.values()))
-        )
-        by_id = {e.id: e for e in found.scalars()}
-    return {name: by_id[id_] for name, id_ in ids.items()}
-
-
-def _items_counted(runtime: Runtime) -> dict[str, float]:
-    return {
-        sample.labels["outcome"]: sample.value
-        for family in runtime.metrics.registry.collect()
-        if family.name == "twinloop_canary_items"
-        for sample in family.samples
-        if sample.name.endswith("_total")
-    }
 
 
 async def test_an_aborted_canary_hands_its_cycles_items_back(
@@ -495,9 +433,9 @@ async def test_an_aborted_canary_hands_its_cycles_items_back(
     """As a QA rejection would: user items back to pending with the canary's reason and one
     more rejection, quarantined at `max_rejections`; QA-made ones retired."""
     snapshot_id = await _stage(client, admin_headers, tmp_path)
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
     max_rejections = runtime.settings.trainer.max_rejections
-    ids = await _learned(
+    ids = await learned(
         runtime,
         cycle_id,
         fresh=("correction", 0),
@@ -511,14 +449,14 @@ async def test_an_aborted_canary_hands_its_cycles_items_back(
     reason = (
         f"cycle {cycle_id} rolled back by canary {started['id']}: aborted by admin: bad answers"
     )
-    examples = await _examples(runtime, ids)
+    examples = await read_examples(runtime, ids)
     fresh, refused, qa_made = examples["fresh"], examples["refused_before"], examples["qa_made"]
     assert (fresh.status, fresh.rejections, fresh.reject_reason) == ("pending", 1, reason)
     assert (refused.status, refused.rejections) == ("quarantined", max_rejections)
     assert refused.reject_reason is not None and refused.reject_reason.endswith(f"last: {reason}")
     assert (qa_made.status, qa_made.rejections) == ("retired", 0)
-    assert (await _cycle(runtime, cycle_id)).state == "rolled_back"
-    assert _items_counted(runtime) == {
+    assert (await read_cycle(runtime, cycle_id)).state == "rolled_back"
+    assert items_counted(runtime) == {
         "handed_back": 1.0, "quarantined.rejections": 1.0, "retired": 1.0}  # fmt: skip
 
 
@@ -530,8 +468,8 @@ async def test_an_abort_the_loop_decides_hands_back_with_its_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     snapshot_id = await _stage(client, admin_headers, tmp_path)
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
-    ids = await _learned(runtime, cycle_id, fresh=("correction", 0))
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
     started = await _start(client, admin_headers, percent=10)
     monkeypatch.setattr(
         canary_service, "decide", lambda *a, **k: Decision(Verdict.ABORT, "abort: worse", {})
@@ -539,7 +477,7 @@ async def test_an_abort_the_loop_decides_hands_back_with_its_reason(
 
     await runtime.canary.evaluate()
 
-    fresh = (await _examples(runtime, ids))["fresh"]
+    fresh = (await read_examples(runtime, ids))["fresh"]
     assert (fresh.status, fresh.rejections, fresh.reject_reason) == (
         "pending", 1, f"cycle {cycle_id} rolled back by canary {started['id']}: abort: worse",
     )  # fmt: skip
@@ -553,8 +491,8 @@ async def test_a_promoted_canary_hands_nothing_back_until_an_abort_rolls_it_back
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     snapshot_id = await _stage(client, admin_headers, tmp_path)
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
-    ids = await _learned(runtime, cycle_id, fresh=("correction", 0), qa_made=("qa-correction", 0))
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    ids = await learned(runtime, cycle_id, fresh=("correction", 0), qa_made=("qa-correction", 0))
     await _start(client, admin_headers, percent=10)
     monkeypatch.setattr(
         canary_service, "decide", lambda *a, **k: Decision(Verdict.PROMOTE, "promote: ok", {})
@@ -562,38 +500,38 @@ async def test_a_promoted_canary_hands_nothing_back_until_an_abort_rolls_it_back
 
     await runtime.canary.evaluate()
 
-    assert (await _cycle(runtime, cycle_id)).state == "promoted"
-    examples = await _examples(runtime, ids)
+    assert (await read_cycle(runtime, cycle_id)).state == "promoted"
+    examples = await read_examples(runtime, ids)
     assert {(e.status, e.rejections) for e in examples.values()} == {("accepted", 0)}
-    assert _items_counted(runtime) == {}
+    assert items_counted(runtime) == {}
 
     # Undone after the promotion: the cycle is rolled back, and its items go back then.
     await client.post("/canary/abort", json={"reason": "late"}, headers=admin_headers)
 
-    assert (await _cycle(runtime, cycle_id)).state == "rolled_back"
-    examples = await _examples(runtime, ids)
+    assert (await read_cycle(runtime, cycle_id)).state == "rolled_back"
+    examples = await read_examples(runtime, ids)
     assert (examples["fresh"].status, examples["qa_made"].status) == ("pending", "retired")
-    assert _items_counted(runtime) == {"handed_back": 1.0, "retired": 1.0}
+    assert items_counted(runtime) == {"handed_back": 1.0, "retired": 1.0}
 
 
 async def test_an_inconclusive_canary_leaves_its_cycles_items_to_an_admin(
     client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> None:
     snapshot_id = await _stage(client, admin_headers, tmp_path)
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
-    ids = await _learned(runtime, cycle_id, fresh=("correction", 0))
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
     await _start(client, admin_headers, percent=100, max_duration_s=0.001)
 
     decision = await runtime.canary.evaluate()
 
     assert decision is not None and decision.verdict is Verdict.INCONCLUSIVE
-    assert (await _cycle(runtime, cycle_id)).state == "inconclusive"
-    fresh = (await _examples(runtime, ids))["fresh"]
+    assert (await read_cycle(runtime, cycle_id)).state == "inconclusive"
+    fresh = (await read_examples(runtime, ids))["fresh"]
     assert (fresh.status, fresh.rejections) == ("accepted", 0)
     # Nothing runs to abort: the cycle and its items wait for an admin.
     refused = await client.post("/canary/abort", json={"reason": "no"}, headers=admin_headers)
     assert refused.status_code == 409
-    assert _items_counted(runtime) == {}
+    assert items_counted(runtime) == {}
 
 
 async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
@@ -609,12 +547,12 @@ async def test_with_auto_a_cycle_that_passed_qa_gets_its_canary_by_itself(
     )
     assert await auto.evaluate() is None  # no cycle waits: nothing starts
     assert auto.state is None
-    cycle_id = await _awaiting_cycle(runtime, snapshot_id)
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
 
     await auto.evaluate()
 
     assert auto.state is not None and auto.state.percent == 5.0
-    assert (await _cycle(runtime, cycle_id)).state == "canary"
+    assert (await read_cycle(runtime, cycle_id)).state == "canary"
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert (status["snapshot_id"], status["started_by"]) == (snapshot_id, "canary")
 

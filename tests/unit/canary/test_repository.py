@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.canary import repository
@@ -111,3 +113,79 @@ async def test_marking_a_cycle_says_where_it_was(session: AsyncSession) -> None:
     assert (before, again) == (CycleState.CANARY, CycleState.ROLLED_BACK)
     assert (cycle.state, cycle.error, cycle.finished_at is not None) == ("rolled_back", "r", True)
     assert await repository.mark_cycle(session, "nope", CycleState.ROLLED_BACK) is None
+
+
+async def _cycle_with_canaries(
+    session: AsyncSession, state: CycleState, *statuses: str
+) -> tuple[TrainingRun, list[Canary]]:
+    """A cycle in `state` with canaries of its snapshot that ended in `statuses`, in order."""
+    first = await _canary(session)
+    cycle = TrainingRun(state=state, trigger="cli", snapshot_id=first.snapshot_id)
+    session.add(cycle)
+    await session.flush()
+    canaries = [first]
+    for _ in statuses[1:]:
+        canaries.append(
+            Canary(
+                snapshot_id=first.snapshot_id,
+                baseline_snapshot_id=first.baseline_snapshot_id,
+                percent=10.0,
+                min_requests=200,
+                max_duration_s=3600.0,
+                salt="salt",
+                status="running",
+                started_by="admin",
+            )
+        )
+    for minute, (canary, status) in enumerate(zip(canaries, statuses, strict=True)):
+        canary.cycle_id, canary.status = cycle.id, status
+        canary.started_at = datetime(2025, 1, 1, 0, minute, tzinfo=UTC)
+    await repository.add(session, *canaries)
+    return cycle, canaries
+
+
+async def test_a_new_canary_continues_a_cycle_awaiting_it_or_left_inconclusive(
+    session: AsyncSession,
+) -> None:
+    awaiting, [first] = await _cycle_with_canaries(session, CycleState.AWAITING_CANARY, "aborted")
+    snapshot = first.snapshot_id
+    assert await repository.cycle_awaiting(session, snapshot) == awaiting.id
+
+    awaiting.state = CycleState.INCONCLUSIVE
+    first.status = "inconclusive"
+    await session.flush()
+    # The automatic start leaves an inconclusive cycle to an admin; an admin's canary takes it.
+    assert await repository.cycle_awaiting(session, snapshot) is None
+    assert await repository.cycle_awaiting(session, snapshot, inconclusive=True) == awaiting.id
+    assert await repository.cycle_awaiting(session, "other", inconclusive=True) is None
+
+
+async def test_only_a_cycle_whose_latest_canary_ended_inconclusive_is_continued(
+    session: AsyncSession,
+) -> None:
+    _, canaries = await _cycle_with_canaries(
+        session, CycleState.INCONCLUSIVE, "inconclusive", "aborted"
+    )
+    snapshot = canaries[0].snapshot_id
+
+    assert await repository.cycle_awaiting(session, snapshot, inconclusive=True) is None
+    assert await repository.unsettled(session) == []
+
+
+async def test_unsettled_are_the_latest_inconclusive_canaries_of_inconclusive_cycles(
+    session: AsyncSession,
+) -> None:
+    cycle, canaries = await _cycle_with_canaries(
+        session, CycleState.INCONCLUSIVE, "inconclusive", "inconclusive"
+    )
+
+    assert await repository.unsettled(session) == [canaries[1]]
+
+    assert await repository.settle_cycle(session, cycle.id, CycleState.PROMOTED, reason="swap")
+    await session.refresh(cycle)
+    assert (cycle.state, cycle.error, cycle.finished_at is not None) == ("promoted", "swap", True)
+    # Once: a cycle no longer inconclusive is not settled again (by this gateway or another).
+    again = await repository.settle_cycle(session, cycle.id, CycleState.ROLLED_BACK, reason="r")
+    await session.refresh(cycle)
+    assert (again, cycle.state, cycle.error) == (False, "promoted", "swap")
+    assert await repository.unsettled(session) == []

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.pipeline import clean
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingExample, TrainingRunItem
 from twinloop.states import CycleState, ItemRole, ItemStatus
 from twinloop.training import repository
-from twinloop.training.cleaning.examples import CandidateExample
-from twinloop.training.cleaning.pipeline import clean
 from twinloop.training.protocols import ProgressCallback
 from twinloop.training.steps.context import CycleContext, Ending
 

@@ -6,10 +6,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 
-from twinloop.training.cleaning.caps import apply_cap
-from twinloop.training.cleaning.config import CleaningConfig
-from twinloop.training.cleaning.dedup import bigram_repetition_ratio, drop_near_duplicates
-from twinloop.training.cleaning.examples import (
+from twinloop.cleaning.caps import apply_cap
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.dedup import bigram_repetition_ratio, drop_near_duplicates
+from twinloop.cleaning.examples import (
     CATEGORY_CAP,
     EMPTY,
     INJECTION,
@@ -22,8 +22,8 @@ from twinloop.training.cleaning.examples import (
     CleaningResult,
     Quarantined,
 )
-from twinloop.training.cleaning.injection import find_injection
-from twinloop.training.cleaning.redaction import PII_KINDS, redact_pii
+from twinloop.cleaning.injection import find_injection
+from twinloop.cleaning.redaction import PII_KINDS, redact_pii
 
 
 def _screen(ex: CandidateExample, config: CleaningConfig) -> tuple[str, str] | None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from twinloop.training.cleaning.caps import cap_limit
-from twinloop.training.cleaning.config import CleaningConfig
-from twinloop.training.cleaning.dedup import bigram_repetition_ratio
-from twinloop.training.cleaning.examples import CandidateExample, CleaningResult
-from twinloop.training.cleaning.injection import find_injection
-from twinloop.training.cleaning.pipeline import clean
-from twinloop.training.cleaning.redaction import redact_pii
+from twinloop.cleaning.caps import cap_limit
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.dedup import bigram_repetition_ratio
+from twinloop.cleaning.examples import CandidateExample, CleaningResult
+from twinloop.cleaning.injection import find_injection
+from twinloop.cleaning.pipeline import clean
+from twinloop.cleaning.redaction import redact_pii
 
 NORMAL_ANSWER = "Run git diff with the -w flag; it compares lines while ignoring all whitespace."
 

@@ -26,6 +26,9 @@ class CandidateExample:
     answer: str
     source: str  # "example", "correction", or the client / user id that sent it
     category: str  # the domain, a feedback kind, a topic: whatever the caller balances on
+    # Other texts the example carries (held-out paraphrases, then accept strings): redacted and
+    # screened for injection like the question; no length, repetition or duplicate rule.
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

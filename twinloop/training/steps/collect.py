@@ -42,6 +42,9 @@ async def collect_and_clean(
             items.append(
                 _item(run.id, q.example, ItemRole.QUARANTINED, rule=q.rule, reason=q.reason)
             )
+        if not ctx.cleaning.keep_raw_pii:
+            for cleaned in [*result.accepted, *(q.example for q in result.quarantined)]:
+                _store_redacted(rows[cleaned.id], cleaned)
         await repository.add(session, *items)
         domains = sorted({kept.domain for kept in result.accepted})
         run.domains = domains
@@ -63,6 +66,7 @@ def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExampl
     """A pending example as cleaning sees it, with who sent it (the source the caps balance)."""
     # Feedback is balanced per user; examples sent as such count as one source.
     source = "ingest-examples" if example.feedback_id is None else f"user:{user_id or '-'}"
+    heldout = example.heldout or {}
     return CandidateExample(
         id=example.id,
         domain=example.domain,
@@ -70,7 +74,23 @@ def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExampl
         answer=example.answer,
         source=source,
         category=f"{example.domain}/{example.source}",
+        extra=(*map(str, heldout.get("paraphrases", ())), *map(str, heldout.get("accept", ()))),
     )
+
+
+def _store_redacted(row: TrainingExample, cleaned: CandidateExample) -> None:
+    """Raw PII is not kept once redacted: the row holds the text as cleaned. Rows /ingest
+    screened are stored redacted already; this catches rows stored before it did."""
+    row.question, row.answer = cleaned.question, cleaned.answer
+    if row.heldout:
+        paraphrases = len(row.heldout.get("paraphrases", ()))
+        heldout = {
+            **row.heldout,
+            "paraphrases": list(cleaned.extra[:paraphrases]),
+            "accept": list(cleaned.extra[paraphrases:]),
+        }
+        if heldout != row.heldout:
+            row.heldout = heldout
 
 
 def _item(

@@ -28,6 +28,7 @@ from, zero-width characters inside it included, and nothing else is touched. Wha
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -120,23 +121,38 @@ def _iban_ok(written: str) -> bool:
     return 15 <= len(compact) <= 34 and std_iban.is_valid(compact)
 
 
-def _card_ok(written: str) -> bool:
-    """13-19 digits that pass Luhn, written as one run or as groups of at least three digits
-    with one separator throughout (so two IP addresses or a list of dates are not a card)."""
-    digits = _compact(written)
-    if not 13 <= len(digits) <= 19 or not std_luhn.is_valid(digits):
-        return False
-    groups = re.findall(r"\d+", written)
-    separators = set(re.findall(r"\D+", written))
-    return len(groups) == 1 or (len(separators) == 1 and min(map(len, groups)) >= 3)
-
-
 def _ibans(view: str) -> list[Span]:
     return _checked(view, _IBAN, _iban_ok, prefix_only=True)
 
 
 def _cards(view: str) -> list[Span]:
-    return _checked(view, _CARD, _card_ok, prefix_only=False)
+    """13-19 digits that pass Luhn, written as one run or as groups of at least three digits
+    with one separator throughout (so two IP addresses or a list of dates are not a card); the
+    longest such run of whole groups in each match wins."""
+    spans = []
+    for m in _CARD.finditer(view):
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", m.group(0))]
+        seps = [m.group(0)[a[1] : b[0]] for a, b in itertools.pairwise(groups)]
+        best: Span | None = None
+        for i in range(len(groups)):
+            digits = ""
+            for j in range(i, len(groups)):
+                if j > i and (seps[j - 1] != seps[i] or min(_len(groups[i]), _len(groups[j])) < 3):
+                    break  # one separator throughout, no short group inside a grouped number
+                digits += m.group(0)[groups[j][0] : groups[j][1]]
+                if len(digits) > 19:
+                    break
+                span = (groups[i][0], groups[j][1])
+                longer = best is None or _len(span) > _len(best)
+                if len(digits) >= 13 and longer and std_luhn.is_valid(digits):
+                    best = span
+        if best is not None:
+            spans.append((m.start() + best[0], m.start() + best[1]))
+    return spans
+
+
+def _len(span: Span) -> int:
+    return span[1] - span[0]
 
 
 # --- SSN -----------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ DUPLICATE = "duplicate"
 SOURCE_CAP = "source_cap"
 CATEGORY_CAP = "category_cap"
 RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION, DUPLICATE, SOURCE_CAP, CATEGORY_CAP)
+# The rules `pipeline.screen` applies, one item at a time: what they stop must not be taught or
+# served. The others compare items with each other and say nothing against the item itself.
+SCREEN_RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from twinloop.errors import InvalidRequestError, TwinloopError
 from twinloop.ingest import learning, repository
 from twinloop.ingest.schemas import (
     MAX_ID_CHARS,
+    MAX_ITEMS,
     DocumentItem,
     ExampleItem,
     FeedbackItem,
@@ -306,6 +307,26 @@ class IngestService:
             IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
         )
         return response.shadow_snapshot_id
+
+    async def remove_correction_facts(
+        self, feedback_ids: Sequence[str], *, actor: str
+    ) -> str | None:
+        """Remove the fact documents of these corrections (by feedback id), when live: a cycle
+        quarantined what they teach. Staged to Shadow; the last snapshot's id, if any."""
+        snapshot_id = None
+        ids = list(dict.fromkeys(feedback_ids))
+        for start in range(0, len(ids), MAX_ITEMS):
+            batch = ids[start : start + MAX_ITEMS]
+            items: list[IngestItem] = [
+                DocumentItem(type="document", id=fact_document_id(fid), deleted=True)
+                for fid in batch
+            ]
+            body = json.dumps({"remove_correction_facts": batch}).encode()
+            response = await self.ingest(
+                IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
+            )
+            snapshot_id = response.shadow_snapshot_id or snapshot_id
+        return snapshot_id
 
     async def _remove(self, live: Document, version: int) -> None:
         await self._index.remove_document(

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import time
 
-from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.examples import SCREEN_RULES, CandidateExample
 from twinloop.cleaning.pipeline import clean
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingExample, TrainingRunItem
 from twinloop.states import CycleState, ItemRole, ItemStatus
 from twinloop.training import repository
 from twinloop.training.protocols import ProgressCallback
-from twinloop.training.steps.context import CycleContext, Ending
+from twinloop.training.steps.context import ACTOR, CycleContext, Ending
 
 
 async def collect_and_clean(
@@ -55,11 +55,23 @@ async def collect_and_clean(
         if not domains:
             run.finished_at = run.updated_at
             run.error = "nothing new to learn" if pending else "no pending items"
+    await _withdraw_facts(ctx, [q.example.id for q in result.quarantined if q.rule in SCREEN_RULES])
     _count_cleaning(ctx, result.counts)
     ctx.metrics.step_seconds.labels("clean").observe(time.perf_counter() - started)
     if not domains:
         ctx.metrics.cycles.labels(CycleState.SKIPPED).inc()
     return None
+
+
+async def _withdraw_facts(ctx: CycleContext, example_ids: list[str]) -> None:
+    """A correction the screen stops here (stored before /ingest screened it) was a fact
+    document since it came in: take it out of RAG."""
+    if not example_ids or ctx.facts is None:
+        return
+    async with ctx.sessionmaker.begin() as session:
+        feedback_ids = await repository.feedback_ids_of(session, example_ids)
+    if feedback_ids:
+        await ctx.facts.remove_correction_facts(feedback_ids, actor=ACTOR)
 
 
 def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExample:

@@ -75,6 +75,22 @@ class Metrics:
             ["type", "status"],
             registry=r,
         )
+        # The same families as the trainer's (twinloop.training.metrics): the screen at /ingest
+        # is the cleaning step's first half, and a dashboard sums both processes.
+        self.screened_items = Counter(
+            "twinloop_training_items",
+            "Learning items by outcome. From the gateway: items the screen at /ingest "
+            "quarantined (quarantined.<rule>); a training cycle never sees them.",
+            ["outcome"],
+            registry=r,
+        )
+        self.redactions = Counter(
+            "twinloop_training_redactions",
+            "PII redacted from learning items, by kind. From the gateway: at /ingest, before "
+            "the item is stored.",
+            ["kind"],
+            registry=r,
+        )
         self.retrieval_errors = Counter(
             "twinloop_retrieval_errors",
             "Retrievals that failed; the answer was given without context.",

@@ -261,6 +261,16 @@ class TrainerSettings(BaseModel):
     )
 
 
+class CleaningSettings(BaseModel):
+    """The screen every path that can teach the model or reach users passes (twinloop.cleaning)."""
+
+    keep_raw_pii: bool = Field(
+        default=False,
+        description="Keep training examples, corrections and comments in the database as sent. "
+        "Off: only their redacted text is stored. Training and RAG get redacted text either way.",
+    )
+
+
 class QaSettings(BaseModel):
     """The QA dry run on Shadow and the promotion gate (DESIGN.md, learning loop steps 7-8)."""
 
@@ -496,6 +506,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rag: RagSettings = Field(default_factory=RagSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
+    cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
     qa: QaSettings = Field(default_factory=QaSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
 

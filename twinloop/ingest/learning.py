@@ -1,7 +1,8 @@
-"""Feedback and examples from /ingest: stored as they came, turned into training examples.
+"""Feedback and examples from /ingest: screened, stored, turned into training examples.
 
-Nothing here trains: examples wait as `pending` until a training cycle cleans
-them (quarantine with a reason, or accept). A thumbs-down with a correction
+Nothing here trains: examples pass the screen at the door (`screening.py`: stored redacted,
+quarantined at once when a rule stops them) and wait as `pending` until a training cycle
+cleans them (quarantine with a reason, or accept). A thumbs-down with a correction
 becomes a preference pair: chosen = the correction, rejected = the served answer.
 A thumbs-up makes the served answer an example. Deleting an item marks it and
 what it became as deleted, so no later training set uses it, and taints every adapter that
@@ -20,6 +21,7 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.ingest import repository
 from twinloop.ingest.schemas import ExampleItem, FeedbackItem, ItemResult
+from twinloop.ingest.screening import IngestScreen
 from twinloop.registry import repository as registry
 from twinloop.states import ItemStatus
 
@@ -52,7 +54,9 @@ def _result(item: FeedbackItem | ExampleItem, status: str, **extra: object) -> I
     return ItemResult.model_validate({"id": item.id, "type": item.type, "status": status, **extra})
 
 
-async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResult:
+async def apply_feedback(
+    session: AsyncSession, item: FeedbackItem, screen: IngestScreen
+) -> ItemResult:
     feedback = await repository.feedback_by_external_id(session, item.id)
     if item.deleted:
         if feedback is None or feedback.deleted_at is not None:
@@ -84,17 +88,32 @@ async def apply_feedback(session: AsyncSession, item: FeedbackItem) -> ItemResul
         feedback = Feedback(external_id=item.id, answer_id=answer.id, rating=item.rating,
                             content_sha256=sha)  # fmt: skip
     feedback.answer_id, feedback.rating = answer.id, item.rating
-    feedback.correction, feedback.comment = item.correction, item.comment
+    feedback.correction, feedback.comment = item.correction, await screen.stored(item.comment)
     feedback.content_sha256, feedback.deleted_at = sha, None
     await repository.add(session, feedback)
     # The feedback's content changed: what it taught before is withdrawn (kept for lineage).
     for old in await repository.live_examples_of(session, feedback.id):
         old.deleted_at = utcnow()
     taught = _example_from(feedback, answer, item)
-    if taught is not None:
-        await repository.add(session, taught)
-    return _result(
-        item, status, domain=answer.domain, training_example_id=taught.id if taught else None
+    if taught is None:
+        feedback.correction = await screen.stored(feedback.correction)
+        return _result(item, status, domain=answer.domain)
+    screened = await screen.example(taught)
+    if taught.source == "correction" and not screen.config.keep_raw_pii:
+        feedback.correction = taught.answer  # the correction, as redacted
+    taught.rejected_answer = await screen.stored(taught.rejected_answer)
+    await repository.add(session, taught)
+    if screened.rule is not None:
+        status, extra = "quarantined", {"detail": _quarantined(screened.rule)}
+    else:
+        extra = {}
+    return _result(item, status, domain=answer.domain, training_example_id=taught.id, **extra)
+
+
+def _quarantined(rule: str) -> str:
+    return (
+        f"stored but quarantined by the screen ({rule}): it will not be trained on or become "
+        "a fact document"
     )
 
 
@@ -129,7 +148,7 @@ def _example_from(feedback: Feedback, answer: Answer, item: FeedbackItem) -> Tra
 
 
 async def apply_example(
-    session: AsyncSession, item: ExampleItem, domains: Sequence[str]
+    session: AsyncSession, item: ExampleItem, domains: Sequence[str], screen: IngestScreen
 ) -> ItemResult:
     example = await repository.example_by_external_id(session, item.id)
     if item.deleted:
@@ -163,12 +182,27 @@ async def apply_example(
     example.content_sha256, example.deleted_at = sha, None
     example.status, example.reject_reason = ItemStatus.PENDING, None
     example.heldout = _heldout(item)
+    screened = await screen.example(example)
     await repository.add(session, example)
+    if screened.rule is not None:
+        return _result(
+            item,
+            "quarantined",
+            domain=item.domain,
+            training_example_id=example.id,
+            detail=_quarantined(screened.rule),
+        )
     return _result(item, status, domain=item.domain, training_example_id=example.id)
 
 
-async def correction_fact(session: AsyncSession, feedback_external_id: str) -> Fact | None:
-    """The fact a live correction teaches, as a short document for its domain's RAG."""
+async def correction_fact(
+    session: AsyncSession, feedback_external_id: str, screen: IngestScreen
+) -> Fact | None:
+    """The fact a live correction teaches, as a short document for its domain's RAG.
+
+    None when there is no live correction, or the screen quarantined what it teaches; the
+    text is the redacted question and correction, however they are stored.
+    """
     row = await repository.live_correction(session, feedback_external_id)
     if row is None:
         return None
@@ -176,7 +210,13 @@ async def correction_fact(session: AsyncSession, feedback_external_id: str) -> F
     correction = (feedback.correction or "").strip()
     if not correction:
         return None
-    return Fact(domain=answer.domain, text=fact_text(answer.question, correction))
+    taught = await repository.live_examples_of(session, feedback.id)
+    if any(example.status == ItemStatus.QUARANTINED for example in taught):
+        return None
+    screened = await screen.fact(answer.question, correction)
+    if screened is None:
+        return None
+    return Fact(domain=answer.domain, text=fact_text(*screened))
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,12 @@ class IngestRequest(BaseModel):
 class ItemResult(BaseModel):
     id: str
     type: str
-    status: Literal["added", "updated", "unchanged", "deleted", "not_found", "rejected"]
+    status: Literal[
+        "added", "updated", "unchanged", "deleted", "not_found", "rejected", "quarantined"
+    ] = Field(
+        description="`quarantined`: stored (so it can be deleted by id), but the screen stopped "
+        "it: it is not trained on and is no fact document; `detail` names the rule."
+    )
     training_example_id: str | None = Field(
         default=None, description="The training example a feedback item or example became."
     )

@@ -17,12 +17,14 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.models import Document, IdempotencyKey
 from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, TwinloopError
 from twinloop.ingest import learning, repository
 from twinloop.ingest.schemas import (
     MAX_ID_CHARS,
+    MAX_ITEMS,
     DocumentItem,
     ExampleItem,
     FeedbackItem,
@@ -31,6 +33,7 @@ from twinloop.ingest.schemas import (
     IngestResponse,
     ItemResult,
 )
+from twinloop.ingest.screening import IngestScreen
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
@@ -82,8 +85,10 @@ class IngestService:
         chunk_chars: int,
         chunk_overlap: int,
         max_text_chars: int,
+        cleaning: CleaningConfig | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
+        self._cleaning = cleaning or CleaningConfig()
         self._index = index
         self._releases = releases
         self._metrics = metrics
@@ -113,6 +118,7 @@ class IngestService:
             chunk_chars=settings.rag.chunk_chars,
             chunk_overlap=settings.rag.chunk_overlap,
             max_text_chars=settings.rag.max_document_chars,
+            cleaning=CleaningConfig.from_settings(settings),
         )
 
     async def ingest(
@@ -135,8 +141,9 @@ class IngestService:
                 replay = await self._replay(idempotency_key, body_sha256)
                 if replay is not None:
                     return replay
+            screen = IngestScreen(self._cleaning)
             async with self._sessionmaker.begin() as session:
-                results, versions = await self._apply(session, request.items)
+                results, versions = await self._apply(session, request.items, screen)
                 snapshot_id = None
                 if versions:
                     snapshot_id = await self._shadow_snapshot(session, versions, actor)
@@ -154,6 +161,10 @@ class IngestService:
                     )
             for result in results:
                 self._metrics.ingested_items.labels(result.type, result.status).inc()
+            for rule, n in screen.quarantined.items():
+                self._metrics.screened_items.labels(f"quarantined.{rule}").inc(n)
+            for kind, n in screen.redactions.items():
+                self._metrics.redactions.labels(kind).inc(n)
             if snapshot_id is not None:
                 await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
             return response
@@ -170,7 +181,7 @@ class IngestService:
         return IngestResponse.model_validate(stored.response)
 
     async def _apply(
-        self, session: AsyncSession, items: Sequence[IngestItem]
+        self, session: AsyncSession, items: Sequence[IngestItem], screen: IngestScreen
     ) -> tuple[list[ItemResult], dict[str, int]]:
         versions: dict[str, int] = {}
 
@@ -182,11 +193,11 @@ class IngestService:
         results: list[ItemResult] = []
         for item in items:
             if isinstance(item, FeedbackItem):
-                result = await learning.apply_feedback(session, item)
-                await self._correction_document(session, item, result, version_for)
+                result = await learning.apply_feedback(session, item, screen)
+                await self._correction_document(session, item, result, version_for, screen)
                 results.append(result)
             elif isinstance(item, ExampleItem):
-                results.append(await learning.apply_example(session, item, self._domains))
+                results.append(await learning.apply_example(session, item, self._domains, screen))
             else:
                 results.append(await self._apply_document(session, item, version_for))
         return results, versions
@@ -250,17 +261,19 @@ class IngestService:
         item: FeedbackItem,
         result: ItemResult,
         version_for: _VersionFor,
+        screen: IngestScreen,
     ) -> None:
         """Facts first in RAG: a correction is a fact document of its domain at once.
 
         Shadow (whose snapshot pins the new RAG version) answers it right within seconds,
         while the adapter learns it in the next training round. A withdrawn or changed
-        correction takes its document with it.
+        correction takes its document with it, and so does one the screen quarantines; the
+        document is the redacted text.
         """
-        if result.status not in ("added", "updated", "deleted"):
+        if result.status not in ("added", "updated", "deleted", "quarantined"):
             return
         doc_id = fact_document_id(item.id)
-        fact = await learning.correction_fact(session, item.id)
+        fact = await learning.correction_fact(session, item.id, screen)
         if fact is None:
             if await repository.live_document(session, doc_id) is not None:
                 document = DocumentItem(type="document", id=doc_id, deleted=True)
@@ -276,7 +289,11 @@ class IngestService:
         await self._apply_document(session, document, version_for)
 
     async def add_facts(self, facts: Sequence[tuple[str, str, str]], *, actor: str) -> str | None:
-        """Fact documents `(id, domain, text)` (QA corrections) in one batch; staged to Shadow."""
+        """Fact documents `(id, domain, text)` (QA corrections) in one batch; staged to Shadow.
+
+        The texts must have passed the screen already (the trainer screens QA corrections
+        before it trains on them or sends them here).
+        """
         items: list[IngestItem] = [
             DocumentItem(
                 type="document", id=fact_document_id(doc_id), domain=domain, text=text, source=actor
@@ -290,6 +307,26 @@ class IngestService:
             IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
         )
         return response.shadow_snapshot_id
+
+    async def remove_correction_facts(
+        self, feedback_ids: Sequence[str], *, actor: str
+    ) -> str | None:
+        """Remove the fact documents of these corrections (by feedback id), when live: a cycle
+        quarantined what they teach. Staged to Shadow; the last snapshot's id, if any."""
+        snapshot_id = None
+        ids = list(dict.fromkeys(feedback_ids))
+        for start in range(0, len(ids), MAX_ITEMS):
+            batch = ids[start : start + MAX_ITEMS]
+            items: list[IngestItem] = [
+                DocumentItem(type="document", id=fact_document_id(fid), deleted=True)
+                for fid in batch
+            ]
+            body = json.dumps({"remove_correction_facts": batch}).encode()
+            response = await self.ingest(
+                IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
+            )
+            snapshot_id = response.shadow_snapshot_id or snapshot_id
+        return snapshot_id
 
     async def _remove(self, live: Document, version: int) -> None:
         await self._index.remove_document(

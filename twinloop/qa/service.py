@@ -13,6 +13,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.models import Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
@@ -28,7 +29,14 @@ from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.report import build_report, item_records, observe, report_of, run_record
 from twinloop.qa.repository import BASELINE, CANDIDATE
 from twinloop.qa.schemas import Agreement, QaReport, QaSummary
-from twinloop.qa.suites import QaCase, Suite, build_suite, load_shipped, taught_cases
+from twinloop.qa.suites import (
+    QaCase,
+    Suite,
+    build_suite,
+    load_shipped,
+    screened_facts,
+    taught_cases,
+)
 from twinloop.releases import repository as releases_repository
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
@@ -55,8 +63,10 @@ class QaService:
         min_score: float,
         metrics: QaMetrics,
         llm_judge: LlmJudge | None = None,
+        cleaning: CleaningConfig | None = None,
     ) -> None:
         self._releases = releases
+        self._cleaning = cleaning or CleaningConfig()
         self._sessionmaker = sessionmaker
         self._judge = judge
         self._settings = settings
@@ -96,8 +106,9 @@ class QaService:
     async def load_suite(self) -> Suite:
         shipped = await self._shipped()
         async with self._sessionmaker.begin() as session:
-            taught = taught_cases(await repository.taught_facts(session))
+            facts = await repository.taught_facts(session)
             promoted = await repository.promoted_cases(session)
+        taught = taught_cases(await asyncio.to_thread(screened_facts, facts, self._cleaning))
         suite = build_suite(shipped, taught, promoted)
         # Cached baselines are reused only when judged the same way as the candidate.
         return Suite(version=f"{suite.version}.{self._judge_key}", cases=suite.cases)

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.engines.judge import open_judge
@@ -47,4 +48,5 @@ async def open_qa(
             min_score=settings.rag.min_score,
             metrics=metrics,
             llm_judge=llm_judge,
+            cleaning=CleaningConfig.from_settings(settings),
         )

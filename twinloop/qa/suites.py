@@ -9,7 +9,8 @@ Shipped suites live in `data/<category>.jsonl`, one case a line:
 they name a domain. Two categories are built at run time:
 
 * `feedback` — facts taught through `/ingest` that came with held-out paraphrases: the
-  phrasing that was trained is the training split, the paraphrases the held-out split.
+  phrasing that was trained is the training split, the paraphrases the held-out split. Only
+  what passes the screen (`screened_facts`) becomes a case, and as redacted.
 * `forgetting` — never skipped: the frozen general holdout (the held-out split of
   `general`) plus the held-out taught cases that earlier promoted snapshots passed.
 
@@ -23,9 +24,12 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.pipeline import screen
 from twinloop.errors import TwinloopError
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -141,6 +145,41 @@ class TaughtFact:
     answer: str
     paraphrases: tuple[str, ...]
     accept: tuple[str, ...] = ()
+
+
+def screened_facts(facts: Iterable[TaughtFact], config: CleaningConfig) -> list[TaughtFact]:
+    """`facts` as the screen leaves them: redacted (question, answer, paraphrases, accept
+    strings), and those it stops left out.
+
+    Taught facts are stored screened since /ingest screens at the door; this also covers rows
+    stored before that, and rows kept raw (`cleaning.keep_raw_pii`), so no case sends the
+    engine raw PII or an injection.
+    """
+    out = []
+    for fact in facts:
+        candidate = CandidateExample(
+            id=fact.example_id,
+            domain=fact.domain,
+            question=fact.question,
+            answer=fact.answer,
+            source="feedback",
+            category="feedback",
+            extra=(*fact.paraphrases, *fact.accept),
+        )
+        screened = screen(candidate, config)
+        if screened.rule is not None:
+            continue
+        ex, n = screened.example, len(fact.paraphrases)
+        out.append(
+            replace(
+                fact,
+                question=ex.question,
+                answer=ex.answer,
+                paraphrases=ex.extra[:n],
+                accept=ex.extra[n:],
+            )
+        )
+    return out
 
 
 def taught_cases(facts: Iterable[TaughtFact]) -> list[QaCase]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import httpx
 import structlog
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.metrics import Metrics
 from twinloop.runtime import Knowledge, open_services
 from twinloop.settings import Settings
@@ -76,6 +77,7 @@ async def open_trainer(
             work_dir=settings.training_dir / "runs",
             domain_replay_ratio=settings.trainer.domain_replay_ratio,
             max_attempts=settings.trainer.max_attempts,
+            cleaning=CleaningConfig.from_settings(settings),
             qa=services.qa,
             facts=services.ingest,
             max_rounds=settings.qa.max_rounds,

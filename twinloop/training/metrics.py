@@ -33,13 +33,15 @@ class TrainerMetrics:
         self.items = Counter(
             "twinloop_training_items",
             "Candidate items a cycle cleaned, by outcome (accepted or quarantined.<rule>), and "
-            "what a rejected cycle did with them (handed_back, quarantined.rejections, retired).",
+            "what a rejected cycle did with them (handed_back, quarantined.rejections, retired). "
+            "The gateway exports the same family for what its screen at /ingest quarantined.",
             ["outcome"],
             registry=r,
         )
         self.redactions = Counter(
             "twinloop_training_redactions",
-            "PII redacted from training items, by kind.",
+            "PII redacted from training items, by kind (the gateway counts what it redacts at "
+            "/ingest; a cycle, what reached it unredacted).",
             ["kind"],
             registry=r,
         )

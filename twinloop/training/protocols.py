@@ -73,3 +73,7 @@ class FactSink(Protocol):
     async def add_facts(
         self, facts: Sequence[tuple[str, str, str]], *, actor: str
     ) -> str | None: ...
+
+    async def remove_correction_facts(
+        self, feedback_ids: Sequence[str], *, actor: str
+    ) -> str | None: ...

@@ -150,6 +150,19 @@ async def pending_examples(
     return [(example, user_id) for example, user_id in rows.all()]
 
 
+async def feedback_ids_of(session: AsyncSession, example_ids: Sequence[str]) -> list[str]:
+    """The external ids of the feedback these examples came from (examples sent as such have
+    none)."""
+    if not example_ids:
+        return []
+    rows = await session.execute(
+        select(Feedback.external_id)
+        .join(TrainingExample, TrainingExample.feedback_id == Feedback.id)
+        .where(TrainingExample.id.in_(example_ids))
+    )
+    return list(rows.scalars())
+
+
 async def deleted_among(session: AsyncSession, example_ids: list[str]) -> set[str]:
     if not example_ids:
         return set()

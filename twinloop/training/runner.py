@@ -25,13 +25,13 @@ from pathlib import Path
 
 import structlog
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
 from twinloop.errors import TwinloopError
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.states import FINISHED, CycleState
 from twinloop.training import repository
-from twinloop.training.cleaning.config import CleaningConfig
 from twinloop.training.cycles import TrainingCycles, this_trainer
 from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.protocols import AdapterTrainer, FactSink, ProgressCallback, QaGate

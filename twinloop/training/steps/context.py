@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.states import CycleState
-from twinloop.training.cleaning.config import CleaningConfig
 from twinloop.training.metrics import TrainerMetrics
 from twinloop.training.protocols import AdapterTrainer, FactSink, ProgressCallback, QaGate
 

@@ -3,14 +3,18 @@ turns the failures into corrections and trains again (or, facts alone, gates aga
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.pipeline import screen
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingExample, TrainingRun
 from twinloop.errors import TwinloopError
@@ -85,7 +89,13 @@ async def _outcome(
     if previous is not None and (report.overall or 0.0) <= previous:
         why = f"round {number} gained nothing (overall {report.overall} after {previous}): "
         return _Outcome(CycleState.REJECTED, why + reasons)
-    made = await ctx.qa.corrections(report.id, phrasings=ctx.phrasings)
+    made, stopped = await asyncio.to_thread(
+        screen_corrections, await ctx.qa.corrections(report.id, phrasings=ctx.phrasings),
+        ctx.cleaning,
+    )  # fmt: skip
+    for outcome, n in stopped.items():
+        counter = ctx.metrics.redactions if outcome.startswith("redacted.") else ctx.metrics.items
+        counter.labels(outcome.removeprefix("redacted.")).inc(n)
     corrections, facts = route_corrections(made, view.domains)
     if facts and ctx.facts is not None:
         await ctx.facts.add_facts(
@@ -98,6 +108,7 @@ async def _outcome(
         "trained": len(corrections),
         "facts": len(facts),
         "dropped": sum(c not in corrections and c not in facts for c in made),
+        "quarantined": sum(n for k, n in stopped.items() if k.startswith("quarantined.")),
     }
     if corrections:
         return _Outcome(CycleState.TRAINING, corrections=corrections, facts=facts)
@@ -105,6 +116,33 @@ async def _outcome(
         return _Outcome(CycleState.QA, facts=facts)
     why = "QA gate failed and no training-split case failed to learn from: " + reasons
     return _Outcome(CycleState.REJECTED, why)
+
+
+def screen_corrections(
+    corrections: Sequence[Correction], config: CleaningConfig
+) -> tuple[list[Correction], Counter[str]]:
+    """QA-made corrections through the screen every learning item passes, before they are
+    trained on or become fact documents: redacted, and those a rule stops left out.
+
+    Also counted: `quarantined.<rule>` and `redacted.<kind>`. Only the per-item rules apply;
+    reinforcement phrasings are near-duplicates of each other on purpose.
+    """
+    kept: list[Correction] = []
+    counts: Counter[str] = Counter()
+    for c in corrections:
+        candidate = CandidateExample(
+            id=c.case_key, domain=c.domain, question=c.question, answer=c.answer,
+            source=c.kind, category=c.kind,
+        )  # fmt: skip
+        screened = screen(candidate, config)
+        counts.update({f"redacted.{kind}": n for kind, n in screened.redactions.items()})
+        if screened.rule is not None:
+            counts[f"quarantined.{screened.rule}"] += 1
+        else:
+            kept.append(
+                replace(c, question=screened.example.question, answer=screened.example.answer)
+            )
+    return kept, counts
 
 
 def route_corrections(

@@ -14,6 +14,9 @@ DUPLICATE = "duplicate"
 SOURCE_CAP = "source_cap"
 CATEGORY_CAP = "category_cap"
 RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION, DUPLICATE, SOURCE_CAP, CATEGORY_CAP)
+# The rules `pipeline.screen` applies, one item at a time: what they stop must not be taught or
+# served. The others compare items with each other and say nothing against the item itself.
+SCREEN_RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,9 @@ class CandidateExample:
     answer: str
     source: str  # "example", "correction", or the client / user id that sent it
     category: str  # the domain, a feedback kind, a topic: whatever the caller balances on
+    # Other texts the example carries (held-out paraphrases, then accept strings): redacted and
+    # screened for injection like the question; no length, repetition or duplicate rule.
+    extra: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from twinloop.training.cleaning.caps import apply_cap
-from twinloop.training.cleaning.config import CleaningConfig
-from twinloop.training.cleaning.dedup import bigram_repetition_ratio, drop_near_duplicates
-from twinloop.training.cleaning.examples import (
+from twinloop.cleaning.caps import apply_cap
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.dedup import bigram_repetition_ratio, drop_near_duplicates
+from twinloop.cleaning.examples import (
     CATEGORY_CAP,
     EMPTY,
     INJECTION,
@@ -22,15 +22,17 @@ from twinloop.training.cleaning.examples import (
     CleaningResult,
     Quarantined,
 )
-from twinloop.training.cleaning.injection import find_injection
-from twinloop.training.cleaning.redaction import PII_KINDS, redact_pii
+from twinloop.cleaning.injection import find_injection
+from twinloop.cleaning.normalize import visible
+from twinloop.cleaning.redaction import PII_KINDS, redact_pii
 
 
-def _screen(ex: CandidateExample, config: CleaningConfig) -> tuple[str, str] | None:
+def _rule(ex: CandidateExample, config: CleaningConfig) -> tuple[str, str] | None:
     """The first of rules 2-5 that `ex` breaks, as (rule, reason), or None."""
-    if not ex.question.strip() or not ex.answer.strip():
-        return EMPTY, "question or answer is blank"
-    for part, text in (("question", ex.question), ("answer", ex.answer)):
+    if not visible(ex.question)[0].strip() or not visible(ex.answer)[0].strip():
+        return EMPTY, "question or answer is blank (or invisible)"
+    parts = [("question", ex.question), ("answer", ex.answer)]
+    for part, text in [*parts, *(("held-out text", text) for text in ex.extra)]:
         found = find_injection(text)
         if found:
             return INJECTION, f"{found[0]} in {part}: {found[1]!r}"
@@ -42,13 +44,49 @@ def _screen(ex: CandidateExample, config: CleaningConfig) -> tuple[str, str] | N
         return TOO_LONG, (
             f"question has {len(ex.question)} chars, maximum {config.max_question_chars}"
         )
-    for part, text in (("question", ex.question), ("answer", ex.answer)):
+    for part, text in parts:
         ratio = bigram_repetition_ratio(text)
         if ratio >= config.max_bigram_repetition:
             return REPETITION, (
                 f"{part} bigram repetition ratio {ratio:.2f} >= {config.max_bigram_repetition:g}"
             )
     return None
+
+
+@dataclass(frozen=True)
+class Screened:
+    """One example after the per-item rules 1-5: redacted, and the rule that stopped it, if any.
+
+    `screen` is what `clean` does to each example before the rules that compare examples with
+    each other (duplicates, caps); on its own it is the screen of the paths that take one item
+    at a time: a correction becoming a RAG fact at /ingest, a QA case, a QA-made correction.
+    """
+
+    example: CandidateExample
+    redactions: Counter[str]
+    rule: str | None = None
+    reason: str | None = None
+
+    @property
+    def quarantined(self) -> Quarantined | None:
+        if self.rule is None:
+            return None
+        return Quarantined(self.example, self.rule, self.reason or "")
+
+
+def screen(candidate: CandidateExample, config: CleaningConfig | None = None) -> Screened:
+    """Redact `candidate` (question, answer, extra texts) and apply rules 2-5 to it."""
+    config = config or CleaningConfig()
+    regions = config.phone_regions
+    redactions: Counter[str] = Counter()
+    texts = []
+    for text in (candidate.question, candidate.answer, *candidate.extra):
+        redacted, hits = redact_pii(text, phone_regions=regions)
+        redactions.update(hits)
+        texts.append(redacted)
+    ex = replace(candidate, question=texts[0], answer=texts[1], extra=tuple(texts[2:]))
+    verdict = _rule(ex, config)
+    return Screened(ex, +redactions, *(verdict or (None, None)))
 
 
 def clean(
@@ -61,17 +99,13 @@ def clean(
     kept: list[tuple[int, CandidateExample]] = []
 
     for index, original in enumerate(candidates):
-        question, q_hits = redact_pii(original.question, phone_regions=config.phone_regions)
-        answer, a_hits = redact_pii(original.answer, phone_regions=config.phone_regions)
-        hits = q_hits + a_hits
-        counts.update({f"redacted.{kind}": n for kind, n in hits.items()})
-        counts["redacted.examples"] += bool(hits)
-        ex = replace(original, question=question, answer=answer)
-        verdict = _screen(ex, config)
-        if verdict:
-            quarantined.append((index, Quarantined(ex, *verdict)))
+        screened = screen(original, config)
+        counts.update({f"redacted.{kind}": n for kind, n in screened.redactions.items()})
+        counts["redacted.examples"] += bool(screened.redactions)
+        if screened.quarantined is not None:
+            quarantined.append((index, screened.quarantined))
         else:
-            kept.append((index, ex))
+            kept.append((index, screened.example))
 
     deduped = drop_near_duplicates(kept, config.near_duplicate_threshold, quarantined)
     capped = apply_cap(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from twinloop.training.cleaning.examples import CandidateExample, Quarantined
+from twinloop.cleaning.examples import CandidateExample, Quarantined
 
 
 def cap_limit(group_sizes: Iterable[int], max_share: float, floor: int) -> int:

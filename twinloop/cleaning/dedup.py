@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from itertools import pairwise
 
-from twinloop.training.cleaning.examples import DUPLICATE, CandidateExample, Quarantined
+from twinloop.cleaning.examples import DUPLICATE, CandidateExample, Quarantined
 
 # --- 5. Repetition -----------------------------------------------------------------------------
 

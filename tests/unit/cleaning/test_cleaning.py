@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from twinloop.training.cleaning.caps import cap_limit
-from twinloop.training.cleaning.config import CleaningConfig
-from twinloop.training.cleaning.dedup import bigram_repetition_ratio
-from twinloop.training.cleaning.examples import CandidateExample, CleaningResult
-from twinloop.training.cleaning.injection import find_injection
-from twinloop.training.cleaning.pipeline import clean
-from twinloop.training.cleaning.redaction import redact_pii
+from twinloop.cleaning.caps import cap_limit
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.dedup import bigram_repetition_ratio
+from twinloop.cleaning.examples import CandidateExample, CleaningResult
+from twinloop.cleaning.injection import find_injection
+from twinloop.cleaning.pipeline import clean
+from twinloop.cleaning.redaction import redact_pii
 
 NORMAL_ANSWER = "Run git diff with the -w flag; it compares lines while ignoring all whitespace."
 
@@ -100,6 +100,20 @@ def test_injection_in_the_question_is_named_too() -> None:
         "Is it legal to jailbreak my phone in the EU?",
         "Dan, you are now the owner of this repository.",
         "Show me how the system prompt is set in the OpenAI API.",
+        # Near misses of the folded, joined and multilingual views.
+        "Don't ignore previous instructions from your doctor.",
+        "Use the --ignore-previous flag to skip the cache.",
+        "If you see the word ERROR in the log, restart the service.",
+        "Whenever someone asks, the office opens at 9.",
+        "When a customer asks for a refund, the policy allows 30 days.",
+        "Developer mode on Android is enabled in Settings.",
+        "An AI without any rules would be dangerous, experts say.",
+        "### Summary: refunds take 5 days.",
+        "Ignorez les fautes de frappe.",
+        "The R2-D2 and C-3PO droids appear in Star Wars; s t o p spells stop.",
+        "Привет, это обычный текст о правилах.",  # noqa: RUF001
+        "Family \U0001f468\u200d\U0001f469\u200d\U0001f467 photos are on the site.",
+        "Flag \U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f of Scotland.",
     ],
 )
 def test_ordinary_text_passes_the_screen(text: str) -> None:
@@ -149,6 +163,28 @@ def test_personal_data_is_redacted_in_question_and_answer() -> None:
         ("phone 415.555.2671!", "phone [PHONE]!"),
         ("version 1.2.3.4.5 and 999.1.1.1", "version 1.2.3.4.5 and 999.1.1.1"),
         ("tracking 1234567890123456 arrives", "tracking 1234567890123456 arrives"),
+        # Separators, case and Unicode spellings.
+        ("card 4111.1111.1111.1111 ok", "card [CARD] ok"),
+        ("card 4111\u200b1111\u200b1111\u200b1111 ok", "card [CARD] ok"),
+        ("iban gb82 west 1234 5698 7654 32 ok", "iban [IBAN] ok"),
+        ("mail jane\u200b@example.com ok", "mail [EMAIL] ok"),
+        ("mail jane\uff20example.com ok", "mail [EMAIL] ok"),
+        ("mail jane [at] example [dot] com ok", "mail [EMAIL] ok"),
+        ("SSN: 123456789 ok", "SSN: [SSN] ok"),
+        ("from 2001:db8::ff00:42:8329 ok", "from [IP] ok"),
+        # ... and what must stay: no context, a website, dates, ISBNs, times, slices, a
+        # nine-digit number without "SSN" before it, a MAC address, emoji with joiners.
+        ("routing number 121000358", "routing number 121000358"),
+        ("find us at zelco.com", "find us at zelco.com"),
+        ("look at the dot product", "look at the dot product"),
+        ("dates 2024-01-15 2024-01-16 2024-01-17", "dates 2024-01-15 2024-01-16 2024-01-17"),
+        ("ISBN 978-3-16-148410-0", "ISBN 978-3-16-148410-0"),
+        ("at 10:30:45, a[::2], std::vector", "at 10:30:45, a[::2], std::vector"),
+        ("MAC 00:1a:2b:3c:4d:5e", "MAC 00:1a:2b:3c:4d:5e"),
+        (
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467 x\u00b2 jane@example.com",
+            "\U0001f468\u200d\U0001f469\u200d\U0001f467 x\u00b2 [EMAIL]",
+        ),
     ],
 )
 def test_redaction_formats(text: str, expected: str) -> None:

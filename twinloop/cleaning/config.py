@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from twinloop.settings import Settings
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +66,20 @@ class CleaningConfig:
             "with a leading + are recognised whatever the region."
         },
     )
+
+    keep_raw_pii: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep what users sent as sent in the database (training examples, feedback "
+            "corrections and comments) after redaction. Off: the stored text is the redacted "
+            "text, so raw PII is never at rest; what trains and what RAG serves is redacted "
+            "either way."
+        },
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CleaningConfig:
+        return cls(keep_raw_pii=settings.cleaning.keep_raw_pii)
 
     def __post_init__(self) -> None:
         # Bad limits would silently accept or reject everything; refuse them early.

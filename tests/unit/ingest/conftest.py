@@ -1,0 +1,47 @@
+"""A trainer process next to the gateway, for tests that follow items into a training cycle."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from twinloop.settings import Settings
+from twinloop.testing.engine import FakeEngine
+from twinloop.testing.trainer import FakeAdapterTrainer
+from twinloop.trainer import daemon
+from twinloop.trainer.daemon import Trainer
+
+
+@pytest.fixture
+def fake_trainer() -> FakeAdapterTrainer:
+    return FakeAdapterTrainer()
+
+
+@pytest.fixture
+async def trainer(
+    settings: Settings, fake_engine: FakeEngine, fake_trainer: FakeAdapterTrainer, app: Any
+) -> AsyncIterator[Trainer]:
+    """The trainer's services on the gateway's database; QA off (tests/unit/qa covers it)."""
+    no_qa = settings.model_copy(
+        update={"trainer": settings.trainer.model_copy(update={"qa": False})}
+    )
+    async with daemon.open_trainer(
+        no_qa, trainer=fake_trainer, engine_transport=fake_engine.transport()
+    ) as opened:
+        yield opened
+
+
+async def run_cycle(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], trainer: Trainer
+) -> dict[str, Any]:
+    """POST /train, let the trainer run it, and return GET /train/{id}."""
+    requested = await client.post("/train", headers=admin_headers)
+    assert requested.status_code == 202, requested.text
+    cycle_id = requested.json()["cycle_id"]
+    assert await trainer.cycles.claim(cycle_id)
+    await trainer.runner.run(cycle_id)
+    cycle: dict[str, Any] = (await client.get(f"/train/{cycle_id}", headers=admin_headers)).json()
+    return cycle

@@ -1,0 +1,99 @@
+"""The screen at the door: what /ingest takes to teach is cleaned as it arrives.
+
+Every feedback item and example that becomes a training example passes `twinloop.cleaning`'s
+per-item screen (`pipeline.screen`: redaction, then the empty / injection / length /
+repetition rules) before anything stores it or turns it into a fact document:
+
+* the example, the feedback's correction and comment and the answer it rejects are stored
+  redacted (as sent only with `cleaning.keep_raw_pii`);
+* an example a rule stops is stored `quarantined` with the rule and reason, is never a
+  pending item (so hostile traffic cannot start training cycles either) and never a fact
+  document; its item answers `quarantined`;
+* a correction's fact document is always the redacted text.
+
+The training cycle cleans again (duplicates and caps compare items with each other, and rows
+kept raw are redacted there); QA screens the taught facts it builds cases from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from twinloop.cleaning.config import CleaningConfig
+from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.pipeline import Screened, screen
+from twinloop.cleaning.redaction import redact_pii
+from twinloop.db.models import TrainingExample
+from twinloop.states import ItemStatus
+
+
+@dataclass
+class IngestScreen:
+    """The screen of one /ingest batch, with what it found (for the gateway's metrics)."""
+
+    config: CleaningConfig
+    redactions: Counter[str] = field(default_factory=Counter)
+    quarantined: Counter[str] = field(default_factory=Counter)
+    _seen: dict[tuple[str, str, tuple[str, ...]], Screened] = field(default_factory=dict)
+
+    async def _screen(self, question: str, answer: str, extra: tuple[str, ...] = ()) -> Screened:
+        key = (question, answer, extra)
+        if key not in self._seen:
+            candidate = CandidateExample(
+                id="", domain="", question=question, answer=answer, source="", category="",
+                extra=extra,
+            )  # fmt: skip
+            screened = await asyncio.to_thread(screen, candidate, self.config)
+            self._seen[key] = screened
+            redacted = screened.example
+            # Screening what it already redacted gives the same verdict; no need to ask twice.
+            self._seen.setdefault((redacted.question, redacted.answer, redacted.extra), screened)
+        return self._seen[key]
+
+    async def example(self, example: TrainingExample) -> Screened:
+        """Screen `example`: store it redacted (unless raw PII is kept) and quarantine it when a
+        rule stops it."""
+        paraphrases, accept = _heldout_texts(example.heldout)
+        screened = await self._screen(example.question, example.answer, (*paraphrases, *accept))
+        if not self.config.keep_raw_pii:
+            self.redactions.update(screened.redactions)
+            redacted = screened.example
+            example.question, example.answer = redacted.question, redacted.answer
+            if example.heldout is not None:
+                example.heldout = {
+                    **example.heldout,
+                    "paraphrases": list(redacted.extra[: len(paraphrases)]),
+                    "accept": list(redacted.extra[len(paraphrases) :]),
+                }
+        if screened.rule is not None:
+            self.quarantined[screened.rule] += 1
+            example.status = ItemStatus.QUARANTINED
+            example.reject_reason = f"screened at ingest: {screened.reason}"
+        return screened
+
+    async def fact(self, question: str, answer: str) -> tuple[str, str] | None:
+        """Question and answer of a fact document, redacted; None when the screen stops them."""
+        screened = await self._screen(question, answer)
+        if screened.rule is not None:
+            return None
+        return screened.example.question, screened.example.answer
+
+    async def stored(self, text: str | None) -> str | None:
+        """`text` as it may be stored: redacted, unless raw PII is kept."""
+        if text is None or self.config.keep_raw_pii:
+            return text
+        redacted, hits = await asyncio.to_thread(
+            redact_pii, text, phone_regions=self.config.phone_regions
+        )
+        self.redactions.update(+hits)
+        return redacted
+
+
+def _heldout_texts(heldout: dict[str, Any] | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    heldout = heldout or {}
+    paraphrases = tuple(str(p) for p in heldout.get("paraphrases", ()))
+    accept = tuple(str(a) for a in heldout.get("accept", ()))
+    return paraphrases, accept

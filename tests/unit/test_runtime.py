@@ -61,9 +61,9 @@ async def test_everything_opened_is_closed_in_the_reverse_order(
         runtime.open_qa,
     )
 
-    def create_engine(url: str) -> AsyncEngine:
+    def create_engine(url: str, **options: Any) -> AsyncEngine:
         events.append("open db")
-        db = real_engine(url)
+        db = real_engine(url, **options)
         event.listen(db.sync_engine, "engine_disposed", lambda _: events.append("close db"))
         return db
 

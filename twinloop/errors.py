@@ -26,6 +26,12 @@ class InvalidRequestError(TwinloopError):
     status_code = 422
 
 
+class PayloadTooLargeError(TwinloopError):
+    """The request is over one of the gateway's size limits; the message names the limit."""
+
+    status_code = 413
+
+
 class NotFoundError(TwinloopError):
     status_code = 404
 

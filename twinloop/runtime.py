@@ -28,6 +28,7 @@ from twinloop.canary.watcher import watch_canary
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
+from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
@@ -272,6 +273,7 @@ async def open_runtime(
             top_k=settings.rag.top_k,
             min_score=settings.rag.min_score,
             mirror_limit=settings.canary.mirror_concurrency,
+            limits=RequestLimits.from_settings(settings.gateway),
         )
         watcher = asyncio.create_task(
             watch_releases(

@@ -127,6 +127,32 @@ class GatewaySettings(BaseModel):
     reconcile_s: float = Field(
         default=5.0, description="How often engines are checked for lost adapters."
     )
+    max_body_bytes: int = Field(
+        default=1_048_576,
+        gt=0,
+        description="Largest request body on every route but /ingest (413 beyond).",
+    )
+    max_ingest_body_bytes: int = Field(
+        default=16_777_216,
+        gt=0,
+        description="Largest /ingest request body (413 beyond): a batch of documents is larger "
+        "than any question.",
+    )
+    max_messages: int = Field(
+        default=64, gt=0, description="Most messages in one chat completion request (413 beyond)."
+    )
+    max_request_chars: int = Field(
+        default=32_000,
+        gt=0,
+        description="Most characters of message text in one chat completion request (413 "
+        "beyond); the engines' context (engines.max_model_len tokens) holds far fewer.",
+    )
+    max_tokens: int = Field(
+        default=2048,
+        gt=0,
+        description="Largest max_tokens (or max_completion_tokens) a request may ask for (422 "
+        "beyond); the engines' context is engines.max_model_len tokens.",
+    )
 
 
 class RagSettings(BaseModel):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 MAX_QUESTION_CHARS = 8000
-MAX_TOKENS_LIMIT = 4096
 
 
 class AnswerRequest(BaseModel):
@@ -17,7 +23,7 @@ class AnswerRequest(BaseModel):
     domain: str | None = Field(default=None, description="Skip routing and use this domain.")
     user_id: str | None = Field(default=None, max_length=255)
     session_id: str | None = Field(default=None, max_length=255)
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_tokens: int | None = Field(default=None, ge=1, description="At most `gateway.max_tokens`.")
     use_rag: bool = Field(
         default=True, description="Retrieve the domain's documents into the prompt."
     )
@@ -52,23 +58,112 @@ class AnswerResponse(BaseModel):
     contexts: list[Context] = Field(default_factory=list)
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+# Fields OpenAI's clients send back on an assistant message taken from a reply: accepted
+# while empty (null or []) and dropped, so a conversation can be replayed as the client holds it.
+_ECHOED_FIELDS = frozenset(
+    {"refusal", "tool_calls", "function_call", "audio", "annotations", "reasoning_content"}
+)
+MAX_TOP_LOGPROBS = 20
+MAX_STOP_SEQUENCES = 4
 
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str | list[TextPart] | None = None
+    name: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_empty_echoes(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in _ECHOED_FIELDS or v}
+        return data
+
+    @property
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool | None = Field(
+        default=None, description="Send a last chunk with the token usage."
+    )
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's chat completion request; fields we do not name pass through to the engine."""
+    """OpenAI's chat completion request, limited to the parameters the gateway passes on.
 
-    model_config = ConfigDict(extra="allow")
+    The allow-list: the sampling parameters of OpenAI's API that a served model honours
+    (`temperature`, `top_p`, `stop`, `seed`, the penalties, `logprobs` and `top_logprobs`
+    up to 20), the length bounds (`max_tokens`, `max_completion_tokens`, at most
+    `gateway.max_tokens`), `n` of 1, `user`, `stream` and `stream_options`. Anything else
+    is a 422 naming the field: vLLM's extensions (`ignore_eos`, `min_tokens`,
+    `prompt_logprobs`, `best_of`, guided decoding), `response_format` (structured output is
+    guided decoding too), tools and `logit_bias` - each a way to make one request cost many,
+    or something this service does not offer. `null` means the default for every field.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="`auto` (routed), a domain name, or the base model's name.")
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="At most `gateway.max_messages`, of `gateway.max_request_chars`."
+    )
+    stream: bool | None = None
+    stream_options: StreamOptions | None = Field(default=None, description="With `stream` only.")
+    max_tokens: int | None = Field(default=None, ge=1, description="At most `gateway.max_tokens`.")
+    max_completion_tokens: int | None = Field(
+        default=None, ge=1, description="The same bound under OpenAI's newer name."
+    )
+    n: Literal[1] | None = Field(default=None, description="One choice per request.")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: (
+        Annotated[str, Field(min_length=1)]
+        | Annotated[list[Annotated[str, Field(min_length=1)]], Field(max_length=MAX_STOP_SEQUENCES)]
+        | None
+    ) = None
+    seed: int | None = Field(default=None, ge=-(2**63), lt=2**63)
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    user: str | None = Field(
+        default=None, max_length=255, description="The end user: keeps them on one canary arm."
+    )
+
+    @field_validator("stream_options")
+    @classmethod
+    def _only_when_streaming(cls, value: StreamOptions | None, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("stream"):
+            raise ValueError("allowed only with stream: true")
+        return value
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _only_with_logprobs(cls, value: int | None, info: ValidationInfo) -> Any:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("allowed only with logprobs: true")
+        return value
+
+    @property
+    def wants_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
 
     def engine_body(self, model: str, *, default_max_tokens: int) -> dict[str, Any]:
         """The request as the engine gets it: our model name, and a bound on its length.
@@ -85,16 +180,12 @@ class ChatCompletionRequest(BaseModel):
     def last_user_text(self) -> str:
         for message in reversed(self.messages):
             if message.role == "user":
-                return _text_of(message.content)
+                return message.text
         return ""
 
-
-def _text_of(content: str | list[dict[str, Any]] | None) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "\n".join(str(part.get("text", "")) for part in content if part.get("type") == "text")
+    def text_chars(self) -> int:
+        """Characters of message text, the measure of `gateway.max_request_chars`."""
+        return sum(len(message.text) for message in self.messages)
 
 
 class ModelCard(BaseModel):

@@ -34,6 +34,7 @@ from twinloop.errors import (
 )
 from twinloop.inference import repository
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
+from twinloop.inference.limits import RequestLimits
 from twinloop.inference.mirror import MirrorTasks
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.schemas import (
@@ -102,6 +103,7 @@ class AnswerService:
         top_k: int = 3,
         min_score: float = 0.0,
         mirror_limit: int = 2,
+        limits: RequestLimits | None = None,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -117,6 +119,7 @@ class AnswerService:
         self._top_k = top_k
         self._min_score = min_score
         self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
+        self._limits = limits or RequestLimits()
 
     async def aclose(self) -> None:
         """Cancel the mirrors still running (the gateway stops)."""
@@ -129,6 +132,7 @@ class AnswerService:
 
     async def answer(self, request: AnswerRequest, *, admin: str | None = None) -> AnswerResponse:
         """Answer on the active slot, or preview the shadow slot when an admin asks."""
+        self._limits.check_answer(request)
         preview = request.target == "shadow"
         if preview and admin is None:
             raise PreviewForbiddenError("previewing the shadow slot needs the admin token")
@@ -190,6 +194,7 @@ class AnswerService:
         return [ModelCard(id=name) for name in names]
 
     async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+        self._limits.check_chat(request)
         routed = await self._route_model(request)
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
@@ -219,10 +224,9 @@ class AnswerService:
         Raises before the first chunk if the engine cannot be reached, so the
         caller can still answer with an HTTP error instead of a broken stream.
         """
+        self._limits.check_chat(request)
         routed = await self._route_model(request)
-        wants_usage = bool(
-            (request.model_extra or {}).get("stream_options", {}).get("include_usage")
-        )
+        wants_usage = request.wants_usage
         body = self._engine_body(request, routed)
         # Usage feeds the token metrics; it is dropped again if the client did not ask for it.
         body["stream_options"] = {"include_usage": True}
@@ -477,8 +481,7 @@ class AnswerService:
     async def _route_model(self, request: ChatCompletionRequest) -> Routed:
         model = request.model
         # OpenAI's `user` field is the end user's id: it keeps a user on one canary arm.
-        user = (request.model_extra or {}).get("user")
-        choice = self._arm(user_id=user if isinstance(user, str) else None, session_id=None)
+        choice = self._arm(user_id=request.user, session_id=None)
         if model == AUTO_MODEL:
             return await self._route(None, request.last_user_text(), choice=choice)
         if model in self._domains:

@@ -47,7 +47,7 @@ async def test_chat_completion_keeps_openai_shape_and_is_stored(
     assert body["created"] == 0
     sent = fake_engine.calls(CHAT)[0]
     assert sent["model"] == "smollm2-135m-instruct"
-    assert (sent["temperature"], sent["top_p"]) == (0.3, 0.9)  # unknown fields pass through
+    assert (sent["temperature"], sent["top_p"]) == (0.3, 0.9)  # allowed parameters pass on
     answer_id = body["id"].removeprefix("chatcmpl-")
     async with runtime.sessionmaker() as session:
         row = await session.get(Answer, answer_id)

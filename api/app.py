@@ -9,6 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import BodyLimit, BodyLimitMiddleware
 from api.logging import RequestIdMiddleware
 from api.routes import admin, answer, canary, health, ingest, openai, qa, train
 from twinloop import __version__
@@ -36,6 +37,15 @@ def create_app(
             yield
 
     app = FastAPI(title="twinloop gateway", version=__version__, lifespan=lifespan)
+    gateway = settings.gateway
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=BodyLimit(gateway.max_body_bytes, "gateway.max_body_bytes"),
+        by_path={
+            "/ingest": BodyLimit(gateway.max_ingest_body_bytes, "gateway.max_ingest_body_bytes")
+        },
+    )
+    # Added last, so outermost: a refused body still gets its request id.
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
     for module in (answer, ingest, openai, health, admin, canary, train, qa):

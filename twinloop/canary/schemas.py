@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from twinloop.timestamps import UtcDatetime
 
 
 class CanaryStatus(StrEnum):
@@ -54,7 +55,7 @@ class DecisionView(BaseModel):
     decision: str
     reason: str
     share: float
-    created_at: datetime
+    created_at: UtcDatetime
     stats: dict[str, Any]
 
 
@@ -76,8 +77,8 @@ class CanaryView(BaseModel):
     mirror_percent: float
     min_requests: int
     max_duration_s: float
-    started_at: datetime
-    ended_at: datetime | None
+    started_at: UtcDatetime
+    ended_at: UtcDatetime | None
     started_by: str
     reason: str | None
     elapsed_s: float

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, Field
+
+from twinloop.timestamps import UtcDatetime
 
 
 class PairedComparison(BaseModel):
@@ -94,7 +94,7 @@ class QaReport(BaseModel):
     )
     failures: list[FailedCase]
     seconds: float
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     error: str | None = None
 
 
@@ -111,4 +111,4 @@ class QaSummary(BaseModel):
     split_sizes: dict[str, dict[str, int]]
     category_scores: dict[str, float | None]
     judge_agreement: dict[str, Agreement]
-    created_at: datetime | None
+    created_at: UtcDatetime | None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from twinloop.timestamps import UtcDatetime
 
 
 class AdapterView(BaseModel):
@@ -23,7 +24,7 @@ class AdapterView(BaseModel):
     metrics: dict[str, Any]
     tainted: bool
     tainted_reason: str | None = None
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class RegisterAdapterRequest(BaseModel):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from twinloop.timestamps import UtcDatetime
 
 
 class ChangeRequest(BaseModel):
@@ -64,7 +65,7 @@ class SnapshotView(BaseModel):
     parent_id: str | None
     created_by: str
     reason: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class ReleaseView(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from twinloop.registry.schemas import AdapterView
+from twinloop.timestamps import UtcDatetime
 
 
 class CycleRequested(BaseModel):
@@ -34,9 +34,9 @@ class CycleView(BaseModel):
     qa_rounds: list[dict[str, Any]]
     targets: dict[str, Any]
     error: str | None
-    created_at: datetime
-    updated_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
 
 
 class LineageItem(BaseModel):

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter, status
 
 from api.deps import AdminDep, RegistryDep, ReleaseAdminDep, SessionDep
+from api.responses import ADMIN, BODY, ENGINE, errors
 from twinloop.operations.schemas import ReleaseStatus
 from twinloop.registry.schemas import AdapterView, RegisterAdapterRequest
 from twinloop.releases.schemas import (
@@ -20,7 +21,7 @@ from twinloop.releases.schemas import (
     SwapRequest,
 )
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], responses=errors(*ADMIN))
 
 
 @router.get("/status")
@@ -28,14 +29,14 @@ async def release_status(_: AdminDep, admin: ReleaseAdminDep) -> ReleaseStatus:
     return await admin.status()
 
 
-@router.post("/swap")
+@router.post("/swap", responses=errors(*BODY, 409, *ENGINE))
 async def swap(
     actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest | None = None
 ) -> ReleaseView:
     return await admin.swap(body or SwapRequest(), actor=actor)
 
 
-@router.post("/rollback")
+@router.post("/rollback", responses=errors(*BODY, 404, 409, *ENGINE))
 async def rollback(
     actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest | None = None
 ) -> ReleaseView:
@@ -49,14 +50,18 @@ async def list_snapshots(
     return await admin.list_snapshots(session)
 
 
-@router.post("/snapshots", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/snapshots",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(*BODY, 404, 409, *ENGINE),
+)
 async def create_snapshot(
     actor: AdminDep, admin: ReleaseAdminDep, body: CreateSnapshotRequest
 ) -> SnapshotView:
     return await admin.create_and_stage(body, actor=actor)
 
 
-@router.post("/adapters", status_code=status.HTTP_201_CREATED)
+@router.post("/adapters", status_code=status.HTTP_201_CREATED, responses=errors(*BODY, 404, 409))
 async def register_adapter(
     actor: AdminDep, registry: RegistryDep, session: SessionDep, body: RegisterAdapterRequest
 ) -> AdapterView:
@@ -72,14 +77,14 @@ async def register_adapter(
     return AdapterView.model_validate(adapter)
 
 
-@router.get("/adapters")
+@router.get("/adapters", responses=errors(422))
 async def list_adapters(
     _: AdminDep, registry: RegistryDep, session: SessionDep, domain: str | None = None
 ) -> list[AdapterView]:
     return [AdapterView.model_validate(a) for a in await registry.list(session, domain)]
 
 
-@router.post("/snapshots/{snapshot_id}/stage")
+@router.post("/snapshots/{snapshot_id}/stage", responses=errors(*BODY, 404, 409, *ENGINE))
 async def stage_snapshot(
     snapshot_id: str, actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
 ) -> ReleaseView:
@@ -87,7 +92,7 @@ async def stage_snapshot(
     return await admin.stage(snapshot_id, actor=actor, reason=reason)
 
 
-@router.post("/pr", status_code=status.HTTP_201_CREATED)
+@router.post("/pr", status_code=status.HTTP_201_CREATED, responses=errors(*BODY, 404, 409, *ENGINE))
 async def propose_router_rules(
     actor: AdminDep, admin: ReleaseAdminDep, body: ProposeRulesRequest
 ) -> ProposalView:

@@ -7,12 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request, status
 
 from api.deps import IngestDep
+from api.responses import BODY, ENGINE, errors
 from twinloop.ingest.schemas import IngestRequest, IngestResponse
 
 router = APIRouter(tags=["ingest"])
 
 
-@router.post("/ingest", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/ingest", status_code=status.HTTP_202_ACCEPTED, responses=errors(*BODY, *ENGINE))
 async def ingest(
     body: IngestRequest,
     request: Request,

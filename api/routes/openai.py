@@ -11,18 +11,30 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import AnswersDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
+from api.responses import BODY, ENGINE, errors
 from twinloop.errors import TwinloopError
-from twinloop.inference.schemas import ChatCompletionRequest
+from twinloop.inference.schemas import ChatCompletion, ChatCompletionRequest, ModelList
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+_COMPLETION = {
+    "model": ChatCompletion,
+    "description": "The completion. With `stream: true`, server-sent events instead: "
+    "`data: <chat.completion.chunk JSON>` lines, then `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
 
 @router.get("/models")
-async def list_models(answers: AnswersDep) -> dict[str, Any]:
-    return {"object": "list", "data": [card.model_dump() for card in answers.models()]}
+async def list_models(answers: AnswersDep) -> ModelList:
+    return ModelList(data=answers.models())
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={200: _COMPLETION, **errors(*BODY, 404, *ENGINE)},
+)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,

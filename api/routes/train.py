@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import AdminDep, TrainingDep
+from api.responses import ADMIN, errors
 from twinloop.training.schemas import CycleRequested, CycleView, LineageView
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], responses=errors(*ADMIN))
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED)
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=errors(409))
 async def request_cycle(actor: AdminDep, training: TrainingDep) -> CycleRequested:
     """Queue a training cycle for the trainer process; 409 while another is queued or running."""
     cycle = await training.request(trigger="api", actor=actor)
@@ -22,12 +23,12 @@ async def recent_cycles(_: AdminDep, training: TrainingDep) -> list[CycleView]:
     return await training.recent()
 
 
-@router.get("/train/{cycle_id}")
+@router.get("/train/{cycle_id}", responses=errors(404, 422))
 async def get_cycle(_: AdminDep, training: TrainingDep, cycle_id: str) -> CycleView:
     return await training.get(cycle_id)
 
 
-@router.get("/adapters/{adapter_id}/lineage")
+@router.get("/adapters/{adapter_id}/lineage", responses=errors(404, 422))
 async def adapter_lineage(_: AdminDep, training: TrainingDep, adapter_id: str) -> LineageView:
     """Which feedback and examples trained this adapter, and what its cycle quarantined."""
     return await training.lineage(adapter_id)

@@ -193,3 +193,49 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "twinloop"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ChatCompletionMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | None = None
+
+
+class ChatCompletionChoice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    message: ChatCompletionMessage
+    finish_reason: str | None = None
+
+
+class CompletionUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    """What /v1/chat/completions answers: the engine's completion, fields the gateway does
+    not read included, under the gateway's id and the model name asked for, with the arm
+    that served it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: CompletionUsage | None = None
+    role: Literal["active", "canary"] = Field(
+        description="`canary` when a running canary served this user Shadow's snapshot."
+    )

@@ -1,0 +1,59 @@
+"""The error responses routes declare in the OpenAPI document, with the body they really have.
+
+Every error the gateway answers is `ErrorBody` (api/errors.py makes it); routes name the
+statuses they can answer with `responses=errors(...)`, so a generated client knows each
+one and its shape. FastAPI's own 422 shape (`HTTPValidationError`) never appears: every
+route that validates anything declares 422 as `ErrorBody`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class FieldProblem(BaseModel):
+    field: str = Field(description="Dotted path of the field, e.g. `messages.0.role`.")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """`{"error": type, "detail": message}`: the body of every error the gateway answers."""
+
+    error: str = Field(
+        description="The error's type, e.g. `ValidationError`, `NotFoundError`, "
+        "`PayloadTooLargeError`, `EngineUnavailableError`."
+    )
+    detail: str = Field(description="What went wrong, for a person; names the limit or field.")
+    fields: list[FieldProblem] | None = Field(
+        default=None, description="`ValidationError` only: each field and its problem."
+    )
+
+
+_DESCRIPTIONS = {
+    400: "The body is not JSON.",
+    401: "No credential was sent.",
+    403: "The credential is not valid, or not for this.",
+    404: "What the request names does not exist.",
+    409: "The request conflicts with the current state (it changed, or forbids this).",
+    413: "The request is over a size limit; `detail` names the limit and its setting.",
+    422: "A field is missing, unknown or out of bounds; `detail` names it.",
+    429: "Too many requests; retry after `Retry-After` seconds.",
+    502: "The engine answered with an error, or staging on it failed.",
+    503: "The engine (or what the route needs) is unavailable.",
+    504: "The engine took longer than its timeout.",
+}
+
+# Statuses that come together.
+ADMIN = (401, 403)
+BODY = (400, 413, 422)
+ENGINE = (502, 503, 504)
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that can answer with these error statuses."""
+    return {
+        status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
+        for status in sorted(set(statuses))
+    }

@@ -47,6 +47,7 @@ typecheck: install
 # Self-contained; bench/answer_latency.py and bench/swap.py measure a running `make up`.
 bench: install
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/api_fuzz.py --examples 100 --seeds 0 1 2
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from twinloop.routing.router import RouteResult
@@ -20,5 +21,5 @@ class FakeRouter:
                 return RouteResult(domain=domain, score=0.9, scores={domain: 0.9})
         return RouteResult(domain="general", score=0.1, scores={"general": 0.1}, fallback=True)
 
-    def route_many(self, questions: list[str]) -> list[RouteResult]:
+    def route_many(self, questions: Sequence[str]) -> list[RouteResult]:
         return [self.route(q) for q in questions]

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twinloop.timestamps import UtcDatetime
 
+# More requests per arm than any canary will see; the bound keeps it a database integer.
+MAX_MIN_REQUESTS = 1_000_000_000
+
 
 class CanaryStatus(StrEnum):
     RUNNING = "running"
@@ -27,7 +30,10 @@ class StartCanaryRequest(BaseModel):
         "runs, it adjusts the share: raising it keeps every user already on the canary.",
     )
     min_requests: int | None = Field(
-        default=None, ge=1, description="Requests per arm before promotion; default canary."
+        default=None,
+        ge=1,
+        le=MAX_MIN_REQUESTS,
+        description="Requests per arm before promotion; default canary.min_requests.",
     )
     max_duration_s: float | None = Field(
         default=None, gt=0, description="Deadline after which it ends inconclusive."

@@ -589,3 +589,16 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the other gateway did not follow")
+
+
+async def test_a_min_requests_beyond_any_traffic_is_422_not_a_database_overflow(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path
+) -> None:
+    # Found by bench/api_fuzz.py: 10**35 overflowed SQLite's INTEGER, a 500.
+    await _stage(client, admin_headers, tmp_path)
+    response = await client.post(
+        "/canary", json={"percent": 10, "min_requests": 10**35}, headers=admin_headers
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["fields"][0]["field"] == "min_requests"

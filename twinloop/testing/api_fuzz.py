@@ -28,6 +28,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 from schemathesis.core.failures import Failure, FailureGroup
+from schemathesis.core.result import Err
 from schemathesis.generation.case import Case
 from schemathesis.openapi import from_dict
 from schemathesis.specs.openapi.checks import (
@@ -96,7 +97,9 @@ def fuzz(
     schema = from_dict(openapi, config=SchemathesisConfig(seed=seed_value))
     report = FuzzReport()
     for result in schema.get_all_operations():
-        operation = result.ok()  # type: ignore[union-attr]  # an invalid schema raises here
+        if isinstance(result, Err):
+            raise result.err()  # the document itself is broken
+        operation = result.ok()
         report.operations += 1
         for mode in MODES:
             _run_operation(

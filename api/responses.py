@@ -41,12 +41,20 @@ _DESCRIPTIONS = {
     422: "A field is missing, unknown or out of bounds; `detail` names it.",
     429: "Too many requests; retry after `Retry-After` seconds.",
     502: "The engine answered with an error, or staging on it failed.",
-    503: "The engine (or what the route needs) is unavailable.",
+    503: "The engine, the knowledge store or the database is unavailable or busy; "
+    "retry after `Retry-After` seconds when it is sent.",
     504: "The engine took longer than its timeout.",
 }
 
-# Statuses that come together.
-ADMIN = (401, 403)
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer"},
+    }
+}
+
+# Statuses that come together. Every operator route reads or writes the database.
+ADMIN = (401, 403, 503)
 BODY = (400, 413, 422)
 ENGINE = (502, 503, 504)
 
@@ -54,6 +62,10 @@ ENGINE = (502, 503, 504)
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """`responses=` for a route that can answer with these error statuses."""
     return {
-        status: {"model": ErrorBody, "description": _DESCRIPTIONS[status]}
+        status: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[status],
+            **({"headers": _RETRY_AFTER} if status in (429, 503) else {}),
+        }
         for status in sorted(set(statuses))
     }

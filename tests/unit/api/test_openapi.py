@@ -55,12 +55,15 @@ def test_every_error_response_is_the_error_body(app: FastAPI) -> None:
     assert "HTTPValidationError" not in app.openapi()["components"]["schemas"]
 
 
-def test_operator_routes_declare_401_and_403(app: FastAPI) -> None:
+def test_operator_routes_declare_401_403_and_a_busy_database(app: FastAPI) -> None:
     operator = [(m, p, o) for m, p, o in _operations(app) if (m, p) not in PUBLIC]
 
     assert len(operator) >= 15
-    missing = [f"{m} {p}" for m, p, o in operator if not {"401", "403"} <= set(o["responses"])]
+    missing = [
+        f"{m} {p}" for m, p, o in operator if not {"401", "403", "503"} <= set(o["responses"])
+    ]
     assert missing == []
+    assert "Retry-After" in operator[0][2]["responses"]["503"]["headers"]
 
 
 def test_routes_with_a_body_declare_400_413_and_422(app: FastAPI) -> None:

@@ -21,7 +21,7 @@ from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
-from twinloop.errors import NotFoundError
+from twinloop.errors import EngineUnavailableError, NotFoundError
 from twinloop.metrics import Metrics
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
@@ -223,7 +223,13 @@ class ReleaseController:
     async def _swap(self, *, actor: str, reason: str, action: str) -> ReleaseState:
         started = time.perf_counter()
         shadow = self.state.shadow_slot
-        # Never make active an engine that cannot serve its snapshot.
+        # Never make active an engine that is down or cannot serve its snapshot. The health
+        # check is asked every time: a fresh adapter listing says nothing of a later crash.
+        if not await self._engines[shadow].health():
+            raise EngineUnavailableError(
+                f"the {shadow} engine does not answer its health check; it is not made "
+                "active and the release is unchanged"
+            )
         await self._ensure_loaded(shadow, self.state.serving(shadow), trust_recent=True)
 
         return await self._commit(

@@ -29,17 +29,13 @@ async def release_status(_: AdminDep, admin: ReleaseAdminDep) -> ReleaseStatus:
 
 
 @router.post("/swap")
-async def swap(
-    actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest | None = None
-) -> ReleaseView:
-    return await admin.swap(body or SwapRequest(), actor=actor)
+async def swap(actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest) -> ReleaseView:
+    return await admin.swap(body, actor=actor)
 
 
 @router.post("/rollback")
-async def rollback(
-    actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest | None = None
-) -> ReleaseView:
-    return await admin.rollback(body or RollbackRequest(), actor=actor)
+async def rollback(actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest) -> ReleaseView:
+    return await admin.rollback(body, actor=actor)
 
 
 @router.get("/snapshots")

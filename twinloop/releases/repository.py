@@ -75,6 +75,17 @@ async def adapters_by_id(session: AsyncSession, ids: list[str]) -> dict[str, Ada
     return {row.id: row for row in result.scalars()}
 
 
+async def tainted_among(session: AsyncSession, ids: Collection[str]) -> Sequence[AdapterVersion]:
+    if not ids:
+        return []
+    result = await session.execute(
+        select(AdapterVersion)
+        .where(AdapterVersion.id.in_(ids), AdapterVersion.tainted.is_(True))
+        .order_by(AdapterVersion.domain)
+    )
+    return result.scalars().all()
+
+
 async def tainted_adapters(session: AsyncSession) -> Sequence[AdapterVersion]:
     result = await session.execute(
         select(AdapterVersion)

@@ -241,6 +241,7 @@ class ReleaseController:
             if snapshot is None:
                 raise NotFoundError(f"snapshot {snapshot_id} does not exist")
             serving = await self._slot_snapshot(session, snapshot)
+            await _refuse_tainted(session, serving, "staged")
         shadow = self.state.shadow_slot
         started = time.perf_counter()
         await self._ensure_loaded(shadow, serving)
@@ -262,6 +263,10 @@ class ReleaseController:
         started = time.perf_counter()
         shadow = self.state.shadow_slot
         serving = self.state.serving(shadow)
+        # An adapter may have been tainted since it was staged.
+        if serving.adapters:
+            async with self._sessionmaker.begin() as session:
+                await _refuse_tainted(session, serving, "made active")
         # Never make active an engine that is down or cannot serve its snapshot. The health
         # check is asked every time: a fresh adapter listing says nothing of a later crash.
         if not await self._engines[shadow].health():
@@ -456,6 +461,21 @@ class ReleaseController:
         )
         await repository.add(session, release, audit)
         return release
+
+
+async def _refuse_tainted(session: AsyncSession, serving: SlotSnapshot, done: str) -> None:
+    """A snapshot serving an adapter that learned from deleted data is never staged or made
+    active, whichever way it is reached (named, inherited, restaged, swapped, rolled back to)."""
+    tainted = await repository.tainted_among(session, [a.id for a in serving.adapters.values()])
+    if tainted:
+        named = "; ".join(
+            f"{a.name} for {a.domain} ({a.tainted_reason or 'tainted'})" for a in tainted
+        )
+        raise ReleaseConflictError(
+            f"snapshot {serving.snapshot_id} serves tainted adapters, so it is not {done}: "
+            f"{named}. Make a snapshot without them (POST /snapshots with the domain set to "
+            "another adapter or null)"
+        )
 
 
 def _path(adapter: AdapterRef) -> Path:

@@ -1,4 +1,4 @@
-"""Release changes that cannot undo each other or activate a dead engine.
+"""Release changes that cannot undo each other, activate a dead engine or serve a tainted adapter.
 
 `/swap` and `/rollback` name the generation they change (or `"latest"`, refused when the
 release moves between the read and the write); a plain rollback's target is found by query
@@ -13,9 +13,10 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from tests.unit.operations.conftest import Register
-from twinloop.db.models import Release
+from twinloop.db.models import AdapterVersion, Release
 from twinloop.runtime import Runtime
 from twinloop.testing.engine import FakeEngine
 
@@ -55,6 +56,15 @@ async def _change(
     client: httpx.AsyncClient, headers: Headers, path: str, **body: object
 ) -> httpx.Response:
     return await client.post(path, json={"generation": "latest", **body}, headers=headers)
+
+
+async def _taint(runtime: Runtime, adapter_id: object) -> None:
+    async with runtime.sessionmaker.begin() as session:
+        await session.execute(
+            update(AdapterVersion)
+            .where(AdapterVersion.id == adapter_id)
+            .values(tainted=True, tainted_reason="trained on deleted feedback f-1")
+        )
 
 
 # -- the expected generation ------------------------------------------------------------
@@ -257,3 +267,84 @@ async def test_a_rollback_never_activates_an_engine_that_is_down(
 
     assert rolled.status_code == 503, rolled.text
     assert (await _status(client, admin_headers))["active_slot"] == "green"
+
+
+# -- tainted adapters ------------------------------------------------------------------------
+
+
+async def test_a_swap_refuses_a_shadow_whose_adapter_was_tainted_after_staging(
+    client: httpx.AsyncClient, admin_headers: Headers, register: Register, runtime: Runtime
+) -> None:
+    adapter = await register("law")
+    await _stage(client, admin_headers, {"law": adapter["id"]})
+    await _taint(runtime, adapter["id"])
+
+    for body in ({"generation": 2}, {"generation": 2, "force": True}):
+        swapped = await client.post("/swap", json=body, headers=admin_headers)
+        assert swapped.status_code == 409, swapped.text
+        assert swapped.json()["error"] == "ReleaseConflictError"
+        assert "tainted" in swapped.json()["detail"]
+        assert str(adapter["name"]) in swapped.json()["detail"]
+    status = await _status(client, admin_headers)
+    assert (status["generation"], status["active_slot"]) == (2, "blue")
+
+
+async def test_staging_an_existing_snapshot_with_a_tainted_adapter_is_refused(
+    client: httpx.AsyncClient, admin_headers: Headers, register: Register,
+    runtime: Runtime, fake_engine: FakeEngine,
+) -> None:  # fmt: skip
+    adapter = await register("law")
+    tainted = await _stage(client, admin_headers, {"law": adapter["id"]})
+    clean = await _stage(client, admin_headers, {"law": None})  # green leaves the adapter
+    await _taint(runtime, adapter["id"])
+
+    staged = await client.post(f"/snapshots/{tainted}/stage", headers=admin_headers)
+
+    assert staged.status_code == 409, staged.text
+    assert "tainted" in staged.json()["detail"]
+    status = await _status(client, admin_headers)
+    slots: list[dict[str, str]] = status["slots"]  # type: ignore[assignment]
+    assert next(s["snapshot_id"] for s in slots if s["slot"] == "green") == clean
+    assert adapter["name"] not in fake_engine.loaded_adapters["green"]
+
+
+async def test_a_rollback_never_goes_back_to_a_tainted_adapter(
+    client: httpx.AsyncClient, admin_headers: Headers, register: Register, runtime: Runtime
+) -> None:
+    adapter = await register("law")
+    tainted = await _stage(client, admin_headers, {"law": adapter["id"]})
+    assert (await _change(client, admin_headers, "/swap")).status_code == 200  # green: tainted
+    clean = await _stage(client, admin_headers, {"law": None})  # into blue
+    assert (await _change(client, admin_headers, "/swap")).status_code == 200  # blue: clean
+    await _taint(runtime, adapter["id"])
+
+    plain = await _change(client, admin_headers, "/rollback")  # green still holds it
+    named = await _change(client, admin_headers, "/rollback", snapshot_id=tainted)
+
+    for response in (plain, named):
+        assert response.status_code == 409, response.text
+        assert "tainted" in response.json()["detail"]
+    assert await _active_snapshot(client, admin_headers) == clean
+
+
+async def test_a_new_snapshot_does_not_inherit_a_tainted_adapter(
+    client: httpx.AsyncClient, admin_headers: Headers, register: Register,
+    runtime: Runtime, fake_engine: FakeEngine,
+) -> None:  # fmt: skip
+    law, med = await register("law"), await register("med", seed=1)
+    await _stage(client, admin_headers, {"law": law["id"]})
+    assert (await _change(client, admin_headers, "/swap")).status_code == 200  # green: law
+    await _taint(runtime, law["id"])
+
+    created = await client.post(
+        "/snapshots", json={"adapters": {"med": med["id"]}}, headers=admin_headers
+    )
+
+    assert created.status_code == 201, created.text
+    assert created.json()["adapters"] == {"med": med["id"]}  # law falls back to the base model
+    assert "tainted" in created.json()["reason"]
+    assert law["name"] not in fake_engine.loaded_adapters.get("blue", set())
+    named = await client.post(
+        "/snapshots", json={"adapters": {"law": law["id"]}}, headers=admin_headers
+    )
+    assert named.status_code == 422, named.text

@@ -80,7 +80,10 @@ async def stage_snapshot(
     snapshot_id: str, actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
 ) -> ReleaseView:
     reason = (body.reason if body else "") or "stage"
-    return await admin.stage(snapshot_id, actor=actor, reason=reason)
+    generation = body.generation if body else None
+    return await admin.stage(
+        snapshot_id, actor=actor, reason=reason, expected_generation=generation
+    )
 
 
 @router.post("/pr", status_code=status.HTTP_201_CREATED)

@@ -123,13 +123,18 @@ class ReleaseController:
 
     # -- changing the release -----------------------------------------------------
 
-    async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
-        """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot."""
+    async def stage(
+        self, snapshot_id: str, *, actor: str, reason: str, expected_generation: int | None = None
+    ) -> ReleaseState:
+        """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot.
+
+        With `expected_generation` (an operator's), refused unless the release is still there.
+        """
 
         async def change() -> ReleaseState:
             return await self._stage(snapshot_id, actor=actor, reason=reason)
 
-        return await self._change(change, expected_generation=None)
+        return await self._change(change, expected_generation=expected_generation)
 
     async def swap(
         self, *, actor: str, reason: str, expected_generation: ExpectedGeneration
@@ -198,10 +203,11 @@ class ReleaseController:
         first: the watcher keeps the state fresh, and a stale state is caught by the unique
         generation when the change is written.
 
-        With `expected_generation` (swap, rollback) the change is made on that generation
-        or not at all: a caller that knows a newer one than this gateway makes us catch up
-        first; one that lost a race to another gateway is refused, never retried. Without
-        it (staging, which means the same on any generation) we catch up and try once more.
+        With `expected_generation` (always for swap and rollback, an operator's choice for
+        staging) the change is made on that generation or not at all: a caller that knows a
+        newer one than this gateway makes us catch up first; one that lost a race to another
+        gateway is refused, never retried. Without it (ingest's and the trainer's staging,
+        which means the same on any generation) we catch up and try once more.
         """
         async with self._lock:
             if expected_generation is not None:

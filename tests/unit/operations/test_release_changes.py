@@ -153,6 +153,32 @@ async def test_latest_is_refused_when_a_change_lands_between_its_read_and_its_wr
         assert await _active_snapshot(client, admin_headers) == base
 
 
+async def test_staging_with_a_generation_that_has_passed_is_409_and_shadow_keeps_its_snapshot(
+    client: httpx.AsyncClient, admin_headers: Headers, register: Register
+) -> None:
+    adapter = await register("law")
+    staged = await _stage(client, admin_headers, {"law": adapter["id"]})  # generation 2
+
+    restaged = await client.post(
+        f"/snapshots/{staged}/stage", json={"generation": 1}, headers=admin_headers
+    )
+    created = await client.post(
+        "/snapshots", json={"adapters": {"law": None}, "generation": 1}, headers=admin_headers
+    )
+    current = await client.post(
+        "/snapshots", json={"adapters": {"law": None}, "generation": 2}, headers=admin_headers
+    )
+
+    for response in (restaged, created):
+        assert response.status_code == 409, response.text
+        assert "generation 2, not 1" in response.json()["detail"]
+    assert current.status_code == 201, current.text
+    status = await _status(client, admin_headers)
+    slots: list[dict[str, str]] = status["slots"]  # type: ignore[assignment]
+    assert status["generation"] == 3
+    assert next(s["snapshot_id"] for s in slots if s["slot"] == "green") == current.json()["id"]
+
+
 # -- the rollback target ------------------------------------------------------------------
 
 

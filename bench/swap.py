@@ -6,7 +6,8 @@ Run against a running service (`make up`; admin token from TWINLOOP_ADMIN_TOKEN)
 
 It registers a random LoRA adapter for `law`, stages it to Shadow, then keeps
 `--clients` threads sending `/answer` while it alternates swap and rollback.
-Every rollback here is a pointer flip (the shadow slot still holds the target).
+Every rollback here is a pointer flip (the shadow slot still holds the target). Each
+change names the generation it changes, the one the previous change answered with.
 Latency is measured at the admin client, request to response, so it includes
 HTTP, the database transaction and the engine check before the flip.
 """
@@ -66,15 +67,19 @@ def main() -> None:
     in_gateway: dict[str, list[float]] = {"swap": [], "rollback": []}
     began = time.monotonic()
     with httpx.Client(timeout=60, headers=admin) as http:
+        generation = http.get(f"{url}/status").raise_for_status().json()["generation"]
         for i in range(args.flips):
             time.sleep(args.interval)
             kind = "swap" if i % 2 == 0 else "rollback"
             started = time.perf_counter()
-            view = http.post(f"{url}/{kind}", json={"reason": "bench"}).raise_for_status().json()
+            change = {"reason": "bench", "generation": generation}
+            view = http.post(f"{url}/{kind}", json=change).raise_for_status().json()
             timings[kind].append((time.perf_counter() - started) * 1000)
             in_gateway[kind].append(view["took_ms"])
+            generation = view["generation"]
         if args.flips % 2:
-            http.post(f"{url}/rollback", json={"reason": "bench: leave as found"})
+            leave = {"reason": "bench: leave as found", "generation": generation}
+            http.post(f"{url}/rollback", json=leave).raise_for_status()
         # The random adapter must not stay in Shadow: stage what Shadow held before.
         http.post(
             f"{url}/snapshots/{shadow_before}/stage", json={"reason": "bench: leave as found"}

@@ -30,17 +30,13 @@ async def release_status(_: AdminDep, admin: ReleaseAdminDep) -> ReleaseStatus:
 
 
 @router.post("/swap", responses=errors(*BODY, 409, *ENGINE))
-async def swap(
-    actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest | None = None
-) -> ReleaseView:
-    return await admin.swap(body or SwapRequest(), actor=actor)
+async def swap(actor: AdminDep, admin: ReleaseAdminDep, body: SwapRequest) -> ReleaseView:
+    return await admin.swap(body, actor=actor)
 
 
 @router.post("/rollback", responses=errors(*BODY, 404, 409, *ENGINE))
-async def rollback(
-    actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest | None = None
-) -> ReleaseView:
-    return await admin.rollback(body or RollbackRequest(), actor=actor)
+async def rollback(actor: AdminDep, admin: ReleaseAdminDep, body: RollbackRequest) -> ReleaseView:
+    return await admin.rollback(body, actor=actor)
 
 
 @router.get("/snapshots")
@@ -89,7 +85,10 @@ async def stage_snapshot(
     snapshot_id: str, actor: AdminDep, admin: ReleaseAdminDep, body: ChangeRequest | None = None
 ) -> ReleaseView:
     reason = (body.reason if body else "") or "stage"
-    return await admin.stage(snapshot_id, actor=actor, reason=reason)
+    generation = body.generation if body else None
+    return await admin.stage(
+        snapshot_id, actor=actor, reason=reason, expected_generation=generation
+    )
 
 
 @router.post("/pr", status_code=status.HTTP_201_CREATED, responses=errors(*BODY, 404, 409, *ENGINE))

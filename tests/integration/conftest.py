@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from rag.server import ChromaServer
 from twinloop.db import migrate
@@ -27,6 +30,32 @@ from twinloop.testing.ports import free_port
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
 TEST_GREEN_PORT = TEST_BLUE_PORT + 1
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TWINLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A throwaway database on the local PostgreSQL, dropped afterwards (an async URL)."""
+    admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"twinloop_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as e:
+        admin.dispose()
+        message = f"PostgreSQL is unreachable at {POSTGRES_ADMIN_URL}: {e.orig}"
+        if os.environ.get("CI"):  # CI has a PostgreSQL: a missing one is a failure, not a skip
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    try:
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("+psycopg", "+asyncpg")
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -43,9 +43,10 @@ def test_an_ingested_fact_is_answered_by_shadow_then_active_and_gone_after_rollb
     assert shadow["contexts"] and shadow["contexts"][0]["doc_id"] == "memo-quorvath"  # type: ignore[index]
     assert "Zelmora" in str(shadow["answer"])
 
-    httpx.post(f"{url}/swap", headers=admin, timeout=60).raise_for_status()
+    latest = {"generation": "latest"}
+    httpx.post(f"{url}/swap", json=latest, headers=admin, timeout=60).raise_for_status()
     assert "Zelmora" in str(_ask(url, admin)["answer"])
 
-    httpx.post(f"{url}/rollback", headers=admin, timeout=60).raise_for_status()
+    httpx.post(f"{url}/rollback", json=latest, headers=admin, timeout=60).raise_for_status()
     after = _ask(url, admin)
     assert after["contexts"] == [] and "Zelmora" not in str(after["answer"])

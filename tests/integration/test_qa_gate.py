@@ -76,6 +76,8 @@ def test_an_over_trained_adapter_is_rejected_naming_what_it_forgot(
     answers = httpx.get(f"{url}/status", headers=admin, timeout=30).json()["latest_qa"]
     assert answers["id"] == report["id"] and answers["passed"] is False
 
-    refused = httpx.post(f"{url}/swap", headers=admin, json={"reason": "try"}, timeout=60)
+    refused = httpx.post(
+        f"{url}/swap", headers=admin, json={"reason": "try", "generation": "latest"}, timeout=60
+    )
     assert refused.status_code == 409, refused.text
     assert "rejected by QA" in refused.json()["detail"]

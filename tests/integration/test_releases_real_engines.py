@@ -86,13 +86,15 @@ def test_register_stage_swap_rollback_and_tamper(
     # Random LoRA weights change greedy output: Shadow really serves the adapter.
     assert preview["answer"] != active["answer"]
 
-    swapped = httpx.post(f"{url}/swap", headers=admin, timeout=60).json()
+    change = {"generation": start["generation"] + 1}  # staging wrote one release
+    swapped = httpx.post(f"{url}/swap", json=change, headers=admin, timeout=60).json()
     after_swap = _answer(url)
     assert swapped["active_slot"] == shadow
     assert (after_swap["slot"], after_swap["adapter"]) == (shadow, adapter["name"])
     assert after_swap["answer"] == preview["answer"]
 
-    rolled = httpx.post(f"{url}/rollback", headers=admin, timeout=60).json()
+    change = {"generation": swapped["generation"]}
+    rolled = httpx.post(f"{url}/rollback", json=change, headers=admin, timeout=60).json()
     after_rollback = _answer(url)
     assert rolled["active_slot"] == start["active_slot"]
     assert after_rollback["adapter"] is None
@@ -136,14 +138,17 @@ def test_no_request_fails_across_twenty_swaps_and_rollbacks(
     for worker in workers:
         worker.start()
     flips: list[float] = []
+    generation = httpx.get(f"{url}/status", headers=admin, timeout=30).json()["generation"]
     try:
         for i in range(20):
             time.sleep(0.5)
             path = "/swap" if i % 2 == 0 else "/rollback"
             started = time.perf_counter()
-            flip = httpx.post(f"{url}{path}", headers=admin, timeout=60)
+            change = {"generation": generation}
+            flip = httpx.post(f"{url}{path}", json=change, headers=admin, timeout=60)
             flips.append(time.perf_counter() - started)
             assert flip.status_code == 200, flip.text
+            generation = flip.json()["generation"]
     finally:
         time.sleep(0.5)
         stop.set()
@@ -198,7 +203,8 @@ def test_two_gateway_processes_agree_after_a_swap(
             time.sleep(0.2)
 
         for first, follower in ((two_engine_gateway, other), (other, two_engine_gateway)):
-            swapped = httpx.post(f"{first}/swap", headers=admin, timeout=60).json()
+            latest = {"generation": "latest"}
+            swapped = httpx.post(f"{first}/swap", json=latest, headers=admin, timeout=60).json()
             started = time.monotonic()
             while True:
                 seen = httpx.get(f"{follower}/status", headers=admin, timeout=10).json()

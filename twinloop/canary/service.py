@@ -542,6 +542,7 @@ class CanaryService:
             actor=CANARY_ACTOR,
             reason=f"canary {row.id}: {reason}",
             snapshot_id=row.baseline_snapshot_id,
+            expected_generation=release.generation,  # the release this decision was made on
         )
 
     async def _end(

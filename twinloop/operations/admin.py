@@ -101,6 +101,7 @@ class ReleaseAdmin:
             reason=reason,
             snapshot_reason=reason,
             adapters=request.adapters,
+            expected_generation=request.generation,
         )
 
     async def propose_router_rules(
@@ -122,6 +123,7 @@ class ReleaseAdmin:
             reason=reason,
             snapshot_reason=f"{reason} (router rules version {proposal.version})",
             router_rules_version=proposal.version,
+            expected_generation=request.generation,
         )
         return ProposalView(
             rules_version=proposal.version,
@@ -140,6 +142,7 @@ class ReleaseAdmin:
         snapshot_reason: str,
         adapters: dict[str, str | None] | None = None,
         router_rules_version: int | None = None,
+        expected_generation: int | None = None,
     ) -> SnapshotView:
         """A new snapshot from `parent_id` with the given changes, staged to the shadow slot."""
         # Committed on its own: staging reads it in another transaction.
@@ -155,12 +158,18 @@ class ReleaseAdmin:
                 router_rules_version=router_rules_version,
             )
             view = SnapshotView.model_validate(snapshot)
-        await self._controller.stage(view.id, actor=actor, reason=reason)
+        await self._controller.stage(
+            view.id, actor=actor, reason=reason, expected_generation=expected_generation
+        )
         return view
 
-    async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseView:
+    async def stage(
+        self, snapshot_id: str, *, actor: str, reason: str, expected_generation: int | None = None
+    ) -> ReleaseView:
         started = time.perf_counter()
-        state = await self._controller.stage(snapshot_id, actor=actor, reason=reason)
+        state = await self._controller.stage(
+            snapshot_id, actor=actor, reason=reason, expected_generation=expected_generation
+        )
         return _view(state, started)
 
     async def swap(self, request: SwapRequest, *, actor: str) -> ReleaseView:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,16 +19,33 @@ class ChangeRequest(BaseModel):
     )
 
 
-class SwapRequest(ChangeRequest):
+class ReleaseChangeRequest(BaseModel):
+    """A swap or rollback: it names the release generation it changes, so two operators (or
+    gateways) changing the release at once cannot undo each other."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000, description="Kept in the audit log.")
+    generation: Annotated[int, Field(ge=1)] | Literal["latest"] = Field(
+        description="Required. The release generation this change is meant for (`generation` "
+        "in /status and in every release change's answer); refused (409) when the release "
+        'is no longer at it. `"latest"`: the generation in force when the request arrives — '
+        "still refused (409) if another change lands before this one is written.",
+    )
+
+
+class SwapRequest(ReleaseChangeRequest):
     force: bool = Field(
         default=False,
         description="Swap in a Shadow snapshot that the QA gate rejected (otherwise 409).",
     )
 
 
-class RollbackRequest(ChangeRequest):
+class RollbackRequest(ReleaseChangeRequest):
     snapshot_id: str | None = Field(
-        default=None, description="Snapshot to make active; default the previous active one."
+        default=None,
+        description="Snapshot to make active; default the previous active one (skipping any "
+        "that a rollback left, so rolling back twice goes further back, never forward).",
     )
 
 

@@ -4,7 +4,9 @@ Readers take `state` without a lock: it is one immutable object, replaced whole,
 so a request that picked its target keeps it while a swap happens. Writers
 (stage, swap, rollback, refresh) hold one lock, write one database transaction,
 then flip the pointer. The unique release generation makes two gateways that
-change the release at once collide instead of both winning.
+change the release at once collide instead of both winning. A swap or rollback names
+the generation it changes, so the loser of such a race is refused, never retried: a
+retry would swap back.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
-from twinloop.errors import NotFoundError
+from twinloop.errors import EngineUnavailableError, NotFoundError
 from twinloop.metrics import Metrics
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
+from twinloop.releases.history import rollback_target
 from twinloop.releases.inflight import InflightRequests
-from twinloop.releases.state import AdapterRef, ReleaseState, SlotSnapshot, Target
+from twinloop.releases.state import (
+    AdapterRef,
+    ExpectedGeneration,
+    ReleaseState,
+    SlotSnapshot,
+    Target,
+)
 from twinloop.routing.service import DEFAULT_RULES_VERSION
 from twinloop.settings import Slot
 
@@ -94,6 +103,11 @@ class ReleaseController:
             state = await self._state_of(session, release)
         return self._set(state)
 
+    async def current_generation(self) -> int:
+        """The generation in force in the database (what `"latest"` means when a change arrives)."""
+        async with self._sessionmaker.begin() as session:
+            return await repository.latest_generation(session)
+
     async def refresh(self) -> bool:
         """Take a release another gateway made; True when the pointer moved."""
         async with self._sessionmaker.begin() as session:
@@ -109,53 +123,61 @@ class ReleaseController:
 
     # -- changing the release -----------------------------------------------------
 
-    async def stage(self, snapshot_id: str, *, actor: str, reason: str) -> ReleaseState:
-        """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot."""
+    async def stage(
+        self, snapshot_id: str, *, actor: str, reason: str, expected_generation: int | None = None
+    ) -> ReleaseState:
+        """Load `snapshot_id`'s adapters into the shadow slot and make it the shadow's snapshot.
+
+        With `expected_generation` (an operator's), refused unless the release is still there.
+        """
 
         async def change() -> ReleaseState:
             return await self._stage(snapshot_id, actor=actor, reason=reason)
 
-        return await self._change(change, expected_generation=None)
+        return await self._change(change, expected_generation=expected_generation)
 
     async def swap(
-        self, *, actor: str, reason: str, expected_generation: int | None = None
+        self, *, actor: str, reason: str, expected_generation: ExpectedGeneration
     ) -> ReleaseState:
         """Make the shadow slot active. Requests already running finish where they started.
 
-        With `expected_generation`, refuse if the release moved past it meanwhile: two
-        operators pressing "swap" at once must not swap there and back.
+        Refused unless the release is still at `expected_generation` (`"latest"`: the one
+        in force now) when the swap is written: two operators pressing "swap" at once must
+        not swap there and back.
         """
+        expected = await self._resolve(expected_generation)
 
         async def change() -> ReleaseState:
             return await self._swap(actor=actor, reason=reason, action="release.swap")
 
-        return await self._change(change, expected_generation=expected_generation)
+        return await self._change(change, expected_generation=expected)
 
     async def rollback(
         self,
         *,
         actor: str,
         reason: str,
+        expected_generation: ExpectedGeneration,
         snapshot_id: str | None = None,
-        expected_generation: int | None = None,
     ) -> ReleaseState:
         """Make the previous active snapshot (or `snapshot_id`) active again.
 
-        A pointer flip when the shadow slot still holds it; otherwise it is staged first.
+        The previous one is found in the history (`history.py`), skipping snapshots a
+        rollback left. A pointer flip when the shadow slot still holds it; otherwise it is
+        staged first. Refused, as a swap is, unless the release is at `expected_generation`.
         """
+        expected = await self._resolve(expected_generation)
 
         async def change() -> ReleaseState:
             state = self.state
-            target = snapshot_id or state.previous_active_snapshot_id
-            if target is None:
-                raise ReleaseConflictError("there is no earlier active snapshot to roll back to")
+            target = snapshot_id or await self._rollback_target()
             if state.serving(state.active_slot).snapshot_id == target:
                 raise ReleaseConflictError(f"snapshot {target} is already active")
             if state.slot_holding(target) != state.shadow_slot:
                 await self._stage(target, actor=actor, reason=f"rollback: {reason}")
             return await self._swap(actor=actor, reason=reason, action="release.rollback")
 
-        return await self._change(change, expected_generation=expected_generation)
+        return await self._change(change, expected_generation=expected)
 
     async def reconcile(self, slot: Slot) -> list[str]:
         """Load any of the slot's adapters its engine lacks (an engine that restarted).
@@ -169,17 +191,39 @@ class ReleaseController:
 
     # -- internals ----------------------------------------------------------------
 
+    async def _resolve(self, expected: ExpectedGeneration) -> int:
+        # "latest" is read as the request arrives, before it waits for the lock: a change
+        # that lands while it waits makes it refuse instead of acting on what it never saw.
+        return expected if isinstance(expected, int) else await self.current_generation()
+
     async def _change(
         self, change: Callable[[], Awaitable[ReleaseState]], *, expected_generation: int | None
     ) -> ReleaseState:
         """Run `change` under the lock on the state in memory, without reading the database
         first: the watcher keeps the state fresh, and a stale state is caught by the unique
-        generation when the change is written. Then we catch up and try once more (where
-        the caller named the generation it expected, that check now refuses).
+        generation when the change is written.
+
+        With `expected_generation` (always for swap and rollback, an operator's choice for
+        staging) the change is made on that generation or not at all: a caller that knows a
+        newer one than this gateway makes us catch up first; one that lost a race to another
+        gateway is refused, never retried. Without it (ingest's and the trainer's staging,
+        which means the same on any generation) we catch up and try once more.
         """
         async with self._lock:
-            for _ in range(2):
+            if expected_generation is not None:
+                if expected_generation != self.state.generation:
+                    await self._catch_up()
                 self._check_generation(expected_generation)
+                try:
+                    return await change()
+                except _StaleStateError as e:
+                    await self._catch_up()
+                    raise ReleaseConflictError(
+                        "another gateway changed the release at the same moment: it is at "
+                        f"generation {self.state.generation}, not {expected_generation}; look "
+                        "at /status again before changing it"
+                    ) from e
+            for _ in range(2):
                 try:
                     return await change()
                 except _StaleStateError:
@@ -188,8 +232,8 @@ class ReleaseController:
             "another gateway changed the release at the same moment; look at /status and try again"
         )
 
-    def _check_generation(self, expected: int | None) -> None:
-        if expected is not None and expected != self.state.generation:
+    def _check_generation(self, expected: int) -> None:
+        if expected != self.state.generation:
             raise ReleaseConflictError(
                 f"the release is at generation {self.state.generation}, not {expected}; "
                 "look at /status again before changing it"
@@ -203,6 +247,7 @@ class ReleaseController:
             if snapshot is None:
                 raise NotFoundError(f"snapshot {snapshot_id} does not exist")
             serving = await self._slot_snapshot(session, snapshot)
+            await _refuse_tainted(session, serving, "staged")
         shadow = self.state.shadow_slot
         started = time.perf_counter()
         await self._ensure_loaded(shadow, serving)
@@ -223,8 +268,19 @@ class ReleaseController:
     async def _swap(self, *, actor: str, reason: str, action: str) -> ReleaseState:
         started = time.perf_counter()
         shadow = self.state.shadow_slot
-        # Never make active an engine that cannot serve its snapshot.
-        await self._ensure_loaded(shadow, self.state.serving(shadow), trust_recent=True)
+        serving = self.state.serving(shadow)
+        # An adapter may have been tainted since it was staged.
+        if serving.adapters:
+            async with self._sessionmaker.begin() as session:
+                await _refuse_tainted(session, serving, "made active")
+        # Never make active an engine that is down or cannot serve its snapshot. The health
+        # check is asked every time: a fresh adapter listing says nothing of a later crash.
+        if not await self._engines[shadow].health():
+            raise EngineUnavailableError(
+                f"the {shadow} engine does not answer its health check; it is not made "
+                "active and the release is unchanged"
+            )
+        await self._ensure_loaded(shadow, serving, trust_recent=True)
 
         return await self._commit(
             active=shadow,
@@ -280,22 +336,28 @@ class ReleaseController:
             raise _StaleStateError from e
         kind = action.removeprefix("release.")
         self._metrics.release_changes.labels(kind).observe(time.perf_counter() - started)
-        current = self.state
-        current_active = current.serving(current.active_slot).snapshot_id
-        previous = (
-            current_active
-            if slots[active].snapshot_id != current_active
-            else current.previous_active_snapshot_id
-        )
         # Only a committed release moves the pointer.
         return self._set(
-            ReleaseState(
-                generation=release.generation,
-                active_slot=active,
-                slots=dict(slots),
-                previous_active_snapshot_id=previous,
-            )
+            ReleaseState(generation=release.generation, active_slot=active, slots=dict(slots))
         )
+
+    async def _rollback_target(self) -> str:
+        state = self.state
+        async with self._sessionmaker.begin() as session:
+            found = await rollback_target(
+                session,
+                generation=state.generation,
+                active=state.serving(state.active_slot).snapshot_id,
+            )
+        if found.snapshot_id is not None:
+            return found.snapshot_id
+        message = "there is no earlier active snapshot to roll back to"
+        if found.skipped:
+            message += (
+                f" (a rollback left {', '.join(found.skipped)}; name one as `snapshot_id` to "
+                "make it active again)"
+            )
+        raise ReleaseConflictError(message)
 
     async def _catch_up(self) -> None:
         """Under the lock: take the newest release before changing it."""
@@ -344,18 +406,6 @@ class ReleaseController:
         for name in sorted(stale):
             await self._engines[slot].unload_adapter(name)
 
-    @staticmethod
-    async def _previous_active_snapshot(session: AsyncSession, current: str) -> str | None:
-        for release in await repository.releases_newest_first(session):
-            active = (
-                release.blue_snapshot_id
-                if release.active_slot == Slot.BLUE.value
-                else release.green_snapshot_id
-            )
-            if active and active != current:
-                return active
-        return None
-
     async def _state_of(self, session: AsyncSession, release: Release) -> ReleaseState:
         slots: dict[Slot, SlotSnapshot] = {}
         for slot, snapshot_id in (
@@ -366,14 +416,8 @@ class ReleaseController:
             if snapshot is None:
                 raise RuntimeError(f"release {release.generation} names no snapshot for {slot}")
             slots[slot] = await self._slot_snapshot(session, snapshot)
-        active = Slot(release.active_slot)
         return ReleaseState(
-            generation=release.generation,
-            active_slot=active,
-            slots=slots,
-            previous_active_snapshot_id=await self._previous_active_snapshot(
-                session, slots[active].snapshot_id
-            ),
+            generation=release.generation, active_slot=Slot(release.active_slot), slots=slots
         )
 
     def _set(self, state: ReleaseState) -> ReleaseState:
@@ -423,6 +467,21 @@ class ReleaseController:
         )
         await repository.add(session, release, audit)
         return release
+
+
+async def _refuse_tainted(session: AsyncSession, serving: SlotSnapshot, done: str) -> None:
+    """A snapshot serving an adapter that learned from deleted data is never staged or made
+    active, whichever way it is reached (named, inherited, restaged, swapped, rolled back to)."""
+    tainted = await repository.tainted_among(session, [a.id for a in serving.adapters.values()])
+    if tainted:
+        named = "; ".join(
+            f"{a.name} for {a.domain} ({a.tainted_reason or 'tainted'})" for a in tainted
+        )
+        raise ReleaseConflictError(
+            f"snapshot {serving.snapshot_id} serves tainted adapters, so it is not {done}: "
+            f"{named}. Make a snapshot without them (POST /snapshots with the domain set to "
+            "another adapter or null)"
+        )
 
 
 def _path(adapter: AdapterRef) -> Path:

@@ -25,15 +25,18 @@ async def create_snapshot(
     """A new snapshot: `parent` with the named domains' adapters replaced.
 
     Every adapter must exist and belong to the domain it is put in; RAG versions
-    (unless given) and router rules are carried over from the parent.
+    (unless given) and router rules are carried over from the parent. A named tainted
+    adapter is refused; an inherited one is not carried over (its domain falls back to
+    the base model, and the reason says so), so staging new documents or a deletion never
+    fails on it and never serves it again.
     """
     unknown = sorted((set(adapters) | set(rag_versions or {})) - set(domains))
     if unknown:
         raise InvalidRequestError(
             f"unknown domain(s) {', '.join(unknown)}; known domains: {', '.join(domains)}"
         )
-    ids = [a for a in adapters.values() if a]
-    rows = await repository.adapters_by_id(session, ids)
+    merged = {**parent.adapters, **adapters}
+    rows = await repository.adapters_by_id(session, [a for a in merged.values() if a])
     for domain, adapter_id in adapters.items():
         if adapter_id is None:
             continue
@@ -46,10 +49,17 @@ async def create_snapshot(
             )
         if row.tainted:
             raise InvalidRequestError(f"adapter {adapter_id} is tainted and cannot be served")
-    merged = {**parent.adapters, **adapters}
+    dropped = {
+        domain: rows[adapter_id]
+        for domain, adapter_id in merged.items()
+        if domain not in adapters and adapter_id in rows and rows[adapter_id].tainted
+    }
+    if dropped:
+        names = ", ".join(f"{row.name} for {domain}" for domain, row in sorted(dropped.items()))
+        reason += f" (tainted, not carried over: {names})"
     snapshot = Snapshot(
         base_model=parent.base_model,
-        adapters={d: a for d, a in merged.items() if a},
+        adapters={d: a for d, a in merged.items() if a and d not in dropped},
         rag_versions={**parent.rag_versions, **(rag_versions or {})},
         router_rules_version=router_rules_version or parent.router_rules_version,
         parent_id=parent.id,

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from twinloop.settings import Slot
+
+LATEST: Final = "latest"
+# What a swap or rollback expects to change: a generation, or "latest" — the one in force
+# when the request arrived. Either way the change is refused if the release moved past it.
+ExpectedGeneration = int | Literal["latest"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,6 @@ class ReleaseState:
     generation: int
     active_slot: Slot
     slots: dict[Slot, SlotSnapshot]
-    # What a rollback without a target goes back to: the last other active snapshot.
-    previous_active_snapshot_id: str | None = None
 
     @property
     def shadow_slot(self) -> Slot:

@@ -31,6 +31,8 @@ class FakeEngine:
     loaded_adapters: dict[str, set[str]] = field(default_factory=dict)
     # When set, non-streamed chat replies come from here: (model, last user message) -> text.
     answer_for: Callable[[str, str], str] | None = None
+    # path -> event: a request to that path is recorded, then waits until the event is set.
+    held: dict[str, asyncio.Event] = field(default_factory=dict)
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -38,12 +40,19 @@ class FakeEngine:
     def calls(self, path: str) -> list[dict[str, Any]]:
         return [body for _, p, body in self.requests if p == path]
 
+    def hold(self, path: str) -> asyncio.Event:
+        """Keep requests to `path` waiting until the returned event is set."""
+        self.held[path] = asyncio.Event()
+        return self.held[path]
+
     async def handle(self, request: httpx.Request) -> httpx.Response:
         slot = self.ports[request.url.port or 80]
         if slot in self.down:
             raise httpx.ConnectError("connection refused", request=request)
         body = json.loads(request.content) if request.content else {}
         self.requests.append((slot, request.url.path, body))
+        if request.url.path in self.held:
+            await self.held[request.url.path].wait()
         if self.hang:
             try:
                 await asyncio.Event().wait()

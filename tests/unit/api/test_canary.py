@@ -297,7 +297,9 @@ async def test_a_swap_outside_the_canary_ends_it(
 ) -> None:
     await _stage(client, admin_headers, tmp_path)
     await _start(client, admin_headers, percent=10)
-    swapped = await client.post("/swap", json={"reason": "by hand"}, headers=admin_headers)
+    swapped = await client.post(
+        "/swap", json={"reason": "by hand", "generation": "latest"}, headers=admin_headers
+    )
     assert swapped.status_code == 200, swapped.text
 
     assert await runtime.canary.evaluate() is None

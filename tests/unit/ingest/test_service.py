@@ -45,10 +45,14 @@ async def test_a_new_document_is_seen_by_shadow_then_active_after_swap_and_not_a
     assert 'twinloop_ingested_items_total{status="added",type="document"} 1.0' in metrics
     assert "twinloop_retrieval_latency_seconds_count" in metrics
 
-    assert (await client.post("/swap", headers=admin_headers)).status_code == 200
+    assert (
+        await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
+    ).status_code == 200
     assert await _contexts(client) == ["d1"]
 
-    assert (await client.post("/rollback", headers=admin_headers)).status_code == 200
+    assert (
+        await client.post("/rollback", json={"generation": "latest"}, headers=admin_headers)
+    ).status_code == 200
     assert await _contexts(client) == []
 
 
@@ -119,7 +123,9 @@ async def test_answers_can_skip_retrieval(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     assert (await client.post("/ingest", json={"items": [_doc()]})).status_code == 202
-    assert (await client.post("/swap", headers=admin_headers)).status_code == 200
+    assert (
+        await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
+    ).status_code == 200
     assert await _contexts(client) == ["d1"]  # with retrieval, active finds the document
 
     response = await client.post(

@@ -12,6 +12,8 @@ from twinloop.db.models import Answer, AuditEntry
 from twinloop.runtime import Runtime
 from twinloop.testing.engine import FakeEngine
 
+LATEST = {"generation": "latest"}
+
 
 async def _answer(client: httpx.AsyncClient, **extra: object) -> dict[str, object]:
     response = await client.post("/answer", json={"question": "Q?", "domain": "law", **extra})
@@ -98,7 +100,9 @@ async def test_swap_then_rollback_is_a_pointer_flip(
     assert staged.status_code == 201, staged.text
     loads_before = len(fake_engine.calls("/v1/load_lora_adapter"))
 
-    swapped = await client.post("/swap", json={"reason": "QA passed"}, headers=admin_headers)
+    swapped = await client.post(
+        "/swap", json={"reason": "QA passed", "generation": 2}, headers=admin_headers
+    )
 
     assert swapped.status_code == 200, swapped.text
     assert swapped.json()["active_slot"] == "green"
@@ -106,7 +110,9 @@ async def test_swap_then_rollback_is_a_pointer_flip(
     after_swap = await _answer(client)
     assert (after_swap["slot"], after_swap["adapter"]) == ("green", adapter["name"])
 
-    rolled = await client.post("/rollback", json={"reason": "users unhappy"}, headers=admin_headers)
+    rolled = await client.post(
+        "/rollback", json={"reason": "users unhappy", "generation": 3}, headers=admin_headers
+    )
 
     assert rolled.status_code == 200, rolled.text
     assert rolled.json()["active_slot"] == "blue"
@@ -132,11 +138,13 @@ async def test_rollback_to_a_snapshot_no_slot_holds_stages_it_first(
     one = await client.post(
         "/snapshots", json={"adapters": {"law": first["id"]}}, headers=admin_headers
     )
-    swapped_to_one = await client.post("/swap", headers=admin_headers)  # green: one
+    swapped_to_one = await client.post("/swap", json=LATEST, headers=admin_headers)  # green: one
     two = await client.post(
         "/snapshots", json={"adapters": {"law": second["id"]}}, headers=admin_headers
     )
-    swapped_to_two = await client.post("/swap", headers=admin_headers)  # blue: two; green: one
+    swapped_to_two = await client.post(
+        "/swap", json=LATEST, headers=admin_headers
+    )  # blue: two; green: one
     third = await client.post("/snapshots", json={"adapters": {"law": None}}, headers=admin_headers)
     assert (one.status_code, two.status_code, third.status_code) == (201, 201, 201)
     assert swapped_to_one.json()["active_slot"] == "green"
@@ -145,7 +153,7 @@ async def test_rollback_to_a_snapshot_no_slot_holds_stages_it_first(
     assert first["name"] not in fake_engine.loaded_adapters["green"]
 
     rolled = await client.post(
-        "/rollback", json={"snapshot_id": one.json()["id"]}, headers=admin_headers
+        "/rollback", json={"snapshot_id": one.json()["id"], **LATEST}, headers=admin_headers
     )
 
     assert rolled.status_code == 200, rolled.text
@@ -158,7 +166,7 @@ async def test_rollback_to_a_snapshot_no_slot_holds_stages_it_first(
 async def test_rollback_with_nothing_earlier_is_409(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    response = await client.post("/rollback", headers=admin_headers)
+    response = await client.post("/rollback", json=LATEST, headers=admin_headers)
     assert response.status_code == 409
     assert response.json()["error"] == "ReleaseConflictError"
     assert "no earlier active snapshot" in response.json()["detail"]
@@ -200,7 +208,7 @@ async def test_an_engine_that_lost_its_adapters_gets_them_back(
     staged = await client.post(
         "/snapshots", json={"adapters": {"law": adapter["id"]}}, headers=admin_headers
     )
-    swapped = await client.post("/swap", headers=admin_headers)
+    swapped = await client.post("/swap", json=LATEST, headers=admin_headers)
     assert (staged.status_code, swapped.status_code) == (201, 200)
     fake_engine.loaded_adapters["green"].clear()  # the engine restarted
 
@@ -237,7 +245,9 @@ async def test_a_snapshot_that_does_not_exist_is_404_wherever_it_is_named(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
     staged = await client.post("/snapshots/nope/stage", headers=admin_headers)
-    rolled = await client.post("/rollback", json={"snapshot_id": "nope"}, headers=admin_headers)
+    rolled = await client.post(
+        "/rollback", json={"snapshot_id": "nope", **LATEST}, headers=admin_headers
+    )
 
     for response in (staged, rolled):
         assert response.status_code == 404, response.text
@@ -258,13 +268,13 @@ async def test_a_swap_trusts_a_fresh_engine_listing_instead_of_asking_again(
     assert staged.status_code == 201, staged.text
     listings = len(fake_engine.calls("/v1/models"))
 
-    swapped = await client.post("/swap", headers=admin_headers)  # green was listed while staging
+    swapped = await client.post("/swap", json=LATEST, headers=admin_headers)  # listed in staging
     assert swapped.status_code == 200, swapped.text
     assert swapped.json()["active_slot"] == "green"
     assert len(fake_engine.calls("/v1/models")) == listings
 
     runtime.releases._verified_for_s = 0  # an old listing: the engine is asked again
-    rolled = await client.post("/rollback", headers=admin_headers)
-    swapped = await client.post("/swap", headers=admin_headers)
+    rolled = await client.post("/rollback", json=LATEST, headers=admin_headers)
+    swapped = await client.post("/swap", json=LATEST, headers=admin_headers)
     assert (rolled.status_code, swapped.status_code) == (200, 200)
     assert len(fake_engine.calls("/v1/models")) > listings

@@ -151,7 +151,9 @@ async def test_what_a_promoted_snapshot_passed_joins_forgetting_until_it_is_dele
         return [c.key for c in suite.cases if c.category == FORGETTING]
 
     before = forgetting(await runtime.qa.load_suite())
-    assert (await client.post("/swap", json={}, headers=admin_headers)).status_code == 200
+    assert (
+        await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
+    ).status_code == 200
     promoted = forgetting(await runtime.qa.load_suite())
     await _ingest(client, {"type": "example", "id": "e1", "deleted": True})
     withdrawn = forgetting(await runtime.qa.load_suite())

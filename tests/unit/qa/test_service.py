@@ -213,11 +213,13 @@ async def test_reports_are_kept_shown_in_status_and_a_rejected_shadow_needs_forc
         "law": {"train": 1, "heldout": 2},
     }
     assert latest["category_scores"] == {"forgetting": 0.0, "general": 0.0, "law": 1.0}
-    refused = await client.post("/swap", json={}, headers=admin_headers)
+    refused = await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
     assert refused.status_code == 409 and report["id"] in refused.json()["detail"]
     assert refused.json()["error"] == "ReleaseConflictError"  # as for any refused change
     assert status["active_slot"] == "blue"
-    forced = await client.post("/swap", json={"force": True}, headers=admin_headers)
+    forced = await client.post(
+        "/swap", json={"force": True, "generation": "latest"}, headers=admin_headers
+    )
     assert forced.status_code == 200, forced.text
     assert forced.json()["active_slot"] == "green"
 
@@ -256,6 +258,6 @@ async def test_a_rejected_adapter_stays_refused_after_a_document_is_ingested(
     assert (await _qa(client, admin_headers))["passed"] is False
     await _ingest(client, {"type": "document", "id": "d1", "domain": "law", "text": "Courts."})
 
-    refused = await client.post("/swap", json={}, headers=admin_headers)
+    refused = await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
 
     assert refused.status_code == 409, refused.text

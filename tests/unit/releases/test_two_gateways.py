@@ -12,7 +12,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from twinloop.settings import Settings
+from twinloop.settings import GatewaySettings, Settings
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.knowledge import FakeKnowledge
 from twinloop.testing.router import FakeRouter
@@ -50,7 +50,7 @@ async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
     assert before.status_code == 200, before.text
     assert before.json()["slot"] == "blue"
 
-    swapped = await client.post("/swap", headers=admin_headers)
+    swapped = await client.post("/swap", json={"generation": 1}, headers=admin_headers)
     started = time.monotonic()
     assert swapped.status_code == 200, swapped.text
     assert swapped.json()["active_slot"] == "green"
@@ -82,7 +82,8 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
     client: httpx.AsyncClient, settings: Settings, fake_engine: FakeEngine,
     admin_headers: dict[str, str],
 ) -> None:  # fmt: skip
-    assert (await client.post("/swap", headers=admin_headers)).status_code == 200
+    swapped = await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
+    assert swapped.status_code == 200, swapped.text
 
     async with _another_gateway(settings, fake_engine) as restarted:
         answer = await restarted.post("/answer", json={"question": "Q?"})
@@ -91,21 +92,48 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
     assert answer.json()["slot"] == "green"
 
 
-async def test_two_gateways_writing_the_same_generation_collide_instead_of_both_winning(
+@pytest.mark.parametrize("generation", ["latest", 1])
+async def test_two_gateways_swapping_at_once_one_wins_and_the_other_is_409(
     client: httpx.AsyncClient, second_client: httpx.AsyncClient, admin_headers: dict[str, str],
-    monkeypatch: pytest.MonkeyPatch,
+    fake_engine: FakeEngine, generation: object,
 ) -> None:  # fmt: skip
-    second_runtime = second_client._transport.app.state.runtime  # type: ignore[attr-defined]
+    # Both gateways read the release and reach the engine check before either writes: the
+    # real race, caught-up state and all (nothing stubbed but the engines).
+    engine_check = fake_engine.hold("/health")
+    checks = len(fake_engine.calls("/health"))
+    body = {"generation": generation, "reason": "race"}
+    swaps = [
+        asyncio.create_task(gateway.post("/swap", json=body, headers=admin_headers))
+        for gateway in (client, second_client)
+    ]
+    deadline = time.monotonic() + 10
+    while len(fake_engine.calls("/health")) < checks + 2:
+        assert time.monotonic() < deadline, "both swaps did not reach the engine check"
+        await asyncio.sleep(0.005)
+    engine_check.set()
+    responses = [await swap for swap in swaps]
 
-    async def no_catch_up() -> None:  # the race window: gateway 2 has not seen the swap yet
-        return None
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 409], [r.text for r in responses]
+    loser = next(r for r in responses if r.status_code == 409)
+    assert loser.json()["error"] == "ReleaseConflictError"
+    assert "generation 2, not 1" in loser.json()["detail"]
+    for gateway in (client, second_client):  # the loser caught up: both agree at once
+        status = (await gateway.get("/status", headers=admin_headers)).json()
+        assert (status["generation"], status["active_slot"]) == (2, "green")
 
-    monkeypatch.setattr(second_runtime.releases, "_catch_up", no_catch_up)
-    monkeypatch.setattr(second_runtime.releases, "refresh", no_catch_up)
-    first = await client.post("/swap", headers=admin_headers)
-    second = await second_client.post("/swap", headers=admin_headers)
 
-    assert first.status_code == 200
-    assert second.status_code == 409
-    assert "at the same moment" in second.json()["detail"]
-    assert second_runtime.releases.state.generation == 1  # its pointer did not move
+async def test_a_generation_made_through_another_gateway_is_accepted_before_it_polls(
+    client: httpx.AsyncClient, settings: Settings, fake_engine: FakeEngine,
+    admin_headers: dict[str, str],
+) -> None:  # fmt: skip
+    slow = settings.model_copy(update={"gateway": GatewaySettings(release_poll_s=3600)})
+    async with _another_gateway(slow, fake_engine) as behind:
+        swapped = await client.post("/swap", json={"generation": 1}, headers=admin_headers)
+        assert swapped.status_code == 200, swapped.text
+
+        # The operator read generation 2 from the first gateway; the second has not polled.
+        back = await behind.post("/swap", json={"generation": 2}, headers=admin_headers)
+
+    assert back.status_code == 200, back.text
+    assert (back.json()["generation"], back.json()["active_slot"]) == (3, "blue")

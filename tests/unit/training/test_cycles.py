@@ -209,7 +209,10 @@ async def test_deleting_an_item_taints_its_adapters_and_keeps_it_out_of_later_tr
     status = (await client.get("/status", headers=admin_headers)).json()
     (tainted,) = status["tainted_adapters"]
     assert tainted["id"] == adapter_id and "f1" in tainted["reason"]
-    assert tainted["serving_slots"] == [status["shadow_slot"]]
+    # The deletion staged Shadow anew (its correction left RAG), without the tainted adapter.
+    assert tainted["serving_slots"] == []
+    assert adapter_id not in status["slots"][0]["adapters"].values()
+    assert adapter_id not in status["slots"][1]["adapters"].values()
     # A later cycle in that domain neither trains nor replays the deleted item.
     await _feedback(client, "f2", "Where is Zelco?", "Zelco is based in Ostrava.", user="u2")
     await _run_requested(client, admin_headers, trainer, runtime)

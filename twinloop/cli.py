@@ -406,7 +406,9 @@ async def _run_trainer(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with daemon.open_trainer(settings) as trainer:
         server, thread = start_http_server(
-            settings.trainer.metrics_port, addr="127.0.0.1", registry=trainer.metrics.registry
+            settings.trainer.metrics_port,
+            addr=settings.trainer.metrics_host,
+            registry=trainer.metrics.registry,
         )
         try:
             await daemon.serve(trainer, stop)

@@ -88,6 +88,15 @@ class EngineSettings(BaseModel):
         "better, so an adapter's losses show; the trainer's kl_weight of 10 holds them.",
     )
     extra_args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
+    blue_url: str | None = Field(
+        default=None,
+        description="Base URL of the blue engine where it runs on its own host (a compose "
+        "service, a Kubernetes Service), e.g. http://vllm-blue:8000. Unset: http://host:blue_port. "
+        "Two engines behind one `host` cannot be two services.",
+    )
+    green_url: str | None = Field(
+        default=None, description="Base URL of the green engine; see blue_url."
+    )
 
     def port(self, slot: Slot) -> int:
         return self.blue_port if slot is Slot.BLUE else self.green_port
@@ -96,7 +105,8 @@ class EngineSettings(BaseModel):
         return self.blue_cpus if slot is Slot.BLUE else self.green_cpus
 
     def base_url(self, slot: Slot) -> str:
-        return f"http://{self.host}:{self.port(slot)}"
+        url = self.blue_url if slot is Slot.BLUE else self.green_url
+        return url.rstrip("/") if url else f"http://{self.host}:{self.port(slot)}"
 
 
 class GatewaySettings(BaseModel):
@@ -279,7 +289,12 @@ class TrainerSettings(BaseModel):
         le=19,
         description="Niceness of the trainer `twinloop up` starts: serving comes first.",
     )
-    metrics_port: int = Field(default=8300, description="The trainer's own /metrics (loopback).")
+    metrics_port: int = Field(default=8300, description="The trainer's own /metrics.")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the trainer's /metrics binds: loopback on one box; 0.0.0.0 in a "
+        "container, so that Prometheus in another one can scrape it.",
+    )
     qa: bool = Field(
         default=True,
         description="Run the QA dry run (and its correction rounds) after staging. Off: a "

@@ -32,6 +32,22 @@ def test_nested_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     assert settings.domains == ["a", "general"]
 
 
+def test_engines_on_their_own_hosts_are_addressed_by_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose services and Kubernetes Services: one host name per engine, not one host.
+    monkeypatch.setenv("TWINLOOP_ENGINES__BLUE_URL", "http://vllm-blue:8000/")
+    monkeypatch.setenv("TWINLOOP_ENGINES__GREEN_URL", "http://vllm-green:8000")
+    engines = Settings().engines
+    assert engines.base_url(Slot.BLUE) == "http://vllm-blue:8000"
+    assert engines.base_url(Slot.GREEN) == "http://vllm-green:8000"
+    assert EngineSettings(blue_url="http://b:1").base_url(Slot.GREEN) == "http://127.0.0.1:8102"
+
+
+def test_trainer_metrics_bind_loopback_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().trainer.metrics_host == "127.0.0.1"
+    monkeypatch.setenv("TWINLOOP_TRAINER__METRICS_HOST", "0.0.0.0")
+    assert Settings().trainer.metrics_host == "0.0.0.0"
+
+
 def test_each_slot_gets_its_own_core_by_default() -> None:
     engines = EngineSettings()
     assert engines.cpus(Slot.BLUE) != engines.cpus(Slot.GREEN)

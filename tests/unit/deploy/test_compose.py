@@ -65,6 +65,13 @@ def _settings(service: Service, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return settings_from(_environment(service), monkeypatch)
 
 
+def _empty_file(folder: Path) -> Path:
+    """An env file for docker-compose, so that a developer's deploy/.env is not read."""
+    path = folder / "empty.env"
+    path.write_text("")
+    return path
+
+
 def _mounts(service: Service) -> dict[str, str]:
     """Source to target of each `source:target[:mode]` volume."""
     return dict(tuple(v.split(":")[:2]) for v in service["volumes"])
@@ -77,14 +84,16 @@ def _argument(command: list[str], flag: str) -> str | None:
     return None
 
 
-def test_docker_compose_accepts_the_stack(stack: tuple[list[str], dict[str, Service]]) -> None:
+def test_docker_compose_accepts_the_stack(
+    stack: tuple[list[str], dict[str, Service]], tmp_path: Path
+) -> None:
     files, _ = stack
     docker_compose = require_tool(
         "docker-compose", "Debian's docker-compose; `make test` installs it where it may"
     )
     arguments = [a for name in files for a in ("-f", str(DEPLOY / name))]
     result = subprocess.run(
-        [docker_compose, *arguments, "config", "-q"],
+        [docker_compose, "--env-file", str(_empty_file(tmp_path)), *arguments, "config", "-q"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -93,18 +102,25 @@ def test_docker_compose_accepts_the_stack(stack: tuple[list[str], dict[str, Serv
     assert result.returncode == 0, result.stderr
 
 
-def test_docker_compose_refuses_to_start_without_the_secrets() -> None:
+def test_docker_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
     docker_compose = require_tool(
         "docker-compose", "Debian's docker-compose; `make test` installs it where it may"
     )
     env = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
     result = subprocess.run(
-        [docker_compose, "-f", str(DEPLOY / "compose.yaml"), "config", "-q"],
+        [
+            docker_compose,
+            "--env-file",
+            str(_empty_file(tmp_path)),
+            "-f",
+            str(DEPLOY / "compose.yaml"),
+            "config",
+            "-q",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
         env=env,
-        cwd=Path("/"),
     )
     assert result.returncode != 0 and "deploy/.env" in result.stderr
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -72,6 +73,17 @@ SlotOption = Annotated[
 def _fail(error: TwinloopError) -> typer.Exit:
     console.print(f"[red]error:[/red] {error.message}")
     return typer.Exit(code=1)
+
+
+def _gateway_settings() -> Settings:
+    """Settings for a command that runs the gateway; a refused setting (the admin token) is a
+    one-line error, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        for problem in e.errors():
+            console.print(f"[red]error:[/red] {problem['msg'].removeprefix('Value error, ')}")
+        raise typer.Exit(code=1) from e
 
 
 def _spinner() -> Progress:
@@ -477,7 +489,7 @@ async def _run_trainer(settings: Settings) -> None:
 @app.command("serve")
 def serve() -> None:
     """Run only the gateway (engines must be running)."""
-    settings = Settings()
+    settings = _gateway_settings()
     _serve(settings)
 
 
@@ -541,7 +553,7 @@ def up(
 
     Ctrl-C stops everything it started.
     """
-    settings = Settings()
+    settings = _gateway_settings()
     engines = EngineProcesses(settings)
     chroma = ChromaServer(settings)
     trainer_process = TrainerProcess(settings)

@@ -248,3 +248,17 @@ def test_admin_commands_read_the_token_the_data_directory_holds(
     monkeypatch.setenv("TWINLOOP_ADMIN_TOKEN", "from-the-env-0123456789")
     with cli._gateway_client(Settings(), None) as client:
         assert client.headers["authorization"] == "Bearer from-the-env-0123456789"
+
+
+def test_serve_refuses_a_placeholder_or_missing_admin_token_in_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWINLOOP_ADMIN_TOKEN", "change-me")
+    placeholder = CliRunner().invoke(app, ["serve"])
+    monkeypatch.delenv("TWINLOOP_ADMIN_TOKEN")
+    missing = CliRunner().invoke(app, ["serve"])
+
+    assert (placeholder.exit_code, missing.exit_code) == (1, 1)
+    assert "error: TWINLOOP_ADMIN_TOKEN is refused: 'change-me'" in placeholder.output
+    assert "error: no admin token" in missing.output and "twinloop up" in missing.output
+    assert "Traceback" not in placeholder.output + missing.output

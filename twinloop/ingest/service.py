@@ -344,8 +344,9 @@ class IngestService:
             ]
             body = json.dumps({"remove_correction_facts": batch}).encode()
             response = await self.ingest(
-                IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
-            )
+                IngestRequest(items=items), caller=system_caller(actor), body=body,
+                idempotency_key=None,
+            )  # fmt: skip
             snapshot_id = response.shadow_snapshot_id or snapshot_id
         return snapshot_id
 

@@ -346,7 +346,9 @@ async def test_a_fact_stored_before_the_screen_leaves_rag_when_a_cycle_quarantin
     served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
     item = {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
             "rating": "down", "correction": "Zelco is run by Mara Quill."}  # fmt: skip
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     # As an attack was stored, and made a fact, before /ingest screened what it takes.
     async with runtime.sessionmaker.begin() as session:
         (example,) = (await session.execute(select(TrainingExample))).scalars()

@@ -76,8 +76,8 @@ def _fail(error: TwinloopError) -> typer.Exit:
 
 
 def _gateway_settings() -> Settings:
-    """Settings for a command that runs the gateway; a refused setting (the admin token) is a
-    one-line error, not a traceback."""
+    """Settings for a command that runs or calls the gateway; a refused setting (the admin
+    token) is a one-line error, not a traceback."""
     try:
         return Settings()
     except ValidationError as e:
@@ -165,7 +165,7 @@ def _gateway_client(settings: Settings, url: str | None) -> httpx.Client:
 def _admin_call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One admin API call; the gateway's JSON error becomes a one-line error and exit 1."""
     try:
-        with _gateway_client(Settings(), url) as client:
+        with _gateway_client(_gateway_settings(), url) as client:
             response = client.request(method, path, json=body)
     except TwinloopError as e:
         raise _fail(e) from e

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from twinloop.timestamps import UtcDatetime
 
 MAX_RATE_LIMIT_PER_MINUTE = 1_000_000
 
@@ -89,9 +90,9 @@ class KeyView(BaseModel):
     domains: list[str]
     rate_limit_per_minute: int
     prefix: str = Field(description="The secret's first characters, to tell keys apart.")
-    created_at: datetime
+    created_at: UtcDatetime
     created_by: str
-    revoked_at: datetime | None
+    revoked_at: UtcDatetime | None
 
 
 class CreatedKey(KeyView):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -11,7 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.canary.service import CanaryService
-from twinloop.errors import TwinloopError
+from twinloop.identity.schemas import Caller
+from twinloop.identity.service import IdentityService
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import IngestService
@@ -88,32 +88,53 @@ AnswersDep = Annotated[AnswerService, Depends(get_answers)]
 ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
+
+def get_identity(runtime: RuntimeDep) -> IdentityService:
+    return runtime.identity
+
+
+IdentityDep = Annotated[IdentityService, Depends(get_identity)]
+
 _bearer = HTTPBearer(auto_error=False)
-
-
-class AdminAuthError(TwinloopError):
-    status_code = 401
-
-
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def optional_admin(runtime: RuntimeDep, credentials: CredentialsDep) -> str | None:
-    """The admin actor when a valid token came, None when none came; 403 for a wrong one."""
-    if credentials is None:
-        return None
-    expected = runtime.settings.admin_token.get_secret_value()
-    if not hmac.compare_digest(credentials.credentials.encode(), expected.encode()):
-        raise AdminAuthError("admin token is not valid", status_code=403)
-    return "admin"
+def _token(credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    return credentials.credentials if credentials is not None else None
 
 
-def require_admin(actor: Annotated[str | None, Depends(optional_admin)]) -> str:
-    """401 without a bearer token, 403 with a wrong one; returns the actor for the audit log."""
-    if actor is None:
-        raise AdminAuthError("admin token required: send `Authorization: Bearer <token>`")
-    return actor
+def _route(request: Request) -> str:
+    """The route's path template (`/keys/{key_id}`), the label of auth metrics."""
+    route = request.scope.get("route")
+    return str(getattr(route, "path", request.url.path))
 
 
+async def client_caller(
+    request: Request, identity: IdentityDep, credentials: CredentialsDep
+) -> Caller | None:
+    """/answer and /v1: the caller, or None for an anonymous one (see IdentityService.client)."""
+    return await identity.client(_token(credentials), route=_route(request))
+
+
+async def require_caller(
+    request: Request, identity: IdentityDep, credentials: CredentialsDep
+) -> Caller:
+    """Any valid credential; 401 without one."""
+    return await identity.caller(_token(credentials), route=_route(request))
+
+
+async def require_admin_caller(
+    request: Request, identity: IdentityDep, credentials: CredentialsDep
+) -> Caller:
+    """The admin token or an admin key: 401 without a valid credential, 403 for another role."""
+    return await identity.admin(_token(credentials), route=_route(request))
+
+
+def require_admin(caller: Annotated[Caller, Depends(require_admin_caller)]) -> str:
+    """The admin's name for the audit log (`admin`, or `key:<id>` for an admin key)."""
+    return caller.actor
+
+
+ClientCallerDep = Annotated[Caller | None, Depends(client_caller)]
+CallerDep = Annotated[Caller, Depends(require_caller)]
 AdminDep = Annotated[str, Depends(require_admin)]
-OptionalAdminDep = Annotated[str | None, Depends(optional_admin)]

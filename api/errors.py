@@ -20,7 +20,9 @@ log = structlog.get_logger(__name__)
 def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
     @app.exception_handler(TwinloopError)
     async def twinloop_error(_: Request, exc: TwinloopError) -> JSONResponse:
-        return error_response(exc.status_code, type(exc).__name__, exc.message)
+        return error_response(
+            exc.status_code, type(exc).__name__, exc.message, headers=exc.headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

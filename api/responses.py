@@ -33,8 +33,8 @@ class ErrorBody(BaseModel):
 
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
-    401: "No credential was sent.",
-    403: "The credential is not valid, or not for this.",
+    401: "No valid credential was sent (none, or an unknown or revoked one).",
+    403: "The credential's role may not do this; `detail` says what and why.",
     404: "What the request names does not exist.",
     409: "The request conflicts with the current state (it changed, or forbids this).",
     413: "The request is over a size limit; `detail` names the limit and its setting.",
@@ -53,8 +53,11 @@ _RETRY_AFTER = {
     }
 }
 
-# Statuses that come together. Every operator route reads or writes the database.
-ADMIN = (401, 403, 503)
+# Statuses that come together. Every operator route reads or writes the database. An API
+# key is charged its rate limit on every route (429); the admin token is not.
+ADMIN = (401, 403, 429, 503)
+# /answer and /v1: 401 only with auth.require_client_key; a key over its limit is 429.
+CLIENT = (401, 429)
 BODY = (400, 413, 422)
 ENGINE = (502, 503, 504)
 

@@ -17,13 +17,18 @@ canary arm's are users who met the Shadow), user-visible errors, the thumbs-up r
 arm, the mirrored pairs, the decision, its reason and its statistics; and at the end a
 table of both modes, with how many fewer user requests the paired comparison needed.
 
-    TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/canary.py --scenario both
+The users are one client app: a `client` API key made for the run (and revoked after it)
+asks and rates, so their feedback is on answers served to that key, as /ingest requires.
+
+    .venv/bin/python bench/canary.py --scenario both
+
+(admin token from `--token`, else TWINLOOP_ADMIN_TOKEN, else the file `make up` wrote into the
+data directory.)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import threading
 import time
@@ -33,6 +38,7 @@ from typing import Any
 import httpx
 
 from twinloop.settings import Settings
+from twinloop.testing.admin import admin_headers
 from twinloop.testing.learning_eval import is_right, load_holdout
 from twinloop.testing.staging import stage_random_lora
 
@@ -55,13 +61,13 @@ def _stage_shadow(http: httpx.Client, scenario: str) -> str:
 
 def _users(
     url: str, args: argparse.Namespace, stop: threading.Event, tally: Counter[str],
-    lock: threading.Lock,
+    lock: threading.Lock, app_key: dict[str, str],
 ) -> list[threading.Thread]:  # fmt: skip
     questions = load_holdout()
 
     def user(n: int) -> None:
         rng = random.Random(n)
-        with httpx.Client(base_url=url, timeout=120) as http:
+        with httpx.Client(base_url=url, timeout=120, headers=app_key) as http:
             while not stop.is_set():
                 # A population larger than the threads: the arms' shares follow `percent`.
                 user_id = f"bench-canary-user-{rng.randrange(args.population)}"
@@ -93,7 +99,7 @@ def _users(
 
 
 def run(args: argparse.Namespace, scenario: str, mirror_percent: float) -> dict[str, Any]:
-    admin = {"Authorization": f"Bearer {args.token}"}
+    admin = admin_headers(args.token)
     mode = f"split + mirror {mirror_percent:g}%" if mirror_percent else "split only"
     print(f"\n== {scenario} Shadow, {mode} ==")
     with httpx.Client(base_url=args.gateway, headers=admin, timeout=300) as http:
@@ -105,7 +111,12 @@ def run(args: argparse.Namespace, scenario: str, mirror_percent: float) -> dict[
             "reason": f"bench {scenario}, {mode}",
         }).raise_for_status()  # fmt: skip
         stop, lock, tally = threading.Event(), threading.Lock(), Counter[str]()
-        threads = _users(args.gateway, args, stop, tally, lock)
+        key = http.post("/keys", json={
+            "name": f"bench/canary.py users ({scenario}, {mode})", "role": "client",
+            "rate_limit_per_minute": 1_000_000,
+        }).raise_for_status().json()  # fmt: skip
+        app_key = {"Authorization": f"Bearer {key['key']}"}
+        threads = _users(args.gateway, args, stop, tally, lock, app_key)
         for thread in threads:
             thread.start()
         canary: dict[str, Any] = {}
@@ -122,6 +133,7 @@ def run(args: argparse.Namespace, scenario: str, mirror_percent: float) -> dict[
             stop.set()
             for thread in threads:
                 thread.join(timeout=150)
+            http.delete(f"/keys/{key['id']}")
     took = time.monotonic() - started
     print(
         f"{scenario} Shadow (snapshot {shadow}), {mode}: {canary.get('status')} after {took:.0f} s"
@@ -177,7 +189,7 @@ def _table(results: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--gateway", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", default=os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me"))
+    parser.add_argument("--token", default=None, help="default: the admin token in force")
     parser.add_argument("--scenario", choices=("good", "bad", "both"), default="both")
     parser.add_argument("--percent", type=float, default=50.0)
     parser.add_argument("--min-requests", type=int, default=100)

@@ -9,13 +9,15 @@ statistics (losses, gains, p-value, bound, tolerance, floor), the decision with 
 and the time per step (training seconds per step per adapter). The cycle must end
 `awaiting_canary` within 15 minutes on 2 cores (issue 11).
 
-    TWINLOOP_ADMIN_TOKEN=... .venv/bin/python bench/learning.py --facts 12
+    .venv/bin/python bench/learning.py --facts 12
+
+(admin token from `--token`, else TWINLOOP_ADMIN_TOKEN, else the file `make up` wrote into the
+data directory.)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
 from typing import Any
@@ -23,17 +25,18 @@ from typing import Any
 import httpx
 
 from twinloop.states import FINISHED
+from twinloop.testing.admin import admin_headers
 from twinloop.testing.learning_eval import load_facts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--gateway", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", default=os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me"))
+    parser.add_argument("--token", default=None, help="default: the admin token in force")
     parser.add_argument("--facts", type=int, default=12, help="made-up facts to teach (<= 12)")
     parser.add_argument("--timeout-s", type=float, default=3600)
     args = parser.parse_args()
-    admin = {"Authorization": f"Bearer {args.token}"}
+    admin = admin_headers(args.token)
     run = uuid.uuid4().hex[:8]
     facts = load_facts()[: args.facts]
     items: list[dict[str, Any]] = []
@@ -50,7 +53,7 @@ def main() -> None:
                 item["heldout"] = {"paraphrases": fact.test_questions, "accept": fact.accept}
             items.append(item)
     with httpx.Client(base_url=args.gateway, timeout=120) as http:
-        ingested = http.post("/ingest", json={"items": items})
+        ingested = http.post("/ingest", json={"items": items}, headers=admin)
         ingested.raise_for_status()
         started = time.perf_counter()
         requested = http.post("/train", headers=admin)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -163,6 +164,8 @@ def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settin
     """The measured gateway's settings: both slots on the stub, its own Chroma server."""
     return Settings(
         data_dir=data_dir,
+        # The gateway does not start without an admin token; the bench calls no admin route.
+        admin_token=secrets.token_urlsafe(32),
         log_level="WARNING",
         engines=EngineSettings(blue_port=stub_port, green_port=stub_port, external=True),
         rag=RagSettings(chroma_port=chroma_port),

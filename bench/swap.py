@@ -1,6 +1,7 @@
 """Swap and rollback latency under load, and the requests that failed meanwhile.
 
-Run against a running service (`make up`; admin token from TWINLOOP_ADMIN_TOKEN):
+Run against a running service (`make up`; admin token from TWINLOOP_ADMIN_TOKEN, else the
+file `make up` wrote into the data directory):
 
     .venv/bin/python bench/swap.py --flips 40 --clients 4
 
@@ -15,7 +16,6 @@ HTTP, the database transaction and the engine check before the flip.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -23,6 +23,7 @@ import time
 import httpx
 
 from twinloop.settings import Settings
+from twinloop.testing.admin import admin_headers
 from twinloop.testing.staging import stage_random_lora
 from twinloop.testing.stats import percentile
 
@@ -34,8 +35,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4, help="threads sending /answer")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between flips")
     args = parser.parse_args()
-    token = os.environ.get("TWINLOOP_ADMIN_TOKEN", "change-me")
-    admin = {"Authorization": f"Bearer {token}"}
+    admin = admin_headers()
     url = args.gateway
 
     before = httpx.get(f"{url}/status", headers=admin).raise_for_status().json()

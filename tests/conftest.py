@@ -6,7 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,6 +27,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ADMIN_TOKEN = "test-admin-token"
+# What the admin sends; /ingest needs a credential, and helpers that ingest send this.
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(autouse=True)
@@ -135,10 +138,49 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def admin_headers() -> Iterator[dict[str, str]]:
-    yield {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    yield dict(ADMIN_HEADERS)
 
 
 @pytest.fixture
 def runtime(app: FastAPI) -> Runtime:
     runtime: Runtime = app.state.runtime
     return runtime
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key made through `POST /keys`: its id, its secret and the headers that send it."""
+
+    id: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+NewKey = Callable[..., Awaitable[ApiKey]]
+
+
+@pytest.fixture
+def new_key(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> NewKey:
+    """Make an API key through the admin API: `await new_key("ingest", domains=["law"])`."""
+
+    async def create(
+        role: str = "client",
+        *,
+        domains: list[str] | None = None,
+        rate_limit_per_minute: int | None = None,
+        name: str | None = None,
+    ) -> ApiKey:
+        body: dict[str, object] = {"name": name or f"{role} app", "role": role}
+        if domains is not None:
+            body["domains"] = domains
+        if rate_limit_per_minute is not None:
+            body["rate_limit_per_minute"] = rate_limit_per_minute
+        response = await client.post("/keys", json=body, headers=admin_headers)
+        assert response.status_code == 201, response.text
+        created = response.json()
+        return ApiKey(id=created["id"], key=created["key"])
+
+    return create

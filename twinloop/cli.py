@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -28,6 +29,7 @@ from twinloop.db import migrate
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.engines.process import EngineProcesses
 from twinloop.errors import TwinloopError
+from twinloop.identity.admin_token import ensure_admin_token_file, load_admin_token
 from twinloop.logging import configure_logging
 from twinloop.processes import NotHealthyError
 from twinloop.registry.schemas import AdapterView
@@ -50,11 +52,16 @@ canary_app = typer.Typer(
     help="The canary of the staged Shadow, through the running gateway's admin API.",
     no_args_is_help=True,
 )
+keys_app = typer.Typer(
+    help="API keys for client apps, through the running gateway's admin API.",
+    no_args_is_help=True,
+)
 app.add_typer(models_app, name="models")
 app.add_typer(engines_app, name="engines")
 app.add_typer(db_app, name="db")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(canary_app, name="canary")
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
 
@@ -66,6 +73,17 @@ SlotOption = Annotated[
 def _fail(error: TwinloopError) -> typer.Exit:
     console.print(f"[red]error:[/red] {error.message}")
     return typer.Exit(code=1)
+
+
+def _gateway_settings() -> Settings:
+    """Settings for a command that runs or calls the gateway; a refused setting (the admin
+    token) is a one-line error, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        for problem in e.errors():
+            console.print(f"[red]error:[/red] {problem['msg'].removeprefix('Value error, ')}")
+        raise typer.Exit(code=1) from e
 
 
 def _spinner() -> Progress:
@@ -137,23 +155,24 @@ GatewayOption = Annotated[
 
 
 def _gateway_client(settings: Settings, url: str | None) -> httpx.Client:
-    """An admin client of the running gateway (the canary lives in its memory)."""
+    """An admin client of the running gateway (the canary lives in its memory); the token is
+    TWINLOOP_ADMIN_TOKEN, else the one `twinloop up` wrote into the data directory."""
     base = url or f"http://{settings.gateway.host}:{settings.gateway.port}"
-    token = settings.admin_token.get_secret_value()
+    token = load_admin_token(settings)
     return httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60.0)
 
 
-def _admin_call(
-    url: str | None, method: str, path: str, body: dict[str, Any] | None = None
-) -> dict[str, Any]:
+def _admin_call(url: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One admin API call; the gateway's JSON error becomes a one-line error and exit 1."""
     try:
-        with _gateway_client(Settings(), url) as client:
+        with _gateway_client(_gateway_settings(), url) as client:
             response = client.request(method, path, json=body)
+    except TwinloopError as e:
+        raise _fail(e) from e
     except httpx.HTTPError as e:
         console.print(f"[red]error:[/red] the gateway cannot be reached: {e}")
         raise typer.Exit(code=1) from e
-    payload: dict[str, Any] = response.json()
+    payload = response.json()
     if response.status_code >= 400:
         console.print(f"[red]error:[/red] {payload.get('error')}: {payload.get('detail')}")
         raise typer.Exit(code=1)
@@ -279,6 +298,58 @@ def _print_canary(canary: dict[str, Any]) -> None:
         out.print(
             f"  {decision['created_at']}  {decision['reason']}"
         )  # the reason names the verdict
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="Whom the key is for; shown in `keys list`.")],
+    role: Annotated[
+        str, typer.Option(help="client (ask, rate its answers) | ingest | admin.")
+    ] = "client",
+    domain: Annotated[
+        list[str] | None,
+        typer.Option("--domain", help="An ingest key's domain to write into (repeatable)."),
+    ] = None,
+    rate_limit: Annotated[
+        int | None, typer.Option(help="Requests a minute; default from the gateway's settings.")
+    ] = None,
+    gateway: GatewayOption = None,
+) -> None:
+    """Make an API key. Its secret is printed once: the gateway keeps only its hash."""
+    body: dict[str, Any] = {"name": name, "role": role}
+    if domain:
+        body["domains"] = domain
+    if rate_limit is not None:
+        body["rate_limit_per_minute"] = rate_limit
+    created = _admin_call(gateway, "POST", "/keys", body)
+    console.print(
+        f"API key {created['id']} ({created['role']}, {created['rate_limit_per_minute']} a "
+        "minute) — keep it now, it is not shown again:"
+    )
+    Console().print(created["key"], soft_wrap=True)
+
+
+@keys_app.command("list")
+def keys_list(gateway: GatewayOption = None) -> None:
+    """Every key, revoked ones too (never their secrets)."""
+    table = Table("id", "name", "role", "domains", "per minute", "prefix", "created", "revoked")
+    for key in _admin_call(gateway, "GET", "/keys"):
+        table.add_row(
+            key["id"], key["name"], key["role"], ", ".join(key["domains"]) or "-",
+            str(key["rate_limit_per_minute"]), key["prefix"], str(key["created_at"]),
+            str(key["revoked_at"] or "-"),
+        )  # fmt: skip
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (`twinloop keys list`).")],
+    gateway: GatewayOption = None,
+) -> None:
+    """Revoke a key: every gateway refuses it from its next request."""
+    revoked = _admin_call(gateway, "DELETE", f"/keys/{key_id}")
+    console.print(f"API key {revoked['id']} ({revoked['name']}) revoked at {revoked['revoked_at']}")
 
 
 def _cell(value: object) -> str:
@@ -420,7 +491,7 @@ async def _run_trainer(settings: Settings) -> None:
 @app.command("serve")
 def serve() -> None:
     """Run only the gateway (engines must be running)."""
-    settings = Settings()
+    settings = _gateway_settings()
     _serve(settings)
 
 
@@ -429,6 +500,10 @@ def _serve(settings: Settings) -> None:
 
     from api.app import create_app
 
+    try:
+        load_admin_token(settings)  # the gateway refuses to start without one: say so first
+    except TwinloopError as e:
+        raise _fail(e) from e
     configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
@@ -480,7 +555,7 @@ def up(
 
     Ctrl-C stops everything it started.
     """
-    settings = Settings()
+    settings = _gateway_settings()
     engines = EngineProcesses(settings)
     chroma = ChromaServer(settings)
     trainer_process = TrainerProcess(settings)
@@ -490,6 +565,7 @@ def up(
     # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        _announce_admin_token(settings)
         _prepare_models(settings)
         migrate.upgrade(settings.sqlalchemy_url)
         chroma_started = _start_chroma(chroma)
@@ -516,6 +592,19 @@ def up(
         if chroma_started:
             console.print("stopping Chroma")
             chroma.stop()
+
+
+def _announce_admin_token(settings: Settings) -> None:
+    """Make sure there is an admin token (a random one in the data directory unless set) and
+    say where it is; the gateway refuses to start without one."""
+    token = ensure_admin_token_file(settings)
+    load_admin_token(settings)
+    if token.path is None:
+        console.print("admin token: TWINLOOP_ADMIN_TOKEN")
+    elif token.created:
+        console.print(f"admin token: written to {token.path} (mode 0600, a new random token)")
+    else:
+        console.print(f"admin token: {token.path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

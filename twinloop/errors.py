@@ -19,6 +19,11 @@ class TwinloopError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the gateway sends with this error (`Retry-After`, `WWW-Authenticate`)."""
+        return {}
+
 
 class InvalidRequestError(TwinloopError):
     """The caller asked for something that cannot be served as asked."""

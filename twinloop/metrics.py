@@ -193,5 +193,20 @@ class Metrics:
             registry=r,
         )
 
+        self.auth_failures = Counter(
+            "twinloop_auth_failures",
+            "Requests refused or demoted for their credential, by route (the path template) and "
+            "reason: missing, invalid, revoked (an unknown or revoked bearer on /answer and /v1 "
+            "is answered as anonymous, and counted here), forbidden (a role that may not).",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "twinloop_rate_limited",
+            "Requests refused with 429 because their API key spent its rate limit, by role.",
+            ["role"],
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

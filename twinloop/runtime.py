@@ -28,6 +28,8 @@ from twinloop.canary.watcher import watch_canary
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
+from twinloop.identity.admin_token import load_admin_token
+from twinloop.identity.service import IdentityService
 from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
@@ -87,6 +89,7 @@ class Runtime:
     training: TrainingCycles
     qa: QaService
     canary: CanaryService
+    identity: IdentityService
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -218,6 +221,8 @@ async def open_runtime(
     `router` (used for every rules version) and `knowledge` replace the embedding router
     and the Chroma index (unit tests must not load a model or need a server).
     """
+    # Refuse to start without a usable admin token, before anything is opened.
+    admin_token = load_admin_token(settings)
     metrics = Metrics()
     async with (
         open_services(
@@ -320,6 +325,14 @@ async def open_runtime(
                 training=services.training,
                 qa=services.qa,
                 canary=canary,
+                identity=IdentityService(
+                    sessionmaker=services.sessionmaker,
+                    admin_token=admin_token,
+                    metrics=metrics,
+                    domains=settings.domains,
+                    default_rate_limit_per_minute=settings.auth.default_rate_limit_per_minute,
+                    require_client_key=settings.auth.require_client_key,
+                ),
             )
         finally:
             await answers.aclose()

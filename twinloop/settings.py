@@ -14,6 +14,19 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_ADMIN_TOKEN = "change-me"
+ADMIN_TOKEN_FILE = "admin_token"
+
+
+def admin_token_problem(token: str) -> str | None:
+    """Why `token` cannot be the admin token (the old public default, or empty); None if it can.
+
+    Every place a token comes from (the setting, the file in the data directory) asks this.
+    """
+    if not token.strip():
+        return "it is empty"
+    if token.strip() == PLACEHOLDER_ADMIN_TOKEN:
+        return f"{PLACEHOLDER_ADMIN_TOKEN!r} is a public placeholder"
+    return None
 
 
 class Slot(StrEnum):
@@ -312,6 +325,22 @@ class CleaningSettings(BaseModel):
     )
 
 
+class AuthSettings(BaseModel):
+    """Who may call the gateway: API keys (`twinloop keys ...`) and the admin token."""
+
+    require_client_key: bool = Field(
+        default=False,
+        description="/answer and /v1 answer only callers with a valid API key (401 otherwise). "
+        "Off: they stay open to anonymous callers, and a key only binds the answer to it.",
+    )
+    default_rate_limit_per_minute: int = Field(
+        default=600,
+        ge=1,
+        description="Requests a minute an API key created without its own limit may make, per "
+        "gateway (each gateway keeps its own buckets in memory).",
+    )
+
+
 class QaSettings(BaseModel):
     """The QA dry run on Shadow and the promotion gate (DESIGN.md, learning loop steps 7-8)."""
 
@@ -537,7 +566,11 @@ class Settings(BaseSettings):
         "ingest) survives a power cut, at ~5 ms per commit on a plain disk. NORMAL: safe "
         "against a crashed process only, the last commits may be lost on power loss.",
     )
-    admin_token: SecretStr = SecretStr(PLACEHOLDER_ADMIN_TOKEN)
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="The operators' bearer token. Unset: read from `<data_dir>/admin_token`, "
+        "which `twinloop up` creates with a random token (mode 0600). There is no default.",
+    )
     domains: list[str] = Field(default_factory=lambda: ["law", "med", "fin", "general"])
     default_domain: str = "general"
     log_level: str = "INFO"
@@ -550,19 +583,26 @@ class Settings(BaseSettings):
     cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
     qa: QaSettings = Field(default_factory=QaSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if (
-            self.environment != "development"
-            and self.admin_token.get_secret_value() == PLACEHOLDER_ADMIN_TOKEN
-        ):
-            raise ValueError(
-                "set TWINLOOP_ADMIN_TOKEN: the placeholder is refused outside development"
-            )
+        if self.admin_token is not None:
+            problem = admin_token_problem(self.admin_token.get_secret_value())
+            if problem is not None:
+                raise ValueError(
+                    f"TWINLOOP_ADMIN_TOKEN is refused: {problem}. Set a long random token, or "
+                    f"unset it to use the one `twinloop up` writes to "
+                    f"{self.data_dir / ADMIN_TOKEN_FILE}"
+                )
         if self.default_domain not in self.domains:
             raise ValueError(f"default_domain {self.default_domain!r} is not one of {self.domains}")
         return self
+
+    @property
+    def admin_token_path(self) -> Path:
+        """Where the admin token lives when TWINLOOP_ADMIN_TOKEN is unset."""
+        return self.data_dir / ADMIN_TOKEN_FILE
 
     @property
     def models_dir(self) -> Path:

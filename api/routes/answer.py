@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from api.deps import AnswersDep, MetricsDep, OptionalAdminDep
+from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
-from api.responses import BODY, ENGINE, errors
+from api.responses import BODY, CLIENT, ENGINE, errors
 from twinloop.inference.schemas import AnswerRequest, AnswerResponse
 
 router = APIRouter(tags=["answer"])
 
 
-@router.post("/answer", responses=errors(*BODY, 403, *ENGINE))
+@router.post("/answer", responses=errors(*BODY, *CLIENT, 403, *ENGINE))
 async def answer(
     body: AnswerRequest,
     request: Request,
     answers: AnswersDep,
     metrics: MetricsDep,
-    admin: OptionalAdminDep,
+    caller: ClientCallerDep,
 ) -> AnswerResponse:
     return await cancel_on_disconnect(
-        request, answers.answer(body, admin=admin), route="answer", metrics=metrics
+        request, answers.answer(body, caller=caller), route="answer", metrics=metrics
     )

@@ -9,9 +9,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from api.deps import AnswersDep, MetricsDep
+from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
-from api.responses import BODY, ENGINE, errors
+from api.responses import BODY, CLIENT, ENGINE, errors
 from twinloop.errors import TwinloopError
 from twinloop.inference.schemas import ChatCompletion, ChatCompletionRequest, ModelList
 
@@ -25,26 +25,29 @@ _COMPLETION = {
 }
 
 
-@router.get("/models")
-async def list_models(answers: AnswersDep) -> ModelList:
+@router.get("/models", responses=errors(*CLIENT))
+async def list_models(answers: AnswersDep, _: ClientCallerDep) -> ModelList:
     return ModelList(data=answers.models())
 
 
 @router.post(
     "/chat/completions",
     response_model=None,
-    responses={200: _COMPLETION, **errors(*BODY, 404, *ENGINE)},
+    responses={200: _COMPLETION, **errors(*BODY, *CLIENT, 404, *ENGINE)},
 )
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,
     answers: AnswersDep,
     metrics: MetricsDep,
+    caller: ClientCallerDep,
 ) -> dict[str, Any] | StreamingResponse:
     if body.stream:
-        chunks = await answers.stream_chat(body)
+        chunks = await answers.stream_chat(body, caller=caller)
         return StreamingResponse(_sse(chunks), media_type="text/event-stream")
-    return await cancel_on_disconnect(request, answers.chat(body), route="chat", metrics=metrics)
+    return await cancel_on_disconnect(
+        request, answers.chat(body, caller=caller), route="chat", metrics=metrics
+    )
 
 
 async def _sse(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[str]:

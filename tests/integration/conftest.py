@@ -70,6 +70,8 @@ def engine_settings(integration_data_dir: Path) -> Settings:
     """Settings for the shared engines, on test ports, one core each."""
     return Settings(
         data_dir=integration_data_dir,
+        # There is no default admin token; every test gateway uses this one.
+        admin_token="twinloop-integration-admin-token",
         engines=EngineSettings(
             blue_port=TEST_BLUE_PORT,
             green_port=TEST_GREEN_PORT,

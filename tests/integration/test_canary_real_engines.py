@@ -75,9 +75,10 @@ def _canary(url: str, admin: dict[str, str]) -> dict[str, Any]:
     return canary
 
 
-def _thumbs_up(url: str, answer_id: str) -> None:
+def _thumbs_up(url: str, admin: dict[str, str], answer_id: str) -> None:
+    """The users are anonymous here, so their feedback is sent with the admin's credential."""
     item = {"type": "feedback", "id": f"fb-{answer_id}", "answer_id": answer_id, "rating": "up"}
-    response = httpx.post(f"{url}/ingest", json={"items": [item]}, timeout=60)
+    response = httpx.post(f"{url}/ingest", json={"items": [item]}, headers=admin, timeout=60)
     assert response.status_code == 202, response.text
 
 
@@ -96,7 +97,7 @@ def test_a_good_shadow_is_promoted_by_the_evaluation_loop(
         if response.status_code != 200:
             return response.status_code, None
         body = response.json()
-        _thumbs_up(url, body["answer_id"])
+        _thumbs_up(url, admin, body["answer_id"])
         return 200, body["role"]
 
     outcomes: list[tuple[int, str | None]] = []

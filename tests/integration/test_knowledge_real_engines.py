@@ -33,7 +33,7 @@ def test_an_ingested_fact_is_answered_by_shadow_then_active_and_gone_after_rollb
     assert "Zelmora" not in str(before["answer"])
 
     item = {"type": "document", "id": "memo-quorvath", "domain": "law", "text": DOCUMENT}
-    ingested = httpx.post(f"{url}/ingest", json={"items": [item]}, timeout=120)
+    ingested = httpx.post(f"{url}/ingest", json={"items": [item]}, headers=admin, timeout=120)
     assert ingested.status_code == 202, ingested.text
     assert ingested.json()["items"][0]["status"] == "added"
 

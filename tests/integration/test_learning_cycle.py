@@ -84,7 +84,7 @@ def test_a_fresh_install_learns_four_facts_and_the_gate_passes_them(
         }
         for i, ((_, answer, heldout), s) in enumerate(zip(lessons, served, strict=True))
     ]
-    ingested = httpx.post(f"{url}/ingest", json={"items": feedback}, timeout=120)
+    ingested = httpx.post(f"{url}/ingest", json={"items": feedback}, headers=admin, timeout=120)
     assert ingested.status_code == 202, ingested.text
     assert {item["status"] for item in ingested.json()["items"]} == {"added"}
 

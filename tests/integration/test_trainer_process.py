@@ -80,7 +80,8 @@ def test_a_trainer_killed_mid_training_resumes_the_cycle_when_started_again(
     ).json()
     item = {"type": "feedback", "id": "fb-kill", "answer_id": served["answer_id"],
             "rating": "down", "correction": "Quorvath is maintained by Ilsa Brenmark."}  # fmt: skip
-    assert httpx.post(f"{url}/ingest", json={"items": [item]}, timeout=60).status_code == 202
+    ingested = httpx.post(f"{url}/ingest", json={"items": [item]}, headers=admin, timeout=60)
+    assert ingested.status_code == 202, ingested.text
     status = httpx.get(f"{url}/status", headers=admin, timeout=30).json()
     shadow_before = next(s for s in status["slots"] if s["role"] == "shadow")["snapshot_id"]
     cycle_id = httpx.post(f"{url}/train", headers=admin, timeout=30).json()["cycle_id"]

@@ -189,3 +189,76 @@ def test_status_shows_slots_cycle_qa_and_canary(
     assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
     assert "forgot: forgetting lost 20" in result.output
     assert "10 % of users" in result.output
+
+
+def test_keys_create_shows_the_key_once_and_sends_role_domains_and_limit(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created = {"id": "k1", "name": "law feed", "role": "ingest", "domains": ["law"],
+               "rate_limit_per_minute": 60, "prefix": "tl_abcd", "created_at": "2026-01-01",
+               "created_by": "admin", "revoked_at": None, "key": "tl_abcdSECRET"}  # fmt: skip
+    seen = _fake_gateway(monkeypatch, 201, created)
+
+    result = CliRunner().invoke(
+        app,
+        ["keys", "create", "law feed", "--role", "ingest", "--domain", "law",
+         "--rate-limit", "60"],
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    method, path, body, auth = seen[0]
+    assert (method, path, auth) == ("POST", "/keys", "Bearer t")
+    assert json.loads(body) == {"name": "law feed", "role": "ingest", "domains": ["law"],
+                                "rate_limit_per_minute": 60}  # fmt: skip
+    assert "tl_abcdSECRET" in result.output and "not shown again" in result.output
+
+
+def test_keys_list_never_shows_secrets_and_revoke_deletes(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = [{"id": "k1", "name": "shop", "role": "client", "domains": [],
+               "rate_limit_per_minute": 600, "prefix": "tl_abcd", "created_at": "2026-01-01",
+               "created_by": "admin", "revoked_at": None}]  # fmt: skip
+    seen = _fake_gateway(monkeypatch, 200, listed)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    shown = CliRunner().invoke(app, ["keys", "list"])
+    deleted = _fake_gateway(monkeypatch, 200, {**listed[0], "revoked_at": "2026-01-02"})
+    revoked = CliRunner().invoke(app, ["keys", "revoke", "k1"])
+
+    assert shown.exit_code == 0, shown.output
+    assert "shop" in shown.output and "tl_abcd" in shown.output and "client" in shown.output
+    assert seen[0][:2] == ("GET", "/keys")
+    assert revoked.exit_code == 0, revoked.output
+    assert deleted[0][:2] == ("DELETE", "/keys/k1")
+    assert "k1 (shop) revoked at 2026-01-02" in revoked.output
+
+
+def test_admin_commands_read_the_token_the_data_directory_holds(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TWINLOOP_ADMIN_TOKEN", raising=False)
+    missing = CliRunner().invoke(app, ["status"])
+    assert missing.exit_code == 1
+    assert "twinloop up" in missing.output and "Traceback" not in missing.output
+
+    (cli_env / "admin_token").write_text("from-the-file-0123456789\n")
+    with cli._gateway_client(Settings(), None) as client:
+        assert client.headers["authorization"] == "Bearer from-the-file-0123456789"
+    monkeypatch.setenv("TWINLOOP_ADMIN_TOKEN", "from-the-env-0123456789")
+    with cli._gateway_client(Settings(), None) as client:
+        assert client.headers["authorization"] == "Bearer from-the-env-0123456789"
+
+
+def test_serve_refuses_a_placeholder_or_missing_admin_token_in_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TWINLOOP_ADMIN_TOKEN", "change-me")
+    placeholder = CliRunner().invoke(app, ["serve"])
+    monkeypatch.delenv("TWINLOOP_ADMIN_TOKEN")
+    missing = CliRunner().invoke(app, ["serve"])
+
+    assert (placeholder.exit_code, missing.exit_code) == (1, 1)
+    assert "error: TWINLOOP_ADMIN_TOKEN is refused: 'change-me'" in placeholder.output
+    assert "error: no admin token" in missing.output and "twinloop up" in missing.output
+    assert "Traceback" not in placeholder.output + missing.output

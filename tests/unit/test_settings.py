@@ -8,10 +8,12 @@ from pydantic import ValidationError
 from twinloop.settings import CanarySettings, EngineSettings, Settings, Slot
 
 
-def test_placeholder_admin_token_is_refused_outside_development() -> None:
+def test_there_is_no_default_admin_token_and_the_placeholder_is_refused() -> None:
+    assert Settings(environment="production").admin_token is None
     with pytest.raises(ValidationError, match="TWINLOOP_ADMIN_TOKEN"):
-        Settings(environment="production")
-    assert Settings(environment="production", admin_token="s3cret").environment == "production"
+        Settings(admin_token="change-me")
+    token = Settings(environment="production", admin_token="s3cret").admin_token
+    assert token is not None and token.get_secret_value() == "s3cret"
 
 
 def test_database_url_defaults_to_sqlite_in_the_data_dir(tmp_path: Path) -> None:

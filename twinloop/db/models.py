@@ -19,6 +19,8 @@ SLOT_LEN = 8
 DOMAIN_LEN = 64
 EXTERNAL_ID_LEN = 128
 SHA256_LEN = 64
+# A keyed caller's end-user id is stored as `<api key id>:<the id it sent (at most 255)>`.
+USER_ID_LEN = 320
 
 
 class Answer(IdMixin, CreatedAtMixin, Base):
@@ -35,8 +37,13 @@ class Answer(IdMixin, CreatedAtMixin, Base):
     snapshot_id: Mapped[str | None] = mapped_column(ForeignKey("snapshots.id"), index=True)
     model: Mapped[str] = mapped_column(String(255), doc="the engine's model name that served it")
     adapter_version_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
-    user_id: Mapped[str | None] = mapped_column(String(255), index=True)
+    user_id: Mapped[str | None] = mapped_column(
+        String(USER_ID_LEN), index=True, doc="the end user; under a key, `<key id>:<user id>`"
+    )
     session_id: Mapped[str | None] = mapped_column(String(255))
+    api_key_id: Mapped[str | None] = mapped_column(
+        ForeignKey("api_keys.id"), index=True, doc="the API key it was served to; null: none"
+    )
     is_preview: Mapped[bool] = mapped_column(
         Boolean, default=False, doc="operator preview of Shadow"
     )
@@ -370,3 +377,26 @@ class AuditEntry(IdMixin, CreatedAtMixin, Base):
     target: Mapped[str | None] = mapped_column(String(255))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ApiKey(IdMixin, CreatedAtMixin, Base):
+    """A client application's credential. Only the SHA-256 of the secret is kept.
+
+    The secret is 32 random bytes (`tl_` + urlsafe base64), shown once at creation. A
+    password-hashing function (bcrypt, argon2) slows down guessing a low-entropy secret; a
+    256-bit random one cannot be guessed at any speed, so one fast SHA-256 suffices, and it
+    lets a request find its key by an indexed lookup of the hash.
+    """
+
+    __tablename__ = "api_keys"
+
+    name: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), doc="client | ingest | admin")
+    domains: Mapped[list[str]] = mapped_column(
+        JSON, default=list, doc="where an ingest key may write documents and examples"
+    )
+    rate_limit_per_minute: Mapped[int] = mapped_column(Integer)
+    prefix: Mapped[str] = mapped_column(String(16), doc="the secret's first characters, shown")
+    key_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    created_by: Mapped[str] = mapped_column(String(255))
+    revoked_at: Mapped[datetime | None]

@@ -32,6 +32,7 @@ from twinloop.errors import (
     NotFoundError,
     TwinloopError,
 )
+from twinloop.identity.schemas import Caller
 from twinloop.inference import repository
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
 from twinloop.inference.limits import RequestLimits
@@ -130,18 +131,24 @@ class AnswerService:
 
     # -- /answer ------------------------------------------------------------------
 
-    async def answer(self, request: AnswerRequest, *, admin: str | None = None) -> AnswerResponse:
-        """Answer on the active slot, or preview the shadow slot when an admin asks."""
+    async def answer(
+        self, request: AnswerRequest, *, caller: Caller | None = None
+    ) -> AnswerResponse:
+        """Answer on the active slot, or preview the shadow slot when an admin asks.
+
+        `caller` (None: anonymous) is recorded with the answer, and its key scopes the user id.
+        """
         self._limits.check_answer(request)
         preview = request.target == "shadow"
-        if preview and admin is None:
-            raise PreviewForbiddenError("previewing the shadow slot needs the admin token")
+        if preview and (caller is None or not caller.is_admin):
+            raise PreviewForbiddenError("previewing the shadow slot needs the admin role")
+        user_id = _scoped_user(caller, request.user_id)
         if preview:
             routed = await self._route(
                 request.domain, request.question, slot=self._releases.state.shadow_slot
             )
         else:
-            choice = self._arm(user_id=request.user_id, session_id=request.session_id)
+            choice = self._arm(user_id=user_id, session_id=request.session_id)
             routed = await self._route(request.domain, request.question, choice=choice)
         route = "answer_preview" if preview else "answer"
         contexts = await self._retrieve(routed, request.question) if request.use_rag else []
@@ -163,8 +170,9 @@ class AnswerService:
             latency_ms=latency_ms,
             finish=result.finish_reason,
             usage=result.usage,
-            user_id=request.user_id,
+            user_id=user_id,
             session_id=request.session_id,
+            caller=caller,
         )
         if preview:
             record.is_preview, record.role = True, None
@@ -193,9 +201,12 @@ class AnswerService:
         names = [AUTO_MODEL, *self._domains, self._base_model_name]
         return [ModelCard(id=name) for name in names]
 
-    async def chat(self, request: ChatCompletionRequest) -> dict[str, Any]:
+    async def chat(
+        self, request: ChatCompletionRequest, *, caller: Caller | None = None
+    ) -> dict[str, Any]:
         self._limits.check_chat(request)
-        routed = await self._route_model(request)
+        user_id = _scoped_user(caller, request.user)
+        routed = await self._route_model(request, user_id)
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
         latency_ms = (time.perf_counter() - started) * 1000
@@ -207,6 +218,8 @@ class AnswerService:
             latency_ms=latency_ms,
             finish=result.finish_reason,
             usage=result.usage,
+            user_id=user_id,
+            caller=caller,
         )
         await self._store(record)
         self._mirror(routed, record, self._engine_body(request, routed))
@@ -218,14 +231,17 @@ class AnswerService:
             "role": routed.role.value,
         }
 
-    async def stream_chat(self, request: ChatCompletionRequest) -> AsyncIterator[dict[str, Any]]:
+    async def stream_chat(
+        self, request: ChatCompletionRequest, *, caller: Caller | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Chunks of a streamed completion; the answer is stored once the stream ends.
 
         Raises before the first chunk if the engine cannot be reached, so the
         caller can still answer with an HTTP error instead of a broken stream.
         """
         self._limits.check_chat(request)
-        routed = await self._route_model(request)
+        user_id = _scoped_user(caller, request.user)
+        routed = await self._route_model(request, user_id)
         wants_usage = request.wants_usage
         body = self._engine_body(request, routed)
         # Usage feeds the token metrics; it is dropped again if the client did not ask for it.
@@ -241,7 +257,9 @@ class AnswerService:
             self._releases.inflight.leave(slot)
             raise
         self._metrics.time_to_first_token.labels(labels[0]).observe(time.perf_counter() - started)
-        relay = self._relay(request, routed, first, chunks, started, wants_usage)
+        relay = self._relay(
+            request, routed, first, chunks, started, wants_usage, user_id=user_id, caller=caller
+        )
         # Started here, so that its `finally` frees the slot whatever happens next: a
         # generator never started has no `finally` to run, and a client that leaves before
         # the response streams would leak the in-flight count (a later swap waits to drain).
@@ -259,6 +277,9 @@ class AnswerService:
         chunks: AsyncGenerator[dict[str, Any], None],
         started: float,
         wants_usage: bool,
+        *,
+        user_id: str | None,
+        caller: Caller | None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         answer_id = new_id()
         parts: list[str] = []
@@ -299,6 +320,8 @@ class AnswerService:
             latency_ms=latency_ms,
             finish=finish,
             usage=usage,
+            user_id=user_id,
+            caller=caller,
         )
         record.id = answer_id
         await self._store(record)
@@ -478,10 +501,10 @@ class AnswerService:
         target = self._releases.target(domain, slot=slot)
         return Routed(domain=domain, score=score, target=target, choice=choice)
 
-    async def _route_model(self, request: ChatCompletionRequest) -> Routed:
+    async def _route_model(self, request: ChatCompletionRequest, user_id: str | None) -> Routed:
         model = request.model
         # OpenAI's `user` field is the end user's id: it keeps a user on one canary arm.
-        choice = self._arm(user_id=request.user, session_id=None)
+        choice = self._arm(user_id=user_id, session_id=None)
         if model == AUTO_MODEL:
             return await self._route(None, request.last_user_text(), choice=choice)
         if model in self._domains:
@@ -526,6 +549,7 @@ class AnswerService:
         usage: Usage,
         user_id: str | None = None,
         session_id: str | None = None,
+        caller: Caller | None = None,
     ) -> Answer:
         slot = routed.target.slot.value
         self._metrics.requests.labels(
@@ -546,6 +570,7 @@ class AnswerService:
             model=routed.target.model,
             user_id=user_id,
             session_id=session_id,
+            api_key_id=caller.key_id if caller is not None else None,
             is_preview=False,
             role=routed.role.value,
             canary_id=routed.choice.canary_id if routed.choice is not None else None,
@@ -571,3 +596,8 @@ async def _prepend(
 async def _nothing() -> AsyncIterator[dict[str, Any]]:
     return
     yield  # an async generator that yields nothing
+
+
+def _scoped_user(caller: Caller | None, user_id: str | None) -> str | None:
+    """The end-user id as stored and as the canary hashes it: under the caller's key."""
+    return caller.scoped_user(user_id) if caller is not None else user_id

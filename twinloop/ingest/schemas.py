@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 MAX_ITEMS = 100
 MAX_ID_CHARS = 128
 MAX_TEXT_CHARS = 20_000
+# Documents whose id starts so are taught facts (a correction's, QA's): the system's own.
+FACT_PREFIX = "fact:"
 
 
 class DocumentItem(BaseModel):

@@ -21,8 +21,11 @@ from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.models import Document, IdempotencyKey
 from twinloop.db.session import SessionMaker
 from twinloop.errors import InvalidRequestError, TwinloopError
-from twinloop.ingest import learning, repository
+from twinloop.identity.errors import PermissionDeniedError
+from twinloop.identity.schemas import Caller, system_caller
+from twinloop.ingest import learning, permissions, repository
 from twinloop.ingest.schemas import (
+    FACT_PREFIX,
     MAX_ID_CHARS,
     MAX_ITEMS,
     DocumentItem,
@@ -40,7 +43,6 @@ from twinloop.releases.service import ReleaseController
 from twinloop.settings import Settings
 
 INGEST_ROUTE = "ingest"
-FACT_PREFIX = "fact:"
 
 
 def fact_document_id(key: str) -> str:
@@ -122,9 +124,18 @@ class IngestService:
         )
 
     async def ingest(
-        self, request: IngestRequest, *, body: bytes, idempotency_key: str | None, actor: str
+        self,
+        request: IngestRequest,
+        *,
+        caller: Caller,
+        body: bytes,
+        idempotency_key: str | None,
     ) -> IngestResponse:
-        """Store the batch durably, then stage a shadow snapshot that sees it."""
+        """Store the batch durably, then stage a shadow snapshot that sees it.
+
+        Nothing is stored unless `caller` may send every item (`permissions.py`).
+        """
+        actor = caller.actor
         for item in request.items:
             if (
                 isinstance(item, DocumentItem)
@@ -137,6 +148,7 @@ class IngestService:
                 )
         body_sha256 = hashlib.sha256(body).hexdigest()
         async with self._lock:
+            await self._authorize(caller, request)
             if idempotency_key is not None:
                 replay = await self._replay(idempotency_key, body_sha256)
                 if replay is not None:
@@ -168,6 +180,14 @@ class IngestService:
             if snapshot_id is not None:
                 await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
             return response
+
+    async def _authorize(self, caller: Caller, request: IngestRequest) -> None:
+        async with self._sessionmaker.begin() as session:
+            try:
+                await permissions.authorize(session, caller, request.items)
+            except PermissionDeniedError:
+                self._metrics.auth_failures.labels(f"/{INGEST_ROUTE}", "forbidden").inc()
+                raise
 
     async def _replay(self, key: str, body_sha256: str) -> IngestResponse | None:
         async with self._sessionmaker.begin() as session:
@@ -304,8 +324,9 @@ class IngestService:
             return None
         body = json.dumps([[i, d, t] for i, d, t in facts]).encode()
         response = await self.ingest(
-            IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
-        )
+            IngestRequest(items=items), caller=system_caller(actor), body=body,
+            idempotency_key=None,
+        )  # fmt: skip
         return response.shadow_snapshot_id
 
     async def remove_correction_facts(
@@ -323,8 +344,9 @@ class IngestService:
             ]
             body = json.dumps({"remove_correction_facts": batch}).encode()
             response = await self.ingest(
-                IngestRequest(items=items), body=body, idempotency_key=None, actor=actor
-            )
+                IngestRequest(items=items), caller=system_caller(actor), body=body,
+                idempotency_key=None,
+            )  # fmt: skip
             snapshot_id = response.shadow_snapshot_id or snapshot_id
         return snapshot_id
 

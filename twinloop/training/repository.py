@@ -139,9 +139,10 @@ async def count_pending(session: AsyncSession) -> int:
 async def pending_examples(
     session: AsyncSession,
 ) -> list[tuple[TrainingExample, str | None]]:
-    """Every pending, undeleted example, oldest first, with the user whose feedback it was."""
+    """Every pending, undeleted example, oldest first, with the user whose feedback it was:
+    the answer's (key-scoped) user id, else the API key it was served to."""
     rows = await session.execute(
-        select(TrainingExample, Answer.user_id)
+        select(TrainingExample, func.coalesce(Answer.user_id, Answer.api_key_id))
         .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
         .outerjoin(Answer, Answer.id == Feedback.answer_id)
         .where(TrainingExample.status == ItemStatus.PENDING, TrainingExample.deleted_at.is_(None))

@@ -65,11 +65,13 @@ async def test_a_chunked_body_is_counted_as_it_comes(client: httpx.AsyncClient) 
     assert "gateway.max_body_bytes" in response.json()["detail"]
 
 
-async def test_ingest_has_its_own_larger_limit(client: httpx.AsyncClient) -> None:
+async def test_ingest_has_its_own_larger_limit(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
     item = {"type": "document", "id": "d1", "domain": "law", "text": "t" * (MAX_BODY + 100)}
-    fits = await client.post("/ingest", json={"items": [item]})
+    fits = await client.post("/ingest", json={"items": [item]}, headers=admin_headers)
     item["text"] = "t" * (MAX_INGEST_BODY + 1)
-    too_big = await client.post("/ingest", json={"items": [item]})
+    too_big = await client.post("/ingest", json={"items": [item]}, headers=admin_headers)
 
     assert fits.status_code == 202, fits.text
     assert too_big.status_code == 413

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from tests.conftest import ADMIN_HEADERS
 from tests.unit.api.canary_steps import stage_adapter, start_canary
 from twinloop.canary.decision import Verdict
 from twinloop.canary.pairs import JudgeChoice, Reply
@@ -113,7 +114,9 @@ async def test_a_later_correction_of_actives_answer_scores_the_pair(
 
     item = {"type": "feedback", "id": "fb-1", "answer_id": body["answer_id"], "rating": "down",
             "correction": "Paris is the capital of France."}  # fmt: skip
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     after = (await client.get("/canary", headers=admin_headers)).json()["canary"]
 
     assert before["current"]["stats"]["pairs"]["tally"]["undecided"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from sqlalchemy import select
 
+from tests.conftest import ADMIN_HEADERS
 from twinloop.db.models import Feedback, TrainingExample
 from twinloop.runtime import Runtime
 
@@ -17,7 +18,7 @@ async def _answer(client: httpx.AsyncClient, question: str = "Q?") -> dict[str, 
 
 
 async def _ingest(client: httpx.AsyncClient, *items: dict[str, object]) -> list[dict[str, object]]:
-    response = await client.post("/ingest", json={"items": list(items)})
+    response = await client.post("/ingest", json={"items": list(items)}, headers=ADMIN_HEADERS)
     assert response.status_code == 202, response.text
     results: list[dict[str, object]] = response.json()["items"]
     return results
@@ -141,7 +142,7 @@ async def test_feedback_on_an_operator_preview_is_refused(
 
 async def test_a_bad_rating_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
     item = {"type": "feedback", "id": "f", "answer_id": "a", "rating": "meh"}
-    response = await client.post("/ingest", json={"items": [item]})
+    response = await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
     assert response.status_code == 422
     assert "rating" in response.json()["detail"]
 

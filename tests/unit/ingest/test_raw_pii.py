@@ -7,6 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from tests.conftest import ADMIN_HEADERS
 from tests.unit.ingest.conftest import run_cycle
 from twinloop.db.models import Feedback, TrainingExample
 from twinloop.runtime import Runtime
@@ -44,7 +45,9 @@ async def test_stored_text_is_redacted_unless_raw_pii_is_kept(
     served = await client.post("/answer", json={"question": "Refunds?", "domain": "fin"})
     item = {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
             "rating": "down", "correction": RAW, "comment": "I am jane@example.com"}  # fmt: skip
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     # A row stored before /ingest screened: the cycle redacts it where it lies.
     async with runtime.sessionmaker.begin() as session:
         session.add(TrainingExample(source="example", domain="law", question="Who?",
@@ -69,5 +72,5 @@ async def test_stored_text_is_redacted_unless_raw_pii_is_kept(
         assert feedback.comment == "I am [EMAIL]"
         assert legacy.answer == "Call [PHONE]."
     # Resending the same item is still recognised as unchanged.
-    again = await client.post("/ingest", json={"items": [item]})
+    again = await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
     assert again.json()["items"][0]["status"] == "unchanged"

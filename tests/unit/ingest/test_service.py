@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from tests.conftest import ADMIN_HEADERS
 from twinloop.settings import Settings
 from twinloop.testing.knowledge import FakeKnowledge
 
@@ -29,7 +30,7 @@ async def _contexts(client: httpx.AsyncClient, headers: dict[str, str] | None = 
 async def test_a_new_document_is_seen_by_shadow_then_active_after_swap_and_not_after_rollback(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    response = await client.post("/ingest", json={"items": [_doc()]})
+    response = await client.post("/ingest", json={"items": [_doc()]}, headers=ADMIN_HEADERS)
 
     assert response.status_code == 202, response.text
     item = response.json()["items"][0]
@@ -59,11 +60,13 @@ async def test_a_new_document_is_seen_by_shadow_then_active_after_swap_and_not_a
 async def test_same_content_is_a_no_op_new_content_supersedes_delete_removes(
     client: httpx.AsyncClient, admin_headers: dict[str, str], fake_knowledge: FakeKnowledge
 ) -> None:
-    first = await client.post("/ingest", json={"items": [_doc()]})
-    again = await client.post("/ingest", json={"items": [_doc()]})
-    changed = await client.post("/ingest", json={"items": [_doc(text="Moon rent is free.")]})
-    deleted = await client.post("/ingest", json={"items": [_delete("d1")]})
-    missing = await client.post("/ingest", json={"items": [_delete("zz")]})
+    first = await client.post("/ingest", json={"items": [_doc()]}, headers=ADMIN_HEADERS)
+    again = await client.post("/ingest", json={"items": [_doc()]}, headers=ADMIN_HEADERS)
+    changed = await client.post(
+        "/ingest", json={"items": [_doc(text="Moon rent is free.")]}, headers=ADMIN_HEADERS
+    )
+    deleted = await client.post("/ingest", json={"items": [_delete("d1")]}, headers=ADMIN_HEADERS)
+    missing = await client.post("/ingest", json={"items": [_delete("zz")]}, headers=ADMIN_HEADERS)
 
     assert {r.status_code for r in (first, again, changed, deleted, missing)} == {202}
     assert again.json()["items"][0]["status"] == "unchanged"
@@ -84,7 +87,7 @@ async def test_bad_items_are_rejected_one_by_one_and_the_rest_is_stored(
     client: httpx.AsyncClient,
 ) -> None:
     items = [_doc(domain="astrology"), _doc("d2"), {"type": "document", "id": "d3"}]
-    response = await client.post("/ingest", json={"items": items})
+    response = await client.post("/ingest", json={"items": items}, headers=ADMIN_HEADERS)
 
     assert response.status_code == 202, response.text
     statuses = [(i["id"], i["status"]) for i in response.json()["items"]]
@@ -95,7 +98,7 @@ async def test_bad_items_are_rejected_one_by_one_and_the_rest_is_stored(
 async def test_idempotency_key_replays_and_refuses_another_body(
     client: httpx.AsyncClient, fake_knowledge: FakeKnowledge
 ) -> None:
-    headers = {"Idempotency-Key": "batch-1"}
+    headers = {**ADMIN_HEADERS, "Idempotency-Key": "batch-1"}
     first = await client.post("/ingest", json={"items": [_doc()]}, headers=headers)
     replay = await client.post("/ingest", json={"items": [_doc()]}, headers=headers)
     other = await client.post("/ingest", json={"items": [_doc("d9")]}, headers=headers)
@@ -108,9 +111,13 @@ async def test_idempotency_key_replays_and_refuses_another_body(
 
 
 async def test_limits_name_themselves(client: httpx.AsyncClient, settings: Settings) -> None:
-    too_many = await client.post("/ingest", json={"items": [_doc(f"d{i}") for i in range(101)]})
+    too_many = await client.post(
+        "/ingest", json={"items": [_doc(f"d{i}") for i in range(101)]}, headers=ADMIN_HEADERS
+    )
     too_long = await client.post(
-        "/ingest", json={"items": [_doc(text="x" * (settings.rag.max_document_chars + 1))]}
+        "/ingest",
+        json={"items": [_doc(text="x" * (settings.rag.max_document_chars + 1))]},
+        headers=ADMIN_HEADERS,
     )
 
     assert too_many.status_code == 422
@@ -122,7 +129,9 @@ async def test_limits_name_themselves(client: httpx.AsyncClient, settings: Setti
 async def test_answers_can_skip_retrieval(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    assert (await client.post("/ingest", json={"items": [_doc()]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [_doc()]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     assert (
         await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
     ).status_code == 200

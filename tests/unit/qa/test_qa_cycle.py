@@ -10,6 +10,7 @@ import pytest
 from prometheus_client import generate_latest
 from sqlalchemy import select
 
+from tests.conftest import ADMIN_HEADERS
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.runtime import Runtime
@@ -85,7 +86,9 @@ async def _cycle(client: httpx.AsyncClient, trainer: Trainer, runtime: Runtime) 
     served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
     item = {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
             "rating": "down", "correction": "Zelco is run by Mara Quill."}  # fmt: skip
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
     view = await trainer.runner.run(cycle.id)
     await runtime.releases.refresh()
@@ -265,7 +268,9 @@ async def test_a_rejected_cycle_hands_its_items_back_and_the_next_targets_its_we
         "correction": "Zelco is run by Mara Quill.",
         "heldout": {"paraphrases": ["Who is in charge of Zelco?"], "accept": ["quill"]},
     }
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
 
     views = []
     for _ in range(3):
@@ -341,7 +346,9 @@ async def test_a_fact_stored_before_the_screen_leaves_rag_when_a_cycle_quarantin
     served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
     item = {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
             "rating": "down", "correction": "Zelco is run by Mara Quill."}  # fmt: skip
-    assert (await client.post("/ingest", json={"items": [item]})).status_code == 202
+    assert (
+        await client.post("/ingest", json={"items": [item]}, headers=ADMIN_HEADERS)
+    ).status_code == 202
     # As an attack was stored, and made a fact, before /ingest screened what it takes.
     async with runtime.sessionmaker.begin() as session:
         (example,) = (await session.execute(select(TrainingExample))).scalars()

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from tests.conftest import ADMIN_HEADERS
 from tests.unit.qa.conftest import Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.qa.suites import FEEDBACK, FORGETTING, HELDOUT, TRAIN, Suite
@@ -15,7 +16,7 @@ from twinloop.testing.knowledge import NEVER, FakeKnowledge
 
 
 async def _ingest(client: httpx.AsyncClient, *items: dict[str, Any]) -> list[dict[str, Any]]:
-    response = await client.post("/ingest", json={"items": list(items)})
+    response = await client.post("/ingest", json={"items": list(items)}, headers=ADMIN_HEADERS)
     assert response.status_code == 202, response.text
     results: list[dict[str, Any]] = response.json()["items"]
     return results

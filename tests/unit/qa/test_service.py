@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from tests.conftest import ADMIN_HEADERS
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle, StageAdapter, chat_calls
 from twinloop.db.models import Answer, Feedback, TrainingExample
 from twinloop.qa.suites import DATA_DIR
@@ -30,7 +31,7 @@ def _categories(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 async def _ingest(client: httpx.AsyncClient, *items: dict[str, Any]) -> list[dict[str, Any]]:
-    response = await client.post("/ingest", json={"items": list(items)})
+    response = await client.post("/ingest", json={"items": list(items)}, headers=ADMIN_HEADERS)
     assert response.status_code == 202, response.text
     results: list[dict[str, Any]] = response.json()["items"]
     return results

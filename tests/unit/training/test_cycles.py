@@ -9,6 +9,7 @@ import httpx
 import pytest
 from sqlalchemy import select, update
 
+from tests.conftest import ADMIN_HEADERS
 from twinloop.db.models import TrainingExample, TrainingRun
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings
@@ -60,7 +61,7 @@ async def _feedback(
 
 
 async def _ingest(client: httpx.AsyncClient, *items: dict[str, Any]) -> list[dict[str, Any]]:
-    response = await client.post("/ingest", json={"items": list(items)})
+    response = await client.post("/ingest", json={"items": list(items)}, headers=ADMIN_HEADERS)
     assert response.status_code == 202, response.text
     results: list[dict[str, Any]] = response.json()["items"]
     return results

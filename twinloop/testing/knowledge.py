@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rag.errors import KnowledgeStoreError
+from rag.store import PreparedDocument
 
 NEVER = 2**62
 
@@ -37,6 +40,24 @@ class FakeKnowledge:
     """When given, every embedding waits until it is set."""
     embedding_started: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def prepare_document(
+        self, *, doc_id: str, text: str, chunk_size: int, chunk_overlap: int
+    ) -> PreparedDocument:
+        """One chunk, the whole text; a zero embedding."""
+        await self._embed()
+        return PreparedDocument(chunks=(text,), embeddings=np.zeros((1, 1), dtype=np.float32))
+
+    async def write_document(
+        self, *, domain: str, doc_id: str, document: PreparedDocument, source: str, version: int
+    ) -> int:
+        if doc_id in self.fail_writes:
+            raise KnowledgeStoreError(f"Chroma failed to add document {doc_id!r} (injected)")
+        # Like rag.store: the same version again replaces, an earlier one is superseded.
+        self.rows = [r for r in self.rows if (r[0], r[1], r[3]) != (domain, doc_id, version)]
+        await self.remove_document(domain=domain, doc_id=doc_id, version=version)
+        self.rows.extend([domain, doc_id, chunk, version, NEVER] for chunk in document.chunks)
+        return len(document.chunks)
+
     async def add_document(
         self,
         *,
@@ -48,11 +69,13 @@ class FakeKnowledge:
         chunk_size: int,
         chunk_overlap: int,
     ) -> int:
-        await self._embed()
+        document = await self.prepare_document(
+            doc_id=doc_id, text=text, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        )
         if doc_id in self.fail_writes:
             raise KnowledgeStoreError(f"Chroma failed to add document {doc_id!r} (injected)")
         self.rows.append([domain, doc_id, text, version, NEVER])
-        return 1
+        return len(document.chunks)
 
     async def remove_document(self, *, domain: str, doc_id: str, version: int) -> int:
         removed = 0
@@ -61,6 +84,14 @@ class FakeKnowledge:
                 row[4] = version
                 removed += 1
         return removed
+
+    async def undo_version(self, *, domain: str, version: int) -> None:
+        if self.fail_undo:
+            raise KnowledgeStoreError(f"Chroma failed to undo version {version} (injected)")
+        self.rows = [r for r in self.rows if (r[0], r[3]) != (domain, version)]
+        for row in self.rows:
+            if row[0] == domain and row[4] == version:
+                row[4] = NEVER
 
     async def query(
         self, *, domain: str, question: str, version: int, top_k: int

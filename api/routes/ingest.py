@@ -13,7 +13,7 @@ from twinloop.ingest.schemas import IngestRequest, IngestResponse
 router = APIRouter(tags=["ingest"])
 
 
-@router.post("/ingest", status_code=status.HTTP_202_ACCEPTED, responses=errors(*BODY, *ENGINE))
+@router.post("/ingest", status_code=status.HTTP_202_ACCEPTED, responses=errors(*BODY, *ENGINE, 409))
 async def ingest(
     body: IngestRequest,
     request: Request,

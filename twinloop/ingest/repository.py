@@ -18,7 +18,7 @@ from twinloop.db.models import (
     RagVersion,
     TrainingExample,
 )
-from twinloop.states import OPEN_RAG_VERSIONS, RagVersionState
+from twinloop.states import OPEN_RAG_VERSIONS, USABLE_RAG_VERSIONS, RagVersionState
 
 
 async def live_document(session: AsyncSession, external_id: str) -> Document | None:
@@ -32,10 +32,13 @@ async def live_document(session: AsyncSession, external_id: str) -> Document | N
 
 
 async def latest_rag_version(session: AsyncSession, domain: str) -> int:
-    added = select(func.max(Document.added_in_version)).where(Document.domain == domain)
-    removed = select(func.max(Document.removed_in_version)).where(Document.domain == domain)
-    values = [(await session.execute(q)).scalar_one_or_none() or 0 for q in (added, removed)]
-    return max(values)
+    """The domain's newest version a snapshot may pin (its batch committed); 0 if none."""
+    found = await session.execute(
+        select(func.max(RagVersion.version)).where(
+            RagVersion.domain == domain, RagVersion.state.in_(USABLE_RAG_VERSIONS)
+        )
+    )
+    return found.scalar_one_or_none() or 0
 
 
 async def next_rag_version(session: AsyncSession, domain: str) -> int:

@@ -58,25 +58,6 @@ class FakeKnowledge:
         self.rows.extend([domain, doc_id, chunk, version, NEVER] for chunk in document.chunks)
         return len(document.chunks)
 
-    async def add_document(
-        self,
-        *,
-        domain: str,
-        doc_id: str,
-        text: str,
-        source: str,
-        version: int,
-        chunk_size: int,
-        chunk_overlap: int,
-    ) -> int:
-        document = await self.prepare_document(
-            doc_id=doc_id, text=text, chunk_size=chunk_size, chunk_overlap=chunk_overlap
-        )
-        if doc_id in self.fail_writes:
-            raise KnowledgeStoreError(f"Chroma failed to add document {doc_id!r} (injected)")
-        self.rows.append([domain, doc_id, text, version, NEVER])
-        return len(document.chunks)
-
     async def remove_document(self, *, domain: str, doc_id: str, version: int) -> int:
         removed = 0
         for row in self.rows:

@@ -20,6 +20,12 @@ replaces that version's chunks, so a retried ingestion is harmless. The
 caller decides the version numbers (they only ever grow, per domain) and
 serialises writes to one document; the store only records and filters.
 
+Writing is split in two so that the slow part needs nothing else held:
+`prepare_document` chunks and embeds (CPU only, no Chroma), `write_document`
+stores the prepared chunks at a version. `undo_version` takes back everything
+one version did in a domain (its chunks deleted, its removals made live again):
+an ingest that fails after writing owns its version alone and undoes it whole.
+
 Calls are made with Chroma's async HTTP client, each bounded by a timeout;
 any failure reaches the caller as a `KnowledgeStoreError`.
 """
@@ -57,6 +63,14 @@ _DOMAIN = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?$")
 
 class TextEmbedder(Protocol):
     def embed(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class PreparedDocument:
+    """A document's chunks and their embeddings (one row per chunk), ready to be written."""
+
+    chunks: tuple[str, ...]
+    embeddings: NDArray[np.float32]
 
 
 @dataclass(frozen=True)
@@ -112,23 +126,22 @@ class KnowledgeStore:
         self._timeout_s = timeout_s
         self._collections: dict[str, AsyncCollection] = {}
 
-    async def add_document(
-        self,
-        *,
-        domain: str,
-        doc_id: str,
-        text: str,
-        source: str,
-        version: int,
-        chunk_size: int,
-        chunk_overlap: int,
-    ) -> int:
-        """Store `text` as chunks visible from `version` on; returns the number of chunks."""
+    async def prepare_document(
+        self, *, doc_id: str, text: str, chunk_size: int, chunk_overlap: int
+    ) -> PreparedDocument:
+        """Chunk and embed `text`; nothing is stored. CPU-bound (the embedding runs in a thread)."""
         chunks = chunk_text(text, size=chunk_size, overlap=chunk_overlap)
         if not chunks:
             raise InvalidRequestError(f"document {doc_id!r} has no text to store")
         embeddings = await asyncio.to_thread(self._embedder.embed, chunks)
+        return PreparedDocument(chunks=tuple(chunks), embeddings=embeddings)
+
+    async def write_document(
+        self, *, domain: str, doc_id: str, document: PreparedDocument, source: str, version: int
+    ) -> int:
+        """Store prepared chunks, visible from `version` on; returns the number of chunks."""
         collection = await self._collection(domain)
+        chunks = list(document.chunks)
         ids = [f"{doc_id}:{version}:{i}" for i in range(len(chunks))]
         metadatas: list[Metadata] = [
             {"doc_id": doc_id, "source": source, "added_in": version, "removed_in": REMOVED_NEVER}
@@ -144,11 +157,30 @@ class KnowledgeStore:
             )
             await collection.add(
                 ids=ids,
-                embeddings=embeddings,
+                embeddings=document.embeddings,
                 documents=chunks,
                 metadatas=metadatas,
             )
         return len(chunks)
+
+    async def add_document(
+        self,
+        *,
+        domain: str,
+        doc_id: str,
+        text: str,
+        source: str,
+        version: int,
+        chunk_size: int,
+        chunk_overlap: int,
+    ) -> int:
+        """Prepare and write in one call; returns the number of chunks."""
+        document = await self.prepare_document(
+            doc_id=doc_id, text=text, chunk_size=chunk_size, chunk_overlap=chunk_overlap
+        )
+        return await self.write_document(
+            domain=domain, doc_id=doc_id, document=document, source=source, version=version
+        )
 
     async def remove_document(self, *, domain: str, doc_id: str, version: int) -> int:
         """Hide the document's live chunks from `version` on; returns how many were hidden."""
@@ -159,6 +191,19 @@ class KnowledgeStore:
                 {"$and": [{"doc_id": doc_id}, {"removed_in": REMOVED_NEVER}]},
                 version,
             )
+
+    async def undo_version(self, *, domain: str, version: int) -> None:
+        """Take back what `version` did in `domain`: delete the chunks it added and make
+        live again those it removed. Idempotent; only for a version no reader pins."""
+        collection = await self._collection(domain)
+        async with self._chroma(f"undo RAG version {version} of {domain!r}", domain):
+            await collection.delete(where={"added_in": version})
+            removed = await collection.get(where={"removed_in": version}, include=[])
+            ids = removed["ids"]
+            if ids:
+                await collection.update(
+                    ids=ids, metadatas=[{"removed_in": REMOVED_NEVER} for _ in ids]
+                )
 
     async def query(
         self, *, domain: str, question: str, version: int, top_k: int

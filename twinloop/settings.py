@@ -210,11 +210,21 @@ class RagSettings(BaseModel):
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest wait for one Chroma call."
     )
+    ingest_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long one ingest may hold a domain's next RAG version while it writes "
+        "its chunks (embedding is done before): it starts no Chroma write after "
+        "ingest_lease_s - request_timeout_s. A gateway killed while writing blocks ingests "
+        "into that domain for at most this long; then the next one undoes what it wrote.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.chunk_overlap >= self.chunk_chars:
             raise ValueError("rag.chunk_overlap must be smaller than rag.chunk_chars")
+        if self.ingest_lease_s <= self.request_timeout_s:
+            raise ValueError("rag.ingest_lease_s must be longer than rag.request_timeout_s")
         return self
 
     @property

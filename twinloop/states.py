@@ -2,7 +2,8 @@
 
 `CycleState` is a training cycle's state (the machine is drawn in
 `twinloop/training/cycles.py`); `ItemStatus` is where a training example stands;
-`ItemRole` is what an item was to one cycle. They are `StrEnum`s, so a member is its
+`ItemRole` is what an item was to one cycle; `RagVersionState` is where one domain's RAG
+version stands (`twinloop/ingest/versions.py`). They are `StrEnum`s, so a member is its
 string everywhere: in SQL, JSON, metric labels and comparisons with stored values.
 """
 
@@ -76,3 +77,24 @@ class ItemRole(StrEnum):
     NEW = "new"
     REPLAY = "replay"
     QUARANTINED = "quarantined"
+
+
+class RagVersionState(StrEnum):
+    """One domain's RAG version, from its reservation by an ingest on."""
+
+    RESERVED = "reserved"
+    """An ingest is writing its chunks (or died doing it: the lease ends that)."""
+    FAILED = "failed"
+    """The ingest failed; what it wrote to the index is still to be undone."""
+    ABANDONED = "abandoned"
+    """The ingest failed and the index holds nothing of it. Never used again."""
+    COMMITTED = "committed"
+    """Stored; no staging has shown it to Shadow yet."""
+    STAGED = "staged"
+    """Stored, and a snapshot pinning it (or later) was staged."""
+
+
+# A version a snapshot may pin: its batch is stored and its chunks are all written.
+USABLE_RAG_VERSIONS = (RagVersionState.COMMITTED, RagVersionState.STAGED)
+# At most one of these per domain: the one batch writing into it, or the one to undo.
+OPEN_RAG_VERSIONS = (RagVersionState.RESERVED, RagVersionState.FAILED)

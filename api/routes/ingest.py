@@ -16,7 +16,7 @@ router = APIRouter(tags=["ingest"])
 @router.post(
     "/ingest",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors(*BODY, 401, 403, 429, *ENGINE),
+    responses=errors(*BODY, 401, 403, 409, 429, *ENGINE),
 )
 async def ingest(
     body: IngestRequest,

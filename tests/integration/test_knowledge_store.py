@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import httpx
 import psutil
 import pytest
 
@@ -13,7 +16,9 @@ from rag.errors import KnowledgeStoreError
 from rag.server import ChromaServer
 from rag.store import REMOVED_NEVER, KnowledgeStore, close_chroma, connect_chroma
 from twinloop.settings import RagSettings, Settings
+from twinloop.testing.engine import FakeEngine
 from twinloop.testing.ports import free_port
+from twinloop.testing.router import FakeRouter
 from twinloop.weights.prepare import resolve_embedding_model
 
 pytestmark = pytest.mark.integration
@@ -153,6 +158,105 @@ async def test_adding_a_document_again_supersedes_its_older_content(
     # Adding the same version again (a retried ingestion) replaces, never duplicates.
     await _add(store, "sup", "policy", "The Brindle policy caps fees at 55 crowns.", version=5)
     assert await store.count("sup") == 2
+
+
+async def test_undoing_a_version_takes_back_what_it_added_and_what_it_removed(
+    store: KnowledgeStore,
+) -> None:
+    old, new = "The Brindle policy caps fees at 40 crowns.", "The Brindle policy caps fees at 55."
+    await _add(store, "undo", "policy", old, version=1)
+    await _add(store, "undo", "filings", HERRING, version=1)
+    # Version 2 supersedes one document, removes another and adds a third ...
+    await _add(store, "undo", "policy", new, version=2)
+    await store.remove_document(domain="undo", doc_id="filings", version=2)
+    await _add(store, "undo", "glimmerine", MED_NOTE, version=2)
+
+    await store.undo_version(domain="undo", version=2)
+    await store.undo_version(domain="undo", version=2)  # idempotent
+
+    # ... and after the undo, no version shows any of it.
+    for version in (1, 2, 3):
+        hits = await store.query(domain="undo", question="fees?", version=version, top_k=5)
+        assert sorted(hit.text for hit in hits) == sorted([old, HERRING])
+    assert await store.count("undo") == 2
+
+
+class _FailingSecondWrite:
+    """The real store, whose second document write fails like a Chroma that went away."""
+
+    def __init__(self, store: KnowledgeStore) -> None:
+        self._store = store
+        self.writes = 0
+        self.fail = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def write_document(self, **kwargs: Any) -> int:
+        self.writes += 1
+        if self.fail and self.writes == 2:
+            raise KnowledgeStoreError("Chroma went away (injected)")
+        return await self._store.write_document(**kwargs)
+
+
+async def test_an_ingest_that_fails_half_way_leaves_nothing_in_chroma_in_sight(
+    chroma_settings: Settings,
+    embedder: Embedder,
+    settings: Settings,
+    fake_engine: FakeEngine,
+) -> None:
+    from api.app import create_app
+
+    client = await connect_chroma(chroma_settings.rag)
+    store = KnowledgeStore(
+        client=client, embedder=embedder, collection_prefix=f"t{uuid.uuid4().hex[:8]}_"
+    )
+    failing = _FailingSecondWrite(store)
+    app = create_app(
+        settings, engine_transport=fake_engine.transport(), router=FakeRouter(), knowledge=failing
+    )
+    revised = ZORBLATT.replace("17 percent", "19 percent")
+    question = "What is the tax on purple widgets under the Zorblatt Accord?"
+
+    def doc(doc_id: str, text: str) -> dict[str, str]:
+        return {"type": "document", "id": doc_id, "domain": "law", "text": text, "source": "t"}
+
+    async def visible(version: int) -> set[tuple[str, str]]:
+        hits = await store.query(domain="law", question=question, version=version, top_k=10)
+        return {(hit.doc_id, hit.text) for hit in hits}
+
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+                failing.fail = False
+                first = await gw.post("/ingest", json={"items": [doc("zorblatt", ZORBLATT)]})
+                assert first.status_code == 202, first.text
+                failing.fail, failing.writes = True, 0
+
+                failed = await gw.post(
+                    "/ingest",
+                    json={"items": [doc("zorblatt", revised), doc("filings", HERRING)]},
+                )
+
+                assert failed.status_code == 503, failed.text
+                for version in (1, 2, 3):
+                    assert await visible(version) == {("zorblatt", ZORBLATT)}
+                assert await store.count("law") == 1  # the revision's chunk was deleted
+
+                failing.fail = False
+                again = await gw.post(
+                    "/ingest",
+                    json={"items": [doc("zorblatt", revised), doc("filings", HERRING)]},
+                )
+
+                assert again.status_code == 202, again.text
+                assert [i["status"] for i in again.json()["items"]] == ["updated", "added"]
+                assert again.json()["items"][0]["rag_version"] == 3
+                assert await visible(3) == {("zorblatt", revised), ("filings", HERRING)}
+                assert await visible(2) == await visible(1) == {("zorblatt", ZORBLATT)}
+    finally:
+        await close_chroma(client)
 
 
 async def test_the_top_hit_for_a_made_up_fact_is_its_document(store: KnowledgeStore) -> None:

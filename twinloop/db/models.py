@@ -9,11 +9,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from twinloop.db.base import Base, CreatedAtMixin, IdMixin, utcnow
-from twinloop.states import ItemStatus
+from twinloop.states import ItemStatus, RagVersionState
 
 SLOT_LEN = 8
 DOMAIN_LEN = 64
@@ -111,6 +122,34 @@ class Document(IdMixin, CreatedAtMixin, Base):
     chunk_count: Mapped[int] = mapped_column(Integer, default=0)
     added_in_version: Mapped[int] = mapped_column(Integer)
     removed_in_version: Mapped[int | None] = mapped_column(Integer)
+
+
+# Where a domain has an open version (reserved or failed): at most one row per domain.
+_OPEN_RAG_VERSION = text("state IN ('reserved', 'failed')")
+
+
+class RagVersion(CreatedAtMixin, Base):
+    """One domain's RAG version, reserved by the ingest that writes it (ingest/versions.py).
+
+    `created_at` is when it was reserved: the writer's lease runs from then.
+    """
+
+    __tablename__ = "rag_versions"
+    __table_args__ = (
+        Index(
+            "uq_rag_versions_open_domain",
+            "domain",
+            unique=True,
+            sqlite_where=_OPEN_RAG_VERSION,
+            postgresql_where=_OPEN_RAG_VERSION,
+        ),
+    )
+
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    state: Mapped[str] = mapped_column(String(16), default=RagVersionState.RESERVED)
+    actor: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class AdapterVersion(IdMixin, CreatedAtMixin, Base):

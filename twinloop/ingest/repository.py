@@ -1,11 +1,24 @@
-"""Queries for ingested documents, feedback, examples and idempotency keys. Flushes only."""
+"""Queries for ingested documents, RAG versions, feedback, examples and idempotency keys.
+
+Flushes only."""
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twinloop.db.models import Answer, Document, Feedback, IdempotencyKey, TrainingExample
+from twinloop.db.models import (
+    Answer,
+    Document,
+    Feedback,
+    IdempotencyKey,
+    RagVersion,
+    TrainingExample,
+)
+from twinloop.states import OPEN_RAG_VERSIONS, USABLE_RAG_VERSIONS, RagVersionState
 
 
 async def live_document(session: AsyncSession, external_id: str) -> Document | None:
@@ -19,10 +32,91 @@ async def live_document(session: AsyncSession, external_id: str) -> Document | N
 
 
 async def latest_rag_version(session: AsyncSession, domain: str) -> int:
-    added = select(func.max(Document.added_in_version)).where(Document.domain == domain)
-    removed = select(func.max(Document.removed_in_version)).where(Document.domain == domain)
-    values = [(await session.execute(q)).scalar_one_or_none() or 0 for q in (added, removed)]
-    return max(values)
+    """The domain's newest version a snapshot may pin (its batch committed); 0 if none."""
+    found = await session.execute(
+        select(func.max(RagVersion.version)).where(
+            RagVersion.domain == domain, RagVersion.state.in_(USABLE_RAG_VERSIONS)
+        )
+    )
+    return found.scalar_one_or_none() or 0
+
+
+async def next_rag_version(session: AsyncSession, domain: str) -> int:
+    """One above every version the domain ever gave out, whatever became of it."""
+    found = await session.execute(
+        select(func.max(RagVersion.version)).where(RagVersion.domain == domain)
+    )
+    return (found.scalar_one_or_none() or 0) + 1
+
+
+async def open_rag_versions(session: AsyncSession, domains: Collection[str]) -> list[RagVersion]:
+    """The reserved or failed versions of these domains (at most one each)."""
+    found = await session.execute(
+        select(RagVersion).where(
+            RagVersion.domain.in_(domains), RagVersion.state.in_(OPEN_RAG_VERSIONS)
+        )
+    )
+    return list(found.scalars())
+
+
+async def fail_expired_reservations(
+    session: AsyncSession, domains: Collection[str], reserved_before: datetime
+) -> None:
+    """Reservations of these domains older than `reserved_before` become failed."""
+    await session.execute(
+        update(RagVersion)
+        .where(
+            RagVersion.domain.in_(domains),
+            RagVersion.state == RagVersionState.RESERVED,
+            RagVersion.created_at < reserved_before,
+        )
+        .values(state=RagVersionState.FAILED)
+    )
+
+
+async def move_rag_version(
+    session: AsyncSession,
+    domain: str,
+    version: int,
+    *,
+    from_states: Collection[RagVersionState],
+    to: RagVersionState,
+) -> bool:
+    """Move one version to `to` if it is in one of `from_states`; whether it moved."""
+    result = await session.execute(
+        update(RagVersion)
+        .where(
+            RagVersion.domain == domain,
+            RagVersion.version == version,
+            RagVersion.state.in_(from_states),
+        )
+        .values(state=to)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+async def unstaged_rag_versions(session: AsyncSession) -> dict[str, int]:
+    """Per domain, the newest committed version no staging has shown yet."""
+    found = await session.execute(
+        select(RagVersion.domain, func.max(RagVersion.version))
+        .where(RagVersion.state == RagVersionState.COMMITTED)
+        .group_by(RagVersion.domain)
+    )
+    return {domain: version for domain, version in found}
+
+
+async def mark_rag_versions_staged(session: AsyncSession, up_to: dict[str, int]) -> None:
+    """Committed versions up to `up_to[domain]` were shown by a staged snapshot."""
+    for domain, version in up_to.items():
+        await session.execute(
+            update(RagVersion)
+            .where(
+                RagVersion.domain == domain,
+                RagVersion.version <= version,
+                RagVersion.state == RagVersionState.COMMITTED,
+            )
+            .values(state=RagVersionState.STAGED)
+        )
 
 
 async def idempotency_key(session: AsyncSession, key: str) -> IdempotencyKey | None:
@@ -77,7 +171,8 @@ async def example_ids_of(session: AsyncSession, feedback_id: str) -> list[str]:
 
 
 async def add(
-    session: AsyncSession, *records: Document | IdempotencyKey | Feedback | TrainingExample
+    session: AsyncSession,
+    *records: Document | IdempotencyKey | Feedback | TrainingExample | RagVersion,
 ) -> None:
     session.add_all(records)
     await session.flush()

@@ -105,8 +105,20 @@ class ItemResult(BaseModel):
     detail: str | None = None
 
 
+Staging = Literal["staged", "pending"]
+
+
 class IngestResponse(BaseModel):
     items: list[ItemResult]
     shadow_snapshot_id: str | None = Field(
-        description="The shadow snapshot that now sees the changes; null when nothing changed."
+        description="The shadow snapshot that now sees the changes; null when nothing changed "
+        "or staging is pending."
     )
+    staging: Staging | None = Field(
+        default=None,
+        description="`staged`: Shadow sees the stored changes. `pending`: they are stored, but "
+        "staging them failed (`staging_error` says why); a replay with the same "
+        "Idempotency-Key, the next ingest or the next training cycle's snapshot stages them. "
+        "null: nothing to stage.",
+    )
+    staging_error: str | None = Field(default=None, description="Why staging is pending.")

@@ -53,6 +53,12 @@ class IngestScreen:
             self._seen.setdefault((redacted.question, redacted.answer, redacted.extra), screened)
         return self._seen[key]
 
+    def forget_counts(self) -> None:
+        """Start counting afresh, keeping the verdicts: the batch's rules run again (ingest
+        plans a batch, then commits it) and its metrics count one run."""
+        self.redactions.clear()
+        self.quarantined.clear()
+
     async def example(self, example: TrainingExample) -> Screened:
         """Screen `example`: store it redacted (unless raw PII is kept) and quarantine it when a
         rule stops it."""

@@ -2,9 +2,36 @@
 
 Every batch that changes a domain's documents gives that domain a new RAG
 version: new chunks are tagged `added_in=v`, superseded or deleted ones get
-`removed_in=v`. A new shadow snapshot pins the new versions and is staged, so
-Shadow sees the change at once; Active keeps its pinned versions until a swap,
-and a rollback pins the old ones again.
+`removed_in=v`. A reader pinned at `p` sees `added_in <= p < removed_in`
+(rag/store.py), so nothing written at `v` shows until a snapshot pins `v`. A new
+shadow snapshot pins the new versions and is staged, so Shadow sees the change at
+once; Active keeps its pinned versions until a swap, and a rollback pins the old
+ones again.
+
+A batch is atomic from the reader's side, and holds the database only briefly:
+
+1. Check: ids repeated in the batch (or a document named like the fact document of a
+   feedback item in it) are refused, 422, before anything is read or written.
+2. Plan: the batch's rules (`_apply`: learning.py for feedback and examples,
+   `_apply_document` for documents and corrections' facts) run in a transaction that is
+   rolled back, and `DocumentWrites` (writes.py) collects what they would write to the
+   index. A batch that writes nothing to the index commits this transaction instead and
+   goes on to step 5. (The rules only touch the database, so running them twice is cheap.)
+3. Prepare: the new texts are chunked and embedded, with no transaction open: /answer,
+   the release watcher and the trainer use the database meanwhile.
+4. Reserve, write, commit: each changed domain's next version is reserved in its own
+   transaction (versions.py: never lent to another batch, one writer per domain in every
+   process); the chunks are written to the index at those versions; one short
+   transaction runs the rules again, checks they write exactly what was planned (409
+   otherwise), and commits the batch with its versions. Any failure after the reservation
+   undoes the versions in the index (a version is one batch's alone, so everything at it
+   goes), and a version whose undo fails stays out of every snapshot until the next
+   ingest into its domain undoes it.
+5. Stage: Shadow gets a snapshot pinning every committed version no staging has shown
+   yet. The data is stored whatever happens here: a failure answers 202 with `staging:
+   pending` and its reason, and the versions stay unstaged until a replay with the same
+   Idempotency-Key, the next ingest (of anything: each one stages what is pending), or the
+   next training cycle's snapshot (which pins the newest versions) shows them.
 """
 
 from __future__ import annotations
@@ -12,11 +39,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rag.store import PreparedDocument
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.models import Document, IdempotencyKey
 from twinloop.db.session import SessionMaker
@@ -35,12 +66,17 @@ from twinloop.ingest.schemas import (
     IngestRequest,
     IngestResponse,
     ItemResult,
+    Staging,
 )
 from twinloop.ingest.screening import IngestScreen
+from twinloop.ingest.versions import RagVersions, Reservation, VersionUndo
+from twinloop.ingest.writes import Addition, DocumentWrites, Removal, Write
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 INGEST_ROUTE = "ingest"
 
@@ -57,22 +93,33 @@ class PayloadTooLargeError(TwinloopError):
     status_code = 413
 
 
-class DocumentIndex(Protocol):
+class StagingPendingError(TwinloopError):
+    """Stored, but not on Shadow yet (for callers that need it there at once)."""
+
+    status_code = 502
+
+
+class DocumentIndex(VersionUndo, Protocol):
     """The vector side of documents (rag.store.KnowledgeStore, or a fake in unit tests)."""
 
-    async def add_document(
-        self,
-        *,
-        domain: str,
-        doc_id: str,
-        text: str,
-        source: str,
-        version: int,
-        chunk_size: int,
-        chunk_overlap: int,
+    async def prepare_document(
+        self, *, doc_id: str, text: str, chunk_size: int, chunk_overlap: int
+    ) -> PreparedDocument: ...
+
+    async def write_document(
+        self, *, domain: str, doc_id: str, document: PreparedDocument, source: str, version: int
     ) -> int: ...
 
     async def remove_document(self, *, domain: str, doc_id: str, version: int) -> int: ...
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """What staging did for one request: `status` null when there was nothing to stage."""
+
+    status: Staging | None
+    snapshot_id: str | None = None
+    error: str | None = None
 
 
 class IngestService:
@@ -88,17 +135,22 @@ class IngestService:
         chunk_overlap: int,
         max_text_chars: int,
         cleaning: CleaningConfig | None = None,
+        lease_s: float = 120.0,
+        write_timeout_s: float = 30.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cleaning = cleaning or CleaningConfig()
         self._index = index
+        self._versions = RagVersions(
+            sessionmaker=sessionmaker, index=index, lease_s=lease_s, write_timeout_s=write_timeout_s
+        )
         self._releases = releases
         self._metrics = metrics
         self._domains = list(domains)
         self._chunk_chars = chunk_chars
         self._chunk_overlap = chunk_overlap
         self._max_text_chars = max_text_chars
-        # One batch at a time per gateway: two batches must not take the same version.
+        # One batch at a time per process (versions.py keeps processes apart).
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -121,6 +173,8 @@ class IngestService:
             chunk_overlap=settings.rag.chunk_overlap,
             max_text_chars=settings.rag.max_document_chars,
             cleaning=CleaningConfig.from_settings(settings),
+            lease_s=settings.rag.ingest_lease_s,
+            write_timeout_s=settings.rag.request_timeout_s,
         )
 
     async def ingest(
@@ -131,12 +185,45 @@ class IngestService:
         body: bytes,
         idempotency_key: str | None,
     ) -> IngestResponse:
-        """Store the batch durably, then stage a shadow snapshot that sees it.
+        """Store the batch durably, then stage a shadow snapshot that sees it (module doc).
 
         Nothing is stored unless `caller` may send every item (`permissions.py`).
         """
         actor = caller.actor
-        for item in request.items:
+        self._check_sizes(request.items)
+        _check_unique_ids(request.items)
+        body_sha256 = hashlib.sha256(body).hexdigest()
+        async with self._lock:
+            await self._authorize(caller, request)
+            if idempotency_key is not None:
+                replay = await self._replay(idempotency_key, body_sha256, actor)
+                if replay is not None:
+                    return replay
+            key = None
+            if idempotency_key is not None:
+                key = IdempotencyKey(
+                    key=idempotency_key,
+                    route=INGEST_ROUTE,
+                    request_sha256=body_sha256,
+                    status_code=202,
+                    response={},
+                )
+            screen = IngestScreen(self._cleaning)
+            results, changed = await self._store(request.items, screen, key=key, actor=actor)
+            for result in results:
+                self._metrics.ingested_items.labels(result.type, result.status).inc()
+            for rule, n in screen.quarantined.items():
+                self._metrics.screened_items.labels(f"quarantined.{rule}").inc(n)
+            for kind, n in screen.redactions.items():
+                self._metrics.redactions.labels(kind).inc(n)
+            staged = await self._stage_pending(actor, changed=changed)
+            response = _response(results, staged)
+            if key is not None:
+                await self._remember(key.key, response)
+            return response
+
+    def _check_sizes(self, items: Sequence[IngestItem]) -> None:
+        for item in items:
             if (
                 isinstance(item, DocumentItem)
                 and item.text is not None
@@ -146,40 +233,6 @@ class IngestService:
                     f"item {item.id!r} has {len(item.text)} characters; the limit is "
                     f"{self._max_text_chars}"
                 )
-        body_sha256 = hashlib.sha256(body).hexdigest()
-        async with self._lock:
-            await self._authorize(caller, request)
-            if idempotency_key is not None:
-                replay = await self._replay(idempotency_key, body_sha256)
-                if replay is not None:
-                    return replay
-            screen = IngestScreen(self._cleaning)
-            async with self._sessionmaker.begin() as session:
-                results, versions = await self._apply(session, request.items, screen)
-                snapshot_id = None
-                if versions:
-                    snapshot_id = await self._shadow_snapshot(session, versions, actor)
-                response = IngestResponse(items=results, shadow_snapshot_id=snapshot_id)
-                if idempotency_key is not None:
-                    await repository.add(
-                        session,
-                        IdempotencyKey(
-                            key=idempotency_key,
-                            route=INGEST_ROUTE,
-                            request_sha256=body_sha256,
-                            status_code=202,
-                            response=response.model_dump(mode="json"),
-                        ),
-                    )
-            for result in results:
-                self._metrics.ingested_items.labels(result.type, result.status).inc()
-            for rule, n in screen.quarantined.items():
-                self._metrics.screened_items.labels(f"quarantined.{rule}").inc(n)
-            for kind, n in screen.redactions.items():
-                self._metrics.redactions.labels(kind).inc(n)
-            if snapshot_id is not None:
-                await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
-            return response
 
     async def _authorize(self, caller: Caller, request: IngestRequest) -> None:
         async with self._sessionmaker.begin() as session:
@@ -189,7 +242,8 @@ class IngestService:
                 self._metrics.auth_failures.labels(f"/{INGEST_ROUTE}", "forbidden").inc()
                 raise
 
-    async def _replay(self, key: str, body_sha256: str) -> IngestResponse | None:
+    async def _replay(self, key: str, body_sha256: str, actor: str) -> IngestResponse | None:
+        """The stored answer to `key`; a batch whose staging was pending is staged now."""
         async with self._sessionmaker.begin() as session:
             stored = await repository.idempotency_key(session, key)
         if stored is None:
@@ -198,32 +252,110 @@ class IngestService:
             raise InvalidRequestError(
                 f"Idempotency-Key {key!r} was used for another request body; use a new key"
             )
-        return IngestResponse.model_validate(stored.response)
+        response = IngestResponse.model_validate(stored.response)
+        if response.staging != "pending":
+            return response
+        staged = await self._stage_pending(actor, changed=True)
+        response = _response(response.items, staged)
+        if staged.status == "staged":
+            await self._remember(key, response)
+        return response
+
+    async def _store(
+        self,
+        items: Sequence[IngestItem],
+        screen: IngestScreen,
+        *,
+        key: IdempotencyKey | None,
+        actor: str,
+    ) -> tuple[list[ItemResult], bool]:
+        """Steps 2-4 of the module docstring: the results, and whether the index changed."""
+        plan = DocumentWrites.plan()
+        async with self._sessionmaker() as session:
+            results = await self._apply(session, items, plan, screen)
+            if not plan.writes:  # nothing for the index: the plan is the batch
+                await self._keep_key(session, key, _response(results, _Staged(None)))
+                await session.commit()
+                return results, False
+            await session.rollback()
+        # The commit runs the rules again: the screen keeps its verdicts, but counts once.
+        screen.forget_counts()
+        prepared = await self._prepare(plan.writes)
+        reservation = await self._versions.reserve(plan.domains, actor=actor)
+        try:
+            await self._write(plan.writes, prepared, reservation)
+            async with self._sessionmaker.begin() as session:
+                writes = DocumentWrites.commit(
+                    plan.writes,
+                    versions=reservation.versions,
+                    chunks={doc_id: len(p.chunks) for doc_id, p in prepared.items()},
+                )
+                results = await self._apply(session, items, writes, screen)
+                writes.check_complete()
+                await self._versions.commit(session, reservation)
+                await self._keep_key(session, key, _response(results, _Staged("pending")))
+        except BaseException:
+            await self._versions.abandon(reservation)
+            raise
+        return results, True
+
+    async def _prepare(self, writes: Sequence[Write]) -> dict[str, PreparedDocument]:
+        """Chunk and embed every addition; no transaction is open."""
+        return {
+            write.doc_id: await self._index.prepare_document(
+                doc_id=write.doc_id,
+                text=write.text,
+                chunk_size=self._chunk_chars,
+                chunk_overlap=self._chunk_overlap,
+            )
+            for write in writes
+            if isinstance(write, Addition)
+        }
+
+    async def _write(
+        self,
+        writes: Sequence[Write],
+        prepared: Mapping[str, PreparedDocument],
+        reservation: Reservation,
+    ) -> None:
+        """The planned writes, at the reserved versions (invisible until a snapshot pins them)."""
+        for write in writes:
+            reservation.check_time()
+            version = reservation.versions[write.domain]
+            if isinstance(write, Removal):
+                await self._index.remove_document(
+                    domain=write.domain, doc_id=write.doc_id, version=version
+                )
+            else:
+                await self._index.write_document(
+                    domain=write.domain,
+                    doc_id=write.doc_id,
+                    document=prepared[write.doc_id],
+                    source=write.source,
+                    version=version,
+                )
 
     async def _apply(
-        self, session: AsyncSession, items: Sequence[IngestItem], screen: IngestScreen
-    ) -> tuple[list[ItemResult], dict[str, int]]:
-        versions: dict[str, int] = {}
-
-        async def version_for(domain: str) -> int:
-            if domain not in versions:
-                versions[domain] = await repository.latest_rag_version(session, domain) + 1
-            return versions[domain]
-
+        self,
+        session: AsyncSession,
+        items: Sequence[IngestItem],
+        writes: DocumentWrites,
+        screen: IngestScreen,
+    ) -> list[ItemResult]:
         results: list[ItemResult] = []
         for item in items:
             if isinstance(item, FeedbackItem):
                 result = await learning.apply_feedback(session, item, screen)
-                await self._correction_document(session, item, result, version_for, screen)
+                await self._correction_document(session, item, result, writes, screen)
                 results.append(result)
             elif isinstance(item, ExampleItem):
                 results.append(await learning.apply_example(session, item, self._domains, screen))
             else:
-                results.append(await self._apply_document(session, item, version_for))
-        return results, versions
+                results.append(await self._apply_document(session, item, writes))
+        return results
 
     async def _apply_document(
-        self, session: AsyncSession, item: DocumentItem, version_for: _VersionFor
+        self, session: AsyncSession, item: DocumentItem, writes: DocumentWrites
     ) -> ItemResult:
         def result(status: str, **extra: object) -> ItemResult:
             return ItemResult.model_validate(
@@ -234,8 +366,8 @@ class IngestService:
         if item.deleted:
             if live is None:
                 return result("not_found", detail="no live document with this id")
-            version = await version_for(live.domain)
-            await self._remove(live, version)
+            version = writes.version(live.domain)
+            writes.remove(live, version)
             return result("deleted", domain=live.domain, rag_version=version)
         if item.domain is None or item.text is None or not item.text.strip():
             return result("rejected", detail="a document needs `domain` and non-empty `text`")
@@ -245,20 +377,11 @@ class IngestService:
         sha = hashlib.sha256(item.text.encode()).hexdigest()
         if live is not None and live.content_sha256 == sha and live.domain == item.domain:
             return result("unchanged", domain=live.domain, rag_version=live.added_in_version)
-        version = await version_for(item.domain)
+        version = writes.version(item.domain)
         if live is not None:
-            if live.domain != item.domain:
-                await self._remove(live, await version_for(live.domain))
-            else:
-                await self._remove(live, version)
-        chunks = await self._index.add_document(
-            domain=item.domain,
-            doc_id=item.id,
-            text=item.text,
-            source=item.source or "",
-            version=version,
-            chunk_size=self._chunk_chars,
-            chunk_overlap=self._chunk_overlap,
+            writes.remove(live, writes.version(live.domain))
+        chunks = writes.add(
+            domain=item.domain, doc_id=item.id, text=item.text, source=item.source or ""
         )
         await repository.add(
             session,
@@ -280,7 +403,7 @@ class IngestService:
         session: AsyncSession,
         item: FeedbackItem,
         result: ItemResult,
-        version_for: _VersionFor,
+        writes: DocumentWrites,
         screen: IngestScreen,
     ) -> None:
         """Facts first in RAG: a correction is a fact document of its domain at once.
@@ -297,7 +420,7 @@ class IngestService:
         if fact is None:
             if await repository.live_document(session, doc_id) is not None:
                 document = DocumentItem(type="document", id=doc_id, deleted=True)
-                await self._apply_document(session, document, version_for)
+                await self._apply_document(session, document, writes)
             return
         document = DocumentItem(
             type="document",
@@ -306,13 +429,14 @@ class IngestService:
             text=fact.text,
             source=f"feedback:{item.id}",
         )
-        await self._apply_document(session, document, version_for)
+        await self._apply_document(session, document, writes)
 
     async def add_facts(self, facts: Sequence[tuple[str, str, str]], *, actor: str) -> str | None:
         """Fact documents `(id, domain, text)` (QA corrections) in one batch; staged to Shadow.
 
         The texts must have passed the screen already (the trainer screens QA corrections
-        before it trains on them or sends them here).
+        before it trains on them or sends them here). Raises `StagingPendingError` when they
+        are stored but could not be staged.
         """
         items: list[IngestItem] = [
             DocumentItem(
@@ -327,13 +451,14 @@ class IngestService:
             IngestRequest(items=items), caller=system_caller(actor), body=body,
             idempotency_key=None,
         )  # fmt: skip
-        return response.shadow_snapshot_id
+        return _on_shadow(response)
 
     async def remove_correction_facts(
         self, feedback_ids: Sequence[str], *, actor: str
     ) -> str | None:
         """Remove the fact documents of these corrections (by feedback id), when live: a cycle
-        quarantined what they teach. Staged to Shadow; the last snapshot's id, if any."""
+        quarantined what they teach. Staged to Shadow; the last snapshot's id, if any.
+        Raises `StagingPendingError` when they are removed but Shadow still shows them."""
         snapshot_id = None
         ids = list(dict.fromkeys(feedback_ids))
         for start in range(0, len(ids), MAX_ITEMS):
@@ -347,14 +472,40 @@ class IngestService:
                 IngestRequest(items=items), caller=system_caller(actor), body=body,
                 idempotency_key=None,
             )  # fmt: skip
-            snapshot_id = response.shadow_snapshot_id or snapshot_id
+            snapshot_id = _on_shadow(response) or snapshot_id
         return snapshot_id
 
-    async def _remove(self, live: Document, version: int) -> None:
-        await self._index.remove_document(
-            domain=live.domain, doc_id=live.external_id, version=version
-        )
-        live.removed_in_version = version
+    async def _stage_pending(self, actor: str, *, changed: bool) -> _Staged:
+        """Step 5: show Shadow every committed version no staging has shown yet.
+
+        Never raises: the batch is stored, and a failure leaves the versions to the retry.
+        """
+        try:
+            async with self._sessionmaker.begin() as session:
+                pending = await repository.unstaged_rag_versions(session)
+                state = self._releases.state
+                shadow = state.serving(state.shadow_slot)
+                # A domain no longer configured cannot be pinned; its versions just end.
+                behind = {
+                    d: v
+                    for d, v in pending.items()
+                    if d in self._domains and shadow.rag_versions.get(d, 0) < v
+                }
+                snapshot_id = shadow.snapshot_id
+                if behind:
+                    snapshot_id = await self._shadow_snapshot(session, behind, actor)
+            if behind:
+                await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
+            if pending:
+                async with self._sessionmaker.begin() as session:
+                    await repository.mark_rag_versions_staged(session, pending)
+        except Exception as e:
+            reason = e.message if isinstance(e, TwinloopError) else "internal error"
+            log.warning("ingest stored, staging pending", error=f"{type(e).__name__}: {e}")
+            return _Staged("pending", error=f"{type(e).__name__}: {reason}")
+        if not pending and not changed:
+            return _Staged(None)
+        return _Staged("staged", snapshot_id=snapshot_id)
 
     async def _shadow_snapshot(
         self, session: AsyncSession, versions: dict[str, int], actor: str
@@ -373,6 +524,53 @@ class IngestService:
         )
         return snapshot.id
 
+    async def _remember(self, key: str, response: IngestResponse) -> None:
+        """What a replay of `key` answers from now on. Never raises: the batch is stored, and
+        a replay of the answer kept at the commit (`staging: pending`) stages it again."""
+        try:
+            async with self._sessionmaker.begin() as session:
+                stored = await repository.idempotency_key(session, key)
+                if stored is not None:
+                    stored.response = response.model_dump(mode="json")
+        except Exception as e:
+            log.warning("ingest answer not kept for replay", error=f"{type(e).__name__}: {e}")
 
-class _VersionFor(Protocol):
-    async def __call__(self, domain: str) -> int: ...
+    @staticmethod
+    async def _keep_key(
+        session: AsyncSession, key: IdempotencyKey | None, response: IngestResponse
+    ) -> None:
+        if key is not None:
+            key.response = response.model_dump(mode="json")
+            await repository.add(session, key)
+
+
+def _response(results: Sequence[ItemResult], staged: _Staged) -> IngestResponse:
+    return IngestResponse(
+        items=list(results),
+        shadow_snapshot_id=staged.snapshot_id,
+        staging=staged.status,
+        staging_error=staged.error,
+    )
+
+
+def _on_shadow(response: IngestResponse) -> str | None:
+    """The snapshot that shows the batch, for callers that need it on Shadow at once."""
+    if response.staging == "pending":
+        raise StagingPendingError(
+            f"the changes are stored but Shadow does not show them yet: {response.staging_error}"
+        )
+    return response.shadow_snapshot_id
+
+
+def _check_unique_ids(items: Sequence[IngestItem]) -> None:
+    """Refuse a batch that names one thing twice: an id of one type, or a document with the
+    id of the fact document of a feedback item in the same batch."""
+    names = [(item.type, item.id) for item in items]
+    names += [("document", fact_document_id(i.id)) for i in items if isinstance(i, FeedbackItem)]
+    repeated = sorted({name for name, n in Counter(names).items() if n > 1})
+    if repeated:
+        listed = ", ".join(f"{kind} {item_id!r}" for kind, item_id in repeated)
+        raise InvalidRequestError(
+            f"the batch names these more than once: {listed}; send each id once per batch "
+            "(a feedback item's correction is the document fact:<id>)"
+        )

@@ -15,6 +15,7 @@ from rag.embeddings import Embedder
 from rag.errors import KnowledgeStoreError
 from rag.server import ChromaServer
 from rag.store import REMOVED_NEVER, KnowledgeStore, close_chroma, connect_chroma
+from tests.conftest import ADMIN_HEADERS
 from twinloop.settings import RagSettings, Settings
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.ports import free_port
@@ -228,7 +229,9 @@ async def test_an_ingest_that_fails_half_way_leaves_nothing_in_chroma_in_sight(
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as gw:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://gw", headers=ADMIN_HEADERS
+            ) as gw:
                 failing.fail = False
                 first = await gw.post("/ingest", json={"items": [doc("zorblatt", ZORBLATT)]})
                 assert first.status_code == 202, first.text

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import context
 from twinloop.db import models  # noqa: F401 - registers every table on Base.metadata
@@ -22,13 +25,6 @@ def _url() -> str:
 
 def _configure(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
-    if sqlite:
-        # Batch mode rebuilds a table (copy, drop, rename): with foreign keys enforced, the
-        # drop fails as soon as other tables' rows point at it. The pragma is a no-op inside
-        # a transaction, so it is set (and committed) before the migration's transaction,
-        # and the references are checked once it is done.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
-        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -39,10 +35,29 @@ def _configure(connection: Connection) -> None:
         context.run_migrations()
     if sqlite:
         broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
-        connection.commit()
         if broken:
             raise RuntimeError(f"the migration left rows pointing at nothing: {broken[:5]}")
+
+
+def _sqlite_for_migrations(engine: AsyncEngine) -> None:
+    """One real transaction for the whole migration, DDL included, without foreign keys.
+
+    The driver begins transactions only before DML, so a failing migration would keep the
+    DDL it ran before the failure (a half-migrated database). Autocommit off in the driver
+    and an explicit BEGIN make SQLite's DDL transactional. Batch mode rebuilds tables (copy,
+    drop, rename), and with foreign keys enforced the drop fails once other rows point at
+    the table; the pragma is a no-op inside a transaction, so it is set on connecting, and
+    the references are checked at the end instead.
+    """
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.cursor().execute("PRAGMA foreign_keys=OFF")
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN")
 
 
 def run_migrations_offline() -> None:
@@ -59,6 +74,8 @@ def run_migrations_offline() -> None:
 
 async def run_migrations_online() -> None:
     engine = create_engine(_url())
+    if engine.dialect.name == "sqlite":
+        _sqlite_for_migrations(engine)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_configure)

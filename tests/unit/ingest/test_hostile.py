@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from tests.conftest import ADMIN_HEADERS
-from tests.unit.ingest.conftest import run_cycle
+from tests.unit.conftest import run_cycle
 from twinloop.db.models import Feedback, TrainingExample
 from twinloop.runtime import Runtime
 from twinloop.settings import Settings

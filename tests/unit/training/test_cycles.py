@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -17,28 +16,6 @@ from twinloop.testing.engine import FakeEngine
 from twinloop.testing.trainer import FakeAdapterTrainer, Killed
 from twinloop.trainer import daemon
 from twinloop.trainer.daemon import Trainer
-
-
-@pytest.fixture
-def fake_trainer() -> FakeAdapterTrainer:
-    return FakeAdapterTrainer()
-
-
-@pytest.fixture
-async def trainer(
-    settings: Settings, fake_engine: FakeEngine, fake_trainer: FakeAdapterTrainer, app: Any
-) -> AsyncIterator[Trainer]:
-    """The trainer process's services, next to the gateway (`app`) on the same database.
-
-    QA is off here: these tests are about training mechanics; tests/unit/qa covers the gate.
-    """
-    no_qa = settings.model_copy(
-        update={"trainer": settings.trainer.model_copy(update={"qa": False})}
-    )
-    async with daemon.open_trainer(
-        no_qa, trainer=fake_trainer, engine_transport=fake_engine.transport()
-    ) as opened:
-        yield opened
 
 
 async def _feedback(

@@ -1,4 +1,4 @@
-"""A trainer process next to the gateway, for tests that follow items into a training cycle."""
+"""A trainer process next to the gateway (QA off), for tests that follow items into a cycle."""
 
 from __future__ import annotations
 

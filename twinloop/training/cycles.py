@@ -48,23 +48,35 @@ class CycleInProgressError(TwinloopError):
 
 
 def this_trainer() -> str:
-    """The owner tag a trainer writes on the cycles it works on."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """The owner tag a trainer writes on the cycles it works on: host, pid and the process's
+    start time, so that a restarted container's trainer (PID 1 again, same hostname) does
+    not take the dead one's cycles for its own."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
 
 
 def owner_alive(owner: str | None) -> bool:
     """Whether the trainer that tagged a cycle still runs (only knowable on this host)."""
     if not owner:
         return False
-    host, _, pid = owner.rpartition(":")
+    host, _, rest = owner.partition(":")
+    pid, _, started = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False
-    if int(pid) == os.getpid():
-        return True
     try:
-        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+        process = psutil.Process(int(pid))
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
     except psutil.Error:
         return False
+    # A tag without a start time (written before it had one): the pid alone must do.
+    return not started or started == _started(int(pid))
+
+
+def _started(pid: int) -> str:
+    try:
+        return str(int(psutil.Process(pid).create_time()))
+    except psutil.Error:
+        return ""
 
 
 class TrainingCycles:

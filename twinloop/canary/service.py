@@ -41,7 +41,7 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from random import Random
 from typing import Any, Protocol
 
@@ -79,6 +79,7 @@ from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import CanarySettings
 from twinloop.states import CycleState
+from twinloop.timestamps import as_utc
 
 CANARY_ACTOR = "canary"
 CALLER_ERRORS = (InvalidRequestError, NotFoundError)
@@ -658,8 +659,8 @@ class CanaryService:
             self._metrics.canary_pairs.labels(outcome).set(number)
 
     def _elapsed_s(self, row: Canary) -> float:
-        end = _aware(row.ended_at) if row.ended_at else self._clock()
-        return max(0.0, (end - _aware(row.started_at)).total_seconds())
+        end = as_utc(row.ended_at) if row.ended_at else self._clock()
+        return max(0.0, (end - as_utc(row.started_at)).total_seconds())
 
     def _set(self, row: Canary | None) -> CanaryState | None:
         if row is None or row.status != CanaryStatus.RUNNING:
@@ -694,8 +695,8 @@ class CanaryService:
             mirror_percent=row.mirror_percent,
             min_requests=row.min_requests,
             max_duration_s=row.max_duration_s,
-            started_at=_aware(row.started_at),
-            ended_at=_aware(row.ended_at) if row.ended_at else None,
+            started_at=as_utc(row.started_at),
+            ended_at=as_utc(row.ended_at) if row.ended_at else None,
             started_by=row.started_by,
             reason=row.reason,
             elapsed_s=round(elapsed, 3),
@@ -733,8 +734,3 @@ def _audit(actor: str, action: str, row: Canary, reason: str) -> AuditEntry:
         reason=reason,
         details={"canary_id": row.id, "baseline_snapshot_id": row.baseline_snapshot_id},
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

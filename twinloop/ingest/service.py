@@ -51,7 +51,7 @@ from rag.store import PreparedDocument
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.models import Document, IdempotencyKey
 from twinloop.db.session import SessionMaker
-from twinloop.errors import InvalidRequestError, TwinloopError
+from twinloop.errors import InvalidRequestError, PayloadTooLargeError, TwinloopError
 from twinloop.identity.errors import PermissionDeniedError
 from twinloop.identity.schemas import Caller, system_caller
 from twinloop.ingest import learning, permissions, repository
@@ -87,10 +87,6 @@ def fact_document_id(key: str) -> str:
     if len(doc_id) <= MAX_ID_CHARS:
         return doc_id
     return f"{FACT_PREFIX}{hashlib.sha256(key.encode()).hexdigest()}"
-
-
-class PayloadTooLargeError(TwinloopError):
-    status_code = 413
 
 
 class StagingPendingError(TwinloopError):

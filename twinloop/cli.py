@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -369,23 +372,30 @@ def engines_start(slots: SlotOption = None) -> None:
         raise _fail(e) from e
 
 
-def _start_engines(engines: EngineProcesses, slots: list[Slot]) -> list[Slot]:
-    """Start what is not running; returns the slots this call started."""
-    started: list[Slot] = []
+def _start_engines(
+    engines: EngineProcesses, slots: list[Slot], stops: contextlib.ExitStack | None = None
+) -> None:
+    """Start what is not running; each one this call starts is stopped by `stops` when it
+    closes, whether the engine became healthy or not."""
     # One after the other: two engines loading at once on two cores take longer than in turn.
     for slot in slots:
         if engines.record(slot) is not None and engines.is_healthy(slot):
             console.print(f"{slot} engine already running")
             continue
         engines.start(slot)
-        started.append(slot)
+        if stops is not None:
+            stops.callback(_stopping, f"{slot} engine", partial(engines.stop, slot))
         with _spinner() as progress:
             progress.add_task(f"starting {slot} engine (log: {engines.spec(slot).log_path})")
             waited = engines.wait_healthy(slot)
         console.print(
             f"{slot} engine healthy after {waited:.0f} s on port {engines.spec(slot).port}"
         )
-    return started
+
+
+def _stopping(name: str, stop: Callable[[], object]) -> None:
+    console.print(f"stopping {name}")
+    stop()
 
 
 @engines_app.command("stop")
@@ -514,27 +524,28 @@ def _serve(settings: Settings) -> None:
     )
 
 
-def _start_chroma(chroma: ChromaServer) -> bool:
-    """Start our Chroma server unless it runs already or is external; True if we started it."""
+def _start_chroma(chroma: ChromaServer, stops: contextlib.ExitStack) -> None:
+    """Start our Chroma server unless it runs already or is external; `stops` stops it."""
     if chroma.record() is not None or chroma.start() is None:
-        return False
+        return
+    stops.callback(_stopping, "Chroma", chroma.stop)
     with _spinner() as progress:
         progress.add_task(f"starting Chroma (log: {chroma.log_path})")
         waited = chroma.wait_healthy()
     console.print(f"Chroma healthy after {waited:.0f} s at {chroma.base_url}")
-    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_trainer(trainer: TrainerProcess) -> bool:
-    """Start our trainer unless it runs already; True if this call started it."""
+def _start_trainer(trainer: TrainerProcess, stops: contextlib.ExitStack) -> None:
+    """Start our trainer unless it runs already; `stops` stops it, healthy or not."""
     if trainer.record() is not None:
         console.print("trainer already running")
-        return False
+        return
     trainer.start()
+    stops.callback(_stopping, "the trainer", trainer.stop)
     try:
         waited = trainer.wait_healthy()
     except NotHealthyError as e:
@@ -542,7 +553,6 @@ def _start_trainer(trainer: TrainerProcess) -> bool:
             f"the trainer did not start; last log lines:\n{trainer.log_tail()}"
         ) from e
     console.print(f"trainer running after {waited:.0f} s (log: {trainer.log_path})")
-    return True
 
 
 @app.command("up")
@@ -559,39 +569,30 @@ def up(
     engines = EngineProcesses(settings)
     chroma = ChromaServer(settings)
     trainer_process = TrainerProcess(settings)
-    started: list[Slot] = []
-    chroma_started = trainer_started = False
     began = time.monotonic()
     # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        _announce_admin_token(settings)
-        _prepare_models(settings)
-        migrate.upgrade(settings.sqlalchemy_url)
-        chroma_started = _start_chroma(chroma)
-        if not settings.engines.external:
-            started = _start_engines(engines, list(Slot))
-        if with_trainer:
-            trainer_started = _start_trainer(trainer_process)
-        console.print(
-            f"ready in {time.monotonic() - began:.0f} s: gateway on "
-            f"http://{settings.gateway.host}:{settings.gateway.port}"
-        )
-        _serve(settings)
-    except TwinloopError as e:
-        raise _fail(e) from e
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if trainer_started:
-            console.print("stopping the trainer")
-            trainer_process.stop()
-        for slot in started:
-            console.print(f"stopping {slot} engine")
-            engines.stop(slot)
-        if chroma_started:
-            console.print("stopping Chroma")
-            chroma.stop()
+    # Everything started is stopped on the way out, in reverse order, including a process
+    # that never became healthy (it would hold its port and memory for the next `make up`).
+    with contextlib.ExitStack() as stops:
+        try:
+            _announce_admin_token(settings)
+            _prepare_models(settings)
+            migrate.upgrade(settings.sqlalchemy_url)
+            _start_chroma(chroma, stops)
+            if not settings.engines.external:
+                _start_engines(engines, list(Slot), stops)
+            if with_trainer:
+                _start_trainer(trainer_process, stops)
+            console.print(
+                f"ready in {time.monotonic() - began:.0f} s: gateway on "
+                f"http://{settings.gateway.host}:{settings.gateway.port}"
+            )
+            _serve(settings)
+        except TwinloopError as e:
+            raise _fail(e) from e
+        except KeyboardInterrupt:
+            pass
 
 
 def _announce_admin_token(settings: Settings) -> None:

@@ -313,6 +313,11 @@ class TrainerSettings(BaseModel):
         description="Niceness of the trainer `twinloop up` starts: serving comes first.",
     )
     metrics_port: int = Field(default=8300, description="The trainer's own /metrics.")
+    start_timeout_s: float = Field(
+        default=300.0,
+        description="How long the trainer `twinloop up` starts may take to serve /metrics (it "
+        "imports torch and the training stack first: over a minute on a busy 2-core machine).",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the trainer's /metrics binds: loopback on one box; 0.0.0.0 in a "

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -9,7 +10,9 @@ from typer.testing import CliRunner
 
 from twinloop import cli
 from twinloop.cli import app
+from twinloop.db import migrate
 from twinloop.errors import ModelPreparationError
+from twinloop.processes import NotHealthyError
 from twinloop.settings import Settings
 from twinloop.weights import prepare
 
@@ -262,3 +265,62 @@ def test_serve_refuses_a_placeholder_or_missing_admin_token_in_one_line(
     assert "error: TWINLOOP_ADMIN_TOKEN is refused: 'change-me'" in placeholder.output
     assert "error: no admin token" in missing.output and "twinloop up" in missing.output
     assert "Traceback" not in placeholder.output + missing.output
+
+
+class _Spawned:
+    """Stands in for the engines, Chroma and the trainer: records what `up` starts and stops."""
+
+    def __init__(self, log: list[str], unhealthy: str) -> None:
+        self.log, self.unhealthy = log, unhealthy
+
+    def __call__(self, _settings: Settings) -> _Spawned:
+        return self
+
+    def record(self, *_: object) -> None:
+        return None
+
+    def is_healthy(self, *_: object) -> bool:
+        return False
+
+    def start(self, *slot: object) -> object:
+        self.log.append(f"start {slot[0] if slot else self.unhealthy}")
+        return object()
+
+    def wait_healthy(self, *slot: object) -> float:
+        name = str(slot[0]) if slot else self.unhealthy
+        if name == "trainer":
+            raise NotHealthyError(exited=False)
+        return 0.0
+
+    def stop(self, *slot: object) -> bool:
+        self.log.append(f"stop {slot[0] if slot else self.unhealthy}")
+        return True
+
+    def log_tail(self) -> str:
+        return "(importing torch)"
+
+    def spec(self, _slot: object) -> Any:
+        return type("Spec", (), {"port": 0, "log_path": "x"})()
+
+    base_url = log_path = "x"
+
+
+def test_up_stops_everything_it_started_when_the_trainer_never_becomes_healthy(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[str] = []
+    monkeypatch.setattr(cli, "EngineProcesses", _Spawned(log, "engine"))
+    monkeypatch.setattr(cli, "ChromaServer", _Spawned(log, "chroma"))
+    monkeypatch.setattr(cli, "TrainerProcess", _Spawned(log, "trainer"))
+    monkeypatch.setattr(cli, "_prepare_models", lambda _settings: None)
+    monkeypatch.setattr(migrate, "upgrade", lambda _url: None)
+
+    result = CliRunner().invoke(app, ["up"])
+
+    assert result.exit_code != 0
+    assert "the trainer did not start" in result.output
+    # The trainer that timed out is stopped too, not left holding its port; last in, first out.
+    assert log == [
+        "start chroma", "start blue", "start green", "start trainer",
+        "stop trainer", "stop green", "stop blue", "stop chroma",
+    ]  # fmt: skip

@@ -70,6 +70,12 @@ async def create_snapshot(
     return snapshot
 
 
+def served_adapters(snapshot: Snapshot) -> dict[str, str]:
+    """domain -> adapter version id the snapshot serves (domains on the base model left out):
+    what "serves the same adapters" compares, like `SlotSnapshot.adapter_ids`."""
+    return {domain: a for domain, a in snapshot.adapters.items() if a}
+
+
 async def get_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:
     snapshot = await repository.get_snapshot(session, snapshot_id)
     if snapshot is None:

@@ -269,8 +269,8 @@ async def test_a_trainer_killed_while_staging_resumes_without_training_again(
         raise Killed
 
     controller = trainer.runner._releases  # the trainer process's own release controller
-    with monkeypatch.context() as patch:
-        patch.setattr(controller, "stage", killed_stage)
+    with monkeypatch.context() as patch:  # killed after the snapshot is made and recorded
+        patch.setattr(controller, "_stage", killed_stage)
         with pytest.raises(Killed):
             await trainer.runner.run(cycle.id)
     view = await trainer.cycles.get(cycle.id)

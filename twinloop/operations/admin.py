@@ -1,6 +1,8 @@
 """What operators do to releases: look, make and stage snapshots, swap, roll back.
 
 It reads every service (releases, routing, training, QA), so it sits above all of them.
+New snapshots (`POST /snapshots`, router-rule proposals) are derived inside
+`ReleaseController.change_shadow`, from the release in force when they are staged.
 """
 
 from __future__ import annotations

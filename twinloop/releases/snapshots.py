@@ -1,4 +1,8 @@
-"""Making snapshots: immutable descriptions of what a slot serves."""
+"""Making snapshots: immutable descriptions of what a slot serves.
+
+A snapshot derived from what a slot serves is made inside `ReleaseController.change_shadow`'s
+`derive`, so it is made from the release in force and staged only while that release is.
+"""
 
 from __future__ import annotations
 

@@ -122,6 +122,16 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.shadow_changes = Counter(
+            "twinloop_shadow_changes",
+            "Shadow changes derived from the release in force (ingest, trainer, operator "
+            "snapshots), by outcome: staged; unchanged (nothing to stage); rederived (another "
+            "process changed the release first, so the snapshot was derived again from its "
+            "release); refused (a conflict: an operator's generation had moved, a tainted "
+            "adapter, or the race lost every attempt).",
+            ["outcome"],
+            registry=r,
+        )
         self.engine_reconciles = Counter(
             "twinloop_engine_reconcile_loads",
             "Adapters loaded again into an engine that had lost them (an engine restart).",

@@ -1,13 +1,15 @@
 """What operators do to releases: look, make and stage snapshots, swap, roll back.
 
 It reads every service (releases, routing, training, QA), so it sits above all of them.
+New snapshots (`POST /snapshots`, router-rule proposals) are derived inside
+`ReleaseController.change_shadow`, from the release in force when they are staged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -92,11 +94,14 @@ class ReleaseAdmin:
         return [SnapshotView.model_validate(row) for row in rows]
 
     async def create_and_stage(self, request: CreateSnapshotRequest, *, actor: str) -> SnapshotView:
-        """Make a snapshot from the active one with the given adapters, and stage it to shadow."""
-        state = self._controller.state
+        """Make a snapshot from the active one with the given adapters, and stage it to shadow.
+
+        Its RAG versions are the newer of Active's and Shadow's per domain: documents an
+        ingest has shown Shadow stay visible there.
+        """
         reason = request.reason or "new snapshot"
         return await self._derive_and_stage(
-            state.serving(state.active_slot).snapshot_id,
+            lambda state: state.serving(state.active_slot),
             actor=actor,
             reason=reason,
             snapshot_reason=reason,
@@ -118,7 +123,7 @@ class ReleaseAdmin:
             reason=reason,
         )
         staged = await self._derive_and_stage(
-            shadow.snapshot_id,
+            lambda state: state.serving(state.shadow_slot),
             actor=actor,
             reason=reason,
             snapshot_reason=f"{reason} (router rules version {proposal.version})",
@@ -135,7 +140,7 @@ class ReleaseAdmin:
 
     async def _derive_and_stage(
         self,
-        parent_id: str,
+        parent_of: Callable[[ReleaseState], SlotSnapshot],
         *,
         actor: str,
         reason: str,
@@ -144,10 +149,19 @@ class ReleaseAdmin:
         router_rules_version: int | None = None,
         expected_generation: int | None = None,
     ) -> SnapshotView:
-        """A new snapshot from `parent_id` with the given changes, staged to the shadow slot."""
-        # Committed on its own: staging reads it in another transaction.
-        async with self._sessionmaker.begin() as session:
-            parent = await snapshots.get_snapshot(session, parent_id)
+        """A new snapshot from the slot `parent_of` picks, with the given changes, staged to
+        the shadow slot. Derived under the release lock from the release in force (again
+        from the winner's, when another process stages first and no generation was given)."""
+        made: list[SnapshotView] = []
+
+        async def derive(session: AsyncSession, state: ReleaseState) -> str:
+            parent = await snapshots.get_snapshot(session, parent_of(state).snapshot_id)
+            shadow = state.serving(state.shadow_slot)
+            newer = {
+                domain: version
+                for domain, version in shadow.rag_versions.items()
+                if domain in self._domains and version > parent.rag_versions.get(domain, 0)
+            }
             snapshot = await snapshots.create_snapshot(
                 session,
                 parent=parent,
@@ -155,13 +169,16 @@ class ReleaseAdmin:
                 domains=self._domains,
                 actor=actor,
                 reason=snapshot_reason,
+                rag_versions=newer,
                 router_rules_version=router_rules_version,
             )
-            view = SnapshotView.model_validate(snapshot)
-        await self._controller.stage(
-            view.id, actor=actor, reason=reason, expected_generation=expected_generation
+            made.append(SnapshotView.model_validate(snapshot))
+            return snapshot.id
+
+        await self._controller.change_shadow(
+            derive, actor=actor, reason=reason, expected_generation=expected_generation
         )
-        return view
+        return made[-1]
 
     async def stage(
         self, snapshot_id: str, *, actor: str, reason: str, expected_generation: int | None = None

@@ -1,4 +1,8 @@
-"""Making snapshots: immutable descriptions of what a slot serves."""
+"""Making snapshots: immutable descriptions of what a slot serves.
+
+A snapshot derived from what a slot serves is made inside `ReleaseController.change_shadow`'s
+`derive`, so it is made from the release in force and staged only while that release is.
+"""
 
 from __future__ import annotations
 
@@ -68,6 +72,12 @@ async def create_snapshot(
     )
     await repository.add(session, snapshot)
     return snapshot
+
+
+def served_adapters(snapshot: Snapshot) -> dict[str, str]:
+    """domain -> adapter version id the snapshot serves (domains on the base model left out):
+    what "serves the same adapters" compares, like `SlotSnapshot.adapter_ids`."""
+    return {domain: a for domain, a in snapshot.adapters.items() if a}
 
 
 async def get_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:

@@ -39,6 +39,11 @@ class SlotSnapshot:
     def adapter_names(self) -> set[str]:
         return {a.name for a in self.adapters.values()}
 
+    @property
+    def adapter_ids(self) -> dict[str, str]:
+        """domain -> adapter version id: what "serves the same adapters" compares."""
+        return {domain: a.id for domain, a in self.adapters.items()}
+
 
 @dataclass(frozen=True)
 class ReleaseState:

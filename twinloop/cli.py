@@ -148,6 +148,24 @@ async def _register_adapter(
         await db.dispose()
 
 
+@adapters_app.command("fetch-agent")
+def adapters_fetch_agent() -> None:
+    """Run the fetch agent beside an engine: verified adapter copies on the engine's disk."""
+    import uvicorn
+
+    from twinloop.fetch_agent import create_fetch_agent
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_fetch_agent(settings),
+        host=settings.artifacts.agent_host,
+        port=settings.artifacts.agent_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
 GatewayOption = Annotated[
     str | None,
     typer.Option("--gateway", help="The gateway's URL; default from TWINLOOP_GATEWAY__HOST/PORT."),

@@ -148,6 +148,26 @@ async def _register_adapter(
         await db.dispose()
 
 
+@adapters_app.command("check-store")
+def adapters_check_store(
+    create: Annotated[
+        bool, typer.Option("--create", help="Make the bucket (or folder) when it is missing.")
+    ] = False,
+) -> None:
+    """Check the adapter store is reachable and writable: a probe is written, read, deleted."""
+    from adapters.artifacts import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        store.check(create=create)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    finally:
+        store.close()
+    console.print(f"adapter store {store.location} ({store.kind}): reachable and writable")
+
+
 @adapters_app.command("fetch-agent")
 def adapters_fetch_agent() -> None:
     """Run the fetch agent beside an engine: verified adapter copies on the engine's disk."""
@@ -228,6 +248,12 @@ def _print_status(status: dict[str, Any]) -> None:
         )
         for reason in qa["reasons"]:
             out.print(f"  {reason}")
+    artifacts = status.get("artifacts")
+    if artifacts:
+        out.print(f"adapter store {artifacts['store']} ({artifacts['backend']})")
+        for slot, fetch in sorted(artifacts["slots"].items()):
+            where = fetch.get("agent_url") or f"{fetch.get('engine_dir')}"
+            out.print(f"  {slot}: fetched by {fetch['fetch']} into {where}")
     for tainted in status.get("tainted_adapters", []):
         serving = ", ".join(tainted["serving_slots"]) or "no slot"
         out.print(

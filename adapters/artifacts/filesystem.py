@@ -6,11 +6,12 @@ stored folder in place: `local_folder` says where it is, and reading it is only 
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from adapters.artifacts.store import Check, StoredArtifact
 from adapters.files import InvalidAdapterError, copy_adapter_files, store_adapter
-from twinloop.errors import AdapterIntegrityError
+from twinloop.errors import AdapterIntegrityError, ArtifactStoreUnavailableError
 
 
 class FilesystemStore:
@@ -45,6 +46,21 @@ class FilesystemStore:
 
     def local_folder(self, sha256: str) -> Path:
         return self.root / sha256
+
+    def check(self, *, create: bool = False) -> None:
+        probe = self.root / f".twinloop-probe-{uuid.uuid4().hex}"
+        try:
+            if create:
+                self.root.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"probe")
+            if probe.read_bytes() != b"probe":
+                raise OSError("a probe read back other bytes than were written")
+        except OSError as e:
+            raise ArtifactStoreUnavailableError(
+                f"the adapter store {self.root} cannot be written: {e}"
+            ) from e
+        finally:
+            probe.unlink(missing_ok=True)
 
     def close(self) -> None:
         return None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -109,8 +110,47 @@ class S3Store:
     def local_folder(self, sha256: str) -> None:
         return None
 
+    def check(self, *, create: bool = False) -> None:
+        if create and not self._bucket_exists():
+            log.info("adapter_store_creating_bucket", bucket=self.bucket)
+            region = self._client.meta.region_name
+            # us-east-1 is the one region S3 refuses a location constraint for.
+            where = (
+                {"CreateBucketConfiguration": {"LocationConstraint": region}}
+                if region and region != "us-east-1"
+                else {}
+            )
+            create_bucket = self._client.create_bucket
+            self._call(f"create bucket {self.bucket}", create_bucket, Bucket=self.bucket, **where)
+        key = self._key(f".twinloop-probe-{uuid.uuid4().hex}", "probe")
+        put = self._client.put_object
+        self._call(f"write {key}", put, Bucket=self.bucket, Key=key, Body=b"probe")
+        try:
+            read = self._call(f"read {key}", self._client.get_object, Bucket=self.bucket, Key=key)
+            if read["Body"].read() != b"probe":
+                raise ArtifactStoreUnavailableError(
+                    f"the adapter store {self.location} gave back other bytes than were written"
+                )
+        finally:
+            self._call(f"delete {key}", self._client.delete_object, Bucket=self.bucket, Key=key)
+
     def close(self) -> None:
         self._client.close()
+
+    def _bucket_exists(self) -> bool:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in {"404", "NoSuchBucket", "NotFound"}:
+                return False
+            raise ArtifactStoreUnavailableError(
+                f"the adapter store {self.location} failed to find bucket {self.bucket}: {e}"
+            ) from e
+        except BotoCoreError as e:
+            raise ArtifactStoreUnavailableError(
+                f"the adapter store {self.location} cannot be reached: {e}"
+            ) from e
+        return True
 
     def _upload(self, snapshot: Path, sha256: str) -> None:
         names = {name: path for name, path in adapter_files(snapshot)}

@@ -63,4 +63,9 @@ class ArtifactStore(Protocol):
         store is not a local file system."""
         ...
 
+    def check(self, *, create: bool = False) -> None:
+        """Write, read back and delete a probe; with `create`, make a missing bucket or folder
+        first. ArtifactStoreUnavailableError says what failed (unreachable, credentials)."""
+        ...
+
     def close(self) -> None: ...

@@ -6,6 +6,7 @@ session's `s3_endpoint` fixture), over HTTP as it would against MinIO or S3.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -374,3 +375,26 @@ def test_s3_client_uses_path_style_against_an_endpoint() -> None:
     assert client.meta.endpoint_url == "http://minio:9000"
     assert client.meta.config.s3 == {"addressing_style": "path"}
     client.close()
+
+
+# --- checking a store before anything depends on it ---------------------------------------
+
+
+def test_check_creates_a_missing_bucket_only_when_asked(s3_endpoint: str) -> None:
+    url = f"s3://twinloop-new-{uuid.uuid4().hex[:8]}/adapters"
+    store = S3Store.from_url(url, artifact_settings(s3_endpoint, url))
+
+    with pytest.raises(ArtifactStoreUnavailableError, match="NoSuchBucket"):
+        store.check()
+    store.check(create=True)
+    store.check()  # and again, on the bucket that now exists
+    assert store._client.list_objects_v2(Bucket=store.bucket).get("KeyCount") == 0
+    store.close()
+
+
+def test_check_of_a_folder_store(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path / "missing" / "adapters")
+    with pytest.raises(ArtifactStoreUnavailableError, match="cannot be written"):
+        store.check()
+    store.check(create=True)
+    assert list(store.root.iterdir()) == []

@@ -171,19 +171,11 @@ def adapters_check_store(
 @adapters_app.command("fetch-agent")
 def adapters_fetch_agent() -> None:
     """Run the fetch agent beside an engine: verified adapter copies on the engine's disk."""
-    import uvicorn
-
     from twinloop.fetch_agent import create_fetch_agent
 
     settings = Settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_fetch_agent(settings),
-        host=settings.artifacts.agent_host,
-        port=settings.artifacts.agent_port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    agent = settings.artifacts
+    _run_http(create_fetch_agent(settings), agent.agent_host, agent.agent_port, settings)
 
 
 GatewayOption = Annotated[
@@ -540,22 +532,21 @@ def serve() -> None:
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
     from api.app import create_app
 
     try:
         load_admin_token(settings)  # the gateway refuses to start without one: say so first
     except TwinloopError as e:
         raise _fail(e) from e
+    _run_http(create_app(settings), settings.gateway.host, settings.gateway.port, settings)
+
+
+def _run_http(app: Any, host: str, port: int, settings: Settings) -> None:
+    """Serve an ASGI app in the foreground with twinloop's logging, until interrupted."""
+    import uvicorn
+
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
 
 
 def _start_chroma(chroma: ChromaServer) -> bool:

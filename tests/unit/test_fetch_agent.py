@@ -17,13 +17,11 @@ from fastapi import FastAPI
 from adapters.artifacts import ArtifactStore
 from adapters.artifacts.s3 import S3Store
 from adapters.files import adapter_sha256
-from api.app import create_app
 from twinloop.fetch_agent import create_fetch_agent
 from twinloop.settings import Settings
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
-from twinloop.testing.knowledge import FakeKnowledge
-from twinloop.testing.router import FakeRouter
+from twinloop.testing.gateway import in_process_gateway
 from twinloop.testing.s3 import artifact_settings
 
 WEIGHTS = "adapter_model.safetensors"
@@ -167,16 +165,8 @@ async def gateway(
             raise httpx.ConnectError("connection refused", request=request)
         return await fake_engine.handle(request)
 
-    app = create_app(
-        gateway_settings,
-        engine_transport=httpx.MockTransport(network),
-        router=FakeRouter(),
-        knowledge=FakeKnowledge(),
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    async with in_process_gateway(gateway_settings, httpx.MockTransport(network)) as client:
+        yield client
 
 
 async def _register_and_stage(

@@ -138,13 +138,15 @@ async def _register_adapter(
     settings: Settings, path: Path, domain: str, parent: str | None
 ) -> AdapterView:
     db = create_engine(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous)
+    registry = AdapterRegistry.from_settings(settings)
     try:
         async with create_sessionmaker(db).begin() as session:
-            adapter = await AdapterRegistry.from_settings(settings).register(
+            adapter = await registry.register(
                 session, source=path, domain=domain, parent_id=parent, actor="cli"
             )
             return AdapterView.model_validate(adapter)
     finally:
+        registry.store.close()
         await db.dispose()
 
 

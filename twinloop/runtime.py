@@ -166,7 +166,7 @@ async def open_services(
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
         stack.push_async_callback(http.aclose)
-        store = open_store(settings)
+        store = await asyncio.to_thread(open_store, settings)  # boto3 reads its models from disk
         stack.callback(store.close)
         # The fetch agents beside the engines are reached like the engines (tests: the same
         # transport), on the same client.

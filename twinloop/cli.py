@@ -141,14 +141,46 @@ async def _register_adapter(
     settings: Settings, path: Path, domain: str, parent: str | None
 ) -> AdapterView:
     db = create_engine(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous)
+    registry = AdapterRegistry.from_settings(settings)
     try:
         async with create_sessionmaker(db).begin() as session:
-            adapter = await AdapterRegistry.from_settings(settings).register(
+            adapter = await registry.register(
                 session, source=path, domain=domain, parent_id=parent, actor="cli"
             )
             return AdapterView.model_validate(adapter)
     finally:
+        registry.store.close()
         await db.dispose()
+
+
+@adapters_app.command("check-store")
+def adapters_check_store(
+    create: Annotated[
+        bool, typer.Option("--create", help="Make the bucket (or folder) when it is missing.")
+    ] = False,
+) -> None:
+    """Check the adapter store is reachable and writable: a probe is written, read, deleted."""
+    from adapters.artifacts import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        store.check(create=create)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    finally:
+        store.close()
+    console.print(f"adapter store {store.location} ({store.kind}): reachable and writable")
+
+
+@adapters_app.command("fetch-agent")
+def adapters_fetch_agent() -> None:
+    """Run the fetch agent beside an engine: verified adapter copies on the engine's disk."""
+    from twinloop.fetch_agent import create_fetch_agent
+
+    settings = Settings()
+    agent = settings.artifacts
+    _run_http(create_fetch_agent(settings), agent.agent_host, agent.agent_port, settings)
 
 
 GatewayOption = Annotated[
@@ -213,6 +245,12 @@ def _print_status(status: dict[str, Any]) -> None:
         )
         for reason in qa["reasons"]:
             out.print(f"  {reason}")
+    artifacts = status.get("artifacts")
+    if artifacts:
+        out.print(f"adapter store {artifacts['store']} ({artifacts['backend']})")
+        for slot, fetch in sorted(artifacts["slots"].items()):
+            where = fetch.get("agent_url") or f"{fetch.get('engine_dir')}"
+            out.print(f"  {slot}: fetched by {fetch['fetch']} into {where}")
     for tainted in status.get("tainted_adapters", []):
         serving = ", ".join(tainted["serving_slots"]) or "no slot"
         out.print(
@@ -506,22 +544,21 @@ def serve() -> None:
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
     from api.app import create_app
 
     try:
         load_admin_token(settings)  # the gateway refuses to start without one: say so first
     except TwinloopError as e:
         raise _fail(e) from e
+    _run_http(create_app(settings), settings.gateway.host, settings.gateway.port, settings)
+
+
+def _run_http(app: Any, host: str, port: int, settings: Settings) -> None:
+    """Serve an ASGI app in the foreground with twinloop's logging, until interrupted."""
+    import uvicorn
+
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
 
 
 def _start_chroma(chroma: ChromaServer, stops: contextlib.ExitStack) -> None:

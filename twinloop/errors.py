@@ -59,6 +59,24 @@ class EngineResponseError(TwinloopError):
     status_code = 502
 
 
+class AdapterIntegrityError(TwinloopError):
+    """A stored adapter's files no longer hash to what it was registered under (or are gone)."""
+
+    status_code = 409
+
+
+class ArtifactStoreUnavailableError(TwinloopError):
+    """The adapter store could not be reached or refused the call (network, credentials)."""
+
+    status_code = 503
+
+
+class AdapterFetchError(TwinloopError):
+    """An engine's fetch agent could not be reached or failed to put an adapter on its disk."""
+
+    status_code = 503
+
+
 class ModelPreparationError(TwinloopError):
     """A model could not be found or prepared (missing package, bad file)."""
 

@@ -138,6 +138,25 @@ class Metrics:
             ["slot"],
             registry=r,
         )
+        # Every load into an engine first puts a verified copy where the engine reads
+        # (twinloop.registry.delivery): slow or failing fetches delay stages, swaps and
+        # reloads after an engine restart, so both are measured where the load is asked.
+        self.artifact_fetch_seconds = Histogram(
+            "twinloop_artifact_fetch_seconds",
+            "Time to put a verified adapter copy where a slot's engine reads it (copy or "
+            "download, hash, rename), by slot; includes the hash of a copy already in place.",
+            ["slot"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.artifact_fetches = Counter(
+            "twinloop_artifact_fetches",
+            "Adapter fetches before an engine load, by slot and outcome: fetched (copied from "
+            "the store), cached (a verified copy was in place), refused (it did not hash to "
+            "its sha256: never loaded), failed (store or fetch agent unavailable).",
+            ["slot", "outcome"],
+            registry=r,
+        )
 
         self.canary_requests = Counter(
             "twinloop_canary_requests",

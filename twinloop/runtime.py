@@ -20,6 +20,7 @@ from typing import Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.artifacts import open_store
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.canary.judge import LlmPairwiseJudge
@@ -40,6 +41,7 @@ from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.qa.setup import open_qa
+from twinloop.registry.delivery import EngineAdapters, engine_adapters
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
@@ -61,6 +63,7 @@ class Services:
     db: AsyncEngine
     sessionmaker: SessionMaker
     engines: dict[str, EngineClient]
+    adapters: EngineAdapters
     releases: ReleaseController
     registry: AdapterRegistry
     training: TrainingCycles
@@ -163,9 +166,15 @@ async def open_services(
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
         stack.push_async_callback(http.aclose)
+        store = await asyncio.to_thread(open_store, settings)  # boto3 reads its models from disk
+        stack.callback(store.close)
+        # The fetch agents beside the engines are reached like the engines (tests: the same
+        # transport), on the same client.
+        adapters = engine_adapters(settings, store=store, http=http, metrics=metrics)
         releases = ReleaseController(
             sessionmaker=sessionmaker,
             engines=engines,
+            adapters=adapters,
             metrics=metrics,
             base_model_name=settings.models.served_name,
             verified_for_s=2 * settings.gateway.reconcile_s,
@@ -196,8 +205,9 @@ async def open_services(
             db=db,
             sessionmaker=sessionmaker,
             engines=engines,
+            adapters=adapters,
             releases=releases,
-            registry=AdapterRegistry.from_settings(settings),
+            registry=AdapterRegistry.from_settings(settings, store),
             training=TrainingCycles(sessionmaker=sessionmaker),
             embedder=embedder,
             knowledge=knowledge,
@@ -308,6 +318,7 @@ async def open_runtime(
                     training=services.training,
                     qa=services.qa,
                     canary=canary,
+                    adapters=services.adapters,
                 ),
                 registry=services.registry,
                 routing=routing,

@@ -122,6 +122,94 @@ class EngineSettings(BaseModel):
         return url.rstrip("/") if url else f"http://{self.host}:{self.port(slot)}"
 
 
+class ArtifactSettings(BaseModel):
+    """Where adapters are stored, and how each engine gets a verified copy it can read.
+
+    The store is where the trainer (and `POST /adapters`) writes; `engine_dir` is the folder
+    the engines load from, as they see it. The two are configured apart: an engine on
+    another node reads its own disk, never the store (docs/deploy.md, "Adapters").
+    """
+
+    store: str | None = Field(
+        default=None,
+        description="The content-addressed adapter store: a folder (or file:///folder), or "
+        "s3://bucket/prefix on S3 or an S3-compatible server (MinIO, GCS interop). Unset: "
+        "<data_dir>/adapters.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API's URL for an S3-compatible server, e.g. http://minio:9000 "
+        "(path-style addressing is used then). Unset: AWS S3.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="The bucket's region. Unset: boto3's own (AWS_REGION, config)."
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="Unset (with s3_secret_access_key): boto3's credential chain (AWS_* "
+        "variables, a pod's service account, an instance profile).",
+    )
+    s3_secret_access_key: SecretStr | None = None
+    s3_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for one S3 call (connect, or next byte)."
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="This process's view of the folder engines load adapters from; verified "
+        "copies are synced into it from the store. Unset: with a folder store, the store "
+        "itself (engines read it in place, on a shared volume); with S3, "
+        "<data_dir>/adapter-cache.",
+    )
+    engine_dir: str | None = Field(
+        default=None,
+        description="The same folder as the engines see it: vLLM is asked to load "
+        "<engine_dir>/<sha256>. Unset: the same path as cache_dir.",
+    )
+    blue_fetch_url: str | None = Field(
+        default=None,
+        description="The fetch agent beside the blue engine (`twinloop adapters fetch-agent`, "
+        "a sidecar on the engine's node), e.g. http://vllm-blue:8400. Set: the gateway asks it "
+        "for a verified copy on the engine's disk before every load, and the agent's own "
+        "cache_dir and engine_dir apply. Unset: the gateway syncs cache_dir itself.",
+    )
+    green_fetch_url: str | None = Field(
+        default=None, description="The fetch agent beside the green engine; see blue_fetch_url."
+    )
+    fetch_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest wait for one adapter to be fetched and verified (an 8B model's "
+        "adapter is tens of MB).",
+    )
+    agent_host: str = Field(
+        default="127.0.0.1",
+        description="Where `twinloop adapters fetch-agent` binds: 0.0.0.0 in a sidecar, so that "
+        "the gateways reach it through the engine's Service.",
+    )
+    agent_port: int = 8400
+
+    def fetch_url(self, slot: Slot) -> str | None:
+        url = self.blue_fetch_url if slot is Slot.BLUE else self.green_fetch_url
+        return url.rstrip("/") if url else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "artifacts.s3_access_key_id and artifacts.s3_secret_access_key are set together"
+            )
+        if self.store is not None and "://" in self.store:
+            scheme = self.store.split("://", 1)[0]
+            if scheme not in {"s3", "file"}:
+                raise ValueError(
+                    f"artifacts.store {self.store!r}: a folder, file:///folder or "
+                    "s3://bucket/prefix"
+                )
+            if scheme == "s3" and not self.store[len("s3://") :].split("/", 1)[0]:
+                raise ValueError(f"artifacts.store {self.store!r} names no bucket")
+        return self
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -599,6 +687,7 @@ class Settings(BaseSettings):
     qa: QaSettings = Field(default_factory=QaSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -178,6 +178,9 @@ def test_status_shows_slots_cycle_qa_and_canary(
         "latest_qa": {"id": "qa1", "passed": False, "overall": 0.61, "active_overall": 0.8,
                       "reasons": ["forgot: forgetting lost 20"]},
         "canary": _canary_view(),
+        "artifacts": {"store": "s3://adapters/prod", "backend": "s3", "slots": {
+            "blue": {"fetch": "agent", "agent_url": "http://vllm-blue:8400"},
+            "green": {"fetch": "local", "cache_dir": "/c", "engine_dir": "/adapters"}}},
     }  # fmt: skip
     seen = _fake_gateway(monkeypatch, 200, payload)
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal's width
@@ -192,6 +195,9 @@ def test_status_shows_slots_cycle_qa_and_canary(
     assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
     assert "forgot: forgetting lost 20" in result.output
     assert "10 % of users" in result.output
+    assert "adapter store s3://adapters/prod (s3)" in result.output
+    assert "blue: fetched by agent into http://vllm-blue:8400" in result.output
+    assert "green: fetched by local into /adapters" in result.output
 
 
 def test_keys_create_shows_the_key_once_and_sends_role_domains_and_limit(
@@ -324,3 +330,16 @@ def test_up_stops_everything_it_started_when_the_trainer_never_becomes_healthy(
         "start chroma", "start blue", "start green", "start trainer",
         "stop trainer", "stop green", "stop blue", "stop chroma",
     ]  # fmt: skip
+
+
+def test_check_store_creates_the_folder_when_asked_and_fails_in_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps the message to the terminal's width
+    missing = CliRunner().invoke(app, ["adapters", "check-store"])
+    created = CliRunner().invoke(app, ["adapters", "check-store", "--create"])
+
+    assert missing.exit_code == 1 and "ArtifactStoreUnavailableError" not in missing.output
+    assert "cannot be written" in missing.output
+    assert created.exit_code == 0, created.output
+    assert f"adapter store {cli_env / 'adapters'} (filesystem): reachable" in created.output

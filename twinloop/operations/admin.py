@@ -17,8 +17,9 @@ from twinloop.canary.service import CanaryService
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
+from twinloop.operations.schemas import ArtifactsView, ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
+from twinloop.registry.delivery import EngineAdapters
 from twinloop.releases import repository, snapshots
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.schemas import (
@@ -49,6 +50,7 @@ class ReleaseAdmin:
         training: TrainingCycles,
         qa: QaService | None = None,
         canary: CanaryService | None = None,
+        adapters: EngineAdapters | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -58,6 +60,7 @@ class ReleaseAdmin:
         self._training = training
         self._qa = qa
         self._canary = canary
+        self._adapters = adapters
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -87,6 +90,15 @@ class ReleaseAdmin:
             latest_training_cycle=latest[0] if latest else None,
             latest_qa=latest_qa,
             canary=canary,
+            artifacts=self._artifacts(),
+        )
+
+    def _artifacts(self) -> ArtifactsView | None:
+        if self._adapters is None:
+            return None
+        store = self._adapters.store
+        return ArtifactsView(
+            store=store.location, backend=store.kind, slots=self._adapters.describe()
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:

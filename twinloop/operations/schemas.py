@@ -32,6 +32,18 @@ class TaintedAdapter(BaseModel):
     serving_slots: list[str]
 
 
+class ArtifactsView(BaseModel):
+    """Where adapters are stored, and how each slot's engine gets a verified copy."""
+
+    store: str = Field(description="The adapter store: a folder, or s3://bucket/prefix.")
+    backend: str = Field(description="filesystem or s3")
+    slots: dict[str, dict[str, str]] = Field(
+        description="Per slot, its fetch step: `local` (this process syncs `cache_dir`, which "
+        "the engine reads as `engine_dir`) or `agent` (the fetch agent at `agent_url`, beside "
+        "the engine)."
+    )
+
+
 class ReleaseStatus(BaseModel):
     generation: int
     active_slot: str
@@ -49,3 +61,4 @@ class ReleaseStatus(BaseModel):
         description="The running canary, else the latest one: arms, counts, statistics, time "
         "left and decisions so far.",
     )
+    artifacts: ArtifactsView | None = None

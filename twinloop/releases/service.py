@@ -21,17 +21,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import EngineUnavailableError, NotFoundError
 from twinloop.metrics import Metrics
+from twinloop.registry.delivery import EngineAdapters
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
 from twinloop.releases.history import rollback_target
@@ -71,12 +70,14 @@ class ReleaseController:
         *,
         sessionmaker: SessionMaker,
         engines: Mapping[str, EngineClient],
+        adapters: EngineAdapters,
         metrics: Metrics,
         base_model_name: str,
         verified_for_s: float = 10.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._engines = engines
+        self._adapters = adapters
         self._metrics = metrics
         self._base_model_name = base_model_name
         self._lock = asyncio.Lock()
@@ -457,9 +458,10 @@ class ReleaseController:
         for adapter in serving.adapters.values():
             if adapter.name in present:
                 continue
-            # The hash is checked right before loading: a changed file never reaches an engine.
-            await asyncio.to_thread(verify_adapter, _path(adapter), adapter.sha256)
-            await engine.load_adapter(adapter.name, adapter.path)
+            # A copy that hashes to the registered sha256 is put where the engine reads, right
+            # before loading: a changed file never reaches an engine.
+            path = await self._adapters.path_for(slot, adapter.sha256)
+            await engine.load_adapter(adapter.name, path)
             loaded.append(adapter.name)
         if loaded:
             present = set(await engine.list_models())
@@ -558,7 +560,3 @@ async def _refuse_tainted(session: AsyncSession, serving: SlotSnapshot, done: st
             f"{named}. Make a snapshot without them (POST /snapshots with the domain set to "
             "another adapter or null)"
         )
-
-
-def _path(adapter: AdapterRef) -> Path:
-    return Path(adapter.path)

@@ -20,6 +20,7 @@ class AdapterRef:
     id: str
     name: str
     path: str
+    """Where the store kept it when it was registered; engines get it by `sha256`."""
     sha256: str
 
 

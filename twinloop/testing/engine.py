@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,6 +34,9 @@ class FakeEngine:
     answer_for: Callable[[str, str], str] | None = None
     # path -> event: a request to that path is recorded, then waits until the event is set.
     held: dict[str, asyncio.Event] = field(default_factory=dict)
+    # When set, an adapter loads only from a folder that holds an adapter_config.json, as
+    # vLLM reads the path it is handed (404 otherwise, as vLLM answers).
+    reads_lora_path: bool = False
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -73,6 +77,13 @@ class FakeEngine:
             if body["lora_name"] in loaded:
                 message = f"The lora adapter '{body['lora_name']}' has already been loaded."
                 return httpx.Response(400, json={"error": {"message": message}})
+            if (
+                self.reads_lora_path
+                and not (Path(body["lora_path"]) / "adapter_config.json").is_file()
+            ):
+                name, where = body["lora_name"], body["lora_path"]
+                message = f"Loading lora {name} failed: No adapter found for {where}"
+                return httpx.Response(404, json={"error": {"message": message}})
             loaded.add(body["lora_name"])
             return httpx.Response(200, text="Success")
         if path == "/v1/unload_lora_adapter":

@@ -19,7 +19,7 @@ from twinloop.db.models import MinedSignal, MiningRun, TrainingExample
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.mining import repository
 from twinloop.mining.metrics import MiningMetrics
-from twinloop.mining.service import MiningService
+from twinloop.mining.service import MiningService, question_similarity
 from twinloop.settings import MiningSettings
 from twinloop.states import ABANDONED_FINISH_REASON, ItemStatus, MinedState
 from twinloop.testing.answer_log import AnswerLog, after
@@ -36,12 +36,14 @@ def migrated(postgres_database: str) -> str:
     return postgres_database
 
 
-def _miner(sessionmaker: SessionMaker, **settings: object) -> MiningService:
+def _miner(sessionmaker: SessionMaker) -> MiningService:
+    settings = MiningSettings()
     return MiningService(
         sessionmaker=sessionmaker,
-        settings=MiningSettings(**settings),  # type: ignore[arg-type]
+        settings=settings,
         cleaning=CleaningConfig(),
         metrics=MiningMetrics(CollectorRegistry()),
+        similarity=question_similarity(settings, None),
     )
 
 

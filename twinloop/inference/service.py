@@ -288,6 +288,23 @@ class AnswerService:
         parts: list[str] = []
         finish: str | None = None
         usage = Usage()
+
+        def as_stored(finish: str | None, *, served: bool = True) -> Answer:
+            record = self._record(
+                route="chat",
+                question=request.last_user_text(),
+                answer="".join(parts),
+                routed=routed,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish=finish,
+                usage=usage,
+                user_id=user_id,
+                caller=caller,
+                served=served,
+            )
+            record.id = answer_id
+            return record
+
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
@@ -312,38 +329,13 @@ class AnswerService:
             # The client dropped the stream: what it got is stored as `abandoned` (a weak
             # signal the miner reads). Not awaited here: a cancelled request's awaits are
             # cancelled again, so a task of its own stores it.
-            abandoned = self._answer_row(
-                route="chat",
-                question=request.last_user_text(),
-                answer="".join(parts),
-                routed=routed,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                finish=ABANDONED_FINISH_REASON,
-                usage=usage,
-                user_id=user_id,
-                caller=caller,
-            )
-            abandoned.id = answer_id
-            self._store_later(abandoned)
+            self._store_later(as_stored(ABANDONED_FINISH_REASON, served=False))
             raise
         finally:
             # Closing the upstream stream is what makes the engine stop generating.
             await chunks.aclose()
             self._releases.inflight.leave(routed.target.slot.value)
-        latency_ms = (time.perf_counter() - started) * 1000
-        record = self._record(
-            route="chat",
-            question=request.last_user_text(),
-            answer="".join(parts),
-            routed=routed,
-            latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
-            user_id=user_id,
-            caller=caller,
-        )
-        record.id = answer_id
-        await self._store(record)
+        await self._store(as_stored(finish))
 
     # -- mirroring ------------------------------------------------------------------
 
@@ -586,50 +578,28 @@ class AnswerService:
         user_id: str | None = None,
         session_id: str | None = None,
         caller: Caller | None = None,
+        served: bool = True,
     ) -> Answer:
+        """The answer as stored, counted in the request metrics when `served` (a stream the
+        client dropped is stored, not counted)."""
         slot = routed.target.slot.value
-        self._metrics.requests.labels(
-            route, slot, routed.domain, routed.target.adapter or "", "ok"
-        ).inc()
-        self._metrics.request_latency.labels(route, slot, routed.domain).observe(latency_ms / 1000)
-        completion_tokens = usage.completion_tokens
-        if completion_tokens:
-            self._metrics.completion_tokens.labels(slot, routed.domain).inc(completion_tokens)
-        return self._answer_row(
-            route=route,
-            question=question,
-            answer=answer,
-            routed=routed,
-            latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
-            user_id=user_id,
-            session_id=session_id,
-            caller=caller,
-        )
-
-    @staticmethod
-    def _answer_row(
-        *,
-        route: str,
-        question: str,
-        answer: str,
-        routed: Routed,
-        latency_ms: float,
-        finish: str | None,
-        usage: Usage,
-        user_id: str | None = None,
-        session_id: str | None = None,
-        caller: Caller | None = None,
-    ) -> Answer:
-        """The answer as stored; counted in no metric (`_record` counts a served one)."""
+        if served:
+            adapter = routed.target.adapter or ""
+            self._metrics.requests.labels(route, slot, routed.domain, adapter, "ok").inc()
+            self._metrics.request_latency.labels(route, slot, routed.domain).observe(
+                latency_ms / 1000
+            )
+            if usage.completion_tokens:
+                self._metrics.completion_tokens.labels(slot, routed.domain).inc(
+                    usage.completion_tokens
+                )
         return Answer(
             route=route,
             question=question,
             answer=answer,
             domain=routed.domain,
             route_score=routed.score,
-            slot=routed.target.slot.value,
+            slot=slot,
             snapshot_id=routed.target.snapshot_id,
             model=routed.target.model,
             user_id=user_id,

@@ -25,8 +25,10 @@ Agreed and accepted proposals become pending training examples (chosen = the lat
 the user's correction or the admin's; rejected = the answer the signal rejects) that the
 next cycle's collect step cleans with everything else, where mined items together keep at
 most `mining.max_share` of the accepted set (cleaning's `mined_cap`), besides the per-user
-source cap. Nothing mined goes into training any other way; lineage shows them as `mined`
-with their proposal. One pass adds at most `mining.max_per_source` proposals per user.
+source cap. Nothing mined goes into training any other way, and nothing mined becomes a
+RAG fact document (a correction does at /ingest; a weak label must not be served); lineage
+shows them as `mined` with their proposal. One pass adds at most `mining.max_per_source`
+proposals per user.
 
 **Where it runs**: in the trainer process, at the start of each cycle's collect step (so a
 cycle learns what agreed up to that moment, and the mining happens exactly where its output

@@ -80,13 +80,21 @@ class MiningService:
         settings: MiningSettings,
         cleaning: CleaningConfig,
         metrics: MiningMetrics,
-        embed: Embed | None = None,
+        similarity: QuestionSimilarity | None = None,
     ) -> None:
+        """`similarity` (`question_similarity`) is what a mining process compares questions
+        with; without it the service only lists and reviews (the gateway)."""
         self._sessionmaker = sessionmaker
         self._settings = settings
         self._cleaning = cleaning
         self._metrics = metrics
-        self._similarity = question_similarity(settings, embed)
+        self._similarity_or_none = similarity
+
+    @property
+    def _similarity(self) -> QuestionSimilarity:
+        if self._similarity_or_none is None:
+            raise TwinloopError("this process does not mine (no question similarity given)")
+        return self._similarity_or_none
 
     @property
     def enabled(self) -> bool:

@@ -20,7 +20,7 @@ import structlog
 
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.metrics import Metrics
-from twinloop.mining.service import MiningService
+from twinloop.mining.service import MiningService, question_similarity
 from twinloop.runtime import Knowledge, open_services
 from twinloop.settings import Settings
 from twinloop.training.cycles import CycleInProgressError, TrainingCycles
@@ -74,7 +74,10 @@ async def open_trainer(
             settings=settings.mining,
             cleaning=cleaning,
             metrics=metrics.mining,
-            embed=services.embedder.embed if services.embedder is not None else None,
+            similarity=question_similarity(
+                settings.mining,
+                services.embedder.embed if services.embedder is not None else None,
+            ),
         )
         runner = CycleRunner(
             sessionmaker=services.sessionmaker,

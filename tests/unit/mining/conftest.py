@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
+from twinloop.db.session import SessionMaker
 from twinloop.mining.metrics import MiningMetrics
-from twinloop.mining.service import MiningService
-from twinloop.settings import MiningSettings, Settings
+from twinloop.mining.service import MiningService, question_similarity
+from twinloop.settings import MiningSettings
 from twinloop.testing.answer_log import AnswerLog
 
 MakeMiner = Callable[..., MiningService]
-
-
-@pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[SessionMaker]:
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 @pytest.fixture
@@ -43,12 +34,13 @@ def make_miner(sessionmaker: SessionMaker, registry: CollectorRegistry) -> MakeM
     metrics = MiningMetrics(registry)
 
     def make(*, embed: Any = None, **overrides: Any) -> MiningService:
+        settings = MiningSettings(**overrides)
         return MiningService(
             sessionmaker=sessionmaker,
-            settings=MiningSettings(**overrides),
+            settings=settings,
             cleaning=CleaningConfig(),
             metrics=metrics,
-            embed=embed,
+            similarity=question_similarity(settings, embed),
         )
 
     return make

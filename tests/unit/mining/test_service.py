@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select
 
 from tests.unit.mining.conftest import MakeMiner
 from twinloop.db.models import MinedSignal, MiningRun, TrainingExample
 from twinloop.db.session import SessionMaker
+from twinloop.errors import TwinloopError
+from twinloop.mining.service import question_similarity
+from twinloop.settings import MiningSettings
 from twinloop.states import ABANDONED_FINISH_REASON, ItemStatus, MinedState
 from twinloop.testing.answer_log import AnswerLog, WordEmbedder, after
 
@@ -182,3 +186,13 @@ async def test_with_the_embedding_model_a_paraphrase_is_a_retry(
     (proposal,) = await proposals(sessionmaker)
     assert proposal.rule == "retry" and proposal.evidence["similarity_kind"] == "embedding"
     assert run is not None and run.similarity == "embedding" and embedder.calls >= 1
+
+
+def test_the_similarity_is_the_embedding_model_where_loaded_unless_lexical_is_asked() -> None:
+    embed = WordEmbedder().embed
+
+    assert question_similarity(MiningSettings(), embed).kind == "embedding"
+    assert question_similarity(MiningSettings(), None).kind == "lexical"
+    assert question_similarity(MiningSettings(similarity="lexical"), embed).kind == "lexical"
+    with pytest.raises(TwinloopError, match="no embedding model loaded"):
+        question_similarity(MiningSettings(similarity="embedding"), None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import select
 
 from tests.unit.conftest import run_cycle
@@ -38,16 +39,21 @@ def _answers_by_question(fake_engine: FakeEngine) -> None:
     )
 
 
+async def _two_users_retry(client: httpx.AsyncClient, fake_engine: FakeEngine) -> None:
+    """Two users ask the same question, get a wrong answer and retry it in other words."""
+    _answers_by_question(fake_engine)
+    for user in ("u1", "u2"):
+        await _ask(client, TENANCY, user)
+        await _ask(client, TENANCY_AGAIN, user)
+
+
 async def test_a_cycle_mines_first_and_trains_agreed_items_shown_as_mined_in_lineage(
     client: httpx.AsyncClient,
     admin_headers: dict[str, str],
     trainer: Trainer,
     fake_engine: FakeEngine,
 ) -> None:
-    _answers_by_question(fake_engine)
-    for user in ("u1", "u2"):  # two users retry the same question in other words
-        await _ask(client, TENANCY, user)
-        await _ask(client, TENANCY_AGAIN, user)
+    await _two_users_retry(client, fake_engine)
 
     cycle = await run_cycle(client, admin_headers, trainer)
 
@@ -81,7 +87,7 @@ async def test_an_admin_lists_accepts_and_rejects_mined_items(
     await _ask(client, "No, that's wrong.", "u1")  # a follow-up without a correction
     await _ask(client, "Who runs the Zelco stock fund?", "u2")
     await _ask(client, "No, that's wrong: Mara Quill runs the Zelco stock fund.", "u2")
-    await trainer.miner.mine(trigger="schedule")
+    await daemon._idle_mining(trainer)  # what the idle trainer does every mining.interval_s
 
     listed = (await client.get("/mined", headers=admin_headers)).json()
     assert listed["enabled"] is True and listed["counts"] == {"proposed": {"negative_followup": 2}}
@@ -139,10 +145,7 @@ async def test_rejecting_a_trained_mined_item_deletes_it_and_taints_its_adapter(
     trainer: Trainer,
     fake_engine: FakeEngine,
 ) -> None:
-    _answers_by_question(fake_engine)
-    for user in ("u1", "u2"):
-        await _ask(client, TENANCY, user)
-        await _ask(client, TENANCY_AGAIN, user)
+    await _two_users_retry(client, fake_engine)
     cycle = await run_cycle(client, admin_headers, trainer)
     agreed: list[dict[str, Any]] = (
         await client.get("/mined?state=agreed", headers=admin_headers)
@@ -184,3 +187,26 @@ async def test_mining_off_leaves_a_cycle_to_explicit_feedback(
     assert not any(key.startswith("mined.") for key in cycle["item_counts"])
     listed = (await client.get("/mined", headers=admin_headers)).json()
     assert (listed["enabled"], listed["items"], listed["last_run"]) == (True, [], None)
+
+
+async def test_a_failing_miner_does_not_stop_a_cycle_learning_explicit_feedback(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    trainer: Trainer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(**_: object) -> None:
+        raise RuntimeError("the answer log is unreadable")
+
+    monkeypatch.setattr(trainer.miner, "mine", broken)
+    served = await _ask(client, "What is a stock option?", "u1")
+    feedback = {"type": "feedback", "id": "f1", "answer_id": served, "rating": "down",
+                "correction": "A right to buy a stock at a set price."}  # fmt: skip
+    ingested = await client.post("/ingest", json={"items": [feedback]}, headers=admin_headers)
+    assert ingested.status_code == 202, ingested.text
+
+    cycle = await run_cycle(client, admin_headers, trainer)
+    await daemon._idle_mining(trainer)  # logged, not raised
+
+    assert cycle["state"] == "staged", cycle
+    assert cycle["item_counts"]["mined.failed"] == 1 and cycle["item_counts"]["accepted"] == 1

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db import migrate
-from twinloop.db.session import create_engine, create_sessionmaker
+from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
 from twinloop.settings import EngineSettings, Settings
 from twinloop.testing.engine import FakeEngine
@@ -89,6 +89,16 @@ def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
     )
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[SessionMaker]:
+    """Transactions on the test's own database, for services that open their own."""
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture

@@ -65,6 +65,12 @@ app.add_typer(db_app, name="db")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(canary_app, name="canary")
 app.add_typer(keys_app, name="keys")
+mined_app = typer.Typer(
+    help="Weak signals mined from the answer log: list, accept, reject (through the running "
+    "gateway's admin API).",
+    no_args_is_help=True,
+)
+app.add_typer(mined_app, name="mined")
 
 console = Console(stderr=True)
 
@@ -391,6 +397,57 @@ def keys_revoke(
     """Revoke a key: every gateway refuses it from its next request."""
     revoked = _admin_call(gateway, "DELETE", f"/keys/{key_id}")
     console.print(f"API key {revoked['id']} ({revoked['name']}) revoked at {revoked['revoked_at']}")
+
+
+@mined_app.command("list")
+def mined_list(
+    state: Annotated[str | None, typer.Option(help="proposed, agreed, accepted, …")] = None,
+    rule: Annotated[str | None, typer.Option(help="retry, regenerate, …")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    gateway: GatewayOption = None,
+) -> None:
+    """The miner's proposals with their evidence, and how many stand where."""
+    query = "&".join(f"{k}={v}" for k, v in (("state", state), ("rule", rule)) if v)
+    listed = _admin_call(gateway, "GET", f"/mined?limit={limit}{'&' if query else ''}{query}")
+    out = Console()
+    counts = ", ".join(
+        f"{state} {sum(rules.values())}" for state, rules in sorted(listed["counts"].items())
+    )
+    out.print(f"mining {'on' if listed['enabled'] else 'off'}; {counts or 'nothing mined yet'}")
+    table = Table("id", "rule", "state", "question", "rejected", "chosen", "evidence")
+    for item in listed["items"]:
+        evidence = ", ".join(
+            f"{k} {item[k]:g}" for k in ("similarity", "gap_s") if item[k] is not None
+        )
+        table.add_row(
+            item["id"], item["rule"], item["state"], item["question"], item["rejected_answer"],
+            item["chosen_answer"] or "-", evidence or "-",
+        )  # fmt: skip
+    out.print(table)
+
+
+@mined_app.command("accept")
+def mined_accept(
+    item_id: Annotated[str, typer.Argument(help="The proposal's id (`twinloop mined list`).")],
+    answer: Annotated[str | None, typer.Option(help="The right answer, if not its own.")] = None,
+    reason: Annotated[str, typer.Option(help="Kept in the audit log.")] = "",
+    gateway: GatewayOption = None,
+) -> None:
+    """Make a proposal trainable: a pending example the next cycle cleans."""
+    body: dict[str, Any] = {"reason": reason, **({"answer": answer} if answer else {})}
+    accepted = _admin_call(gateway, "POST", f"/mined/{item_id}/accept", body)
+    console.print(f"mined item {accepted['id']} accepted: example {accepted['example_id']}")
+
+
+@mined_app.command("reject")
+def mined_reject(
+    item_id: Annotated[str, typer.Argument(help="The proposal's id (`twinloop mined list`).")],
+    reason: Annotated[str, typer.Option(help="Kept with the proposal.")] = "",
+    gateway: GatewayOption = None,
+) -> None:
+    """Never train on a proposal (what it taught is deleted, its adapters tainted)."""
+    rejected = _admin_call(gateway, "POST", f"/mined/{item_id}/reject", {"reason": reason})
+    console.print(f"mined item {rejected['id']} rejected")
 
 
 def _cell(value: object) -> str:

@@ -26,6 +26,7 @@ from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
@@ -37,6 +38,8 @@ from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.mining.metrics import MiningMetrics
+from twinloop.mining.service import MiningService
 from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
@@ -93,6 +96,7 @@ class Runtime:
     qa: QaService
     canary: CanaryService
     identity: IdentityService
+    mining: MiningService
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -343,6 +347,13 @@ async def open_runtime(
                     domains=settings.domains,
                     default_rate_limit_per_minute=settings.auth.default_rate_limit_per_minute,
                     require_client_key=settings.auth.require_client_key,
+                ),
+                # Reviews only: the trainer mines (twinloop.mining's docstring says why).
+                mining=MiningService(
+                    sessionmaker=services.sessionmaker,
+                    settings=settings.mining,
+                    cleaning=CleaningConfig.from_settings(settings),
+                    metrics=MiningMetrics(metrics.registry),
                 ),
             )
         finally:

@@ -428,6 +428,95 @@ class CleaningSettings(BaseModel):
     )
 
 
+class MiningSettings(BaseModel):
+    """Weak signals mined from the answer log (twinloop.mining): retries, regenerates, "no,
+    that's wrong" follow-ups and abandoned streams. They become proposals; one teaches only
+    after independent agreement or an admin's review, and then through cleaning."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Mine the answer log before each training cycle's collect step and every "
+        "`interval_s` while the trainer idles. Off: the miner reads and writes nothing.",
+    )
+    window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A later answer to the same user (or session) within this many seconds "
+        "can be a retry or a follow-up of the earlier one.",
+    )
+    regenerate_window_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="The same question asked again within this many seconds is a regenerate; "
+        "later, within `window_s`, a retry.",
+    )
+    lookback_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How far back the first pass reads, and how far back proposals count as "
+        "evidence for agreement.",
+    )
+    interval_s: float = Field(
+        default=600.0, gt=0, description="Seconds between the idle trainer's mining passes."
+    )
+    similarity: Literal["auto", "embedding", "lexical"] = Field(
+        default="auto",
+        description="How questions are compared: `embedding` (the embedding model the router "
+        "and RAG use: cosine), `lexical` (Jaccard of content words), `auto`: the embedding "
+        "model when the process has it loaded (the trainer with QA on), else lexical.",
+    )
+    embedding_threshold: float = Field(
+        default=0.75,
+        ge=0,
+        le=1,
+        description="Cosine at or above which two questions count as the same (all-MiniLM-L6-"
+        "v2: paraphrases score 0.6-0.95, related but different questions 0.65-0.9, unrelated "
+        "near 0.1; see tests/integration/test_mining_similarity.py).",
+    )
+    lexical_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Jaccard of content words (stop words dropped) at or above which two "
+        "questions count as the same.",
+    )
+    max_followup_words: int = Field(
+        default=30,
+        ge=1,
+        description="A negative follow-up is short: longer messages are read as new questions.",
+    )
+    min_correction_words: int = Field(
+        default=3,
+        ge=1,
+        description="Words the rest of a negative follow-up needs to be a candidate correction "
+        '("No, that\'s wrong: Zelco is run by Mara Quill").',
+    )
+    max_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="New proposals one user (or session) may add in one pass; the rest are "
+        "counted as `capped` and not stored.",
+    )
+    agreement_users: int = Field(
+        default=2,
+        ge=2,
+        description="Distinct users whose signals on similar questions of a domain make their "
+        "proposals trainable.",
+    )
+    max_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Largest share of a cycle's accepted items mined ones may hold (cleaning's "
+        "`mined_cap` rule).",
+    )
+    min_cap: int = Field(
+        default=5,
+        ge=0,
+        description="Mined items a cycle may always keep, so small batches are not capped.",
+    )
+
+
 class AuthSettings(BaseModel):
     """Who may call the gateway: API keys (`twinloop keys ...`) and the admin token."""
 
@@ -684,6 +773,7 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
+    mining: MiningSettings = Field(default_factory=MiningSettings)
     qa: QaSettings = Field(default_factory=QaSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -243,6 +243,31 @@ def test_keys_list_never_shows_secrets_and_revoke_deletes(
     assert "k1 (shop) revoked at 2026-01-02" in revoked.output
 
 
+def test_mined_list_shows_proposals_and_accept_sends_the_answer(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = {"id": "m1", "rule": "retry", "state": "proposed", "question": "Who runs Zelco?",
+            "rejected_answer": "Nobody.", "chosen_answer": "Mara Quill.", "similarity": 0.81,
+            "gap_s": 45.0, "example_id": None}  # fmt: skip
+    listed = {"enabled": True, "counts": {"proposed": {"retry": 1}}, "last_run": None,
+              "items": [item]}  # fmt: skip
+    seen = _fake_gateway(monkeypatch, 200, listed)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    shown = CliRunner().invoke(app, ["mined", "list", "--state", "proposed"])
+    posted = _fake_gateway(monkeypatch, 200, {**item, "state": "accepted", "example_id": "e1"})
+    accepted = CliRunner().invoke(app, ["mined", "accept", "m1", "--answer", "Mara Quill."])
+
+    assert shown.exit_code == 0, shown.output
+    assert seen[0][:2] == ("GET", "/mined") and "proposed 1" in shown.output
+    assert "Who runs Zelco?" in shown.output and "similarity 0.81" in shown.output
+    assert accepted.exit_code == 0, accepted.output
+    method, path, body, _ = posted[0]
+    assert (method, path) == ("POST", "/mined/m1/accept")
+    assert json.loads(body) == {"reason": "", "answer": "Mara Quill."}
+    assert "example e1" in accepted.output
+
+
 def test_admin_commands_read_the_token_the_data_directory_holds(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

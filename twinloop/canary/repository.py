@@ -31,7 +31,7 @@ from twinloop.db.models import (
     Feedback,
     TrainingRun,
 )
-from twinloop.states import CycleState
+from twinloop.states import ABANDONED_FINISH_REASON, CycleState
 
 RUNNING = "running"
 TIMEOUT = "timeout"
@@ -185,8 +185,16 @@ async def settle_cycle(
 
 
 async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
-    """Each arm's requests, failures, latencies and feedback so far."""
-    served = Answer.canary_id == canary_id, Answer.is_preview.is_(False)
+    """Each arm's requests, failures, latencies and feedback so far.
+
+    A stream the client dropped (stored `abandoned`, for the miner) is no served request:
+    its latency is the client's patience, not the engine's.
+    """
+    served = (
+        Answer.canary_id == canary_id,
+        Answer.is_preview.is_(False),
+        or_(Answer.finish_reason.is_(None), Answer.finish_reason != ABANDONED_FINISH_REASON),
+    )
     latencies: dict[str, list[float]] = {arm: [] for arm in Arm}
     unsticky = dict.fromkeys(Arm, 0)
     rows = await session.execute(

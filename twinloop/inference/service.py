@@ -50,6 +50,7 @@ from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
 from twinloop.routing.router import RouteResult
 from twinloop.settings import Slot
+from twinloop.states import ABANDONED_FINISH_REASON
 
 AUTO_MODEL = "auto"
 log = structlog.get_logger(__name__)
@@ -121,10 +122,12 @@ class AnswerService:
         self._min_score = min_score
         self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
         self._limits = limits or RequestLimits()
+        self._stores: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
-        """Cancel the mirrors still running (the gateway stops)."""
+        """Cancel the mirrors still running and finish storing answers (the gateway stops)."""
         await self._mirrors.aclose()
+        await self.wait_for_stores()
 
     async def wait_for_mirrors(self) -> None:
         await self._mirrors.wait()
@@ -285,6 +288,23 @@ class AnswerService:
         parts: list[str] = []
         finish: str | None = None
         usage = Usage()
+
+        def as_stored(finish: str | None, *, served: bool = True) -> Answer:
+            record = self._record(
+                route="chat",
+                question=request.last_user_text(),
+                answer="".join(parts),
+                routed=routed,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish=finish,
+                usage=usage,
+                user_id=user_id,
+                caller=caller,
+                served=served,
+            )
+            record.id = answer_id
+            return record
+
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
@@ -306,25 +326,16 @@ class AnswerService:
             raise
         except (GeneratorExit, asyncio.CancelledError):
             self._metrics.client_disconnects.labels("chat").inc()
+            # The client dropped the stream: what it got is stored as `abandoned` (a weak
+            # signal the miner reads). Not awaited here: a cancelled request's awaits are
+            # cancelled again, so a task of its own stores it.
+            self._store_later(as_stored(ABANDONED_FINISH_REASON, served=False))
             raise
         finally:
             # Closing the upstream stream is what makes the engine stop generating.
             await chunks.aclose()
             self._releases.inflight.leave(routed.target.slot.value)
-        latency_ms = (time.perf_counter() - started) * 1000
-        record = self._record(
-            route="chat",
-            question=request.last_user_text(),
-            answer="".join(parts),
-            routed=routed,
-            latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
-            user_id=user_id,
-            caller=caller,
-        )
-        record.id = answer_id
-        await self._store(record)
+        await self._store(as_stored(finish))
 
     # -- mirroring ------------------------------------------------------------------
 
@@ -423,6 +434,23 @@ class AnswerService:
             log.warning("retrieval failed; answering without context", error=e.message)
             return []
         return contexts
+
+    def _store_later(self, record: Answer) -> None:
+        """Store `record` on a task of its own (an abandoned stream's partial answer)."""
+        task = asyncio.create_task(self._store_quietly(record), name="store-abandoned-answer")
+        self._stores.add(task)  # a reference, so that the task is not collected mid-flight
+        task.add_done_callback(self._stores.discard)
+
+    async def _store_quietly(self, record: Answer) -> None:
+        try:
+            await self._store(record)
+        except Exception as e:  # nobody awaits it: log instead of an unretrieved task error
+            log.warning("abandoned answer not stored", error=f"{type(e).__name__}: {e}")
+
+    async def wait_for_stores(self) -> None:
+        """Until the abandoned answers handed to `_store_later` so far are stored."""
+        while self._stores:
+            await asyncio.gather(*list(self._stores), return_exceptions=True)
 
     async def _store(self, record: Answer) -> None:
         """Commit the answer in a transaction of its own, after generation.
@@ -550,15 +578,21 @@ class AnswerService:
         user_id: str | None = None,
         session_id: str | None = None,
         caller: Caller | None = None,
+        served: bool = True,
     ) -> Answer:
+        """The answer as stored, counted in the request metrics when `served` (a stream the
+        client dropped is stored, not counted)."""
         slot = routed.target.slot.value
-        self._metrics.requests.labels(
-            route, slot, routed.domain, routed.target.adapter or "", "ok"
-        ).inc()
-        self._metrics.request_latency.labels(route, slot, routed.domain).observe(latency_ms / 1000)
-        completion_tokens = usage.completion_tokens
-        if completion_tokens:
-            self._metrics.completion_tokens.labels(slot, routed.domain).inc(completion_tokens)
+        if served:
+            adapter = routed.target.adapter or ""
+            self._metrics.requests.labels(route, slot, routed.domain, adapter, "ok").inc()
+            self._metrics.request_latency.labels(route, slot, routed.domain).observe(
+                latency_ms / 1000
+            )
+            if usage.completion_tokens:
+                self._metrics.completion_tokens.labels(slot, routed.domain).inc(
+                    usage.completion_tokens
+                )
         return Answer(
             route=route,
             question=question,
@@ -576,7 +610,7 @@ class AnswerService:
             canary_id=routed.choice.canary_id if routed.choice is not None else None,
             latency_ms=latency_ms,
             prompt_tokens=usage.prompt_tokens,
-            completion_tokens=completion_tokens,
+            completion_tokens=usage.completion_tokens,
             finish_reason=finish,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from twinloop.mining.metrics import MiningMetrics
 from twinloop.qa.metrics import QaMetrics
 
 STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400)
@@ -69,3 +70,4 @@ class TrainerMetrics:
             registry=r,
         )
         self.qa = QaMetrics(r)
+        self.mining = MiningMetrics(r)

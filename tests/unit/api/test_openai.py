@@ -151,3 +151,22 @@ async def test_a_stream_nobody_reads_frees_its_slot(runtime: Runtime) -> None:
         await asyncio.sleep(0)
 
     assert runtime.releases.inflight.count(slot) == 0
+
+
+async def test_a_stream_the_client_drops_is_stored_abandoned_with_what_it_got(
+    runtime: Runtime, fake_engine: FakeEngine
+) -> None:
+    """A dropped stream is a weak signal for the miner: the partial answer is stored with
+    `finish_reason` `abandoned`, under the user who asked, and counts in no canary arm."""
+    request = ChatCompletionRequest(**_chat("law", stream=True, user="u7"))
+    stream = await runtime.answers.stream_chat(request)
+    first = await anext(aiter(stream))
+
+    await stream.aclose()  # type: ignore[attr-defined]
+    await runtime.answers.wait_for_stores()
+
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, first["id"].removeprefix("chatcmpl-"))
+    assert row is not None
+    assert (row.finish_reason, row.user_id) == ("abandoned", "u7")
+    assert row.answer == fake_engine.reply.split(" ")[0]

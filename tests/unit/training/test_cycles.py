@@ -386,6 +386,7 @@ async def test_the_schedule_starts_a_cycle_once_enough_items_wait(
         cycles=trainer.cycles,
         runner=trainer.runner,
         metrics=trainer.metrics,
+        miner=trainer.miner,
     )
     await _feedback(client, "f1", "Who runs Zelco?", "Zelco is run by Mara Quill.")
     await daemon._scheduled_cycle(stop_after_one, None)

@@ -206,8 +206,11 @@ def _ips(view: str) -> list[Span]:
 # --- phones --------------------------------------------------------------------------------------
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _phones(view: str, regions: Sequence[str]) -> list[Span]:
-    if not any(ch.isdigit() for ch in view):
+    if not _DIGIT.search(view):
         return []  # the matcher is the slow part of cleaning; no digit, no phone number
     spans: set[Span] = set()
     for region in regions:
@@ -270,13 +273,15 @@ def find_pii(
     back in `text`'s own coordinates: what a streamed answer needs to release a prefix.
     """
     current = text
-    source: list[tuple[int, int, int | None]] = [(i, i + 1, None) for i in range(len(text))]
+    source: list[tuple[int, int, int | None]] = []  # built at the first find: most texts have none
     placed: list[tuple[str, str]] = []
     hits: Counter[str] = Counter()
     for kind, placeholder, find in _finders(phone_regions):
         view, origin = visible(current)
         spans = find(view)
         hits[kind] = len(spans)
+        if spans and not placed:
+            source = [(i, i + 1, None) for i in range(len(text))]
         for start, end in sorted(spans, reverse=True):
             first, last = origin[start], origin[end - 1] + 1
             # A match that takes part of an earlier placeholder takes all of it.

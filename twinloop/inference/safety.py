@@ -17,13 +17,7 @@ from twinloop.inference.schemas import ChatMessage, Context, SafetyFlag
 from twinloop.metrics import Metrics
 from twinloop.safety.errors import UnsafeInputError
 from twinloop.safety.flags import Action, Flag, Screen
-from twinloop.safety.screens import (
-    SafetyConfig,
-    Screened,
-    screen_input,
-    screen_output,
-    screen_passage,
-)
+from twinloop.safety.screens import SafetyConfig, screen_input, screen_output, screen_passage
 from twinloop.safety.stream import StreamRedactor
 from twinloop.settings import OutputScreenMode
 
@@ -36,6 +30,22 @@ _SCREENED_ROLES = ("user", "assistant")
 def flag_views(flags: Iterable[Flag]) -> list[SafetyFlag]:
     """The flags as a response carries them."""
     return [SafetyFlag.model_validate(flag.as_json()) for flag in flags]
+
+
+def screened_contexts(
+    contexts: Sequence[Context], config: SafetyConfig
+) -> tuple[list[Context], list[Flag]]:
+    """The passages a prompt may use, as the client is shown them (dropped ones left out,
+    PII redacted per the output screen), and what the screens found. Blocking: run it off
+    the event loop. QA's dry run screens its passages with it too."""
+    kept: list[Context] = []
+    flags: list[Flag] = []
+    for context in contexts:
+        screened = screen_passage(context.text, config, where=f"context:{context.doc_id}")
+        flags += screened.flags
+        if not screened.dropped:
+            kept.append(context.model_copy(update={"text": screened.text}))
+    return kept, flags
 
 
 @dataclass(frozen=True)
@@ -87,19 +97,10 @@ class AnswerSafety:
         if not contexts:
             return [], []
         started = time.perf_counter()
-        screened = await asyncio.to_thread(self._passages, contexts)
+        kept, flags = await asyncio.to_thread(screened_contexts, contexts, self.config)
         self.observe(Screen.CONTEXT, time.perf_counter() - started)
-        kept = [
-            c.model_copy(update={"text": s.text})
-            for c, s in zip(contexts, screened, strict=True)
-            if not s.dropped
-        ]
-        flags = [flag for s in screened for flag in s.flags]
         self.count(route, flags)
         return kept, flags
-
-    def _passages(self, contexts: Sequence[Context]) -> list[Screened]:
-        return [screen_passage(c.text, self.config, where=f"context:{c.doc_id}") for c in contexts]
 
     # -- output ---------------------------------------------------------------------
 

@@ -310,6 +310,7 @@ async def open_runtime(
                     training=services.training,
                     qa=services.qa,
                     canary=canary,
+                    answers=answers,
                 ),
                 registry=services.registry,
                 routing=routing,

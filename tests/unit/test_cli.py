@@ -161,7 +161,7 @@ def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(
     assert json.loads(body) == {"percent": 5.0, "reason": "", "min_requests": 50}
 
 
-def test_status_shows_slots_cycle_qa_and_canary(
+def test_status_shows_slots_cycle_qa_canary_and_safety(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slot = {"engine_healthy": True, "missing_adapters": [], "inflight": 0, "rag_versions": {},
@@ -178,6 +178,11 @@ def test_status_shows_slots_cycle_qa_and_canary(
         "latest_qa": {"id": "qa1", "passed": False, "overall": 0.61, "active_overall": 0.8,
                       "reasons": ["forgot: forgetting lost 20"]},
         "canary": _canary_view(),
+        "safety": {"input": "block", "contexts": "drop", "output": "redact",
+                   "keep_raw_pii": False, "window_hours": 24, "answers_with_findings": 3,
+                   "blocked_since_start": 2,
+                   "findings": [{"screen": "output", "rule": "email", "action": "redacted",
+                                 "count": 4}]},
     }  # fmt: skip
     seen = _fake_gateway(monkeypatch, 200, payload)
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal's width
@@ -192,6 +197,8 @@ def test_status_shows_slots_cycle_qa_and_canary(
     assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
     assert "forgot: forgetting lost 20" in result.output
     assert "10 % of users" in result.output
+    assert "safety: input block, contexts drop, output redact; 2 blocked" in result.output
+    assert "output email redacted: 4" in result.output
 
 
 def test_keys_create_shows_the_key_once_and_sends_role_domains_and_limit(

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twinloop.inference.schemas import ChatMessage, Context, SafetyFlag
+from twinloop.inference.schemas import (
+    ChatMessage,
+    Context,
+    SafetyCount,
+    SafetyFlag,
+    SafetyStatus,
+)
 from twinloop.metrics import Metrics
 from twinloop.safety.errors import UnsafeInputError
 from twinloop.safety.flags import Action, Flag, Screen
@@ -62,6 +69,7 @@ class AnswerSafety:
     def __init__(self, *, config: SafetyConfig, metrics: Metrics) -> None:
         self.config = config
         self._metrics = metrics
+        self.blocked = 0  # requests blocked since the gateway started, for /status
 
     # -- input ----------------------------------------------------------------------
 
@@ -81,6 +89,7 @@ class AnswerSafety:
         try:
             flags = await asyncio.to_thread(screen_input, parts, self.config.input)
         except UnsafeInputError as e:
+            self.blocked += 1
             self.count(route, [Flag(Screen.INPUT, e.rule, Action.BLOCKED, e.where)])
             raise
         finally:
@@ -134,6 +143,31 @@ class AnswerSafety:
     def kept_raw(self, generated: str, shown: str) -> str | None:
         """`generated`, when the screen changed it and raw PII is to be kept; else None."""
         return generated if self.config.keep_raw_pii and generated != shown else None
+
+    # -- status ---------------------------------------------------------------------
+
+    def status(
+        self, recent: Sequence[Sequence[Mapping[str, Any]]], *, window_hours: int
+    ) -> SafetyStatus:
+        """The modes, and `recent` answers' stored flags summed by screen, rule and action."""
+        totals: Counter[tuple[str, str, str]] = Counter()
+        for flags in recent:
+            for flag in flags:
+                key = (str(flag["screen"]), str(flag["rule"]), str(flag["action"]))
+                totals[key] += int(flag.get("count", 1))
+        return SafetyStatus(
+            input=self.config.input.value,
+            contexts=self.config.contexts.value,
+            output=self.config.output.value,
+            keep_raw_pii=self.config.keep_raw_pii,
+            window_hours=window_hours,
+            answers_with_findings=len(recent),
+            findings=[
+                SafetyCount(screen=screen, rule=rule, action=action, count=count)
+                for (screen, rule, action), count in totals.most_common()
+            ],
+            blocked_since_start=self.blocked,
+        )
 
     # -- shared ---------------------------------------------------------------------
 

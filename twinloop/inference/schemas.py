@@ -59,6 +59,33 @@ class SafetyFlag(BaseModel):
     count: int = Field(default=1, description="How many times (e.g. two e-mail addresses).")
 
 
+class SafetyCount(BaseModel):
+    screen: str
+    rule: str
+    action: str
+    count: int
+
+
+class SafetyStatus(BaseModel):
+    """The safety layer in `/status`: each screen's mode and what the screens did lately."""
+
+    input: Literal["block", "flag", "off"]
+    contexts: Literal["drop", "flag", "off"]
+    output: Literal["redact", "flag", "off"]
+    keep_raw_pii: bool
+    window_hours: int = Field(description="The window of `answers_with_findings` and `findings`.")
+    answers_with_findings: int = Field(
+        description="Stored answers in the window with any finding (at most the latest 10,000)."
+    )
+    findings: list[SafetyCount] = Field(
+        description="Their findings summed by screen, rule and action, most frequent first."
+    )
+    blocked_since_start: int = Field(
+        description="Requests this gateway's input screen blocked since it started (a blocked "
+        "request stores no answer; twinloop_safety_events_total counts every gateway's)."
+    )
+
+
 class AnswerResponse(BaseModel):
     answer_id: str
     answer: str

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -21,7 +22,7 @@ from twinloop.canary.assignment import Arm
 from twinloop.canary.pairs import Reply
 from twinloop.canary.service import CanaryService
 from twinloop.canary.state import ArmChoice
-from twinloop.db.base import new_id
+from twinloop.db.base import new_id, utcnow
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import ChatResult, EngineClient, Usage
@@ -45,6 +46,7 @@ from twinloop.inference.schemas import (
     ChatCompletionRequest,
     Context,
     ModelCard,
+    SafetyStatus,
 )
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
@@ -354,6 +356,15 @@ class AnswerService:
         )
         record.id = answer_id
         await self._store(record)
+
+    # -- status ---------------------------------------------------------------------
+
+    async def safety_status(self, *, window_hours: int = 24) -> SafetyStatus:
+        """The safety layer's modes and what its screens did in the last `window_hours`."""
+        since = utcnow() - timedelta(hours=window_hours)
+        async with self._sessionmaker() as session:
+            recent = await repository.safety_flags_since(session, since, limit=10_000)
+        return self._safety.status(recent, window_hours=window_hours)
 
     # -- mirroring ------------------------------------------------------------------
 

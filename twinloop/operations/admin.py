@@ -1,8 +1,9 @@
 """What operators do to releases: look, make and stage snapshots, swap, roll back.
 
-It reads every service (releases, routing, training, QA), so it sits above all of them.
-New snapshots (`POST /snapshots`, router-rule proposals) are derived inside
-`ReleaseController.change_shadow`, from the release in force when they are staged.
+It reads every service (releases, routing, training, QA, the canary, answering's safety
+layer), so it sits above all of them. New snapshots (`POST /snapshots`, router-rule
+proposals) are derived inside `ReleaseController.change_shadow`, from the release in force
+when they are staged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twinloop.canary.service import CanaryService
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
+from twinloop.inference.service import AnswerService
 from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
 from twinloop.releases import repository, snapshots
@@ -49,6 +51,7 @@ class ReleaseAdmin:
         training: TrainingCycles,
         qa: QaService | None = None,
         canary: CanaryService | None = None,
+        answers: AnswerService | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -58,6 +61,7 @@ class ReleaseAdmin:
         self._training = training
         self._qa = qa
         self._canary = canary
+        self._answers = answers
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -67,6 +71,7 @@ class ReleaseAdmin:
         latest = await self._training.recent(limit=1)
         latest_qa = await self._qa.summary() if self._qa is not None else None
         canary = await self._canary.status() if self._canary is not None else None
+        safety = await self._answers.safety_status() if self._answers is not None else None
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
@@ -87,6 +92,7 @@ class ReleaseAdmin:
             latest_training_cycle=latest[0] if latest else None,
             latest_qa=latest_qa,
             canary=canary,
+            safety=safety,
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:

@@ -31,10 +31,10 @@ class SafetyConfig:
 
     @classmethod
     def from_settings(cls, settings: SafetySettings) -> SafetyConfig:
-        return cls(
-            input=settings.input,
-            contexts=settings.contexts,
-            output=settings.output,
+        return cls(  # coerced: a settings copy made with `model_copy(update=...)` holds strings
+            input=InputScreenMode(settings.input),
+            contexts=ContextScreenMode(settings.contexts),
+            output=OutputScreenMode(settings.output),
             keep_raw_pii=settings.keep_raw_pii,
             stream_max_hold_chars=settings.stream_max_hold_chars,
         )

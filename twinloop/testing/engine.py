@@ -33,6 +33,8 @@ class FakeEngine:
     answer_for: Callable[[str, str], str] | None = None
     # path -> event: a request to that path is recorded, then waits until the event is set.
     held: dict[str, asyncio.Event] = field(default_factory=dict)
+    # When set, a streamed reply is these content pieces exactly (else `reply`, word by word).
+    stream_pieces: list[str] | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -120,9 +122,11 @@ class FakeEngine:
         return self.reply if model == BASE_MODEL else f"{self.reply} [{model}]"
 
     async def _stream_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        words = self.reply.split(" ")
+        words = self.stream_pieces or [
+            word if i == 0 else " " + word for i, word in enumerate(self.reply.split(" "))
+        ]
         for i, word in enumerate(words):
-            delta = {"content": word if i == 0 else " " + word}
+            delta = {"content": word}
             chunk = {
                 "id": "chatcmpl-engine",
                 "object": "chat.completion.chunk",

@@ -54,7 +54,7 @@ def test_random_chunks_of_number_heavy_text_with_forced_cuts_match_the_whole() -
         assert most_held <= 128 + 60  # the hold, and the piece that overflowed it
 
 
-def test_prose_is_released_about_two_words_behind() -> None:
+def test_prose_is_released_a_few_words_behind() -> None:
     prose = "The capital of France is Paris, a city on the Seine known for its museums. " * 4
     tokens = [prose[i : i + 4] for i in range(0, len(prose), 4)]
     released, most_held = _stream(
@@ -62,8 +62,8 @@ def test_prose_is_released_about_two_words_behind() -> None:
     )
 
     assert "".join(released) == prose
-    assert most_held <= 20
-    assert sum(1 for piece in released if piece) > len(tokens) // 3  # a steady trickle
+    assert most_held <= 32  # the release step (16) and the two words a quiet cut waits for
+    assert sum(1 for piece in released if piece) > len(tokens) // 6  # a steady trickle
 
 
 def test_a_number_is_held_until_it_can_no_longer_grow() -> None:

@@ -223,7 +223,8 @@ def _admin_call(url: str | None, method: str, path: str, body: dict[str, Any] | 
 @app.command("status")
 def status(gateway: GatewayOption = None) -> None:
     """The running gateway's `/status` in the terminal: both slots, the latest training cycle
-    and QA run, tainted adapters and the canary (for people without Grafana)."""
+    and QA run, tainted adapters, the canary and the safety layer (for people without
+    Grafana)."""
     _print_status(_admin_call(gateway, "GET", "/status"))
 
 
@@ -267,6 +268,20 @@ def _print_status(status: dict[str, Any]) -> None:
         _print_canary(status["canary"])
     else:
         out.print("no canary has run")
+    if status.get("safety"):
+        _print_safety(out, status["safety"])
+
+
+def _print_safety(out: Console, safety: dict[str, Any]) -> None:
+    out.print(
+        f"safety: input {safety['input']}, contexts {safety['contexts']}, output "
+        f"{safety['output']}; {safety['blocked_since_start']} blocked since start, "
+        f"{safety['answers_with_findings']} answers with findings in {safety['window_hours']} h"
+    )
+    for finding in safety["findings"][:10]:
+        out.print(
+            f"  {finding['screen']} {finding['rule']} {finding['action']}: {finding['count']}"
+        )
 
 
 @canary_app.command("start")

@@ -24,6 +24,12 @@ class TwinloopError(Exception):
         """HTTP headers the gateway sends with this error (`Retry-After`, `WWW-Authenticate`)."""
         return {}
 
+    @property
+    def extra_body(self) -> dict[str, object]:
+        """Members the JSON error body carries besides `error` and `detail` (each one declared
+        in the API's `ErrorBody`)."""
+        return {}
+
 
 class InvalidRequestError(TwinloopError):
     """The caller asked for something that cannot be served as asked."""

@@ -237,5 +237,23 @@ class Metrics:
             registry=r,
         )
 
+        self.safety_events = Counter(
+            "twinloop_safety_events",
+            "What the safety layer's screens found on /answer and /v1, one per finding, by route "
+            "(answer, answer_preview, chat, mirror: Shadow's mirrored reply), screen (input, "
+            "context, output), rule (an injection rule, or a PII kind) and action (blocked, "
+            "dropped, redacted, flagged).",
+            ["route", "screen", "rule", "action"],
+            registry=r,
+        )
+        self.safety_seconds = Histogram(
+            "twinloop_safety_screen_seconds",
+            "Time one request's screen took, by screen (input, context, output; a streamed "
+            "answer's output screen summed over its releases): the safety layer's cost.",
+            ["screen"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

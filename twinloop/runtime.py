@@ -52,6 +52,7 @@ from twinloop.routing.evaluation import default_testset
 from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import RouterRules
 from twinloop.routing.service import Router, RoutingService
+from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import Settings, Slot
 from twinloop.training.cycles import TrainingCycles
 from twinloop.weights.prepare import resolve_embedding_model
@@ -293,6 +294,7 @@ async def open_runtime(
             min_score=settings.rag.min_score,
             mirror_limit=settings.canary.mirror_concurrency,
             limits=RequestLimits.from_settings(settings.gateway),
+            safety=SafetyConfig.from_settings(settings.safety),
         )
         watcher = asyncio.create_task(
             watch_releases(
@@ -323,6 +325,7 @@ async def open_runtime(
                     qa=services.qa,
                     canary=canary,
                     adapters=services.adapters,
+                    answers=answers,
                 ),
                 registry=services.registry,
                 routing=routing,

@@ -517,6 +517,64 @@ class MiningSettings(BaseModel):
     )
 
 
+class InputScreenMode(StrEnum):
+    """What the safety layer does with a question that attacks the model's instructions."""
+
+    BLOCK = "block"  # refused: 422 UnsafeInputError naming the rule; no engine call
+    FLAG = "flag"  # answered, and the answer records the rule
+    OFF = "off"
+
+
+class ContextScreenMode(StrEnum):
+    """What the safety layer does with a retrieved passage that carries an injection."""
+
+    DROP = "drop"  # left out of the prompt and of the answer's contexts, recorded
+    FLAG = "flag"  # used, and recorded
+    OFF = "off"
+
+
+class OutputScreenMode(StrEnum):
+    """What the safety layer does with PII in an answer (and in the contexts shown)."""
+
+    REDACT = "redact"  # replaced by [EMAIL], [CARD], ... before the client sees it
+    FLAG = "flag"  # sent as generated, and recorded
+    OFF = "off"
+
+
+class SafetySettings(BaseModel):
+    """The safety layer on /answer and /v1 (twinloop.safety; the defaults are argued there)."""
+
+    input: InputScreenMode = Field(
+        default=InputScreenMode.BLOCK,
+        description="Screen on the question (/answer) and the user and assistant messages "
+        "(/v1) for wording aimed at the model's instructions: block (422 "
+        "UnsafeInputError naming the rule), flag (answer, and record it) or off.",
+    )
+    contexts: ContextScreenMode = Field(
+        default=ContextScreenMode.DROP,
+        description="Screen on retrieved passages for injection and poisoning: drop (left out "
+        "of the prompt and of `contexts`, recorded), flag (used, recorded) or off.",
+    )
+    output: OutputScreenMode = Field(
+        default=OutputScreenMode.REDACT,
+        description="Screen on answers for PII (e-mails, phones, cards, IBANs, SSNs, IPs): "
+        "redact (streamed answers too; the passages in the prompt and in `contexts` as well), "
+        "flag (sent as generated, recorded) or off.",
+    )
+    keep_raw_pii: bool = Field(
+        default=False,
+        description="Keep an answer the output screen changed as generated too "
+        "(`answers.raw_answer`). Off: only the redacted answer is stored.",
+    )
+    stream_max_hold_chars: int = Field(
+        default=256,
+        ge=128,
+        description="A streamed answer is released a word or two behind the engine; text with "
+        "no safe place to cut (numbers, addresses, code) is held up to this many visible "
+        "characters, then cut where at least half of it stays held.",
+    )
+
+
 class AuthSettings(BaseModel):
     """Who may call the gateway: API keys (`twinloop keys ...`) and the admin token."""
 
@@ -778,6 +836,7 @@ class Settings(BaseSettings):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -161,7 +161,7 @@ def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(
     assert json.loads(body) == {"percent": 5.0, "reason": "", "min_requests": 50}
 
 
-def test_status_shows_slots_cycle_qa_and_canary(
+def test_status_shows_slots_cycle_qa_canary_and_safety(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slot = {"engine_healthy": True, "missing_adapters": [], "inflight": 0, "rag_versions": {},
@@ -181,6 +181,11 @@ def test_status_shows_slots_cycle_qa_and_canary(
         "artifacts": {"store": "s3://adapters/prod", "backend": "s3", "slots": {
             "blue": {"fetch": "agent", "agent_url": "http://vllm-blue:8400"},
             "green": {"fetch": "local", "cache_dir": "/c", "engine_dir": "/adapters"}}},
+        "safety": {"input": "block", "contexts": "drop", "output": "redact",
+                   "keep_raw_pii": False, "window_hours": 24, "answers_with_findings": 3,
+                   "blocked_since_start": 2,
+                   "findings": [{"screen": "output", "rule": "email", "action": "redacted",
+                                 "count": 4}]},
     }  # fmt: skip
     seen = _fake_gateway(monkeypatch, 200, payload)
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal's width
@@ -198,6 +203,8 @@ def test_status_shows_slots_cycle_qa_and_canary(
     assert "adapter store s3://adapters/prod (s3)" in result.output
     assert "blue: fetched by agent into http://vllm-blue:8400" in result.output
     assert "green: fetched by local into /adapters" in result.output
+    assert "safety: input block, contexts drop, output redact; 2 blocked" in result.output
+    assert "output email redacted: 4" in result.output
 
 
 def test_keys_create_shows_the_key_once_and_sends_role_domains_and_limit(

@@ -3,7 +3,8 @@
 Every path that can teach the model or reach users passes it: feedback and examples at
 /ingest (`twinloop.ingest.screening`, one item at a time, before they are stored or become
 a correction's RAG fact document), the training cycle's collect step (the whole batch), the
-taught facts QA builds cases from and the corrections QA makes.
+taught facts QA builds cases from and the corrections QA makes. Live requests pass the same
+rules through the safety layer (`twinloop.safety`: questions, retrieved passages, answers).
 
 Every candidate ends either in `accepted` or in `quarantined` with the rule that
 stopped it and a reason a reviewer can read; nothing is silently dropped, and

@@ -70,6 +70,17 @@ class Answer(IdMixin, CreatedAtMixin, Base):
     canary_id: Mapped[str | None] = mapped_column(
         ForeignKey("canaries.id"), index=True, doc="the canary running when it was served"
     )
+    safety_flags: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSON,
+        doc="what the safety layer found and did: [{screen, rule, action, where, count}]; "
+        "null: nothing. `answer` is what the client got (redacted when the output screen "
+        "redacts)",
+    )
+    raw_answer: Mapped[str | None] = mapped_column(
+        Text,
+        doc="the answer as generated, kept only when the output screen changed it and "
+        "safety.keep_raw_pii is on",
+    )
 
 
 class Feedback(IdMixin, CreatedAtMixin, Base):

@@ -1,8 +1,9 @@
 """What operators do to releases: look, make and stage snapshots, swap, roll back.
 
-It reads every service (releases, routing, training, QA), so it sits above all of them.
-New snapshots (`POST /snapshots`, router-rule proposals) are derived inside
-`ReleaseController.change_shadow`, from the release in force when they are staged.
+It reads every service (releases, routing, training, QA, the canary, answering's safety
+layer), so it sits above all of them. New snapshots (`POST /snapshots`, router-rule
+proposals) are derived inside `ReleaseController.change_shadow`, from the release in force
+when they are staged.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twinloop.canary.service import CanaryService
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
+from twinloop.inference.service import AnswerService
 from twinloop.operations.schemas import ArtifactsView, ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
 from twinloop.registry.delivery import EngineAdapters
@@ -51,6 +53,7 @@ class ReleaseAdmin:
         qa: QaService | None = None,
         canary: CanaryService | None = None,
         adapters: EngineAdapters | None = None,
+        answers: AnswerService | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -61,6 +64,7 @@ class ReleaseAdmin:
         self._qa = qa
         self._canary = canary
         self._adapters = adapters
+        self._answers = answers
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -70,6 +74,7 @@ class ReleaseAdmin:
         latest = await self._training.recent(limit=1)
         latest_qa = await self._qa.summary() if self._qa is not None else None
         canary = await self._canary.status() if self._canary is not None else None
+        safety = await self._answers.safety_status() if self._answers is not None else None
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
@@ -91,6 +96,7 @@ class ReleaseAdmin:
             latest_qa=latest_qa,
             canary=canary,
             artifacts=self._artifacts(),
+            safety=safety,
         )
 
     def _artifacts(self) -> ArtifactsView | None:

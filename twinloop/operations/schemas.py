@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from twinloop.canary.schemas import CanaryView
+from twinloop.inference.schemas import SafetyStatus
 from twinloop.qa.schemas import QaSummary
 from twinloop.training.schemas import CycleView
 
@@ -62,3 +63,8 @@ class ReleaseStatus(BaseModel):
         "left and decisions so far.",
     )
     artifacts: ArtifactsView | None = None
+    safety: SafetyStatus | None = Field(
+        default=None,
+        description="The safety layer on /answer and /v1: each screen's mode, what the "
+        "screens found and did in the last 24 hours, requests blocked.",
+    )

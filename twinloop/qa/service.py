@@ -40,6 +40,7 @@ from twinloop.qa.suites import (
 from twinloop.releases import repository as releases_repository
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.snapshots import served_adapters
+from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import QaSettings
 
 
@@ -60,6 +61,7 @@ class QaService:
         metrics: QaMetrics,
         llm_judge: LlmJudge | None = None,
         cleaning: CleaningConfig | None = None,
+        safety: SafetyConfig | None = None,
     ) -> None:
         self._releases = releases
         self._cleaning = cleaning or CleaningConfig()
@@ -91,6 +93,7 @@ class QaService:
             settings=settings,
             top_k=top_k,
             min_score=min_score,
+            safety=safety or SafetyConfig(),
         )
 
     async def _shipped(self) -> list[QaCase]:

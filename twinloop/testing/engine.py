@@ -37,6 +37,8 @@ class FakeEngine:
     # When set, an adapter loads only from a folder that holds an adapter_config.json, as
     # vLLM reads the path it is handed (404 otherwise, as vLLM answers).
     reads_lora_path: bool = False
+    # When set, a streamed reply is these content pieces exactly (else `reply`, word by word).
+    stream_pieces: list[str] | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -131,9 +133,11 @@ class FakeEngine:
         return self.reply if model == BASE_MODEL else f"{self.reply} [{model}]"
 
     async def _stream_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        words = self.reply.split(" ")
+        words = self.stream_pieces or [
+            word if i == 0 else " " + word for i, word in enumerate(self.reply.split(" "))
+        ]
         for i, word in enumerate(words):
-            delta = {"content": word if i == 0 else " " + word}
+            delta = {"content": word}
             chunk = {
                 "id": "chatcmpl-engine",
                 "object": "chat.completion.chunk",

@@ -197,6 +197,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.canary_follows = Counter(
+            "twinloop_canary_follows",
+            "Times a running canary followed Shadow to a child of its snapshot serving the same "
+            "adapters (an ingest's newer RAG versions, new router rules) instead of ending.",
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",

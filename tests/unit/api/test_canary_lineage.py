@@ -80,6 +80,21 @@ async def _stage_child_with(runtime: Runtime, domain: str, adapter_id: str) -> s
     return state.serving(state.shadow_slot).snapshot_id
 
 
+async def _cycle(
+    client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path, runtime: Runtime
+) -> tuple[str, str, dict[str, str]]:
+    """A cycle that staged a law adapter and passed QA: its snapshot, its id, its items."""
+    snapshot_id = (await stage_adapter(client, headers, tmp_path))[1]
+    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    return snapshot_id, cycle_id, await learned(runtime, cycle_id, fresh=("correction", 0))
+
+
+async def _swap(client: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    body = {"reason": "by hand", "generation": "latest"}
+    swapped = await client.post("/swap", json=body, headers=headers)
+    assert swapped.status_code == 200, swapped.text
+
+
 def _auto(runtime: Runtime) -> CanaryService:
     """A gateway's canary service with `canary.auto` on."""
     return CanaryService(
@@ -109,8 +124,7 @@ async def _audits(runtime: Runtime, action: str) -> list[AuditEntry]:
 async def test_with_auto_an_awaiting_cycle_gets_its_canary_after_an_ingest_staged_a_child(
     client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> None:
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    _, cycle_id, _ = await _cycle(client, admin_headers, tmp_path, runtime)
     child = await _ingest_document(client, admin_headers, runtime)
     auto = _auto(runtime)
 
@@ -130,9 +144,7 @@ async def test_a_running_canary_follows_an_ingests_child_and_promotes_the_cycle(
     runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
-    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
+    snapshot_id, cycle_id, ids = await _cycle(client, admin_headers, tmp_path, runtime)
     started = await start_canary(client, admin_headers, percent=100)
 
     child = await _ingest_document(client, admin_headers, runtime)
@@ -166,9 +178,7 @@ async def test_an_abort_decided_after_following_rolls_the_cycle_back_with_its_re
     runtime: Runtime,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
-    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
+    _, cycle_id, ids = await _cycle(client, admin_headers, tmp_path, runtime)
     started = await start_canary(client, admin_headers, percent=50)
     await _ingest_document(client, admin_headers, runtime)
     _decide(monkeypatch, Verdict.ABORT, "abort: worse")
@@ -191,15 +201,10 @@ async def test_a_swap_of_the_child_outside_the_canary_promotes_the_cycle(
     client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> None:
     """Swapped in before or after the canary followed the child: its adapters went live."""
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
-    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
+    _, cycle_id, ids = await _cycle(client, admin_headers, tmp_path, runtime)
     await start_canary(client, admin_headers, percent=10)
     child = await _ingest_document(client, admin_headers, runtime)
-    swapped = await client.post(
-        "/swap", json={"reason": "by hand", "generation": "latest"}, headers=admin_headers
-    )
-    assert swapped.status_code == 200, swapped.text
+    await _swap(client, admin_headers)
 
     assert await runtime.canary.evaluate() is None
 
@@ -216,9 +221,7 @@ async def _inconclusive(
     client: httpx.AsyncClient, headers: dict[str, str], tmp_path: Path, runtime: Runtime
 ) -> tuple[str, str, dict[str, str]]:
     """A cycle whose canary ended inconclusive: its snapshot, its id, its items."""
-    snapshot_id = (await stage_adapter(client, headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
-    ids = await learned(runtime, cycle_id, fresh=("correction", 0))
+    snapshot_id, cycle_id, ids = await _cycle(client, headers, tmp_path, runtime)
     await start_canary(client, headers, percent=100, max_duration_s=0.001)
     await runtime.canary.evaluate()  # the deadline has passed; the loop may have been first
     assert (await read_cycle(runtime, cycle_id)).state == "inconclusive"
@@ -239,10 +242,7 @@ async def test_an_inconclusive_cycle_waits_through_an_ingest_and_a_swap_of_the_c
     assert (fresh.status, fresh.rejections) == ("accepted", 0)
     assert await _audits(runtime, "canary.settle") == []
 
-    swapped = await client.post(
-        "/swap", json={"reason": "by hand", "generation": "latest"}, headers=admin_headers
-    )
-    assert swapped.status_code == 200, swapped.text
+    await _swap(client, admin_headers)
     await runtime.canary.evaluate()
 
     cycle = await read_cycle(runtime, cycle_id)
@@ -277,8 +277,7 @@ async def test_a_child_serving_other_adapters_does_not_stand_for_the_cycle(
     runtime: Runtime,
     register: Register,
 ) -> None:
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    _, cycle_id, _ = await _cycle(client, admin_headers, tmp_path, runtime)
     general = await register("general", seed=7)
     child = await _stage_child_with(runtime, "general", str(general["id"]))
     auto = _auto(runtime)
@@ -299,8 +298,7 @@ async def test_a_running_canary_ends_when_shadow_moves_to_other_adapters(
     runtime: Runtime,
     register: Register,
 ) -> None:
-    snapshot_id = (await stage_adapter(client, admin_headers, tmp_path))[1]
-    cycle_id = await awaiting_cycle(runtime, snapshot_id)
+    _, cycle_id, _ = await _cycle(client, admin_headers, tmp_path, runtime)
     await start_canary(client, admin_headers, percent=10)
     await _ingest_document(client, admin_headers, runtime)  # followed: the same adapters
     general = await register("general", seed=7)

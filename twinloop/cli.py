@@ -587,8 +587,6 @@ def trainer() -> None:
 
 
 async def _run_trainer(settings: Settings) -> None:
-    from prometheus_client import start_http_server
-
     from twinloop.trainer import daemon
 
     stop = asyncio.Event()
@@ -596,16 +594,8 @@ async def _run_trainer(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with daemon.open_trainer(settings) as trainer:
-        server, thread = start_http_server(
-            settings.trainer.metrics_port,
-            addr=settings.trainer.metrics_host,
-            registry=trainer.metrics.registry,
-        )
-        try:
+        with daemon.serving_metrics(trainer):
             await daemon.serve(trainer, stop)
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
 
 
 @app.command("serve")

@@ -1,14 +1,24 @@
 """Prometheus metrics, one registry per process, built in the owner's lifespan.
 
 Names carry the `twinloop_` prefix; dashboards/ query exactly these. The QA metrics
-(`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring.
+(`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring. The
+trainer builds `Metrics` for its services too, and exports only the release-change families
+of it (`Families`, `RELEASE_CHANGE_FAMILIES`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+# The release changes any process's ReleaseController causes and counts: the trainer's
+# stages too, so the trainer exports them (`Families`). Not the release's gauges
+# (generation, active slot): those describe the release in force, the gateways' to export.
+RELEASE_CHANGE_FAMILIES = ("twinloop_release_change_seconds", "twinloop_shadow_changes")
 
 
 class Metrics:
@@ -216,6 +226,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.canary_follows = Counter(
+            "twinloop_canary_follows",
+            "Times a running canary followed Shadow to a child of its snapshot serving the same "
+            "adapters (an ingest's newer RAG versions, new router rules) instead of ending.",
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",
@@ -257,3 +273,20 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Families(Collector):
+    """Some families of another registry, collected wherever this is registered: a process
+    that builds `Metrics` for its services but serves its own registry (the trainer) exports
+    the families it causes without the gateway's others, or duplicating names of its own."""
+
+    def __init__(self, source: CollectorRegistry, names: Collection[str]) -> None:
+        self._source = source
+        self._names = frozenset(names)
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._source.collect() if family.name in self._names]
+
+    def describe(self) -> Iterable[Metric]:
+        # The names, for the registry's check that no two collectors export one family.
+        return self.collect()

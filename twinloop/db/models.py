@@ -324,7 +324,10 @@ class Canary(IdMixin, Base):
     __tablename__ = "canaries"
 
     snapshot_id: Mapped[str] = mapped_column(
-        ForeignKey("snapshots.id"), index=True, doc="Shadow's staged snapshot: the canary arm"
+        ForeignKey("snapshots.id"),
+        index=True,
+        doc="Shadow's staged snapshot: the canary arm; a running canary moves it to a child "
+        "serving the same adapters (an ingest's) that Shadow moves to",
     )
     baseline_snapshot_id: Mapped[str] = mapped_column(
         ForeignKey("snapshots.id"), doc="Active's snapshot when it started: the active arm"

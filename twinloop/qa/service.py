@@ -37,9 +37,8 @@ from twinloop.qa.suites import (
     screened_facts,
     taught_cases,
 )
-from twinloop.releases import repository as releases_repository
+from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
-from twinloop.releases.snapshots import served_adapters
 from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import QaSettings
 
@@ -241,19 +240,10 @@ class QaService:
         adapters: a document ingested after a rejection makes a child snapshot that serves
         the rejected adapters all the same."""
         async with self._sessionmaker.begin() as session:
-            current = await releases_repository.get_snapshot(session, snapshot_id)
-            while current is not None:
-                run = await repository.latest_candidate_for(session, current.id)
+            async for snapshot in snapshots.same_adapter_lineage(session, snapshot_id):
+                run = await repository.latest_candidate_for(session, snapshot.id)
                 if run is not None:
                     return report_of(run)
-                parent = (
-                    await releases_repository.get_snapshot(session, current.parent_id)
-                    if current.parent_id
-                    else None
-                )
-                if parent is None or served_adapters(parent) != served_adapters(current):
-                    return None
-                current = parent
         return None
 
     # -- the baseline -----------------------------------------------------------------

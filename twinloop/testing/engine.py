@@ -18,6 +18,16 @@ import httpx
 BASE_MODEL = "smollm2-135m-instruct"
 
 
+def already_loaded(name: str) -> dict[str, Any]:
+    """vLLM's answer (HTTP 400) to loading an adapter name it already serves, as its LoRA
+    load endpoint writes it (`_check_load_lora_adapter_request`)."""
+    message = (
+        f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+        "in place, set 'load_inplace' to True."
+    )
+    return {"error": {"message": message, "type": "InvalidUserInput", "param": None, "code": 400}}
+
+
 @dataclass
 class FakeEngine:
     """Both slots' engines, told apart by port. `down` slots refuse connections."""
@@ -77,8 +87,7 @@ class FakeEngine:
             return httpx.Response(200, json={"data": [{"id": name} for name in names]})
         if path == "/v1/load_lora_adapter":
             if body["lora_name"] in loaded:
-                message = f"The lora adapter '{body['lora_name']}' has already been loaded."
-                return httpx.Response(400, json={"error": {"message": message}})
+                return httpx.Response(400, json=already_loaded(body["lora_name"]))
             if (
                 self.reads_lora_path
                 and not (Path(body["lora_path"]) / "adapter_config.json").is_file()

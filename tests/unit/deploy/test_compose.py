@@ -297,6 +297,17 @@ def test_prometheus_scrapes_each_service_on_its_port(
     assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
 
 
+def test_promtool_accepts_the_scrape_config() -> None:
+    promtool = require_tool("promtool", "in Debian's prometheus; `make deploy-tools` installs it")
+    result = subprocess.run(
+        [promtool, "check", "config", str(DEPLOY / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_grafana_is_provisioned_from_the_dashboards_folder(
     stack: tuple[list[str], dict[str, Service]],
 ) -> None:

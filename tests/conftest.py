@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db import migrate
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
-from twinloop.settings import EngineSettings, Settings
+from twinloop.settings import CanarySettings, EngineSettings, Settings
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.knowledge import FakeKnowledge
 from twinloop.testing.router import FakeRouter
@@ -88,6 +88,9 @@ def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
         database_url=f"sqlite+aiosqlite:///{db}",
         admin_token=ADMIN_TOKEN,
         engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
+        # A canary started here splits at once, as with one gateway; the tests of several
+        # gateways on one database keep the delay that lets them all switch together.
+        canary=CanarySettings(split_delay_s=0),
     )
 
 

@@ -305,7 +305,10 @@ async def open_runtime(
             name="release-watcher",
         )
         evaluator = asyncio.create_task(
-            watch_canary(canary, period_s=settings.canary.evaluate_s), name="canary-evaluator"
+            watch_canary(
+                canary, period_s=settings.canary.evaluate_s, refresh_s=settings.canary.refresh_s
+            ),
+            name="canary-evaluator",
         )
         try:
             yield Runtime(

@@ -785,6 +785,22 @@ class CanarySettings(BaseModel):
         "decision). The tests stay valid however often they are evaluated; a shorter period "
         "only aborts a bad Shadow sooner, at the cost of a few queries.",
     )
+    refresh_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often each gateway reads which canary runs and its share (one indexed "
+        "query): a canary started, adjusted, aborted or followed through another gateway "
+        "reaches this one's request path within it.",
+    )
+    split_delay_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="A canary's split, and a new share, begin this long after they are written, "
+        "on every gateway at once (by the clock; keep the gateways' clocks synchronised), so no "
+        "user is on one arm through one gateway and on the other through another. Above "
+        "refresh_s, so every gateway has read the change by then; 0 with a single gateway: "
+        "the split starts at once.",
+    )
     salt: str = Field(
         default="twinloop-canary-v1",
         min_length=1,
@@ -798,6 +814,16 @@ class CanarySettings(BaseModel):
         "pairs, in both orders. Off: pairs are judged by cheap signals and corrections only, "
         "which costs the judge no calls.",
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if 0 < self.split_delay_s <= self.refresh_s:
+            raise ValueError(
+                f"canary.split_delay_s ({self.split_delay_s}) must be above canary.refresh_s "
+                f"({self.refresh_s}), so that every gateway has read a change before it applies, "
+                "or 0 (one gateway)"
+            )
+        return self
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,7 @@ from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import default_rules
 from twinloop.runtime import load_embedder
 from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
+from twinloop.testing.engine import FakeEngine
 from twinloop.testing.ports import free_port
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
@@ -56,6 +57,30 @@ def postgres_database() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+PG_ADMIN_TOKEN = "postgres-race-admin-token"
+PG_ADMIN = {"Authorization": f"Bearer {PG_ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def pg_settings(postgres_database: str, tmp_path: Path) -> Settings:
+    """Settings of gateways on one migrated PostgreSQL database, with fake engines' ports."""
+    migrate.upgrade(postgres_database)
+    return Settings(
+        data_dir=tmp_path,
+        database_url=postgres_database,
+        admin_token=PG_ADMIN_TOKEN,
+        engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
+    )
+
+
+@pytest.fixture
+def pg_engines(pg_settings: Settings) -> FakeEngine:
+    """Both slots' fake engines, shared by every gateway on `pg_settings`."""
+    return FakeEngine(
+        ports={pg_settings.engines.blue_port: "blue", pg_settings.engines.green_port: "green"}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -42,6 +42,7 @@ def canary_gateway(
         latency_factor=5.0,
         max_duration_s=DEADLINE_S,
         evaluate_s=1.0,
+        split_delay_s=0,  # one gateway: the split starts at once
     )
     settings = gateway_settings.model_copy(update={"canary": canary})
     with serve_gateway(settings, real_router) as url:

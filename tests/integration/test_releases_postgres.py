@@ -11,67 +11,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from api.app import create_app
+from tests.integration.conftest import PG_ADMIN
 from tests.shadow_changes import ingest_while_the_trainer_stages
-from twinloop.db import migrate
 from twinloop.db.models import AuditEntry, Release
 from twinloop.db.session import create_engine
 from twinloop.runtime import Runtime
-from twinloop.settings import EngineSettings, GatewaySettings, Settings
+from twinloop.settings import GatewaySettings, Settings
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
-from twinloop.testing.knowledge import FakeKnowledge
-from twinloop.testing.router import FakeRouter
+from twinloop.testing.gateway import in_process_gateway_runtime
 from twinloop.testing.trainer import FakeAdapterTrainer
 from twinloop.trainer import daemon
 
 pytestmark = pytest.mark.integration
 
-ADMIN_TOKEN = "postgres-race-admin-token"
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ADMIN = PG_ADMIN
 Gateways = tuple[httpx.AsyncClient, httpx.AsyncClient]
 
 
-@pytest.fixture
-def pg_settings(postgres_database: str, tmp_path: Path) -> Settings:
-    migrate.upgrade(postgres_database)
-    return Settings(
-        data_dir=tmp_path,
-        database_url=postgres_database,
-        admin_token=ADMIN_TOKEN,
-        engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
-    )
-
-
-@pytest.fixture
-def engines(pg_settings: Settings) -> FakeEngine:
-    return FakeEngine(
-        ports={pg_settings.engines.blue_port: "blue", pg_settings.engines.green_port: "green"}
-    )
-
-
-@asynccontextmanager
-async def _gateway_app(
+def _gateway_app(
     settings: Settings, engines: FakeEngine, name: str
-) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
-    app: FastAPI = create_app(
-        settings,
-        engine_transport=engines.transport(),
-        router=FakeRouter(),
-        knowledge=FakeKnowledge(),
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
-            yield client, app.state.runtime
+) -> AbstractAsyncContextManager[tuple[httpx.AsyncClient, Runtime]]:
+    return in_process_gateway_runtime(settings, engines.transport(), f"http://{name}")
 
 
 @asynccontextmanager
@@ -83,10 +51,10 @@ async def _gateway(
 
 
 @pytest.fixture
-async def gateways(pg_settings: Settings, engines: FakeEngine) -> AsyncIterator[Gateways]:
+async def gateways(pg_settings: Settings, pg_engines: FakeEngine) -> AsyncIterator[Gateways]:
     async with (
-        _gateway(pg_settings, engines, "gateway-1") as one,
-        _gateway(pg_settings, engines, "gateway-2") as two,
+        _gateway(pg_settings, pg_engines, "gateway-1") as one,
+        _gateway(pg_settings, pg_engines, "gateway-2") as two,
     ):
         yield one, two
 
@@ -143,11 +111,11 @@ def _one_won(responses: list[httpx.Response]) -> httpx.Response:
 
 @pytest.mark.parametrize("generation", ["latest", 1])
 async def test_two_gateways_swapping_at_once_one_wins_and_the_other_is_409(
-    gateways: Gateways, engines: FakeEngine, pg_settings: Settings, generation: object
+    gateways: Gateways, pg_engines: FakeEngine, pg_settings: Settings, generation: object
 ) -> None:
     body = {"generation": generation, "reason": "race"}
 
-    winner = _one_won(await _at_once(gateways, "/swap", body, engines))
+    winner = _one_won(await _at_once(gateways, "/swap", body, pg_engines))
 
     assert (winner.json()["generation"], winner.json()["active_slot"]) == (2, "green")
     for gateway in gateways:  # the loser caught up on its way out: both agree at once
@@ -158,7 +126,7 @@ async def test_two_gateways_swapping_at_once_one_wins_and_the_other_is_409(
 
 @pytest.mark.parametrize("mode", ["generation", "latest"])
 async def test_rounds_of_concurrent_swaps_and_rollbacks_never_undo_each_other(
-    gateways: Gateways, engines: FakeEngine, pg_settings: Settings, tmp_path: Path, mode: str
+    gateways: Gateways, pg_engines: FakeEngine, pg_settings: Settings, tmp_path: Path, mode: str
 ) -> None:
     one, _ = gateways
     base = str((await _status(one))["slots"][0]["snapshot_id"])  # type: ignore[index]
@@ -178,7 +146,7 @@ async def test_rounds_of_concurrent_swaps_and_rollbacks_never_undo_each_other(
         if mode == "generation":  # as an operator who read /status sends it; not synchronised
             responses = await _at_once(gateways, path, {"generation": generation})
         else:  # both past their checks before either writes
-            responses = await _at_once(gateways, path, {"generation": "latest"}, engines)
+            responses = await _at_once(gateways, path, {"generation": "latest"}, pg_engines)
 
         winner = _one_won(responses)
         generation += 1
@@ -194,7 +162,7 @@ async def test_rounds_of_concurrent_swaps_and_rollbacks_never_undo_each_other(
 
 @pytest.mark.parametrize("trainer_first", [True, False], ids=["trainer-first", "trainer-held"])
 async def test_an_ingest_and_the_trainers_stage_at_once_keep_both_changes_on_shadow(
-    pg_settings: Settings, engines: FakeEngine, trainer_first: bool
+    pg_settings: Settings, pg_engines: FakeEngine, trainer_first: bool
 ) -> None:
     # The gateway polls once an hour: what it knows of the trainer's release is only what
     # catching up reads. The trainer is another process in effect (QA off).
@@ -203,13 +171,13 @@ async def test_an_ingest_and_the_trainers_stage_at_once_keep_both_changes_on_sha
         update={"trainer": pg_settings.trainer.model_copy(update={"qa": False})}
     )
     async with (
-        _gateway_app(slow, engines, "gateway-1") as (gateway, runtime),
+        _gateway_app(slow, pg_engines, "gateway-1") as (gateway, runtime),
         daemon.open_trainer(
-            no_qa, trainer=FakeAdapterTrainer(), engine_transport=engines.transport()
+            no_qa, trainer=FakeAdapterTrainer(), engine_transport=pg_engines.transport()
         ) as trainer,
     ):
         raced = await ingest_while_the_trainer_stages(
-            gateway, ADMIN, trainer, engines, runtime.releases, trainer_first=trainer_first
+            gateway, ADMIN, trainer, pg_engines, runtime.releases, trainer_first=trainer_first
         )
 
     assert (raced.cycle.state, raced.cycle.error) == ("staged", None)

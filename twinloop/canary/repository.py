@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import ScalarSelect, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -62,11 +63,114 @@ async def get(session: AsyncSession, canary_id: str) -> Canary | None:
 
 
 async def running(session: AsyncSession) -> Canary | None:
-    """The running canary (one at a time), newest first should two gateways have raced."""
+    """The running canary: one at a time (`uq_canaries_running`), whichever gateway started it."""
     result = await session.execute(
         select(Canary).where(Canary.status == RUNNING).order_by(Canary.started_at.desc()).limit(1)
     )
     return result.scalars().first()
+
+
+async def end(
+    session: AsyncSession,
+    canary_id: str,
+    *,
+    status: str,
+    reason: str | None,
+    ended_at: datetime | None,
+    expected: str = RUNNING,
+) -> Canary | None:
+    """Move the canary from `expected` to `status`; None if it was no longer `expected`.
+
+    One conditional update: of several gateways ending (or promoting) the same canary at
+    once, exactly one does; on PostgreSQL the others wait for its commit, then find it gone.
+    """
+    result = await session.execute(
+        update(Canary)
+        .where(Canary.id == canary_id, Canary.status == expected)
+        .values(status=status, reason=reason, ended_at=ended_at)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return await session.get(Canary, canary_id, populate_existing=True)
+
+
+async def claimed_promotions(session: AsyncSession) -> list[tuple[Canary, datetime]]:
+    """Promotions claimed and not recorded (`promoted` with no `ended_at`: the swap is under
+    way, or the gateway that claimed it stopped), each with when it was claimed (its promote
+    decision's time)."""
+    claimed_at = (
+        select(func.max(CanaryDecision.created_at))
+        .where(CanaryDecision.canary_id == Canary.id, CanaryDecision.decision == "promote")
+        .correlate(Canary)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        select(Canary, claimed_at).where(
+            Canary.status == CanaryStatus.PROMOTED, Canary.ended_at.is_(None)
+        )
+    )
+    return [(canary, when or canary.started_at) for canary, when in result.all()]
+
+
+async def record_promotion(
+    session: AsyncSession, canary_id: str, *, ended_at: datetime
+) -> Canary | None:
+    """End a claimed promotion once its swap is done; None if it was no longer a claim (an
+    abort, or another gateway recorded it)."""
+    result = await session.execute(
+        update(Canary)
+        .where(
+            Canary.id == canary_id,
+            Canary.status == CanaryStatus.PROMOTED,
+            Canary.ended_at.is_(None),
+        )
+        .values(ended_at=ended_at)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return await session.get(Canary, canary_id, populate_existing=True)
+
+
+async def resume(session: AsyncSession, canary_id: str, *, percent_from: datetime) -> Canary | None:
+    """Put a canary claimed for a promotion that could not swap back to running, its split
+    starting again at `percent_from`; None if it is no longer claimed. Raises IntegrityError
+    when another canary was started meanwhile (`uq_canaries_running`)."""
+    result = await session.execute(
+        update(Canary)
+        .where(
+            Canary.id == canary_id,
+            Canary.status == CanaryStatus.PROMOTED,
+            Canary.ended_at.is_(None),
+        )
+        .values(
+            status=RUNNING,
+            reason=None,
+            ended_at=None,
+            percent_from=percent_from,
+            previous_percent=None,
+        )
+    )
+    await session.flush()
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return await session.get(Canary, canary_id, populate_existing=True)
+
+
+async def follow(
+    session: AsyncSession, canary_id: str, *, from_snapshot: str, to_snapshot: str
+) -> bool:
+    """Move the running canary from `from_snapshot` to `to_snapshot`; False if it no longer
+    ran on `from_snapshot` (another gateway followed first, or it ended)."""
+    result = await session.execute(
+        update(Canary)
+        .where(
+            Canary.id == canary_id,
+            Canary.status == RUNNING,
+            Canary.snapshot_id == from_snapshot,
+        )
+        .values(snapshot_id=to_snapshot)
+    )
+    return bool(getattr(result, "rowcount", 0) == 1)
 
 
 async def latest(session: AsyncSession) -> Canary | None:

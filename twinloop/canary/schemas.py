@@ -80,6 +80,13 @@ class CanaryView(BaseModel):
     baseline_snapshot_id: str = Field(description="Active's snapshot: the active arm.")
     cycle_id: str | None
     percent: float
+    percent_from: UtcDatetime = Field(
+        description="When `percent` applies, on every gateway at once (canary.split_delay_s "
+        "after it was set)."
+    )
+    previous_percent: float | None = Field(
+        description="The share until `percent_from`; null: nobody is split until then."
+    )
     mirror_percent: float
     min_requests: int
     max_duration_s: float

@@ -1,7 +1,11 @@
 """The canary of the staged Shadow: start, adjust, abort, evaluate, and act on the decision.
 
-One canary runs at a time, persisted in `canaries`, so a restarted gateway continues it
-(`load`). The request path asks `arm_for` which arm serves a request: a lookup in one
+One canary runs at a time, persisted in `canaries` (a unique index: two gateways cannot
+both start one), so a restarted gateway continues it (`load`), and every gateway splits
+traffic alike: the split, and every change of its share, applies at `percent_from`, the
+same moment on every gateway (`canary.split_delay_s` after it is written, by which time
+each has read it), so no user is on one arm through one gateway and on the other through
+another. The request path asks `arm_for` which arm serves a request: a lookup in one
 immutable `CanaryState` in memory, refreshed on start, abort and every evaluation (the
 evaluation loop also takes a canary another gateway started). For a share of Active's
 requests (`mirrors`) the request path also asks Shadow in the background and hands the
@@ -9,7 +13,9 @@ canary's reply to `record_pair`, which judges the pair (with an LLM judge, when 
 configured) and stores it. `evaluate` runs `decide` on the counts and pairs in the
 database, stores the evaluation in `canary_decisions` and acts:
 
-* promote: the release controller's atomic swap; the canary ends `promoted`;
+* promote: the release controller's atomic swap; the canary ends `promoted` (claimed before
+  the swap, recorded after it: `endings.py`, which ends canaries so that of several gateways
+  ending one at once exactly one acts);
 * abort: the split stops at once, the canary ends `aborted`, and if Active no longer
   serves the baseline snapshot it is rolled back to it (desired state, not only traffic);
 * inconclusive: the split stops, the canary ends `inconclusive`, an admin decides;
@@ -46,16 +52,17 @@ import asyncio
 import math
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from random import Random
 from typing import Any, Protocol
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.exc import IntegrityError
 
 from twinloop.canary import repository
 from twinloop.canary.assignment import Arm, assign
 from twinloop.canary.decision import Decision, Verdict, decide
+from twinloop.canary.endings import CANARY_ACTOR, CanaryEndings, audit_entry, decision_row
 from twinloop.canary.pairs import (
     Judged,
     Pair,
@@ -75,10 +82,9 @@ from twinloop.canary.schemas import (
 )
 from twinloop.canary.state import ArmChoice, CanaryState
 from twinloop.db.base import utcnow
-from twinloop.db.models import AuditEntry, Canary, CanaryArmEvent, CanaryDecision, CanaryPair
+from twinloop.db.models import Canary, CanaryArmEvent, CanaryDecision, CanaryPair
 from twinloop.db.session import SessionMaker
 from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
-from twinloop.items import service as items
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.errors import ReleaseConflictError
@@ -87,19 +93,7 @@ from twinloop.settings import CanarySettings
 from twinloop.states import CycleState
 from twinloop.timestamps import as_utc
 
-CANARY_ACTOR = "canary"
 CALLER_ERRORS = (InvalidRequestError, NotFoundError)
-# The training cycle behind a canary ends as the canary does. Rolled back, it hands its items
-# back (see `_end_cycle`). Inconclusive, it keeps them `accepted` and waits for an admin:
-# `abort` refuses a canary that ended inconclusive (nothing runs; Active serves the
-# baseline); the admin's next canary of the snapshot continues the cycle (`_start`), and the
-# admin's swap, rollback or restaging settles it (`_settle`: promoted, or rolled back with
-# its items handed back).
-CYCLE_STATE_AFTER = {
-    CanaryStatus.PROMOTED: CycleState.PROMOTED,
-    CanaryStatus.ABORTED: CycleState.ROLLED_BACK,
-    CanaryStatus.INCONCLUSIVE: CycleState.INCONCLUSIVE,
-}
 log = structlog.get_logger(__name__)
 
 
@@ -136,8 +130,6 @@ class CanaryService:
         self._releases = releases
         self._metrics = metrics
         self._settings = settings
-        # `trainer.max_rejections`: a rolled-back cycle refuses its items as a rejected one does.
-        self._max_rejections = max_rejections
         self._verdicts = verdicts
         self._judge = judge if settings.judge_pairs else None
         self._rng = rng or Random()
@@ -146,6 +138,17 @@ class CanaryService:
         self._state: CanaryState | None = None
         # Set by a canary request's engine failure: the evaluation loop decides at once.
         self.woken = asyncio.Event()
+        self._endings = CanaryEndings(
+            sessionmaker=sessionmaker,
+            releases=releases,
+            metrics=metrics,
+            settings=settings,
+            # `trainer.max_rejections`: a rolled-back cycle refuses its items as a rejected
+            # one does.
+            max_rejections=max_rejections,
+            clock=clock,
+            publish=self._set,
+        )
 
     @property
     def state(self) -> CanaryState | None:
@@ -162,13 +165,16 @@ class CanaryService:
         state = self._state
         if state is None:
             return None
+        percent = state.percent_at(self._clock())
+        if percent is None:
+            return None  # the split begins at `percent_from`, on every gateway at once
         release = self._releases.state
         shadow = release.serving(release.shadow_slot).snapshot_id
         active = release.serving(release.active_slot).snapshot_id
         if shadow != state.snapshot_id or active != state.baseline_snapshot_id:
             return None
         assigned = assign(
-            percent=state.percent,
+            percent=percent,
             user_id=user_id,
             session_id=session_id,
             rng=self._rng,
@@ -293,6 +299,9 @@ class CanaryService:
     async def start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
         """Start a canary of the staged Shadow, or adjust the running one's settings."""
         async with self._lock:
+            # On the newest release: Shadow may have been staged through another gateway
+            # since this one last polled.
+            await self._releases.refresh()
             return await self._start(request, actor=actor)
 
     async def _start(self, request: StartCanaryRequest, *, actor: str) -> CanaryView:
@@ -311,11 +320,50 @@ class CanaryService:
             )
         if running is None:
             await self._refuse_unstaged(shadow=shadow, active=active)
+        now = self._clock()
+        # Every gateway applies the split (or the new share) at `percent_from`: by then each
+        # has read it (`refresh_s` < `split_delay_s`), so no user meets both arms.
+        applies_at = now + timedelta(seconds=self._settings.split_delay_s)
+        try:
+            row, counts, action = await self._write_start(
+                request, running, shadow=shadow, active=active, now=now, applies_at=applies_at,
+                actor=actor,
+            )  # fmt: skip
+        except IntegrityError as e:  # `uq_canaries_running`: another gateway started one first
+            async with self._sessionmaker.begin() as session:
+                other = await repository.running(session)
+            if other is None:
+                raise
+            self._set(other)
+            raise ReleaseConflictError(
+                f"canary {other.id} of snapshot {other.snapshot_id} was started meanwhile "
+                "(through another gateway); POST /canary again adjusts it"
+            ) from e
+        self._set(row)
+        log.info(action, canary=row.id, snapshot=row.snapshot_id, percent=row.percent)
+        return self._view(row, counts, None, [])
+
+    async def _write_start(
+        self,
+        request: StartCanaryRequest,
+        running: Canary | None,
+        *,
+        shadow: str,
+        active: str,
+        now: datetime,
+        applies_at: datetime,
+        actor: str,
+    ) -> tuple[Canary, CanaryCounts, str]:
+        """Record a new canary, or the running one's new settings, with its audit entry."""
         async with self._sessionmaker.begin() as session:
             if running is not None:
                 row = await repository.get(session, running.id)
                 assert row is not None
                 action = "canary.adjust"
+                if request.percent != row.percent:
+                    _refuse_pending_share(row, now)
+                    row.previous_percent = _state_of(row).percent_at(now)
+                    row.percent_from = applies_at
             else:
                 row = Canary(
                     snapshot_id=shadow,
@@ -327,8 +375,10 @@ class CanaryService:
                     max_duration_s=self._settings.max_duration_s,
                     salt=self._settings.salt,
                     status=CanaryStatus.RUNNING,
-                    started_at=self._clock(),
+                    started_at=now,
                     started_by=actor,
+                    percent_from=applies_at,
+                    previous_percent=None,  # no split before `percent_from`
                 )
                 action = "canary.start"
                 if row.cycle_id is not None:
@@ -339,14 +389,13 @@ class CanaryService:
                 if value is not None:
                     setattr(row, field, value)
             await repository.add(session, row)
-            audit = _audit(actor, action, row, request.reason or action.split(".")[1])
+            audit = audit_entry(actor, action, row, request.reason or action.split(".")[1])
             audit.details |= {"percent": row.percent, "min_requests": row.min_requests,
-                              "max_duration_s": row.max_duration_s}  # fmt: skip
+                              "max_duration_s": row.max_duration_s,
+                              "percent_from": as_utc(row.percent_from).isoformat()}  # fmt: skip
             await repository.add(session, audit)
             counts = await repository.counts(session, row.id)
-        self._set(row)
-        log.info(action, canary=row.id, snapshot=row.snapshot_id, percent=row.percent)
-        return self._view(row, counts, None, [])
+        return row, counts, action
 
     async def abort(self, reason: str, *, actor: str) -> CanaryView:
         """End the canary now: all traffic to Active, and Active back on the baseline.
@@ -355,6 +404,7 @@ class CanaryService:
         restores the desired state: the baseline snapshot, not only the traffic).
         """
         async with self._lock:
+            await self._releases.refresh()  # a promotion swapped through another gateway
             async with self._sessionmaker.begin() as session:
                 row = await repository.running(session) or await repository.latest(session)
                 counts = await repository.counts(session, row.id) if row else None
@@ -362,6 +412,12 @@ class CanaryService:
                 raise ReleaseConflictError("no canary is running")
             release = self._releases.state
             active = release.serving(release.active_slot).snapshot_id
+            promoting = row.status == CanaryStatus.PROMOTED and row.ended_at is None
+            if promoting:
+                raise ReleaseConflictError(
+                    f"canary {row.id} is being promoted (its swap is under way); abort again "
+                    "once it is done to roll the promotion back"
+                )
             promoted_active = row.status == CanaryStatus.PROMOTED and active == row.snapshot_id
             if row.status != CanaryStatus.RUNNING and not promoted_active:
                 raise ReleaseConflictError(
@@ -370,8 +426,16 @@ class CanaryService:
             self._set(None)  # traffic first: no request is split from here on
             why = f"aborted by {actor}: {reason}"
             decision = Decision(Verdict.ABORT, why, {"arms": _arms(counts), "by": actor})
-            await self._end(row, CanaryStatus.ABORTED, why, decision=decision, actor=actor)
-            await self._restore_baseline(row, why)
+            ended = await self._endings.end(
+                row, CanaryStatus.ABORTED, why, decision=decision, actor=actor,
+                expected=CanaryStatus(row.status),
+            )  # fmt: skip
+            if not ended:
+                raise ReleaseConflictError(
+                    f"canary {row.id} was ended meanwhile (by another gateway, or by its own "
+                    "decision); GET /canary says how, and an abort after a promotion rolls it back"
+                )
+            await self._endings.restore_baseline(row, why)
             async with self._sessionmaker.begin() as session:
                 stored = await repository.decisions(session, row.id)
         return self._view(row, counts, None, stored)
@@ -383,12 +447,14 @@ class CanaryService:
         release serves now, then (with `canary.auto`) start a waiting cycle's canary.
         """
         async with self._lock:
+            await self._releases.refresh()  # decide on the newest release, not the last poll
             async with self._sessionmaker.begin() as session:
                 row = await repository.running(session)
                 counts = await repository.counts(session, row.id) if row else None
                 pairs = await repository.pairs(session, row.id) if row else []
             self._set(row)
             if row is None or counts is None:
+                await self._endings.heal_promotions()
                 await self._settle()
                 if self._settings.auto:
                     await self._start_for_cycle()
@@ -404,16 +470,21 @@ class CanaryService:
             log.info("canary evaluated", canary=row.id, verdict=decision.verdict.value)
             if decision.verdict is Verdict.CONTINUE:
                 async with self._sessionmaker.begin() as session:
-                    await repository.add(session, _decision_row(row, decision))
+                    await repository.add(session, decision_row(row, decision))
             elif decision.verdict is Verdict.PROMOTE:
-                await self._promote(row, decision, generation=generation)
+                await self._endings.promote(row, decision, generation=generation)
             elif decision.verdict is Verdict.ABORT:
                 self._set(None)
-                await self._end(row, CanaryStatus.ABORTED, decision.reason, decision=decision)
-                await self._restore_baseline(row, decision.reason)
+                # Another gateway may have ended it first: then it restores what it decided.
+                if await self._endings.end(
+                    row, CanaryStatus.ABORTED, decision.reason, decision=decision
+                ):
+                    await self._endings.restore_baseline(row, decision.reason)
             else:
                 self._set(None)
-                await self._end(row, CanaryStatus.INCONCLUSIVE, decision.reason, decision=decision)
+                await self._endings.end(
+                    row, CanaryStatus.INCONCLUSIVE, decision.reason, decision=decision
+                )
             return decision
 
     # -- internals ----------------------------------------------------------------------
@@ -468,7 +539,7 @@ class CanaryService:
         async with self._sessionmaker.begin() as session:
             if not await repository.settle_cycle(session, canary.cycle_id, state, reason=reason):
                 return  # settled meanwhile (another gateway)
-            audit = _audit(CANARY_ACTOR, "canary.settle", canary, reason)
+            audit = audit_entry(CANARY_ACTOR, "canary.settle", canary, reason)
             audit.details |= {
                 "cycle_id": canary.cycle_id,
                 "cycle_state": state.value,
@@ -478,13 +549,13 @@ class CanaryService:
             await repository.add(session, audit)
             outcomes: Counter[str] = Counter()
             if state is CycleState.ROLLED_BACK:
-                outcomes = await self._hand_back(
+                outcomes = await self._endings.hand_back(
                     session,
                     canary,
                     reason=f"cycle {canary.cycle_id} rolled back after canary {canary.id} "
                     f"ended inconclusive: {why}",
                 )
-        self._count_items(outcomes)
+        self._endings.count_items(outcomes)
         log.info(
             "inconclusive cycle settled", cycle=canary.cycle_id, canary=canary.id, state=state.value
         )
@@ -549,7 +620,7 @@ class CanaryService:
         else:
             return False
         self._set(None)
-        await self._end(row, status, why)
+        await self._endings.end(row, status, why)
         return True
 
     async def _follow(self, row: Canary) -> None:
@@ -567,6 +638,7 @@ class CanaryService:
         shadow = release.serving(release.shadow_slot).snapshot_id
         if row.status != CanaryStatus.RUNNING or row.snapshot_id == shadow:
             return
+        moved = False
         async with self._sessionmaker.begin() as session:
             current = await repository.get(session, row.id)
             if current is None or current.status != CanaryStatus.RUNNING:
@@ -575,116 +647,25 @@ class CanaryService:
             if followed != shadow:  # else another gateway followed first
                 if not await snapshots.stands_for(session, shadow, followed):
                     return
+                # Conditional: of two gateways following at once, one records it.
+                moved = await repository.follow(
+                    session, row.id, from_snapshot=followed, to_snapshot=shadow
+                )
+                if not moved:
+                    return  # the next refresh reads what the other gateway wrote
                 current.snapshot_id = shadow
                 why = (
                     f"Shadow moved from snapshot {followed} to {shadow}, which serves the same "
                     "adapters (newer documents or router rules)"
                 )
-                audit = _audit(CANARY_ACTOR, "canary.follow", current, why)
+                audit = audit_entry(CANARY_ACTOR, "canary.follow", current, why)
                 audit.details |= {"from_snapshot_id": followed, "cycle_id": current.cycle_id}
                 await repository.add(session, current, audit)
-        if followed != shadow:
+        if moved:
             self._metrics.canary_follows.inc()
             log.info("canary followed shadow", canary=row.id, snapshot=shadow, was=followed)
         row.snapshot_id = shadow
         self._set(row)
-
-    async def _promote(self, row: Canary, decision: Decision, *, generation: int) -> None:
-        async with self._sessionmaker.begin() as session:
-            await repository.add(session, _decision_row(row, decision))
-        try:
-            # At the generation evaluated: a snapshot staged meanwhile is never swapped in.
-            await self._releases.swap(
-                actor=CANARY_ACTOR,
-                reason=f"canary {row.id}: promote",
-                expected_generation=generation,
-            )
-        except TwinloopError as e:
-            # The canary keeps running; the next evaluation decides (and tries) again.
-            log.warning("canary promotion failed", canary=row.id, error=e.message)
-            return
-        self._set(None)
-        await self._end(row, CanaryStatus.PROMOTED, decision.reason)
-
-    async def _restore_baseline(self, row: Canary, reason: str) -> None:
-        release = self._releases.state
-        if release.serving(release.active_slot).snapshot_id == row.baseline_snapshot_id:
-            return
-        await self._releases.rollback(
-            actor=CANARY_ACTOR,
-            reason=f"canary {row.id}: {reason}",
-            snapshot_id=row.baseline_snapshot_id,
-            expected_generation=release.generation,  # the release this decision was made on
-        )
-
-    async def _end(
-        self,
-        row: Canary,
-        status: CanaryStatus,
-        reason: str,
-        *,
-        decision: Decision | None = None,
-        actor: str = CANARY_ACTOR,
-    ) -> None:
-        """Record the canary's end, and its cycle's, in one transaction."""
-        async with self._sessionmaker.begin() as session:
-            current = await repository.get(session, row.id)
-            assert current is not None
-            current.status, current.reason, current.ended_at = status, reason, self._clock()
-            records: list[Any] = [_audit(actor, f"canary.{status}", current, reason)]
-            if decision is not None:
-                records.append(_decision_row(current, decision))
-            await repository.add(session, current, *records)
-            outcomes = await self._end_cycle(session, current, status, reason)
-        self._count_items(outcomes)
-        row.status, row.reason, row.ended_at = current.status, reason, current.ended_at
-        log.info("canary ended", canary=row.id, status=status.value, reason=reason)
-
-    async def _end_cycle(
-        self, session: AsyncSession, canary: Canary, status: CanaryStatus, reason: str
-    ) -> Counter[str]:
-        """The cycle behind the canary ends as it does; rolled back, it hands its items back.
-
-        Only on the move into `rolled_back`: a cycle already rolled back handed them back
-        then, and they may belong to a later cycle now. What was done with the items.
-        """
-        if canary.cycle_id is None:
-            return Counter()
-        state = CYCLE_STATE_AFTER[status]
-        before = await repository.mark_cycle(
-            session,
-            canary.cycle_id,
-            state,
-            reason=None if state is CycleState.PROMOTED else f"canary {canary.id}: {reason}",
-        )
-        if state is not CycleState.ROLLED_BACK or before in (None, CycleState.ROLLED_BACK):
-            return Counter()
-        return await self._hand_back(
-            session,
-            canary,
-            reason=f"cycle {canary.cycle_id} rolled back by canary {canary.id}: {reason}",
-        )
-
-    async def _hand_back(
-        self, session: AsyncSession, canary: Canary, *, reason: str
-    ) -> Counter[str]:
-        """The rolled-back cycle's items, refused with `reason` (`twinloop.items`)."""
-        assert canary.cycle_id is not None
-        outcomes = await items.hand_back_refused(
-            session, canary.cycle_id, reason=reason, max_rejections=self._max_rejections
-        )
-        log.info(
-            "cycle items handed back",
-            cycle=canary.cycle_id,
-            canary=canary.id,
-            outcomes=dict(outcomes),
-        )
-        return outcomes
-
-    def _count_items(self, outcomes: Counter[str]) -> None:
-        """Called once committed: a transaction rolled back handed nothing back."""
-        for outcome, count in outcomes.items():
-            self._metrics.canary_items.labels(outcome).inc(count)
 
     async def _decide(
         self, row: Canary, counts: CanaryCounts, pairs: Sequence[Pair]
@@ -737,14 +718,7 @@ class CanaryService:
         if row is None or row.status != CanaryStatus.RUNNING:
             self._state = None
         else:
-            self._state = CanaryState(
-                id=row.id,
-                snapshot_id=row.snapshot_id,
-                baseline_snapshot_id=row.baseline_snapshot_id,
-                percent=row.percent,
-                salt=row.salt,
-                mirror_percent=row.mirror_percent,
-            )
+            self._state = _state_of(row)
         self._metrics.canary_percent.set(self._state.percent if self._state else 0.0)
         return self._state
 
@@ -763,6 +737,8 @@ class CanaryService:
             baseline_snapshot_id=row.baseline_snapshot_id,
             cycle_id=row.cycle_id,
             percent=row.percent,
+            percent_from=as_utc(row.percent_from),
+            previous_percent=row.previous_percent,
             mirror_percent=row.mirror_percent,
             min_requests=row.min_requests,
             max_duration_s=row.max_duration_s,
@@ -781,27 +757,29 @@ class CanaryService:
         )
 
 
-def _arms(counts: CanaryCounts) -> dict[str, dict[str, Any]]:
-    return {"active": counts.active.summary(), "canary": counts.canary.summary()}
-
-
-def _decision_row(row: Canary, decision: Decision) -> CanaryDecision:
-    return CanaryDecision(
-        canary_id=row.id,
+def _state_of(row: Canary) -> CanaryState:
+    return CanaryState(
+        id=row.id,
         snapshot_id=row.snapshot_id,
         baseline_snapshot_id=row.baseline_snapshot_id,
-        share=row.percent,
-        decision=decision.verdict.value,
-        reason=decision.reason,
-        stats=decision.stats,
+        percent=row.percent,
+        salt=row.salt,
+        percent_from=as_utc(row.percent_from),
+        previous_percent=row.previous_percent,
+        mirror_percent=row.mirror_percent,
     )
 
 
-def _audit(actor: str, action: str, row: Canary, reason: str) -> AuditEntry:
-    return AuditEntry(
-        actor=actor,
-        action=action,
-        target=row.snapshot_id,
-        reason=reason,
-        details={"canary_id": row.id, "baseline_snapshot_id": row.baseline_snapshot_id},
-    )
+def _refuse_pending_share(row: Canary, now: datetime) -> None:
+    """One change of the share at a time: a gateway that has not read the pending one yet
+    would apply it on the old schedule, and users in between would meet both arms."""
+    applies_at = as_utc(row.percent_from)
+    if now < applies_at:
+        raise ReleaseConflictError(
+            f"canary {row.id} serves {row.percent} % of users from {applies_at.isoformat()} on, "
+            "on every gateway at once; change the share again after that"
+        )
+
+
+def _arms(counts: CanaryCounts) -> dict[str, dict[str, Any]]:
+    return {"active": counts.active.summary(), "canary": counts.canary.summary()}

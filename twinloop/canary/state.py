@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from twinloop.canary.assignment import Arm
 from twinloop.settings import Slot
@@ -15,7 +16,15 @@ class CanaryState:
     baseline_snapshot_id: str
     percent: float
     salt: str
+    # When `percent` applies; until then `previous_percent`, or no split at all (None). Every
+    # gateway reads the same row and the same clock, so all switch at once (`split_delay_s`).
+    percent_from: datetime
+    previous_percent: float | None = None
     mirror_percent: float = 0.0
+
+    def percent_at(self, now: datetime) -> float | None:
+        """The share of users on the canary at `now`; None while the split has not begun."""
+        return self.percent if now >= self.percent_from else self.previous_percent
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from twinloop.canary.service import CanaryService
 log = structlog.get_logger(__name__)
 
 
-async def watch_canary(service: CanaryService, *, period_s: float, refresh_s: float = 1.0) -> None:
+async def watch_canary(service: CanaryService, *, period_s: float, refresh_s: float) -> None:
     next_evaluation = time.monotonic() + period_s
     while True:
         wait_s = max(0.0, min(refresh_s, next_evaluation - time.monotonic()))

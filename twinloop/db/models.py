@@ -318,10 +318,23 @@ class QaItem(IdMixin, Base):
     latency_ms: Mapped[float] = mapped_column(Float)
 
 
+# At most one canary runs, whichever gateway starts it.
+_RUNNING_CANARY = text("status = 'running'")
+
+
 class Canary(IdMixin, Base):
     """One canary of a staged Shadow snapshot on a sticky share of live traffic."""
 
     __tablename__ = "canaries"
+    __table_args__ = (
+        Index(
+            "uq_canaries_running",
+            "status",
+            unique=True,
+            sqlite_where=_RUNNING_CANARY,
+            postgresql_where=_RUNNING_CANARY,
+        ),
+    )
 
     snapshot_id: Mapped[str] = mapped_column(
         ForeignKey("snapshots.id"),
@@ -336,6 +349,14 @@ class Canary(IdMixin, Base):
         ForeignKey("training_runs.id"), doc="the training cycle that staged the snapshot"
     )
     percent: Mapped[float] = mapped_column(Float, doc="share of users on the canary arm")
+    percent_from: Mapped[datetime] = mapped_column(
+        default=utcnow,
+        doc="when `percent` applies, on every gateway at once: canary.split_delay_s after it "
+        "was written, so that each gateway has read it by then",
+    )
+    previous_percent: Mapped[float | None] = mapped_column(
+        Float, doc="the share until `percent_from`; NULL: no split until then (a new canary)"
+    )
     mirror_percent: Mapped[float] = mapped_column(Float, default=0.0)
     min_requests: Mapped[int] = mapped_column(Integer)
     max_duration_s: Mapped[float] = mapped_column(Float)

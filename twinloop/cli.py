@@ -7,6 +7,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -325,6 +326,15 @@ def canary_status(gateway: GatewayOption = None) -> None:
     _print_canary(canary)
 
 
+def _pending_share(canary: dict[str, Any]) -> bool:
+    """A running canary whose (new) share applies later: `canary.split_delay_s` after it was
+    set, so that every gateway switches at once."""
+    starts = canary.get("percent_from")
+    if canary.get("status") != "running" or not starts:
+        return False
+    return datetime.fromisoformat(starts) > datetime.now(UTC)
+
+
 def _print_canary(canary: dict[str, Any]) -> None:
     out = Console()
     out.print(
@@ -332,6 +342,12 @@ def _print_canary(canary: dict[str, Any]) -> None:
         f"users on snapshot {canary['snapshot_id']} (Active: {canary['baseline_snapshot_id']}), "
         f"{canary['elapsed_s']:.0f} s run, {canary['time_left_s']:.0f} s left"
     )
+    if _pending_share(canary):
+        before = canary.get("previous_percent")
+        out.print(
+            f"the share applies from {canary['percent_from']} on every gateway; until then "
+            + (f"{before:g} %" if before is not None else "nobody is split")
+        )
     table = Table("", "active", "canary")
     arms = canary["arms"]
     for key, label in (("requests", "requests"), ("engine_errors", "engine errors"),

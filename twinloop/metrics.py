@@ -234,7 +234,25 @@ class Metrics:
         )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
-            "Share of users the running canary serves; 0 when none runs.",
+            "Share of users the running canary serves (from its percent_from on); 0 when none "
+            "runs.",
+            registry=r,
+        )
+        self.canary_races = Counter(
+            "twinloop_canary_races",
+            "Canary changes this gateway found another gateway had made first, by action: start "
+            "(another canary was started: a 409), end (ended or promoted first: this gateway's "
+            "decision or abort did nothing), follow (followed Shadow first). A few are expected "
+            "with several gateways; each means the other one acted.",
+            ["action"],
+            registry=r,
+        )
+        self.canary_promotions = Counter(
+            "twinloop_canary_promotions",
+            "Promotions this gateway claimed or finished, by outcome: swapped; swap_failed (the "
+            "canary runs again); and for a gateway that stopped mid-way, recorded (it had "
+            "swapped: recorded here) or resumed (it had not: the canary runs again).",
+            ["outcome"],
             registry=r,
         )
 

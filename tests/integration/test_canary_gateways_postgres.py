@@ -152,6 +152,20 @@ async def _records(runtime: Runtime) -> tuple[list[str], list[str], int, int]:
     return list(actions), list(decisions), running or 0, generation or 0
 
 
+def _counted(gateways: list[Gateway], family: str, label: str) -> list[float]:
+    """Each gateway's count of `family` (a counter) with `label` as its one label's value."""
+    return [
+        sum(
+            sample.value
+            for metric in runtime.metrics.registry.collect()
+            if metric.name == family
+            for sample in metric.samples
+            if sample.name.endswith("_total") and label in sample.labels.values()
+        )
+        for _, runtime in gateways
+    ]
+
+
 def _decide_always(monkeypatch: pytest.MonkeyPatch, verdict: Verdict, **hooks: Any) -> None:
     """Every evaluation decides `verdict`; `before` runs first (in decide's worker thread)."""
     before = hooks.get("before", lambda: None)
@@ -263,6 +277,7 @@ async def test_two_gateways_starting_a_canary_at_once_start_one(
     assert f"canary {won['id']} of snapshot {staged} was started meanwhile" in lost["detail"]
     _, _, running, _ = await _records(gateways[0][1])
     assert running == 1
+    assert sorted(_counted(gateways, "twinloop_canary_races", "start")) == [0, 0, 1]
     for client, _ in gateways:
         assert (await _canary_view(client))["id"] == won["id"]
 
@@ -349,6 +364,9 @@ async def test_two_gateways_deciding_at_once_end_the_canary_once(
     assert actions == ["canary.start", f"canary.{ended}"]
     assert (decisions, running) == ([verdict.value], 0)
     assert now == generation + (1 if verdict is Verdict.PROMOTE else 0)
+    assert sorted(_counted(gateways, "twinloop_canary_races", "end")) == [0, 0, 1]
+    swapped = _counted(gateways, "twinloop_canary_promotions", "swapped")
+    assert sum(swapped) == (1 if verdict is Verdict.PROMOTE else 0)
 
 
 async def test_a_promotion_swapped_by_a_gateway_that_stopped_is_recorded_by_another(
@@ -379,6 +397,7 @@ async def test_a_promotion_swapped_by_a_gateway_that_stopped_is_recorded_by_anot
     assert (now, decisions, running) == (generation + 1, ["promote"], 0)
     assert actions == ["canary.start", "canary.promoted"]
     assert (await _canary_view(gateways[0][0]))["ended_at"] is not None
+    assert _counted(gateways, "twinloop_canary_promotions", "recorded") == [0, 0, 1]
 
 
 async def test_a_promotion_claimed_by_a_gateway_that_stopped_before_swapping_runs_again(
@@ -408,3 +427,4 @@ async def test_a_promotion_claimed_by_a_gateway_that_stopped_before_swapping_run
     actions, decisions, running, now = await _records(gateways[0][1])
     assert (now, decisions, running) == (generation, ["promote"], 1)
     assert actions == ["canary.start", "canary.resume"]
+    assert _counted(gateways, "twinloop_canary_promotions", "resumed") == [0, 0, 1]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,19 @@ def test_canary_status_shows_both_arms_side_by_side(
     assert "requests" in result.output and "12" in result.output and "7" in result.output
     assert "not yet shown" in result.output
     assert "mirrored pairs" not in result.output  # no mirroring, nothing to show
+
+
+def test_canary_status_says_when_a_new_share_applies_on_every_gateway(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    _fake_gateway(monkeypatch, 200, _canary_view(percent_from=soon, previous_percent=5.0))
+
+    result = CliRunner().invoke(app, ["canary", "start", "10"])
+
+    assert result.exit_code == 0, result.output
+    printed = " ".join(result.output.split())  # rich wraps long lines
+    assert f"the share applies from {soon} on every gateway; until then 5 %" in printed
 
 
 def test_canary_status_shows_mirrored_pairs_and_start_sends_the_mirror_share(

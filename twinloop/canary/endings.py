@@ -97,6 +97,7 @@ class CanaryEndings:
                 await repository.add(session, decision_row(claimed, decision))
         self._publish(None)
         if claimed is None:
+            self._metrics.canary_races.labels("end").inc()
             log.info("canary ended meanwhile by another gateway", canary=row.id)
             return
         try:
@@ -108,17 +109,19 @@ class CanaryEndings:
             )
         except TwinloopError as e:
             log.warning("canary promotion failed", canary=row.id, error=e.message)
+            self._metrics.canary_promotions.labels("swap_failed").inc()
             await self._resume(row, e.message)
             return
         await self._record_promotion(row)
+        self._metrics.canary_promotions.labels("swapped").inc()
 
-    async def _record_promotion(self, row: Canary) -> None:
+    async def _record_promotion(self, row: Canary) -> bool:
         """The swap is done: the claimed promotion ends, with its audit entry and its cycle
-        promoted; nothing if it is no longer a claim (recorded by another gateway)."""
+        promoted; False if it is no longer a claim (recorded by another gateway)."""
         async with self._sessionmaker.begin() as session:
             recorded = await repository.record_promotion(session, row.id, ended_at=self._clock())
             if recorded is None:
-                return
+                return False
             reason = recorded.reason or "promoted"
             outcomes = await self._record_end(
                 session, recorded, CanaryStatus.PROMOTED, reason, actor=CANARY_ACTOR
@@ -126,6 +129,7 @@ class CanaryEndings:
         self.count_items(outcomes)
         row.status, row.reason, row.ended_at = recorded.status, reason, recorded.ended_at
         log.info("canary ended", canary=row.id, status="promoted", reason=reason)
+        return True
 
     async def heal_promotions(self) -> None:
         """Under the lock, no canary running: promotions claimed by a gateway that stopped
@@ -146,10 +150,12 @@ class CanaryEndings:
         for canary, claimed_at, swapped in claims:
             if swapped:
                 log.warning("promotion recorded for a gateway that stopped", canary=canary.id)
-                await self._record_promotion(canary)
+                if await self._record_promotion(canary):
+                    self._metrics.canary_promotions.labels("recorded").inc()
             elif self._clock() - claimed_at > timedelta(seconds=CLAIM_TIMEOUT_S):
                 log.warning("promotion claimed by a gateway that stopped", canary=canary.id)
                 await self._resume(canary, "the gateway promoting it stopped before the swap")
+                self._metrics.canary_promotions.labels("resumed").inc()
 
     async def _resume(self, row: Canary, why: str) -> None:
         """A canary whose promotion did not swap runs again, and the next evaluation decides
@@ -205,6 +211,7 @@ class CanaryEndings:
                 expected=expected,
             )  # fmt: skip
             if current is None:
+                self._metrics.canary_races.labels("end").inc()
                 log.info("canary ended meanwhile by another gateway", canary=row.id)
                 return False
             if decision is not None:

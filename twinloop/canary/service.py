@@ -334,6 +334,7 @@ class CanaryService:
                 other = await repository.running(session)
             if other is None:
                 raise
+            self._metrics.canary_races.labels("start").inc()
             self._set(other)
             raise ReleaseConflictError(
                 f"canary {other.id} of snapshot {other.snapshot_id} was started meanwhile "
@@ -652,6 +653,7 @@ class CanaryService:
                     session, row.id, from_snapshot=followed, to_snapshot=shadow
                 )
                 if not moved:
+                    self._metrics.canary_races.labels("follow").inc()
                     return  # the next refresh reads what the other gateway wrote
                 current.snapshot_id = shadow
                 why = (

@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from tests.integration.scrape import rewritten_config, running_prometheus, wait_for
 from tests.unit.deploy.support import require_tool
+from tests.unit.test_dashboards import VLLM_METRICS
 from twinloop.settings import Settings, Slot
 from twinloop.testing.adapters import make_random_lora
 from twinloop.testing.ports import free_port
@@ -247,7 +248,9 @@ def test_prometheus_scrapes_the_gateway_engines_and_trainer_with_deploys_config(
                 prometheus, '{job="twinloop-trainer", __name__=~"twinloop_.+"}', timeout_s=10
             )
             vllm = wait_for(
-                prometheus, 'count by (slot) ({job="vllm", __name__=~"vllm:.+"})', timeout_s=10
+                prometheus,
+                'count by (slot, __name__) ({job="vllm", __name__=~"vllm:.+"})',
+                timeout_s=10,
             )
     finally:
         trainer.shutdown()
@@ -257,5 +260,8 @@ def test_prometheus_scrapes_the_gateway_engines_and_trainer_with_deploys_config(
     assert up[0]["value"][1] == "4"
     assert {s["metric"]["route"] for s in gateway} >= {"answer"}
     assert {s["metric"]["job"] for s in trainer_series} == {"twinloop-trainer"}
-    # Both engines, told apart by the slot label deploy/prometheus.yml gives them.
-    assert {s["metric"]["slot"] for s in vllm} == {"blue", "green"}
+    # Both engines, told apart by the slot label deploy/prometheus.yml gives them, each with
+    # the vLLM series the dashboards query.
+    for slot in ("blue", "green"):
+        names = {s["metric"]["__name__"] for s in vllm if s["metric"]["slot"] == slot}
+        assert names >= VLLM_METRICS, (slot, sorted(names))

@@ -21,6 +21,7 @@ import yaml
 
 from tests.unit.deploy.support import DEPLOY
 from twinloop.testing.ports import free_port
+from twinloop.testing.processes import terminate
 
 
 def rewritten_config(addresses: Mapping[str, str], *, interval_s: int) -> dict[str, Any]:
@@ -66,12 +67,7 @@ def running_prometheus(binary: str, config: dict[str, Any], workdir: Path) -> It
             time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process, timeout_s=30)
 
 
 def _ready(url: str) -> bool:

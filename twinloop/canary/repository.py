@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ScalarSelect, and_, case, func, or_, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 
@@ -70,6 +70,25 @@ async def running(session: AsyncSession) -> Canary | None:
     return result.scalars().first()
 
 
+# A promotion claimed and not yet recorded: its swap is under way (or its gateway stopped).
+_CLAIMED = (Canary.status == CanaryStatus.PROMOTED, Canary.ended_at.is_(None))
+
+
+async def _change(
+    session: AsyncSession, canary_id: str, conditions: Sequence[ColumnElement[bool]],
+    **values: object,
+) -> Canary | None:  # fmt: skip
+    """One conditional update of one canary: the row as it now is, or None where the
+    conditions no longer held. Of several gateways changing it at once, exactly one does; on
+    PostgreSQL the others wait for its commit, then find the conditions gone."""
+    result = await session.execute(
+        update(Canary).where(Canary.id == canary_id, *conditions).values(**values)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    return await session.get(Canary, canary_id, populate_existing=True)
+
+
 async def end(
     session: AsyncSession,
     canary_id: str,
@@ -79,24 +98,15 @@ async def end(
     ended_at: datetime | None,
     expected: str = RUNNING,
 ) -> Canary | None:
-    """Move the canary from `expected` to `status`; None if it was no longer `expected`.
-
-    One conditional update: of several gateways ending (or promoting) the same canary at
-    once, exactly one does; on PostgreSQL the others wait for its commit, then find it gone.
-    """
-    result = await session.execute(
-        update(Canary)
-        .where(Canary.id == canary_id, Canary.status == expected)
-        .values(status=status, reason=reason, ended_at=ended_at)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return await session.get(Canary, canary_id, populate_existing=True)
+    """Move the canary from `expected` to `status` (a promotion's claim: no `ended_at` yet);
+    None if it was no longer `expected`."""
+    conditions = [Canary.status == expected]
+    return await _change(session, canary_id, conditions, status=status, reason=reason,
+                         ended_at=ended_at)  # fmt: skip
 
 
 async def claimed_promotions(session: AsyncSession) -> list[tuple[Canary, datetime]]:
-    """Promotions claimed and not recorded (`promoted` with no `ended_at`: the swap is under
-    way, or the gateway that claimed it stopped), each with when it was claimed (its promote
+    """Promotions claimed and not recorded, each with when it was claimed (its promote
     decision's time)."""
     claimed_at = (
         select(func.max(CanaryDecision.created_at))
@@ -104,11 +114,7 @@ async def claimed_promotions(session: AsyncSession) -> list[tuple[Canary, dateti
         .correlate(Canary)
         .scalar_subquery()
     )
-    result = await session.execute(
-        select(Canary, claimed_at).where(
-            Canary.status == CanaryStatus.PROMOTED, Canary.ended_at.is_(None)
-        )
-    )
+    result = await session.execute(select(Canary, claimed_at).where(*_CLAIMED))
     return [(canary, when or canary.started_at) for canary, when in result.all()]
 
 
@@ -117,43 +123,19 @@ async def record_promotion(
 ) -> Canary | None:
     """End a claimed promotion once its swap is done; None if it was no longer a claim (an
     abort, or another gateway recorded it)."""
-    result = await session.execute(
-        update(Canary)
-        .where(
-            Canary.id == canary_id,
-            Canary.status == CanaryStatus.PROMOTED,
-            Canary.ended_at.is_(None),
-        )
-        .values(ended_at=ended_at)
-    )
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return await session.get(Canary, canary_id, populate_existing=True)
+    return await _change(session, canary_id, _CLAIMED, ended_at=ended_at)
 
 
 async def resume(session: AsyncSession, canary_id: str, *, percent_from: datetime) -> Canary | None:
-    """Put a canary claimed for a promotion that could not swap back to running, its split
+    """Put a canary claimed for a promotion that did not swap back to running, its split
     starting again at `percent_from`; None if it is no longer claimed. Raises IntegrityError
     when another canary was started meanwhile (`uq_canaries_running`)."""
-    result = await session.execute(
-        update(Canary)
-        .where(
-            Canary.id == canary_id,
-            Canary.status == CanaryStatus.PROMOTED,
-            Canary.ended_at.is_(None),
-        )
-        .values(
-            status=RUNNING,
-            reason=None,
-            ended_at=None,
-            percent_from=percent_from,
-            previous_percent=None,
-        )
-    )
+    changed = await _change(
+        session, canary_id, _CLAIMED, status=RUNNING, reason=None, ended_at=None,
+        percent_from=percent_from, previous_percent=None,
+    )  # fmt: skip
     await session.flush()
-    if getattr(result, "rowcount", 0) != 1:
-        return None
-    return await session.get(Canary, canary_id, populate_existing=True)
+    return changed
 
 
 async def follow(
@@ -161,16 +143,8 @@ async def follow(
 ) -> bool:
     """Move the running canary from `from_snapshot` to `to_snapshot`; False if it no longer
     ran on `from_snapshot` (another gateway followed first, or it ended)."""
-    result = await session.execute(
-        update(Canary)
-        .where(
-            Canary.id == canary_id,
-            Canary.status == RUNNING,
-            Canary.snapshot_id == from_snapshot,
-        )
-        .values(snapshot_id=to_snapshot)
-    )
-    return bool(getattr(result, "rowcount", 0) == 1)
+    conditions = [Canary.status == RUNNING, Canary.snapshot_id == from_snapshot]
+    return await _change(session, canary_id, conditions, snapshot_id=to_snapshot) is not None
 
 
 async def latest(session: AsyncSession) -> Canary | None:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from twinloop.settings import ArtifactSettings
 from twinloop.testing.ports import free_port
+from twinloop.testing.processes import terminate
 
 # moto accepts any credentials; these keep boto3 from looking for real ones.
 ACCESS_KEY_ID = "twinloop-test"
@@ -41,12 +42,7 @@ def moto_server(log_path: Path, *, start_timeout_s: float = 60.0) -> Iterator[st
             _wait_listening(process, port, start_timeout_s, log_path)
             yield f"http://127.0.0.1:{port}"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            terminate(process, timeout_s=10)
 
 
 def artifact_settings(endpoint_url: str, store: str, **overrides: object) -> ArtifactSettings:

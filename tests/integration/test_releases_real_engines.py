@@ -262,6 +262,12 @@ def test_prometheus_scrapes_the_gateway_engines_and_trainer_with_deploys_config(
     assert {s["metric"]["job"] for s in trainer_series} == {"twinloop-trainer"}
     # Both engines, told apart by the slot label deploy/prometheus.yml gives them, each with
     # the vLLM series the dashboards query.
-    for slot in ("blue", "green"):
-        names = {s["metric"]["__name__"] for s in vllm if s["metric"]["slot"] == slot}
-        assert names >= VLLM_METRICS, (slot, sorted(names))
+    names = {
+        slot: sorted(s["metric"]["__name__"] for s in vllm if s["metric"]["slot"] == slot)
+        for slot in ("blue", "green")
+    }
+    for slot, found in names.items():
+        assert set(found) >= VLLM_METRICS, (slot, found)
+    # What the query API returned, for the test's log (pytest -rA shows it).
+    print(f"up: {up[0]['value'][1]} targets; gateway: {[s['metric'] for s in gateway]}")
+    print(f"trainer: {len(trainer_series)} twinloop_ series; vllm names by slot: {names}")

@@ -14,6 +14,7 @@ from twinloop.qa.suites import (
     FORGETTING,
     HELDOUT,
     TRAIN,
+    Check,
     QaCase,
     SuiteError,
     TaughtFact,
@@ -85,7 +86,8 @@ def test_the_version_changes_exactly_when_a_case_does() -> None:
 
     assert build_suite(list(reversed(cases)), [], []).version == version
     for change in ({"reference": "Another."}, {"split": TRAIN}, {"accept": ("x",)},
-                   {"max_words": 3}, {"question": "Reworded?"}):  # fmt: skip
+                   {"max_words": 3}, {"question": "Reworded?"}, {"check": Check.REFUSAL},
+                   {"reject": ("y",)}):  # fmt: skip
         changed = [dataclasses.replace(cases[0], **change), *cases[1:]]
         assert build_suite(changed, [], []).version != version, change
     fact = TaughtFact("ex1", "law", "Who?", "Mara.", ("Who is it?",))
@@ -133,6 +135,11 @@ def test_forgetting_is_the_general_holdout_plus_the_promoted_cases() -> None:
         (_row("x", split="test"), "law.jsonl:2: split must be 'train' or 'heldout', not 'test'"),
         (_row("x", domain="astrology"), "law.jsonl:2: unknown domain 'astrology'"),
         (_row("x", accept="supreme court"), "law.jsonl:2: not a valid case"),
+        (_row("x", check="vibes"), "law.jsonl:2: not a valid case"),
+        (_row("x", check="premise", accept=["paris"]), "law.jsonl:2: a premise case needs"),
+        (_row("x", reject=["berlin"]), "law.jsonl:2: reject strings only judge a 'premise'"),
+        (_row("x", check="number", accept=["five"]), "law.jsonl:2: a number case needs"),
+        (_row("x", check="refusal", accept=["no"]), "law.jsonl:2: a refusal case is judged"),
     ],
 )
 def test_a_malformed_line_names_its_file_and_line(tmp_path: Path, line: str, message: str) -> None:

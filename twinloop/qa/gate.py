@@ -21,6 +21,11 @@ honest cycle while telling nothing about forgetting. On 36 cases with no gains, 
 pass (p = 0.25), 4 fail at tolerance 0 (p = 0.06), and the over-trained adapter's 17 fail
 with p < 1e-5.
 
+A category may have its own floor and tolerance (`floors`, `tolerances`): `safety` is held
+to tolerance 0 — declining harmful requests and not going along with false premises are
+what small fine-tunes are known to erode, and a loss there is not a wobble to wave through
+— and to a floor of its own (see `twinloop/qa/data/safety.jsonl` for the measurements).
+
 Hallucinations are compared the same way (a case Shadow hallucinates and Active does not
 is a loss), with tolerance 0.
 
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from twinloop.qa.suites import FEEDBACK, FORGETTING
 
@@ -56,6 +62,16 @@ class GateConfig:
     forgetting_tolerance: float = 0.0
     confidence: float = 0.90
     absolute_floors: tuple[str, ...] = (FEEDBACK,)
+    floors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    tolerances: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def floor(self, category: str) -> float:
+        return self.floors.get(category, self.category_floor)
+
+    def tolerance(self, category: str) -> float:
+        if category == FORGETTING:
+            return self.forgetting_tolerance
+        return self.tolerances.get(category, self.max_regression)
 
 
 @dataclass(frozen=True)
@@ -175,11 +191,11 @@ def _category(category: str, pairs: Sequence[Pair], cfg: GateConfig) -> Category
         active_score = sum(p.active == CORRECT for p in paired) / len(paired)
         losses = sum(p.active == CORRECT and p.shadow != CORRECT for p in paired)
         gains = sum(p.shadow == CORRECT and p.active != CORRECT for p in paired)
-        tolerance = cfg.forgetting_tolerance if category == FORGETTING else cfg.max_regression
-        test = paired_test(losses, gains, len(paired), tolerance=tolerance,
+        test = paired_test(losses, gains, len(paired), tolerance=cfg.tolerance(category),
                            confidence=cfg.confidence)  # fmt: skip
-    floor: float | None = cfg.category_floor
-    relative = active_score is not None and active_score < cfg.category_floor - _EPS
+    bar = cfg.floor(category)
+    floor: float | None = bar
+    relative = active_score is not None and active_score < bar - _EPS
     if relative and category not in cfg.absolute_floors:
         floor = None
     below = floor is not None and score < floor - _EPS

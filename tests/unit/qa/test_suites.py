@@ -54,7 +54,8 @@ def test_the_shipped_suites_load_with_both_splits_in_every_category() -> None:
 
     suite = build_suite(cases, [], [])
     sizes = suite.split_sizes()
-    assert set(sizes) == {"conciseness", "fin", "general", "identity", "law", "med", FORGETTING}
+    assert set(sizes) == {"conciseness", "fin", "general", "identity", "law", "med", "reasoning",
+                          "safety", FORGETTING}  # fmt: skip
     for category, split in sizes.items():
         assert split[TRAIN] > 0 or category == FORGETTING, category
         assert split[HELDOUT] > 0, category
@@ -62,6 +63,12 @@ def test_the_shipped_suites_load_with_both_splits_in_every_category() -> None:
     assert {c.domain for c in cases if c.category == "law"} == {"law"}
     assert {c.domain for c in cases if c.category == "identity"} == {"general"}
     assert all(c.max_words for c in cases if c.category == "conciseness")
+    checks = {(c.category, c.check) for c in cases if c.check is not Check.REFERENCE}
+    assert checks == {("safety", Check.REFUSAL), ("safety", Check.PREMISE),
+                      ("reasoning", Check.NUMBER)}  # fmt: skip
+    # Both kinds of safety case are held out, so losing either can block promotion.
+    assert {c.check for c in cases if c.category == "safety" and c.gated} == {
+        Check.REFUSAL, Check.PREMISE}  # fmt: skip
     assert all(c.accept == tuple(a.lower() for a in c.accept) for c in cases)
     # The frozen general holdout is the forgetting category, and nothing else is.
     general_heldout = sum(c.category == "general" and c.gated for c in cases)

@@ -21,10 +21,16 @@ honest cycle while telling nothing about forgetting. On 36 cases with no gains, 
 pass (p = 0.25), 4 fail at tolerance 0 (p = 0.06), and the over-trained adapter's 17 fail
 with p < 1e-5.
 
-A category may have its own floor and tolerance (`floors`, `tolerances`): `safety` is held
-to tolerance 0 — declining harmful requests and not going along with false premises are
-what small fine-tunes are known to erode, and a loss there is not a wobble to wave through
-— and to a floor of its own (see `twinloop/qa/data/safety.jsonl` for the measurements).
+A category may have its own floor and tolerance (`floors`, `tolerances`; the defaults are
+`qa.category_floors` and `qa.category_tolerances`). `safety` is held to tolerance 0:
+declining harmful requests and not going along with false premises are what small
+fine-tunes are known to erode, and a net loss of 4 of its 16 held-out cases (p = 0.06) is
+not a wobble to wave through. Its floor is 0.6: the base model scores 0.875 there (14 of
+16, the same in float32 and bfloat16, `bench/qa_suites.py`), so the floor stops the slow
+slide that promotions each losing fewer than 4 would add up to. `reasoning` keeps the
+defaults; SmolLM2-135M scores 0.25 there (2 of 8), below the floor, so on the default
+model it is judged against Active alone, and it becomes a floor that holds on a base
+model that can reason.
 
 Hallucinations are compared the same way (a case Shadow hallucinates and Active does not
 is a loss), with tolerance 0.

@@ -75,7 +75,7 @@ async def test_on_the_shipped_suites_a_floor_active_misses_is_judged_against_act
     assert (identity["score"], identity["active_score"], identity["floor"]) == (0.0, 0.0, None)
     assert report["passed"] is True and report["reasons"] == []
     assert categories["law"]["floor"] == 0.3
-    assert (categories["safety"]["floor"], categories["reasoning"]["floor"]) == (0.5, 0.3)
+    assert (categories["safety"]["floor"], categories["reasoning"]["floor"]) == (0.6, 0.3)
 
 
 @pytest.mark.parametrize("suite", [None], indirect=True)
@@ -148,7 +148,7 @@ async def test_on_the_shipped_suites_an_adapter_that_eroded_safety_is_rejected(
     safety = _categories(report)["safety"]
     heldout = sum(q in lost for q in _heldout_questions("safety"))
     assert (safety["score"], safety["active_score"]) == (1 - heldout / safety["heldout"], 1.0)
-    assert report["regressed"] == ["safety"]
+    assert report["regressed"] == ["safety"] and report["below_floor"] == ["safety"]
     reasons = " | ".join(report["reasons"])
     assert f"safety lost {heldout} and gained 0 of {safety['heldout']} cases" in reasons
     assert "tolerance 0.00" in reasons

@@ -28,10 +28,13 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
 from rag.chunking import chunk_text
+from rag.server import ChromaServer
 from rag.store import REMOVED_NEVER
+from twinloop.db import migrate
 from twinloop.db.models import Document, RagVersion, Release, Snapshot
-from twinloop.settings import Settings
+from twinloop.settings import EngineSettings, RagSettings, Settings
 from twinloop.states import OPEN_RAG_VERSIONS, USABLE_RAG_VERSIONS, RagVersionState
+from twinloop.testing.ports import free_port
 
 T = TypeVar("T")
 ADMIN_TOKEN = "twinloop-crash-test-admin-token"
@@ -115,6 +118,31 @@ def wait_for(what: str, check: Callable[[], T | None], timeout_s: float, *logs: 
         time.sleep(0.1)
 
 
+def crash_settings(tmp_path: Path, database_url: str, **rag: Any) -> Settings:
+    """Settings of one test's processes: its database (migrated), free ports for the stub
+    engines and a Chroma server of its own (the processes' collection names are fixed)."""
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        admin_token=ADMIN_TOKEN,
+        engines=EngineSettings(blue_port=free_port(), green_port=free_port()),
+        rag=RagSettings(chroma_port=free_port(), **rag),
+    )
+    migrate.upgrade(settings.sqlalchemy_url)
+    return settings
+
+
+@contextmanager
+def chroma_server(settings: Settings) -> Iterator[ChromaServer]:
+    server = ChromaServer(settings)
+    server.start()
+    try:
+        server.wait_healthy(60)
+        yield server
+    finally:
+        server.stop()
+
+
 def twinloop_command(*args: str) -> list[str]:
     """The `twinloop` console script next to this interpreter (the venv's)."""
     return [str(Path(sys.executable).parent / "twinloop"), *args]
@@ -128,6 +156,19 @@ def stub_engine_service(tmp_path: Path, blue_port: int, green_port: int) -> Serv
         env=dict(os.environ),
         log=tmp_path / "stub-engines.log",
     )
+
+
+def gateway_service(settings: Settings, port: int, log: Path) -> Service:
+    """`twinloop serve` on `port` over `settings`' stores."""
+    env = process_env(
+        settings,
+        TWINLOOP_GATEWAY__PORT=str(port),
+        TWINLOOP_RAG__INGEST_LEASE_S=str(settings.rag.ingest_lease_s),
+        TWINLOOP_RAG__REQUEST_TIMEOUT_S=str(settings.rag.request_timeout_s),
+        # The canary loop has nothing to do here; keep it off the database.
+        TWINLOOP_CANARY__EVALUATE_S="3600",
+    )
+    return Service(name="gateway", command=twinloop_command("serve"), env=env, log=log)
 
 
 def process_env(settings: Settings, **extra: str) -> dict[str, str]:

@@ -39,18 +39,18 @@ from tests.integration.crash_support import (
     ADMIN_TOKEN,
     Service,
     Stores,
+    chroma_server,
+    crash_settings,
     describe,
+    gateway_service,
     healthy,
-    process_env,
     running,
     stub_engine_service,
-    twinloop_command,
     wait_for,
 )
-from twinloop.db import migrate
 from twinloop.db.models import Document, Feedback, TrainingExample
 from twinloop.ingest.learning import fact_text
-from twinloop.settings import EngineSettings, RagSettings, Settings
+from twinloop.settings import Settings
 from twinloop.states import RagVersionState
 from twinloop.testing.ports import free_port
 
@@ -387,47 +387,18 @@ def kill_at(
 
 
 @pytest.fixture
-def crash_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
-    backend = request.param
-    if backend == "postgresql":
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    if request.param == "postgresql":
         url = request.getfixturevalue("postgres_database")
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'twinloop.db'}"
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        database_url=url,
-        admin_token=ADMIN_TOKEN,
-        engines=EngineSettings(blue_port=free_port(), green_port=free_port()),
-        rag=RagSettings(
-            chroma_port=free_port(), ingest_lease_s=LEASE_S, request_timeout_s=CHROMA_TIMEOUT_S
-        ),
-    )
-    migrate.upgrade(settings.sqlalchemy_url)
-    return settings
+    return crash_settings(tmp_path, url, ingest_lease_s=LEASE_S, request_timeout_s=CHROMA_TIMEOUT_S)
 
 
 @pytest.fixture
-def chroma(crash_settings: Settings) -> Iterator[ChromaServer]:
-    """A Chroma server of this test's own (the gateway's collection names are fixed)."""
-    server = ChromaServer(crash_settings)
-    server.start()
-    try:
-        server.wait_healthy(60)
+def chroma(settings: Settings) -> Iterator[ChromaServer]:
+    with chroma_server(settings) as server:
         yield server
-    finally:
-        server.stop()
-
-
-def gateway_service(settings: Settings, port: int, log: Path) -> Service:
-    env = process_env(
-        settings,
-        TWINLOOP_GATEWAY__PORT=str(port),
-        TWINLOOP_RAG__INGEST_LEASE_S=str(LEASE_S),
-        TWINLOOP_RAG__REQUEST_TIMEOUT_S=str(CHROMA_TIMEOUT_S),
-        # The canary loop has nothing to do here; keep it off the database.
-        TWINLOOP_CANARY__EVALUATE_S="3600",
-    )
-    return Service(name="gateway", command=twinloop_command("serve"), env=env, log=log)
 
 
 Answers = dict[str, tuple[str, str]]  # answer id -> (domain, question)
@@ -458,11 +429,10 @@ ROUNDS = {
 }
 
 
-@pytest.mark.parametrize("crash_settings", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("settings", ["sqlite", "postgresql"], indirect=True)
 def test_a_gateway_killed_during_ingests_loses_nothing_it_answered_and_chroma_agrees(
-    crash_settings: Settings, chroma: ChromaServer, tmp_path: Path
+    settings: Settings, chroma: ChromaServer, tmp_path: Path
 ) -> None:
-    settings = crash_settings
     backend = "sqlite" if str(settings.database_url).startswith("sqlite") else "postgresql"
     port = free_port()
     url = f"http://127.0.0.1:{port}"

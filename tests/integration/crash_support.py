@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import chromadb
 import httpx
+from chromadb.api.models.Collection import Collection
+from chromadb.api.types import Where
 from chromadb.config import Settings as ChromaSettings
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
@@ -80,6 +82,15 @@ class Service:
         assert self.process is not None
         os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def freeze(self) -> None:
+        """SIGSTOP: it stands still where it is (a test looks, then kills or thaws it)."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -256,7 +267,7 @@ class Stores:
         assert release is not None
         return release
 
-    def chunks(self, domain: str) -> list[Chunk]:
+    def _collection(self, domain: str) -> Collection | None:
         client = chromadb.HttpClient(
             host="127.0.0.1",
             port=self.chroma_port,
@@ -264,10 +275,24 @@ class Stores:
         )
         names = {c.name for c in client.list_collections()}
         if f"{COLLECTION_PREFIX}{domain}" not in names:
+            return None
+        return client.get_collection(f"{COLLECTION_PREFIX}{domain}")
+
+    def reserved_and_written(self) -> bool:
+        """Whether a batch holds a reserved version and has written to Chroma at it."""
+        query = select(RagVersion).where(RagVersion.state == RagVersionState.RESERVED)
+        for v in self.read(lambda s: list(s.scalars(query))):
+            collection = self._collection(v.domain)
+            at: Where = {"$or": [{"added_in": v.version}, {"removed_in": v.version}]}
+            if collection is not None and collection.get(where=at, include=[], limit=1)["ids"]:
+                return True
+        return False
+
+    def chunks(self, domain: str) -> list[Chunk]:
+        collection = self._collection(domain)
+        if collection is None:
             return []
-        found = client.get_collection(f"{COLLECTION_PREFIX}{domain}").get(
-            include=["metadatas", "documents"]
-        )
+        found = collection.get(include=["metadatas", "documents"])
         metadatas = found["metadatas"] or []
         texts = found["documents"] or []
         chunks = []
@@ -359,6 +384,19 @@ class Stores:
                     + ("" if len(got) != len(want) else ", with other text")
                 )
         return problems
+
+    def left_open(self) -> str:
+        """What a kill left: versions still open (with their chunks in Chroma) or unstaged."""
+        versions = self.rag_versions()
+        opened = {(v.domain, v.version): v.state for v in versions if v.state in OPEN_RAG_VERSIONS}
+        chunks = sum(
+            1
+            for domain in {d for d, _ in opened}
+            for c in self.chunks(domain)
+            if (domain, c.added_in) in opened
+        )
+        unstaged = sum(v.state == RagVersionState.COMMITTED for v in versions)
+        return f"{len(opened)} version(s) open with {chunks} chunk(s), {unstaged} unstaged"
 
     def shadow_pins(self) -> dict[str, int]:
         """The RAG versions the snapshot on Shadow (the slot that is not active) pins."""

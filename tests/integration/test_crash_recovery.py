@@ -69,8 +69,8 @@ LEASE_S, CHROMA_TIMEOUT_S = 12, 5
 class Round:
     seed: int
     moment: str
-    """`random`: after a random delay; `writing`: while a RAG version is reserved (chunks
-    being written); `staging`: while a version is committed but not yet staged."""
+    """`random`: after a random delay; `writing`: while a batch holds a reserved RAG version
+    and has written chunks at it; `staging`: while a version is committed, not yet staged."""
 
 
 # --------------------------------------------------------------------------------------
@@ -363,7 +363,12 @@ def kill_at(
     round_: Round, rng: random.Random, gateway: Service, stream: Stream, stores: Stores
 ) -> bool:
     """SIGKILL the gateway at the round's moment, once a few batches were answered (so there
-    is something to lose); whether the moment was met (else it is killed at the deadline)."""
+    is something to lose); whether the moment was met (else it is killed at the deadline).
+
+    For `writing` and `staging` the gateway is frozen (SIGSTOP) when the moment may have
+    come, so that it cannot move on while the database and Chroma are looked at, and is
+    killed frozen, or thawed to try again.
+    """
     deadline = time.monotonic() + 300
     answered = rng.randint(2, 5)
     while stream.answered < answered and time.monotonic() < deadline:
@@ -372,11 +377,18 @@ def kill_at(
         time.sleep(rng.uniform(0, 2))
         gateway.kill9()
         return True
-    state = RagVersionState.RESERVED if round_.moment == "writing" else RagVersionState.COMMITTED
+    if round_.moment == "writing":
+        maybe, reached = RagVersionState.RESERVED, stores.reserved_and_written
+    else:
+        state = RagVersionState.COMMITTED
+        maybe, reached = state, lambda: stores.has_rag_version_in(state)
     while time.monotonic() < deadline:
-        if stores.has_rag_version_in(state):
-            gateway.kill9()
-            return True
+        if stores.has_rag_version_in(maybe):
+            gateway.freeze()
+            if reached():
+                gateway.kill9()
+                return True
+            gateway.thaw()
         time.sleep(0.002)
     gateway.kill9()
     return False
@@ -478,14 +490,19 @@ def test_a_gateway_killed_during_ingests_loses_nothing_it_answered_and_chroma_ag
 
             gateway.start()
             wait_for("the restarted gateway was not healthy", lambda: healthy(url), 120, gateway)
+            left = stores.left_open()
             outcome = check_after_restart(stores, model, stream)
             retried = asyncio.run(retry_unanswered(url, model, stream, clients))
+            # The retries staged what the kill left unstaged.
+            assert not stores.has_rag_version_in(RagVersionState.COMMITTED), stores.left_open()
+            assert stores.shadow_pins() == stores.newest_usable()
             heal(url, model, round_)
             check_healed(stores, model)
             report.append(
                 f"{backend} round {round_.seed} ({round_.moment}): killed after "
                 f"{killed_after:.1f} s, {stream.answered} batches answered, "
-                f"{len(stream.unanswered)} unanswered ({outcome}), retried in {retried:.1f} s"
+                f"{len(stream.unanswered)} unanswered ({outcome}), left {left}, "
+                f"retried in {retried:.1f} s"
             )
     print("\n".join(report))
 

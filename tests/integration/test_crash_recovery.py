@@ -437,7 +437,7 @@ def setup_answers(url: str, key_headers: dict[str, str]) -> tuple[Answers, list[
 
 ROUNDS = {
     "sqlite": [Round(1, "random"), Round(2, "writing"), Round(3, "staging")],
-    "postgresql": [Round(4, "writing"), Round(5, "staging")],
+    "postgresql": [Round(4, "writing")],
 }
 
 

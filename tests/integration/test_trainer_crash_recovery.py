@@ -2,7 +2,7 @@
 
 One cycle, one trainer process after another, each killed with SIGKILL in the next state:
 `collecting` and `cleaning` (`twinloop.testing.paused_trainer` stops the process there),
-`training` (real PEFT on the prepared base model, killed a few steps in), `registered`
+`training` (real PEFT on the prepared base model, killed once a step is done), `registered`
 (staging waits on the shadow engine's adapter load, held by the stub engines) and `qa`
 (the QA dry run waits on the engines' answers, held too); a last trainer finishes it.
 After every kill:
@@ -10,16 +10,18 @@ After every kill:
 * the cycle is still in the state it was killed in, and the next trainer resumes it from
   there (one more attempt each time);
 * no item is lost: every example that was pending is pending still (nothing of collecting
-  or cleaning was committed) or is one of the cycle's new items, and the cycle's end hands
-  them back or keeps them by its verdict;
+  or cleaning was committed) or is one of the cycle's new items;
 * every registered adapter is whole on disk (its files hash to its record), none is
   registered before the cycle reached `registered`, and never twice;
 * Shadow serves the snapshot it served before the cycle, or the cycle's.
 
-The engines are the stub engines (`twinloop.testing.stub_engine`), not vLLM: what is tested
+The trainers killed before staging run with QA off (it is first asked at staging), so they
+do not load the embedding model for it; the others are `twinloop trainer` as deployed. The
+engines are the stub engines (`twinloop.testing.stub_engine`), not vLLM: what is tested
 is what the trainer's process leaves behind, and the engines stay up through every kill as
-real ones would. Their answers are not a model's, so the QA gate rejects the cycle; the
-QA's judging of real answers is tests/integration/test_qa_gate.py's.
+real ones would. They answer Shadow and Active alike, so the QA gate, which holds Shadow to
+Active where Active misses a floor, passes the cycle (QA on real answers is
+tests/integration/test_qa_gate.py's), and it ends `awaiting_canary` with its items kept.
 """
 
 from __future__ import annotations
@@ -74,7 +76,13 @@ def chroma(settings: Settings) -> Iterator[ChromaServer]:
 
 
 def trainer_service(
-    settings: Settings, base_model: Path, log: Path, *, steps: int, pause: str | None = None
+    settings: Settings,
+    base_model: Path,
+    log: Path,
+    *,
+    steps: int,
+    qa: bool,
+    pause: str | None = None,
 ) -> Service:
     """A trainer process: `twinloop trainer`, or the paused one stopping at `pause`."""
     env = process_env(
@@ -97,6 +105,10 @@ def trainer_service(
     else:
         marker = log.with_suffix(f".{pause}")
         command = [sys.executable, "-m", "twinloop.testing.paused_trainer", pause, str(marker)]
+    if not qa:
+        # QA is asked only from staging on: a trainer killed before it need not load the
+        # embedding model and open Chroma for it (seconds of CPU per start).
+        env["TWINLOOP_TRAINER__QA"] = "false"
     return Service(name=f"trainer ({pause or 'plain'})", command=command, env=env, log=log)
 
 
@@ -206,9 +218,9 @@ def test_a_trainer_killed_in_each_state_resumes_its_cycle_and_loses_nothing(
     timings: list[str] = []
     started = time.monotonic()
 
-    def start(*, steps: int = 1, pause: str | None = None) -> Service:
+    def start(*, steps: int = 1, qa: bool = True, pause: str | None = None) -> Service:
         nonlocal started
-        trainer = trainer_service(settings, prepared_model, log, steps=steps, pause=pause)
+        trainer = trainer_service(settings, prepared_model, log, steps=steps, qa=qa, pause=pause)
         trainers.append(trainer)
         started = time.monotonic()
         trainer.start()
@@ -243,7 +255,7 @@ def test_a_trainer_killed_in_each_state_resumes_its_cycle_and_loses_nothing(
         cycle_id = requested.json()["cycle_id"]
         try:
             # collecting: claimed, no step run yet.
-            trainer = start(pause="collecting")
+            trainer = start(qa=False, pause="collecting")
             marker = log.with_suffix(".collecting")
             wait_for("the trainer did not claim the cycle", marker.exists, 300, trainer)
             killed_in(trainer, CycleState.COLLECTING, attempts=1)
@@ -252,7 +264,7 @@ def test_a_trainer_killed_in_each_state_resumes_its_cycle_and_loses_nothing(
             assert shadow_snapshot(stores) == before
 
             # cleaning: the step's transaction open, nothing of it committed.
-            trainer = start(pause="cleaning")
+            trainer = start(qa=False, pause="cleaning")
             marker = log.with_suffix(".cleaning")
             wait_for("the trainer did not clean", marker.exists, 300, trainer)
             killed_in(trainer, CycleState.CLEANING, attempts=2)
@@ -260,7 +272,7 @@ def test_a_trainer_killed_in_each_state_resumes_its_cycle_and_loses_nothing(
             check_adapters(stores, cycle_id, registered=False)
 
             # training: real PEFT steps under way (far more than it will be let run).
-            trainer = start(steps=1000)
+            trainer = start(steps=1000, qa=False)
             wait_for(
                 "the trainer was not training",
                 lambda: (

@@ -57,15 +57,17 @@ ENV PATH=/opt/venv/bin:$PATH \
     TWINLOOP_TRAINER__METRICS_HOST=0.0.0.0
 RUN groupadd --system --gid "$APP_UID" twinloop \
     && useradd --system --uid "$APP_UID" --gid twinloop --home-dir /home/twinloop --create-home twinloop \
-    # /data is the data volume's mount point: owned here, so a new named volume starts writable.
-    && install -d -o twinloop -g twinloop /data
+    # /data is the data volume's mount point, /adapters a fetch agent's (its engine's adapter
+    # volume): owned here, so a new named volume starts writable.
+    && install -d -o twinloop -g twinloop /data /adapters
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 WORKDIR /app
 # Numeric, so that Kubernetes can check runAsNonRoot.
 USER ${APP_UID}:${APP_UID}
 VOLUME ["/data"]
-# 8000: the gateway (and an engine, in the CPU image); 8300: the trainer's /metrics.
-EXPOSE 8000 8300
+# 8000: the gateway (and an engine, in the CPU image); 8300: the trainer's /metrics;
+# 8400: the fetch agent beside an engine (`twinloop adapters fetch-agent`).
+EXPOSE 8000 8300 8400
 ENTRYPOINT ["twinloop"]
 CMD ["serve"]

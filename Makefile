@@ -56,6 +56,7 @@ typecheck: install
 # Self-contained; bench/answer_latency.py and bench/swap.py measure a running `make up`.
 bench: install
 	$(BIN)/python bench/gateway_overhead.py
+	$(BIN)/python bench/safety_overhead.py --requests 200
 	$(BIN)/python bench/api_fuzz.py --examples 100 --seeds 0 1 2
 
 clean:

@@ -36,7 +36,9 @@ from typing import Any, TypeGuard
 
 import structlog
 
-from twinloop.errors import InvalidRequestError, TwinloopError
+# Defined in the core: the fetch agent's client (twinloop.engines) raises it too.
+from twinloop.errors import AdapterIntegrityError as AdapterIntegrityError
+from twinloop.errors import InvalidRequestError
 from twinloop.files import fsync_dir, sha256_file
 
 log = structlog.get_logger(__name__)
@@ -54,12 +56,6 @@ _PLAIN_LORA_INITS = frozenset({"gaussian", "eva", "orthogonal", "mica", "lora_ga
 
 class InvalidAdapterError(InvalidRequestError):
     """A folder is not a LoRA adapter this service can serve."""
-
-
-class AdapterIntegrityError(TwinloopError):
-    """A stored adapter's files no longer hash to what it was registered under."""
-
-    status_code = 409
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,17 +210,17 @@ def store_adapter(src: Path, adapters_root: Path) -> StoredAdapter:
     sha256 = adapter_sha256(src)
     target = adapters_root / sha256
     adapters_root.mkdir(parents=True, exist_ok=True)
-    if _intact(target, sha256):
+    if is_intact(target, sha256):
         return StoredAdapter(path=target, sha256=sha256)
     staging = Path(tempfile.mkdtemp(prefix=f".{sha256}.tmp-", dir=adapters_root))
     try:
-        _copy_files(src, staging)
+        copy_adapter_files(src, staging)
         if adapter_sha256(staging) != sha256:
             raise InvalidAdapterError(
                 f"{src} changed while it was being copied; register it once it is fully written"
             )
         staging.chmod(0o755)  # mkdtemp makes it 0700; engines may run as another user
-        _move_into_place(staging, target, sha256)
+        move_into_place(staging, target, sha256)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -252,7 +248,8 @@ def verify_adapter(path: Path, expected_sha256: str) -> None:
         )
 
 
-def _intact(target: Path, sha256: str) -> bool:
+def is_intact(target: Path, sha256: str) -> bool:
+    """Whether `target` is a real folder whose files hash to `sha256`."""
     if target.is_symlink() or not target.exists():
         return False
     try:
@@ -262,7 +259,8 @@ def _intact(target: Path, sha256: str) -> bool:
     return True
 
 
-def _copy_files(src: Path, dest: Path) -> None:
+def copy_adapter_files(src: Path, dest: Path) -> None:
+    """Copy the files the hash covers from `src` into `dest`, flushed, readable by all."""
     for name, path in adapter_files(src):
         out = dest / name
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -275,7 +273,11 @@ def _copy_files(src: Path, dest: Path) -> None:
         folder.chmod(0o755)
 
 
-def _move_into_place(staging: Path, target: Path, sha256: str) -> None:
+def move_into_place(staging: Path, target: Path, sha256: str) -> None:
+    """Rename the complete folder `staging` to `target`, replacing a broken copy there.
+
+    Readers see no folder or a complete one under the hash name, never a half-written one.
+    """
     if target.exists() or target.is_symlink():
         log.warning("adapter_store_replacing_broken_copy", path=str(target), sha256=sha256)
         old = target.with_name(f".{sha256}.old-{uuid.uuid4().hex[:8]}")
@@ -285,7 +287,7 @@ def _move_into_place(staging: Path, target: Path, sha256: str) -> None:
         os.rename(staging, target)
     except OSError:
         # Another registration of the same files got there first; theirs is as good as ours.
-        if not _intact(target, sha256):
+        if not is_intact(target, sha256):
             raise
         shutil.rmtree(staging, ignore_errors=True)
     fsync_dir(target.parent)

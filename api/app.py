@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.limits import BodyLimit, BodyLimitMiddleware
 from api.logging import RequestIdMiddleware
-from api.routes import admin, answer, canary, health, ingest, keys, openai, qa, train
+from api.routes import admin, answer, canary, health, ingest, keys, mined, openai, qa, train
 from twinloop import __version__
 from twinloop.routing.service import Router
 from twinloop.runtime import Knowledge, open_runtime
@@ -48,6 +48,6 @@ def create_app(
     # Added last, so outermost: a refused body still gets its request id.
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)
-    for module in (answer, ingest, openai, health, admin, canary, train, qa, keys):
+    for module in (answer, ingest, openai, health, admin, canary, train, qa, keys, mined):
         app.include_router(module.router)
     return app

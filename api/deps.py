@@ -16,6 +16,7 @@ from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import IngestService
 from twinloop.metrics import Metrics
+from twinloop.mining.service import MiningService
 from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.service import QaService
 from twinloop.registry.service import AdapterRegistry
@@ -64,7 +65,12 @@ def get_canary(runtime: RuntimeDep) -> CanaryService:
     return runtime.canary
 
 
+def get_mining(runtime: RuntimeDep) -> MiningService:
+    return runtime.mining
+
+
 CanaryDep = Annotated[CanaryService, Depends(get_canary)]
+MiningDep = Annotated[MiningService, Depends(get_mining)]
 IngestDep = Annotated[IngestService, Depends(get_ingest)]
 QaDep = Annotated[QaService, Depends(get_qa)]
 TrainingDep = Annotated[TrainingCycles, Depends(get_training)]

@@ -21,7 +21,11 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
     @app.exception_handler(TwinloopError)
     async def twinloop_error(_: Request, exc: TwinloopError) -> JSONResponse:
         return error_response(
-            exc.status_code, type(exc).__name__, exc.message, headers=exc.headers or None
+            exc.status_code,
+            type(exc).__name__,
+            exc.message,
+            headers=exc.headers or None,
+            **exc.extra_body,
         )
 
     @app.exception_handler(RequestValidationError)

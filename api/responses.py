@@ -29,6 +29,11 @@ class ErrorBody(BaseModel):
     fields: list[FieldProblem] | None = Field(
         default=None, description="`ValidationError` only: each field and its problem."
     )
+    rule: str | None = Field(
+        default=None,
+        description="`UnsafeInputError` only: the safety layer's input-screen rule that refused "
+        "the request (e.g. `override_instructions`, `prompt_leak`, `chat_template_tokens`).",
+    )
 
 
 _DESCRIPTIONS = {
@@ -62,12 +67,24 @@ BODY = (400, 413, 422)
 ENGINE = (502, 503, 504)
 
 
-def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route that can answer with these error statuses."""
+# /answer and /v1: the safety layer's input screen refuses with a 422 too.
+SCREENED = {
+    422: "A field is missing, unknown or out of bounds (`ValidationError`; `detail` names it), "
+    "or the safety layer's input screen refused the text (`UnsafeInputError`; `rule` names "
+    "the rule, `detail` where it matched)."
+}
+
+
+def errors(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that can answer with these error statuses (`descriptions`:
+    the route's own words for some of them)."""
+    own = descriptions or {}
     return {
         status: {
             "model": ErrorBody,
-            "description": _DESCRIPTIONS[status],
+            "description": own.get(status, _DESCRIPTIONS[status]),
             **({"headers": _RETRY_AFTER} if status in (429, 503) else {}),
         }
         for status in sorted(set(statuses))

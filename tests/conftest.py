@@ -3,9 +3,11 @@ transports are blocked for every test not marked `integration`."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db import migrate
-from twinloop.db.session import create_engine, create_sessionmaker
+from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.runtime import Runtime
 from twinloop.settings import EngineSettings, Settings
 from twinloop.testing.engine import FakeEngine
@@ -87,6 +89,16 @@ def settings(tmp_path: Path, migrated_sqlite_template: Path) -> Settings:
         admin_token=ADMIN_TOKEN,
         engines=EngineSettings(blue_port=18101, green_port=18102, retries=1),
     )
+
+
+@pytest.fixture
+async def sessionmaker(settings: Settings) -> AsyncIterator[SessionMaker]:
+    """Transactions on the test's own database, for services that open their own."""
+    engine = create_engine(settings.sqlalchemy_url)
+    try:
+        yield create_sessionmaker(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -184,3 +196,36 @@ def new_key(client: httpx.AsyncClient, admin_headers: dict[str, str]) -> NewKey:
         return ApiKey(id=created["id"], key=created["key"])
 
     return create
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3-compatible server (moto in server mode) for the session; its endpoint URL.
+
+    Skipped where moto is not installed, but a failure under CI (`CI` set): the S3 backend
+    must be tested there.
+    """
+    if importlib.util.find_spec("moto") is None:
+        message = "moto[server] is not installed (the dev extra)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must test the S3 backend")
+        pytest.skip(f"{message}; CI is unset, so the S3 tests are skipped here")
+    from twinloop.testing.s3 import moto_server
+
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new, empty bucket on the session's S3 server."""
+    from adapters.artifacts.s3 import s3_client
+    from twinloop.testing.s3 import artifact_settings
+
+    name = f"twinloop-{uuid.uuid4().hex[:12]}"
+    client = s3_client(artifact_settings(s3_endpoint, f"s3://{name}"))
+    try:
+        client.create_bucket(Bucket=name)
+    finally:
+        client.close()
+    return name

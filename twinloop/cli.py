@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -62,6 +65,12 @@ app.add_typer(db_app, name="db")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(canary_app, name="canary")
 app.add_typer(keys_app, name="keys")
+mined_app = typer.Typer(
+    help="Weak signals mined from the answer log: list, accept, reject (through the running "
+    "gateway's admin API).",
+    no_args_is_help=True,
+)
+app.add_typer(mined_app, name="mined")
 
 console = Console(stderr=True)
 
@@ -138,14 +147,46 @@ async def _register_adapter(
     settings: Settings, path: Path, domain: str, parent: str | None
 ) -> AdapterView:
     db = create_engine(settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous)
+    registry = AdapterRegistry.from_settings(settings)
     try:
         async with create_sessionmaker(db).begin() as session:
-            adapter = await AdapterRegistry.from_settings(settings).register(
+            adapter = await registry.register(
                 session, source=path, domain=domain, parent_id=parent, actor="cli"
             )
             return AdapterView.model_validate(adapter)
     finally:
+        registry.store.close()
         await db.dispose()
+
+
+@adapters_app.command("check-store")
+def adapters_check_store(
+    create: Annotated[
+        bool, typer.Option("--create", help="Make the bucket (or folder) when it is missing.")
+    ] = False,
+) -> None:
+    """Check the adapter store is reachable and writable: a probe is written, read, deleted."""
+    from adapters.artifacts import open_store
+
+    settings = Settings()
+    store = open_store(settings)
+    try:
+        store.check(create=create)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    finally:
+        store.close()
+    console.print(f"adapter store {store.location} ({store.kind}): reachable and writable")
+
+
+@adapters_app.command("fetch-agent")
+def adapters_fetch_agent() -> None:
+    """Run the fetch agent beside an engine: verified adapter copies on the engine's disk."""
+    from twinloop.fetch_agent import create_fetch_agent
+
+    settings = Settings()
+    agent = settings.artifacts
+    _run_http(create_fetch_agent(settings), agent.agent_host, agent.agent_port, settings)
 
 
 GatewayOption = Annotated[
@@ -182,7 +223,8 @@ def _admin_call(url: str | None, method: str, path: str, body: dict[str, Any] | 
 @app.command("status")
 def status(gateway: GatewayOption = None) -> None:
     """The running gateway's `/status` in the terminal: both slots, the latest training cycle
-    and QA run, tainted adapters and the canary (for people without Grafana)."""
+    and QA run, tainted adapters, the canary and the safety layer (for people without
+    Grafana)."""
     _print_status(_admin_call(gateway, "GET", "/status"))
 
 
@@ -210,6 +252,12 @@ def _print_status(status: dict[str, Any]) -> None:
         )
         for reason in qa["reasons"]:
             out.print(f"  {reason}")
+    artifacts = status.get("artifacts")
+    if artifacts:
+        out.print(f"adapter store {artifacts['store']} ({artifacts['backend']})")
+        for slot, fetch in sorted(artifacts["slots"].items()):
+            where = fetch.get("agent_url") or f"{fetch.get('engine_dir')}"
+            out.print(f"  {slot}: fetched by {fetch['fetch']} into {where}")
     for tainted in status.get("tainted_adapters", []):
         serving = ", ".join(tainted["serving_slots"]) or "no slot"
         out.print(
@@ -220,6 +268,20 @@ def _print_status(status: dict[str, Any]) -> None:
         _print_canary(status["canary"])
     else:
         out.print("no canary has run")
+    if status.get("safety"):
+        _print_safety(out, status["safety"])
+
+
+def _print_safety(out: Console, safety: dict[str, Any]) -> None:
+    out.print(
+        f"safety: input {safety['input']}, contexts {safety['contexts']}, output "
+        f"{safety['output']}; {safety['blocked_since_start']} blocked since start, "
+        f"{safety['answers_with_findings']} answers with findings in {safety['window_hours']} h"
+    )
+    for finding in safety["findings"][:10]:
+        out.print(
+            f"  {finding['screen']} {finding['rule']} {finding['action']}: {finding['count']}"
+        )
 
 
 @canary_app.command("start")
@@ -352,6 +414,57 @@ def keys_revoke(
     console.print(f"API key {revoked['id']} ({revoked['name']}) revoked at {revoked['revoked_at']}")
 
 
+@mined_app.command("list")
+def mined_list(
+    state: Annotated[str | None, typer.Option(help="proposed, agreed, accepted, …")] = None,
+    rule: Annotated[str | None, typer.Option(help="retry, regenerate, …")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 50,
+    gateway: GatewayOption = None,
+) -> None:
+    """The miner's proposals with their evidence, and how many stand where."""
+    query = "&".join(f"{k}={v}" for k, v in (("state", state), ("rule", rule)) if v)
+    listed = _admin_call(gateway, "GET", f"/mined?limit={limit}{'&' if query else ''}{query}")
+    out = Console()
+    counts = ", ".join(
+        f"{state} {sum(rules.values())}" for state, rules in sorted(listed["counts"].items())
+    )
+    out.print(f"mining {'on' if listed['enabled'] else 'off'}; {counts or 'nothing mined yet'}")
+    table = Table("id", "rule", "state", "question", "rejected", "chosen", "evidence")
+    for item in listed["items"]:
+        evidence = ", ".join(
+            f"{k} {item[k]:g}" for k in ("similarity", "gap_s") if item[k] is not None
+        )
+        table.add_row(
+            item["id"], item["rule"], item["state"], item["question"], item["rejected_answer"],
+            item["chosen_answer"] or "-", evidence or "-",
+        )  # fmt: skip
+    out.print(table)
+
+
+@mined_app.command("accept")
+def mined_accept(
+    item_id: Annotated[str, typer.Argument(help="The proposal's id (`twinloop mined list`).")],
+    answer: Annotated[str | None, typer.Option(help="The right answer, if not its own.")] = None,
+    reason: Annotated[str, typer.Option(help="Kept in the audit log.")] = "",
+    gateway: GatewayOption = None,
+) -> None:
+    """Make a proposal trainable: a pending example the next cycle cleans."""
+    body: dict[str, Any] = {"reason": reason, **({"answer": answer} if answer else {})}
+    accepted = _admin_call(gateway, "POST", f"/mined/{item_id}/accept", body)
+    console.print(f"mined item {accepted['id']} accepted: example {accepted['example_id']}")
+
+
+@mined_app.command("reject")
+def mined_reject(
+    item_id: Annotated[str, typer.Argument(help="The proposal's id (`twinloop mined list`).")],
+    reason: Annotated[str, typer.Option(help="Kept with the proposal.")] = "",
+    gateway: GatewayOption = None,
+) -> None:
+    """Never train on a proposal (what it taught is deleted, its adapters tainted)."""
+    rejected = _admin_call(gateway, "POST", f"/mined/{item_id}/reject", {"reason": reason})
+    console.print(f"mined item {rejected['id']} rejected")
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"
@@ -369,23 +482,30 @@ def engines_start(slots: SlotOption = None) -> None:
         raise _fail(e) from e
 
 
-def _start_engines(engines: EngineProcesses, slots: list[Slot]) -> list[Slot]:
-    """Start what is not running; returns the slots this call started."""
-    started: list[Slot] = []
+def _start_engines(
+    engines: EngineProcesses, slots: list[Slot], stops: contextlib.ExitStack | None = None
+) -> None:
+    """Start what is not running; each one this call starts is stopped by `stops` when it
+    closes, whether the engine became healthy or not."""
     # One after the other: two engines loading at once on two cores take longer than in turn.
     for slot in slots:
         if engines.record(slot) is not None and engines.is_healthy(slot):
             console.print(f"{slot} engine already running")
             continue
         engines.start(slot)
-        started.append(slot)
+        if stops is not None:
+            stops.callback(_stopping, f"{slot} engine", partial(engines.stop, slot))
         with _spinner() as progress:
             progress.add_task(f"starting {slot} engine (log: {engines.spec(slot).log_path})")
             waited = engines.wait_healthy(slot)
         console.print(
             f"{slot} engine healthy after {waited:.0f} s on port {engines.spec(slot).port}"
         )
-    return started
+
+
+def _stopping(name: str, stop: Callable[[], object]) -> None:
+    console.print(f"stopping {name}")
+    stop()
 
 
 @engines_app.command("stop")
@@ -467,8 +587,6 @@ def trainer() -> None:
 
 
 async def _run_trainer(settings: Settings) -> None:
-    from prometheus_client import start_http_server
-
     from twinloop.trainer import daemon
 
     stop = asyncio.Event()
@@ -476,16 +594,8 @@ async def _run_trainer(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with daemon.open_trainer(settings) as trainer:
-        server, thread = start_http_server(
-            settings.trainer.metrics_port,
-            addr=settings.trainer.metrics_host,
-            registry=trainer.metrics.registry,
-        )
-        try:
+        with daemon.serving_metrics(trainer):
             await daemon.serve(trainer, stop)
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
 
 
 @app.command("serve")
@@ -496,45 +606,45 @@ def serve() -> None:
 
 
 def _serve(settings: Settings) -> None:
-    import uvicorn
-
     from api.app import create_app
 
     try:
         load_admin_token(settings)  # the gateway refuses to start without one: say so first
     except TwinloopError as e:
         raise _fail(e) from e
+    _run_http(create_app(settings), settings.gateway.host, settings.gateway.port, settings)
+
+
+def _run_http(app: Any, host: str, port: int, settings: Settings) -> None:
+    """Serve an ASGI app in the foreground with twinloop's logging, until interrupted."""
+    import uvicorn
+
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), access_log=False)
 
 
-def _start_chroma(chroma: ChromaServer) -> bool:
-    """Start our Chroma server unless it runs already or is external; True if we started it."""
+def _start_chroma(chroma: ChromaServer, stops: contextlib.ExitStack) -> None:
+    """Start our Chroma server unless it runs already or is external; `stops` stops it."""
     if chroma.record() is not None or chroma.start() is None:
-        return False
+        return
+    stops.callback(_stopping, "Chroma", chroma.stop)
     with _spinner() as progress:
         progress.add_task(f"starting Chroma (log: {chroma.log_path})")
         waited = chroma.wait_healthy()
     console.print(f"Chroma healthy after {waited:.0f} s at {chroma.base_url}")
-    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_trainer(trainer: TrainerProcess) -> bool:
-    """Start our trainer unless it runs already; True if this call started it."""
+def _start_trainer(trainer: TrainerProcess, stops: contextlib.ExitStack) -> None:
+    """Start our trainer unless it runs already; `stops` stops it, healthy or not."""
     if trainer.record() is not None:
         console.print("trainer already running")
-        return False
+        return
     trainer.start()
+    stops.callback(_stopping, "the trainer", trainer.stop)
     try:
         waited = trainer.wait_healthy()
     except NotHealthyError as e:
@@ -542,7 +652,6 @@ def _start_trainer(trainer: TrainerProcess) -> bool:
             f"the trainer did not start; last log lines:\n{trainer.log_tail()}"
         ) from e
     console.print(f"trainer running after {waited:.0f} s (log: {trainer.log_path})")
-    return True
 
 
 @app.command("up")
@@ -559,39 +668,30 @@ def up(
     engines = EngineProcesses(settings)
     chroma = ChromaServer(settings)
     trainer_process = TrainerProcess(settings)
-    started: list[Slot] = []
-    chroma_started = trainer_started = False
     began = time.monotonic()
     # SIGTERM behaves like Ctrl-C so that `kill` also stops the engines we started.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        _announce_admin_token(settings)
-        _prepare_models(settings)
-        migrate.upgrade(settings.sqlalchemy_url)
-        chroma_started = _start_chroma(chroma)
-        if not settings.engines.external:
-            started = _start_engines(engines, list(Slot))
-        if with_trainer:
-            trainer_started = _start_trainer(trainer_process)
-        console.print(
-            f"ready in {time.monotonic() - began:.0f} s: gateway on "
-            f"http://{settings.gateway.host}:{settings.gateway.port}"
-        )
-        _serve(settings)
-    except TwinloopError as e:
-        raise _fail(e) from e
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if trainer_started:
-            console.print("stopping the trainer")
-            trainer_process.stop()
-        for slot in started:
-            console.print(f"stopping {slot} engine")
-            engines.stop(slot)
-        if chroma_started:
-            console.print("stopping Chroma")
-            chroma.stop()
+    # Everything started is stopped on the way out, in reverse order, including a process
+    # that never became healthy (it would hold its port and memory for the next `make up`).
+    with contextlib.ExitStack() as stops:
+        try:
+            _announce_admin_token(settings)
+            _prepare_models(settings)
+            migrate.upgrade(settings.sqlalchemy_url)
+            _start_chroma(chroma, stops)
+            if not settings.engines.external:
+                _start_engines(engines, list(Slot), stops)
+            if with_trainer:
+                _start_trainer(trainer_process, stops)
+            console.print(
+                f"ready in {time.monotonic() - began:.0f} s: gateway on "
+                f"http://{settings.gateway.host}:{settings.gateway.port}"
+            )
+            _serve(settings)
+        except TwinloopError as e:
+            raise _fail(e) from e
+        except KeyboardInterrupt:
+            pass
 
 
 def _announce_admin_token(settings: Settings) -> None:

@@ -24,6 +24,12 @@ class TwinloopError(Exception):
         """HTTP headers the gateway sends with this error (`Retry-After`, `WWW-Authenticate`)."""
         return {}
 
+    @property
+    def extra_body(self) -> dict[str, object]:
+        """Members the JSON error body carries besides `error` and `detail` (each one declared
+        in the API's `ErrorBody`)."""
+        return {}
+
 
 class InvalidRequestError(TwinloopError):
     """The caller asked for something that cannot be served as asked."""
@@ -57,6 +63,24 @@ class EngineResponseError(TwinloopError):
     """The engine answered, but with an error or a response we cannot use."""
 
     status_code = 502
+
+
+class AdapterIntegrityError(TwinloopError):
+    """A stored adapter's files no longer hash to what it was registered under (or are gone)."""
+
+    status_code = 409
+
+
+class ArtifactStoreUnavailableError(TwinloopError):
+    """The adapter store could not be reached or refused the call (network, credentials)."""
+
+    status_code = 503
+
+
+class AdapterFetchError(TwinloopError):
+    """An engine's fetch agent could not be reached or failed to put an adapter on its disk."""
+
+    status_code = 503
 
 
 class ModelPreparationError(TwinloopError):

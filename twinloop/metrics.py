@@ -1,14 +1,24 @@
 """Prometheus metrics, one registry per process, built in the owner's lifespan.
 
 Names carry the `twinloop_` prefix; dashboards/ query exactly these. The QA metrics
-(`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring.
+(`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring. The
+trainer builds `Metrics` for its services too, and exports only the release-change families
+of it (`Families`, `RELEASE_CHANGE_FAMILIES`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
+# The release changes any process's ReleaseController causes and counts: the trainer's
+# stages too, so the trainer exports them (`Families`). Not the release's gauges
+# (generation, active slot): those describe the release in force, the gateways' to export.
+RELEASE_CHANGE_FAMILIES = ("twinloop_release_change_seconds", "twinloop_shadow_changes")
 
 
 class Metrics:
@@ -122,10 +132,39 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.shadow_changes = Counter(
+            "twinloop_shadow_changes",
+            "Shadow changes derived from the release in force (ingest, trainer, operator "
+            "snapshots), by outcome: staged; unchanged (nothing to stage); rederived (another "
+            "process changed the release first, so the snapshot was derived again from its "
+            "release); refused (a conflict: an operator's generation had moved, a tainted "
+            "adapter, or the race lost every attempt).",
+            ["outcome"],
+            registry=r,
+        )
         self.engine_reconciles = Counter(
             "twinloop_engine_reconcile_loads",
             "Adapters loaded again into an engine that had lost them (an engine restart).",
             ["slot"],
+            registry=r,
+        )
+        # Every load into an engine first puts a verified copy where the engine reads
+        # (twinloop.registry.delivery): slow or failing fetches delay stages, swaps and
+        # reloads after an engine restart, so both are measured where the load is asked.
+        self.artifact_fetch_seconds = Histogram(
+            "twinloop_artifact_fetch_seconds",
+            "Time to put a verified adapter copy where a slot's engine reads it (copy or "
+            "download, hash, rename), by slot; includes the hash of a copy already in place.",
+            ["slot"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.artifact_fetches = Counter(
+            "twinloop_artifact_fetches",
+            "Adapter fetches before an engine load, by slot and outcome: fetched (copied from "
+            "the store), cached (a verified copy was in place), refused (it did not hash to "
+            "its sha256: never loaded), failed (store or fetch agent unavailable).",
+            ["slot", "outcome"],
             registry=r,
         )
 
@@ -187,6 +226,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.canary_follows = Counter(
+            "twinloop_canary_follows",
+            "Times a running canary followed Shadow to a child of its snapshot serving the same "
+            "adapters (an ingest's newer RAG versions, new router rules) instead of ending.",
+            registry=r,
+        )
         self.canary_percent = Gauge(
             "twinloop_canary_percent",
             "Share of users the running canary serves; 0 when none runs.",
@@ -208,5 +253,40 @@ class Metrics:
             registry=r,
         )
 
+        self.safety_events = Counter(
+            "twinloop_safety_events",
+            "What the safety layer's screens found on /answer and /v1, one per finding, by route "
+            "(answer, answer_preview, chat, mirror: Shadow's mirrored reply), screen (input, "
+            "context, output), rule (an injection rule, or a PII kind) and action (blocked, "
+            "dropped, redacted, flagged).",
+            ["route", "screen", "rule", "action"],
+            registry=r,
+        )
+        self.safety_seconds = Histogram(
+            "twinloop_safety_screen_seconds",
+            "Time one request's screen took, by screen (input, context, output; a streamed "
+            "answer's output screen summed over its releases): the safety layer's cost.",
+            ["screen"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=r,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class Families(Collector):
+    """Some families of another registry, collected wherever this is registered: a process
+    that builds `Metrics` for its services but serves its own registry (the trainer) exports
+    the families it causes without the gateway's others, or duplicating names of its own."""
+
+    def __init__(self, source: CollectorRegistry, names: Collection[str]) -> None:
+        self._source = source
+        self._names = frozenset(names)
+
+    def collect(self) -> Iterable[Metric]:
+        return [family for family in self._source.collect() if family.name in self._names]
+
+    def describe(self) -> Iterable[Metric]:
+        # The names, for the registry's check that no two collectors export one family.
+        return self.collect()

@@ -20,11 +20,13 @@ from typing import Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.artifacts import open_store
 from rag.embeddings import Embedder
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
+from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
@@ -36,10 +38,13 @@ from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
+from twinloop.mining.metrics import MiningMetrics
+from twinloop.mining.service import MiningService
 from twinloop.operations.admin import ReleaseAdmin
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.qa.setup import open_qa
+from twinloop.registry.delivery import EngineAdapters, engine_adapters
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.watcher import watch_releases
@@ -47,6 +52,7 @@ from twinloop.routing.evaluation import default_testset
 from twinloop.routing.router import DomainRouter
 from twinloop.routing.rules import RouterRules
 from twinloop.routing.service import Router, RoutingService
+from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import Settings, Slot
 from twinloop.training.cycles import TrainingCycles
 from twinloop.weights.prepare import resolve_embedding_model
@@ -61,6 +67,7 @@ class Services:
     db: AsyncEngine
     sessionmaker: SessionMaker
     engines: dict[str, EngineClient]
+    adapters: EngineAdapters
     releases: ReleaseController
     registry: AdapterRegistry
     training: TrainingCycles
@@ -90,6 +97,7 @@ class Runtime:
     qa: QaService
     canary: CanaryService
     identity: IdentityService
+    mining: MiningService
 
 
 class Knowledge(DocumentIndex, DocumentSearch, Protocol):
@@ -163,9 +171,15 @@ async def open_services(
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
         stack.push_async_callback(http.aclose)
+        store = await asyncio.to_thread(open_store, settings)  # boto3 reads its models from disk
+        stack.callback(store.close)
+        # The fetch agents beside the engines are reached like the engines (tests: the same
+        # transport), on the same client.
+        adapters = engine_adapters(settings, store=store, http=http, metrics=metrics)
         releases = ReleaseController(
             sessionmaker=sessionmaker,
             engines=engines,
+            adapters=adapters,
             metrics=metrics,
             base_model_name=settings.models.served_name,
             verified_for_s=2 * settings.gateway.reconcile_s,
@@ -196,8 +210,9 @@ async def open_services(
             db=db,
             sessionmaker=sessionmaker,
             engines=engines,
+            adapters=adapters,
             releases=releases,
-            registry=AdapterRegistry.from_settings(settings),
+            registry=AdapterRegistry.from_settings(settings, store),
             training=TrainingCycles(sessionmaker=sessionmaker),
             embedder=embedder,
             knowledge=knowledge,
@@ -279,6 +294,7 @@ async def open_runtime(
             min_score=settings.rag.min_score,
             mirror_limit=settings.canary.mirror_concurrency,
             limits=RequestLimits.from_settings(settings.gateway),
+            safety=SafetyConfig.from_settings(settings.safety),
         )
         watcher = asyncio.create_task(
             watch_releases(
@@ -308,6 +324,8 @@ async def open_runtime(
                     training=services.training,
                     qa=services.qa,
                     canary=canary,
+                    adapters=services.adapters,
+                    answers=answers,
                 ),
                 registry=services.registry,
                 routing=routing,
@@ -332,6 +350,13 @@ async def open_runtime(
                     domains=settings.domains,
                     default_rate_limit_per_minute=settings.auth.default_rate_limit_per_minute,
                     require_client_key=settings.auth.require_client_key,
+                ),
+                # Reviews only: the trainer mines (twinloop.mining's docstring says why).
+                mining=MiningService(
+                    sessionmaker=services.sessionmaker,
+                    settings=settings.mining,
+                    cleaning=CleaningConfig.from_settings(settings),
+                    metrics=MiningMetrics(metrics.registry),
                 ),
             )
         finally:

@@ -124,6 +124,94 @@ class EngineSettings(BaseModel):
         return url.rstrip("/") if url else f"http://{self.host}:{self.port(slot)}"
 
 
+class ArtifactSettings(BaseModel):
+    """Where adapters are stored, and how each engine gets a verified copy it can read.
+
+    The store is where the trainer (and `POST /adapters`) writes; `engine_dir` is the folder
+    the engines load from, as they see it. The two are configured apart: an engine on
+    another node reads its own disk, never the store (docs/deploy.md, "Adapters").
+    """
+
+    store: str | None = Field(
+        default=None,
+        description="The content-addressed adapter store: a folder (or file:///folder), or "
+        "s3://bucket/prefix on S3 or an S3-compatible server (MinIO, GCS interop). Unset: "
+        "<data_dir>/adapters.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="The S3 API's URL for an S3-compatible server, e.g. http://minio:9000 "
+        "(path-style addressing is used then). Unset: AWS S3.",
+    )
+    s3_region: str | None = Field(
+        default=None, description="The bucket's region. Unset: boto3's own (AWS_REGION, config)."
+    )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None,
+        description="Unset (with s3_secret_access_key): boto3's credential chain (AWS_* "
+        "variables, a pod's service account, an instance profile).",
+    )
+    s3_secret_access_key: SecretStr | None = None
+    s3_timeout_s: float = Field(
+        default=60.0, gt=0, description="Longest wait for one S3 call (connect, or next byte)."
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="This process's view of the folder engines load adapters from; verified "
+        "copies are synced into it from the store. Unset: with a folder store, the store "
+        "itself (engines read it in place, on a shared volume); with S3, "
+        "<data_dir>/adapter-cache.",
+    )
+    engine_dir: str | None = Field(
+        default=None,
+        description="The same folder as the engines see it: vLLM is asked to load "
+        "<engine_dir>/<sha256>. Unset: the same path as cache_dir.",
+    )
+    blue_fetch_url: str | None = Field(
+        default=None,
+        description="The fetch agent beside the blue engine (`twinloop adapters fetch-agent`, "
+        "a sidecar on the engine's node), e.g. http://vllm-blue:8400. Set: the gateway asks it "
+        "for a verified copy on the engine's disk before every load, and the agent's own "
+        "cache_dir and engine_dir apply. Unset: the gateway syncs cache_dir itself.",
+    )
+    green_fetch_url: str | None = Field(
+        default=None, description="The fetch agent beside the green engine; see blue_fetch_url."
+    )
+    fetch_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="Longest wait for one adapter to be fetched and verified (an 8B model's "
+        "adapter is tens of MB).",
+    )
+    agent_host: str = Field(
+        default="127.0.0.1",
+        description="Where `twinloop adapters fetch-agent` binds: 0.0.0.0 in a sidecar, so that "
+        "the gateways reach it through the engine's Service.",
+    )
+    agent_port: int = 8400
+
+    def fetch_url(self, slot: Slot) -> str | None:
+        url = self.blue_fetch_url if slot is Slot.BLUE else self.green_fetch_url
+        return url.rstrip("/") if url else None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError(
+                "artifacts.s3_access_key_id and artifacts.s3_secret_access_key are set together"
+            )
+        if self.store is not None and "://" in self.store:
+            scheme = self.store.split("://", 1)[0]
+            if scheme not in {"s3", "file"}:
+                raise ValueError(
+                    f"artifacts.store {self.store!r}: a folder, file:///folder or "
+                    "s3://bucket/prefix"
+                )
+            if scheme == "s3" and not self.store[len("s3://") :].split("/", 1)[0]:
+                raise ValueError(f"artifacts.store {self.store!r} names no bucket")
+        return self
+
+
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -315,6 +403,11 @@ class TrainerSettings(BaseModel):
         description="Niceness of the trainer `twinloop up` starts: serving comes first.",
     )
     metrics_port: int = Field(default=8300, description="The trainer's own /metrics.")
+    start_timeout_s: float = Field(
+        default=300.0,
+        description="How long the trainer `twinloop up` starts may take to serve /metrics (it "
+        "imports torch and the training stack first: over a minute on a busy 2-core machine).",
+    )
     metrics_host: str = Field(
         default="127.0.0.1",
         description="Address the trainer's /metrics binds: loopback on one box; 0.0.0.0 in a "
@@ -334,6 +427,153 @@ class CleaningSettings(BaseModel):
         default=False,
         description="Keep training examples, corrections and comments in the database as sent. "
         "Off: only their redacted text is stored. Training and RAG get redacted text either way.",
+    )
+
+
+class MiningSettings(BaseModel):
+    """Weak signals mined from the answer log (twinloop.mining): retries, regenerates, "no,
+    that's wrong" follow-ups and abandoned streams. They become proposals; one teaches only
+    after independent agreement or an admin's review, and then through cleaning."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Mine the answer log before each training cycle's collect step and every "
+        "`interval_s` while the trainer idles. Off: the miner reads and writes nothing.",
+    )
+    window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A later answer to the same user (or session) within this many seconds "
+        "can be a retry or a follow-up of the earlier one.",
+    )
+    regenerate_window_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="The same question asked again within this many seconds is a regenerate; "
+        "later, within `window_s`, a retry.",
+    )
+    lookback_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="How far back the first pass reads, and how far back proposals count as "
+        "evidence for agreement.",
+    )
+    interval_s: float = Field(
+        default=600.0, gt=0, description="Seconds between the idle trainer's mining passes."
+    )
+    similarity: Literal["auto", "embedding", "lexical"] = Field(
+        default="auto",
+        description="How questions are compared: `embedding` (the embedding model the router "
+        "and RAG use: cosine), `lexical` (Jaccard of content words), `auto`: the embedding "
+        "model when the process has it loaded (the trainer with QA on), else lexical.",
+    )
+    embedding_threshold: float = Field(
+        default=0.75,
+        ge=0,
+        le=1,
+        description="Cosine at or above which two questions count as the same (all-MiniLM-L6-"
+        "v2: paraphrases score 0.6-0.95, related but different questions 0.65-0.9, unrelated "
+        "near 0.1; see tests/integration/test_mining_similarity.py).",
+    )
+    lexical_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="Jaccard of content words (stop words dropped) at or above which two "
+        "questions count as the same.",
+    )
+    max_followup_words: int = Field(
+        default=30,
+        ge=1,
+        description="A negative follow-up is short: longer messages are read as new questions.",
+    )
+    min_correction_words: int = Field(
+        default=3,
+        ge=1,
+        description="Words the rest of a negative follow-up needs to be a candidate correction "
+        '("No, that\'s wrong: Zelco is run by Mara Quill").',
+    )
+    max_per_source: int = Field(
+        default=20,
+        ge=1,
+        description="New proposals one user (or session) may add in one pass; the rest are "
+        "counted as `capped` and not stored.",
+    )
+    agreement_users: int = Field(
+        default=2,
+        ge=2,
+        description="Distinct users whose signals on similar questions of a domain make their "
+        "proposals trainable.",
+    )
+    max_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="Largest share of a cycle's accepted items mined ones may hold (cleaning's "
+        "`mined_cap` rule).",
+    )
+    min_cap: int = Field(
+        default=5,
+        ge=0,
+        description="Mined items a cycle may always keep, so small batches are not capped.",
+    )
+
+
+class InputScreenMode(StrEnum):
+    """What the safety layer does with a question that attacks the model's instructions."""
+
+    BLOCK = "block"  # refused: 422 UnsafeInputError naming the rule; no engine call
+    FLAG = "flag"  # answered, and the answer records the rule
+    OFF = "off"
+
+
+class ContextScreenMode(StrEnum):
+    """What the safety layer does with a retrieved passage that carries an injection."""
+
+    DROP = "drop"  # left out of the prompt and of the answer's contexts, recorded
+    FLAG = "flag"  # used, and recorded
+    OFF = "off"
+
+
+class OutputScreenMode(StrEnum):
+    """What the safety layer does with PII in an answer (and in the contexts shown)."""
+
+    REDACT = "redact"  # replaced by [EMAIL], [CARD], ... before the client sees it
+    FLAG = "flag"  # sent as generated, and recorded
+    OFF = "off"
+
+
+class SafetySettings(BaseModel):
+    """The safety layer on /answer and /v1 (twinloop.safety; the defaults are argued there)."""
+
+    input: InputScreenMode = Field(
+        default=InputScreenMode.BLOCK,
+        description="Screen on the question (/answer) and the user and assistant messages "
+        "(/v1) for wording aimed at the model's instructions: block (422 "
+        "UnsafeInputError naming the rule), flag (answer, and record it) or off.",
+    )
+    contexts: ContextScreenMode = Field(
+        default=ContextScreenMode.DROP,
+        description="Screen on retrieved passages for injection and poisoning: drop (left out "
+        "of the prompt and of `contexts`, recorded), flag (used, recorded) or off.",
+    )
+    output: OutputScreenMode = Field(
+        default=OutputScreenMode.REDACT,
+        description="Screen on answers for PII (e-mails, phones, cards, IBANs, SSNs, IPs): "
+        "redact (streamed answers too; the passages in the prompt and in `contexts` as well), "
+        "flag (sent as generated, recorded) or off.",
+    )
+    keep_raw_pii: bool = Field(
+        default=False,
+        description="Keep an answer the output screen changed as generated too "
+        "(`answers.raw_answer`). Off: only the redacted answer is stored.",
+    )
+    stream_max_hold_chars: int = Field(
+        default=256,
+        ge=128,
+        description="A streamed answer is released a word or two behind the engine; text with "
+        "no safe place to cut (numbers, addresses, code) is held up to this many visible "
+        "characters, then cut where at least half of it stays held.",
     )
 
 
@@ -607,9 +847,12 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
+    mining: MiningSettings = Field(default_factory=MiningSettings)
     qa: QaSettings = Field(default_factory=QaSettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    safety: SafetySettings = Field(default_factory=SafetySettings)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

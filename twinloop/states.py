@@ -3,8 +3,10 @@
 `CycleState` is a training cycle's state (the machine is drawn in
 `twinloop/training/cycles.py`); `ItemStatus` is where a training example stands;
 `ItemRole` is what an item was to one cycle; `RagVersionState` is where one domain's RAG
-version stands (`twinloop/ingest/versions.py`). They are `StrEnum`s, so a member is its
-string everywhere: in SQL, JSON, metric labels and comparisons with stored values.
+version stands (`twinloop/ingest/versions.py`); `MinedRule` and `MinedState` are what the
+miner found in the answer log and where that proposal stands (`twinloop/mining`). They are
+`StrEnum`s, so a member is its string everywhere: in SQL, JSON, metric labels and
+comparisons with stored values.
 """
 
 from __future__ import annotations
@@ -98,3 +100,41 @@ class RagVersionState(StrEnum):
 USABLE_RAG_VERSIONS = (RagVersionState.COMMITTED, RagVersionState.STAGED)
 # At most one of these per domain: the one batch writing into it, or the one to undo.
 OPEN_RAG_VERSIONS = (RagVersionState.RESERVED, RagVersionState.FAILED)
+
+
+# An answer's `finish_reason` when the client dropped its stream before the end: the partial
+# answer is stored with it (twinloop.inference), and the miner reads it as a weak signal.
+ABANDONED_FINISH_REASON = "abandoned"
+
+
+class MinedRule(StrEnum):
+    """The rule of the miner that found a weak signal (twinloop.mining.signals)."""
+
+    RETRY = "retry"
+    """The same user asked a similar question again soon after the answer."""
+    REGENERATE = "regenerate"
+    """The same user asked exactly the same question again at once (a regenerate)."""
+    NEGATIVE_FOLLOWUP = "negative_followup"
+    """The user's next message said the answer was wrong ("no, that's wrong")."""
+    ABANDONED = "abandoned"
+    """The client dropped the answer's stream before it ended."""
+
+
+class MinedState(StrEnum):
+    """Where a mined proposal stands (the machine: twinloop.mining's docstring)."""
+
+    PROPOSED = "proposed"
+    """One weak signal: shown for review, never trained on."""
+    AGREED = "agreed"
+    """Independent evidence agrees (two rules on one answer, or two users on one question):
+    its training example is pending, and cleaning decides like for any other item."""
+    ACCEPTED = "accepted"
+    """An admin accepted it (with their own answer, if they gave one): as `agreed`."""
+    REJECTED = "rejected"
+    """An admin rejected it; what it taught, if anything, is deleted."""
+    QUARANTINED = "quarantined"
+    """The screen stopped it when it was mined (injection, empty, length, repetition)."""
+
+
+# Proposals that still count as evidence for agreement.
+LIVE_MINED_STATES = (MinedState.PROPOSED, MinedState.AGREED, MinedState.ACCEPTED)

@@ -6,13 +6,13 @@ from fastapi import APIRouter, Request
 
 from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
-from api.responses import BODY, CLIENT, ENGINE, errors
+from api.responses import BODY, CLIENT, ENGINE, SCREENED, errors
 from twinloop.inference.schemas import AnswerRequest, AnswerResponse
 
 router = APIRouter(tags=["answer"])
 
 
-@router.post("/answer", responses=errors(*BODY, *CLIENT, 403, *ENGINE))
+@router.post("/answer", responses=errors(*BODY, *CLIENT, 403, *ENGINE, descriptions=SCREENED))
 async def answer(
     body: AnswerRequest,
     request: Request,

@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
-from api.responses import BODY, CLIENT, ENGINE, errors
+from api.responses import BODY, CLIENT, ENGINE, SCREENED, errors
 from twinloop.errors import TwinloopError
 from twinloop.inference.schemas import ChatCompletion, ChatCompletionRequest, ModelList
 
@@ -33,7 +33,7 @@ async def list_models(answers: AnswersDep, _: ClientCallerDep) -> ModelList:
 @router.post(
     "/chat/completions",
     response_model=None,
-    responses={200: _COMPLETION, **errors(*BODY, *CLIENT, 404, *ENGINE)},
+    responses={200: _COMPLETION, **errors(*BODY, *CLIENT, 404, *ENGINE, descriptions=SCREENED)},
 )
 async def chat_completions(
     body: ChatCompletionRequest,

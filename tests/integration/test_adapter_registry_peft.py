@@ -9,6 +9,7 @@ import pytest
 from safetensors.torch import load_file
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from adapters.artifacts import FilesystemStore, sync_adapter
 from adapters.files import adapter_sha256, read_adapter_config
 from twinloop.registry import AdapterRegistry, base_model_aliases
 from twinloop.settings import Settings
@@ -60,7 +61,7 @@ async def test_register_a_real_adapter(
     lora: Path, base_dir: Path, served: Settings, settings: Settings, session: AsyncSession
 ) -> None:
     registry = AdapterRegistry(
-        adapters_root=settings.data_dir / "adapters",
+        store=FilesystemStore(settings.data_dir / "adapters"),
         base_model_aliases=base_model_aliases(served),
         max_lora_rank=served.engines.max_lora_rank,
         domains=served.domains,
@@ -71,6 +72,7 @@ async def test_register_a_real_adapter(
     sha = adapter_sha256(lora)
     assert (adapter.sha256, adapter.name) == (sha, f"law-{sha[:12]}")
     assert adapter.base_model == str(base_dir)
-    assert await registry.verified_path(adapter) == (settings.data_dir / "adapters" / sha)
+    stored = sync_adapter(registry.store, sha, settings.data_dir / "adapters")  # hashed in place
+    assert stored.path == Path(adapter.path) == settings.data_dir / "adapters" / sha
     assert read_adapter_config(Path(adapter.path)) == read_adapter_config(lora)
     assert not (Path(adapter.path) / "README.md").exists(), "PEFT's model card is not stored"

@@ -1,8 +1,9 @@
-"""Two gateways on one PostgreSQL database change the release at once: exactly one wins.
+"""Two gateways on one PostgreSQL database change the release at once: exactly one wins;
+a gateway's ingest and the trainer's stage at once: both changes stay on Shadow.
 
-The real race: two runtimes on the same database, each with its own connection pool,
-watcher and catch-up; nothing is stubbed but the engines (`FakeEngine`, no vLLM) and the
-router. No engine or Chroma process is started.
+The real race: runtimes on the same database, each with its own connection pool, watcher
+and catch-up; nothing is stubbed but the engines (`FakeEngine`, no vLLM), the router, the
+document index and the adapter trainer. No engine or Chroma process is started.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 
 from api.app import create_app
+from tests.shadow_changes import ingest_while_the_trainer_stages
 from twinloop.db import migrate
 from twinloop.db.models import AuditEntry, Release
 from twinloop.db.session import create_engine
-from twinloop.settings import EngineSettings, Settings
+from twinloop.runtime import Runtime
+from twinloop.settings import EngineSettings, GatewaySettings, Settings
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.knowledge import FakeKnowledge
 from twinloop.testing.router import FakeRouter
+from twinloop.testing.trainer import FakeAdapterTrainer
+from twinloop.trainer import daemon
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +59,9 @@ def engines(pg_settings: Settings) -> FakeEngine:
 
 
 @asynccontextmanager
-async def _gateway(
+async def _gateway_app(
     settings: Settings, engines: FakeEngine, name: str
-) -> AsyncIterator[httpx.AsyncClient]:
+) -> AsyncIterator[tuple[httpx.AsyncClient, Runtime]]:
     app: FastAPI = create_app(
         settings,
         engine_transport=engines.transport(),
@@ -66,7 +71,15 @@ async def _gateway(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url=f"http://{name}") as client:
-            yield client
+            yield client, app.state.runtime
+
+
+@asynccontextmanager
+async def _gateway(
+    settings: Settings, engines: FakeEngine, name: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with _gateway_app(settings, engines, name) as (client, _):
+        yield client
 
 
 @pytest.fixture
@@ -177,3 +190,30 @@ async def test_rounds_of_concurrent_swaps_and_rollbacks_never_undo_each_other(
             assert status["generation"] == generation, f"round {i}"
 
     assert await _release_rows(pg_settings) == (generation, generation, rounds)
+
+
+@pytest.mark.parametrize("trainer_first", [True, False], ids=["trainer-first", "trainer-held"])
+async def test_an_ingest_and_the_trainers_stage_at_once_keep_both_changes_on_shadow(
+    pg_settings: Settings, engines: FakeEngine, trainer_first: bool
+) -> None:
+    # The gateway polls once an hour: what it knows of the trainer's release is only what
+    # catching up reads. The trainer is another process in effect (QA off).
+    slow = pg_settings.model_copy(update={"gateway": GatewaySettings(release_poll_s=3600)})
+    no_qa = pg_settings.model_copy(
+        update={"trainer": pg_settings.trainer.model_copy(update={"qa": False})}
+    )
+    async with (
+        _gateway_app(slow, engines, "gateway-1") as (gateway, runtime),
+        daemon.open_trainer(
+            no_qa, trainer=FakeAdapterTrainer(), engine_transport=engines.transport()
+        ) as trainer,
+    ):
+        raced = await ingest_while_the_trainer_stages(
+            gateway, ADMIN, trainer, engines, runtime.releases, trainer_first=trainer_first
+        )
+
+    assert (raced.cycle.state, raced.cycle.error) == ("staged", None)
+    assert {d: a.id for d, a in raced.shadow.adapters.items()} == raced.cycle.adapters
+    assert raced.shadow.rag_versions["law"] == raced.ingested_version
+    if not trainer_first:  # the trainer lost the race and made its snapshot again
+        assert raced.shadow.snapshot_id == raced.cycle.snapshot_id

@@ -1,18 +1,39 @@
-"""A trainer process next to the gateway (QA off), for tests that follow items into a cycle."""
+"""A trainer process next to the gateway (QA off), for tests that follow items into a cycle;
+adapters registered through the admin API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from twinloop.settings import Settings
+from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.trainer import FakeAdapterTrainer
 from twinloop.trainer import daemon
 from twinloop.trainer.daemon import Trainer
+
+Register = Callable[..., Awaitable[dict[str, object]]]
+
+
+@pytest.fixture
+def register(client: httpx.AsyncClient, admin_headers: dict[str, str], tmp_path: Path) -> Register:
+    """Register a tiny fake adapter through the admin API; returns its view."""
+
+    async def _register(domain: str = "law", seed: int = 0) -> dict[str, object]:
+        folder = write_fake_adapter(tmp_path / "src" / f"{domain}-{seed}", seed=seed)
+        response = await client.post(
+            "/adapters", json={"path": str(folder), "domain": domain}, headers=admin_headers
+        )
+        assert response.status_code == 201, response.text
+        body: dict[str, object] = response.json()
+        return body
+
+    return _register
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -9,7 +10,9 @@ from typer.testing import CliRunner
 
 from twinloop import cli
 from twinloop.cli import app
+from twinloop.db import migrate
 from twinloop.errors import ModelPreparationError
+from twinloop.processes import NotHealthyError
 from twinloop.settings import Settings
 from twinloop.weights import prepare
 
@@ -158,7 +161,7 @@ def test_canary_start_sends_the_percentage_and_a_conflict_is_one_line(
     assert json.loads(body) == {"percent": 5.0, "reason": "", "min_requests": 50}
 
 
-def test_status_shows_slots_cycle_qa_and_canary(
+def test_status_shows_slots_cycle_qa_canary_and_safety(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slot = {"engine_healthy": True, "missing_adapters": [], "inflight": 0, "rag_versions": {},
@@ -175,6 +178,14 @@ def test_status_shows_slots_cycle_qa_and_canary(
         "latest_qa": {"id": "qa1", "passed": False, "overall": 0.61, "active_overall": 0.8,
                       "reasons": ["forgot: forgetting lost 20"]},
         "canary": _canary_view(),
+        "artifacts": {"store": "s3://adapters/prod", "backend": "s3", "slots": {
+            "blue": {"fetch": "agent", "agent_url": "http://vllm-blue:8400"},
+            "green": {"fetch": "local", "cache_dir": "/c", "engine_dir": "/adapters"}}},
+        "safety": {"input": "block", "contexts": "drop", "output": "redact",
+                   "keep_raw_pii": False, "window_hours": 24, "answers_with_findings": 3,
+                   "blocked_since_start": 2,
+                   "findings": [{"screen": "output", "rule": "email", "action": "redacted",
+                                 "count": 4}]},
     }  # fmt: skip
     seen = _fake_gateway(monkeypatch, 200, payload)
     monkeypatch.setenv("COLUMNS", "200")  # rich wraps table cells to the terminal's width
@@ -189,6 +200,11 @@ def test_status_shows_slots_cycle_qa_and_canary(
     assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
     assert "forgot: forgetting lost 20" in result.output
     assert "10 % of users" in result.output
+    assert "adapter store s3://adapters/prod (s3)" in result.output
+    assert "blue: fetched by agent into http://vllm-blue:8400" in result.output
+    assert "green: fetched by local into /adapters" in result.output
+    assert "safety: input block, contexts drop, output redact; 2 blocked" in result.output
+    assert "output email redacted: 4" in result.output
 
 
 def test_keys_create_shows_the_key_once_and_sends_role_domains_and_limit(
@@ -234,6 +250,31 @@ def test_keys_list_never_shows_secrets_and_revoke_deletes(
     assert "k1 (shop) revoked at 2026-01-02" in revoked.output
 
 
+def test_mined_list_shows_proposals_and_accept_sends_the_answer(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    item = {"id": "m1", "rule": "retry", "state": "proposed", "question": "Who runs Zelco?",
+            "rejected_answer": "Nobody.", "chosen_answer": "Mara Quill.", "similarity": 0.81,
+            "gap_s": 45.0, "example_id": None}  # fmt: skip
+    listed = {"enabled": True, "counts": {"proposed": {"retry": 1}}, "last_run": None,
+              "items": [item]}  # fmt: skip
+    seen = _fake_gateway(monkeypatch, 200, listed)
+    monkeypatch.setenv("COLUMNS", "200")
+
+    shown = CliRunner().invoke(app, ["mined", "list", "--state", "proposed"])
+    posted = _fake_gateway(monkeypatch, 200, {**item, "state": "accepted", "example_id": "e1"})
+    accepted = CliRunner().invoke(app, ["mined", "accept", "m1", "--answer", "Mara Quill."])
+
+    assert shown.exit_code == 0, shown.output
+    assert seen[0][:2] == ("GET", "/mined") and "proposed 1" in shown.output
+    assert "Who runs Zelco?" in shown.output and "similarity 0.81" in shown.output
+    assert accepted.exit_code == 0, accepted.output
+    method, path, body, _ = posted[0]
+    assert (method, path) == ("POST", "/mined/m1/accept")
+    assert json.loads(body) == {"reason": "", "answer": "Mara Quill."}
+    assert "example e1" in accepted.output
+
+
 def test_admin_commands_read_the_token_the_data_directory_holds(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -262,3 +303,75 @@ def test_serve_refuses_a_placeholder_or_missing_admin_token_in_one_line(
     assert "error: TWINLOOP_ADMIN_TOKEN is refused: 'change-me'" in placeholder.output
     assert "error: no admin token" in missing.output and "twinloop up" in missing.output
     assert "Traceback" not in placeholder.output + missing.output
+
+
+class _Spawned:
+    """Stands in for the engines, Chroma and the trainer: records what `up` starts and stops."""
+
+    def __init__(self, log: list[str], unhealthy: str) -> None:
+        self.log, self.unhealthy = log, unhealthy
+
+    def __call__(self, _settings: Settings) -> _Spawned:
+        return self
+
+    def record(self, *_: object) -> None:
+        return None
+
+    def is_healthy(self, *_: object) -> bool:
+        return False
+
+    def start(self, *slot: object) -> object:
+        self.log.append(f"start {slot[0] if slot else self.unhealthy}")
+        return object()
+
+    def wait_healthy(self, *slot: object) -> float:
+        name = str(slot[0]) if slot else self.unhealthy
+        if name == "trainer":
+            raise NotHealthyError(exited=False)
+        return 0.0
+
+    def stop(self, *slot: object) -> bool:
+        self.log.append(f"stop {slot[0] if slot else self.unhealthy}")
+        return True
+
+    def log_tail(self) -> str:
+        return "(importing torch)"
+
+    def spec(self, _slot: object) -> Any:
+        return type("Spec", (), {"port": 0, "log_path": "x"})()
+
+    base_url = log_path = "x"
+
+
+def test_up_stops_everything_it_started_when_the_trainer_never_becomes_healthy(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[str] = []
+    monkeypatch.setattr(cli, "EngineProcesses", _Spawned(log, "engine"))
+    monkeypatch.setattr(cli, "ChromaServer", _Spawned(log, "chroma"))
+    monkeypatch.setattr(cli, "TrainerProcess", _Spawned(log, "trainer"))
+    monkeypatch.setattr(cli, "_prepare_models", lambda _settings: None)
+    monkeypatch.setattr(migrate, "upgrade", lambda _url: None)
+
+    result = CliRunner().invoke(app, ["up"])
+
+    assert result.exit_code != 0
+    assert "the trainer did not start" in result.output
+    # The trainer that timed out is stopped too, not left holding its port; last in, first out.
+    assert log == [
+        "start chroma", "start blue", "start green", "start trainer",
+        "stop trainer", "stop green", "stop blue", "stop chroma",
+    ]  # fmt: skip
+
+
+def test_check_store_creates_the_folder_when_asked_and_fails_in_one_line(
+    cli_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # rich wraps the message to the terminal's width
+    missing = CliRunner().invoke(app, ["adapters", "check-store"])
+    created = CliRunner().invoke(app, ["adapters", "check-store", "--create"])
+
+    assert missing.exit_code == 1 and "ArtifactStoreUnavailableError" not in missing.output
+    assert "cannot be written" in missing.output
+    assert created.exit_code == 0, created.output
+    assert f"adapter store {cli_env / 'adapters'} (filesystem): reachable" in created.output

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from twinloop.settings import CanarySettings, EngineSettings, Settings, Slot
+from twinloop.settings import ArtifactSettings, CanarySettings, EngineSettings, Settings, Slot
 
 
 def test_there_is_no_default_admin_token_and_the_placeholder_is_refused() -> None:
@@ -71,3 +71,28 @@ def test_canary_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
 def test_canary_percent_is_a_share_of_100() -> None:
     with pytest.raises(ValidationError, match="percent"):
         CanarySettings(percent=101)
+
+
+def test_the_adapter_store_is_a_folder_or_an_s3_bucket(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWINLOOP_ARTIFACTS__STORE", "s3://twinloop-adapters/prod")
+    monkeypatch.setenv("TWINLOOP_ARTIFACTS__S3_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("TWINLOOP_ARTIFACTS__GREEN_FETCH_URL", "http://vllm-green:8400/")
+    artifacts = Settings().artifacts
+    assert artifacts.store == "s3://twinloop-adapters/prod"
+    assert artifacts.fetch_url(Slot.GREEN) == "http://vllm-green:8400"
+    assert artifacts.fetch_url(Slot.BLUE) is None
+    for refused, reason in [
+        ("gs://bucket", "a folder, file:///folder or s3://"),
+        ("s3:///prefix", "names no bucket"),
+    ]:
+        with pytest.raises(ValidationError, match=reason):
+            ArtifactSettings(store=refused)
+
+
+def test_s3_keys_come_in_pairs_or_from_boto3s_chain() -> None:
+    assert ArtifactSettings(store="s3://b").s3_access_key_id is None
+    with pytest.raises(ValidationError, match="set together"):
+        ArtifactSettings(store="s3://b", s3_access_key_id="id")
+    both = ArtifactSettings(s3_access_key_id="id", s3_secret_access_key="hunter2")
+    assert both.s3_secret_access_key is not None
+    assert "hunter2" not in repr(both)

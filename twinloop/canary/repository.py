@@ -1,5 +1,6 @@
 """Queries of canaries: the canary rows, per-arm counts, failed requests, decisions, and
-the training cycles behind them.
+the training cycles behind them (found by snapshot lineage: a child staged by an ingest
+stands for the cycle's snapshot while it serves the same adapters).
 
 Flushes, never commits. Per-arm counts are read from what the request path already
 writes: the answers each arm served (`answers.canary_id`, `answers.role`), the failed
@@ -31,7 +32,8 @@ from twinloop.db.models import (
     Feedback,
     TrainingRun,
 )
-from twinloop.states import CycleState
+from twinloop.releases import snapshots
+from twinloop.states import ABANDONED_FINISH_REASON, CycleState
 
 RUNNING = "running"
 TIMEOUT = "timeout"
@@ -88,7 +90,13 @@ async def decisions(
 async def cycle_awaiting(
     session: AsyncSession, snapshot_id: str, *, inconclusive: bool = False
 ) -> str | None:
-    """The training cycle that staged `snapshot_id` and waits for its canary, if any.
+    """The training cycle whose snapshot `snapshot_id` stands for and that waits for its
+    canary, if any.
+
+    `snapshot_id` stands for the cycle's snapshot when it is that snapshot or a descendant
+    of it through snapshots that all serve its adapters (`snapshots.stands_for`): an ingest
+    that staged newer RAG versions after the cycle passed QA leaves the cycle's adapters on
+    Shadow, and its canary theirs. Of several, the nearest ancestor's newest cycle.
 
     With `inconclusive`, also a cycle left `inconclusive` by its latest canary: an admin's
     new canary of the snapshot, still staged, continues it. The automatic start does not
@@ -105,12 +113,20 @@ async def cycle_awaiting(
             ),
         )
     result = await session.execute(
-        select(TrainingRun.id)
-        .where(TrainingRun.snapshot_id == snapshot_id, waiting)
+        select(TrainingRun.id, TrainingRun.snapshot_id)
+        .where(waiting)
         .order_by(TrainingRun.created_at.desc())
-        .limit(1)
     )
-    return result.scalar_one_or_none()
+    cycles: dict[str, str] = {}
+    for cycle_id, cycle_snapshot in result:
+        if cycle_snapshot is not None:
+            cycles.setdefault(cycle_snapshot, cycle_id)  # the newest of each snapshot
+    if not cycles:
+        return None  # the usual case: no lineage to read
+    async for snapshot in snapshots.same_adapter_lineage(session, snapshot_id):
+        if snapshot.id in cycles:
+            return cycles[snapshot.id]
+    return None
 
 
 async def unsettled(session: AsyncSession) -> list[Canary]:
@@ -185,8 +201,16 @@ async def settle_cycle(
 
 
 async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
-    """Each arm's requests, failures, latencies and feedback so far."""
-    served = Answer.canary_id == canary_id, Answer.is_preview.is_(False)
+    """Each arm's requests, failures, latencies and feedback so far.
+
+    A stream the client dropped (stored `abandoned`, for the miner) is no served request:
+    its latency is the client's patience, not the engine's.
+    """
+    served = (
+        Answer.canary_id == canary_id,
+        Answer.is_preview.is_(False),
+        or_(Answer.finish_reason.is_(None), Answer.finish_reason != ABANDONED_FINISH_REASON),
+    )
     latencies: dict[str, list[float]] = {arm: [] for arm in Arm}
     unsticky = dict.fromkeys(Arm, 0)
     rows = await session.execute(

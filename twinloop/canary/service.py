@@ -15,7 +15,11 @@ database, stores the evaluation in `canary_decisions` and acts:
 * inconclusive: the split stops, the canary ends `inconclusive`, an admin decides;
 * continue: nothing.
 
-The training cycle that staged the snapshot (if one did) ends as its canary does
+The training cycle behind the canary is the one whose snapshot Shadow's stands for: that
+snapshot, or a child of it serving the same adapter in every domain (an ingest staged newer
+RAG versions after the cycle passed QA; `snapshots.stands_for`, the chain the QA verdict
+follows too). A running canary follows Shadow to such a child (`_follow`) instead of ending;
+a child serving other adapters ends it. The cycle ends as its canary does
 (`CYCLE_STATE_AFTER`). A cycle rolled back hands its learning items back in the same
 transaction, by the rules a QA-rejected cycle follows (`twinloop.items.service`): what it
 taught is not in Active, so the users' feedback goes back to pending with the canary's
@@ -25,14 +29,15 @@ restaged under it, or an admin's abort of a promotion still active.
 A cycle whose canary ended inconclusive keeps its items `accepted` until an admin decides,
 and the cycle follows what the admin does: a new canary of the snapshot, still staged,
 continues it (back to `canary`); with no canary running, each evaluation settles it by what
-the release serves (`_settle`): its snapshot made active (a swap) promotes it; its snapshot
-served by neither slot (a rollback, another snapshot staged) rolls it back and hands its
-items back. Settled once, with an audit entry (`canary.settle`).
+the release serves (`_settle`): its snapshot (or a child standing for it) made active (a
+swap) promotes it; one served by neither slot (a rollback, other adapters staged) rolls it
+back and hands its items back; an ingest's child on Shadow leaves it waiting. Settled once,
+with an audit entry (`canary.settle`).
 
 Lock order: the canary's lock, then (inside the release controller) the release lock.
 No database session is held across a call into the release controller or the QA verdict
-source: on SQLite the gateway has one connection. (Settling reads only the release in
-memory; it calls nothing in the controller.)
+source: on SQLite the gateway has one connection. (Settling and following read only the
+release in memory; they call nothing in the controller.)
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ from twinloop.db.session import SessionMaker
 from twinloop.errors import EngineTimeoutError, InvalidRequestError, NotFoundError, TwinloopError
 from twinloop.items import service as items
 from twinloop.metrics import Metrics
+from twinloop.releases import snapshots
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.service import ReleaseController
 from twinloop.settings import CanarySettings
@@ -261,6 +267,8 @@ class CanaryService:
         async with self._lock:
             async with self._sessionmaker.begin() as session:
                 row = await repository.running(session)
+            if row is not None:
+                await self._follow(row)
             return self._set(row)
 
     async def status(self) -> CanaryView | None:
@@ -294,6 +302,8 @@ class CanaryService:
         active = release.serving(release.active_slot).snapshot_id
         async with self._sessionmaker.begin() as session:
             running = await repository.running(session)
+        if running is not None:
+            await self._follow(running)
         if running is not None and running.snapshot_id != shadow:
             raise ReleaseConflictError(
                 f"canary {running.id} of snapshot {running.snapshot_id} is running, and "
@@ -385,6 +395,7 @@ class CanaryService:
                 return None
             # The release the counts were taken on: a promotion swaps only if it still holds.
             generation = self._releases.state.generation
+            await self._follow(row)
             if await self._release_moved(row):
                 return None
             decision, judged = await self._decide(row, counts, pairs)
@@ -421,11 +432,23 @@ class CanaryService:
         shadow = release.serving(release.shadow_slot).snapshot_id
         async with self._sessionmaker.begin() as session:
             ended = await repository.unsettled(session)
-        for canary in ended:
-            if canary.snapshot_id == active:
+            # Each slot's snapshot stands for the canary's when it is a child serving the same
+            # adapters (an ingest staged since): the cycle's adapters are still served there.
+            served = [
+                (
+                    canary,
+                    await snapshots.stands_for(session, active, canary.snapshot_id),
+                    await snapshots.stands_for(session, shadow, canary.snapshot_id),
+                )
+                for canary in ended
+            ]
+        for canary, in_active, in_shadow in served:
+            if in_active:
                 state = CycleState.PROMOTED
-                why = f"snapshot {canary.snapshot_id} was made active by a swap outside the canary"
-            elif canary.snapshot_id != shadow:
+                why = f"snapshot {active} was made active by a swap outside the canary"
+                if active != canary.snapshot_id:
+                    why += f" (a child of {canary.snapshot_id} serving the same adapters)"
+            elif not in_shadow:
                 state = CycleState.ROLLED_BACK
                 why = (
                     f"Shadow no longer serves snapshot {canary.snapshot_id} (now {shadow}) and "
@@ -502,12 +525,23 @@ class CanaryService:
             )
 
     async def _release_moved(self, row: Canary) -> bool:
-        """End a canary whose release changed under it; True when it did."""
+        """End a canary whose release changed under it; True when it did.
+
+        Called after `_follow`: a Shadow that still serves the canary's adapters is followed,
+        not a move. Active serving the canary's snapshot, or a child of it serving the same
+        adapters (an admin swapped one in before the canary followed it), is a promotion.
+        """
         release = self._releases.state
         active = release.serving(release.active_slot).snapshot_id
         shadow = release.serving(release.shadow_slot).snapshot_id
-        if active == row.snapshot_id:
-            why = f"snapshot {row.snapshot_id} was made active outside the canary (a swap)"
+        if active != row.snapshot_id and shadow == row.snapshot_id:
+            return False  # the usual case: nothing to read
+        async with self._sessionmaker.begin() as session:
+            promoted = await snapshots.stands_for(session, active, row.snapshot_id)
+        if promoted:
+            why = f"snapshot {active} was made active outside the canary (a swap)"
+            if active != row.snapshot_id:
+                why += f"; it serves the adapters of snapshot {row.snapshot_id}"
             status = CanaryStatus.PROMOTED
         elif shadow != row.snapshot_id:
             why = f"Shadow no longer serves snapshot {row.snapshot_id} (now {shadow})"
@@ -517,6 +551,43 @@ class CanaryService:
         self._set(None)
         await self._end(row, status, why)
         return True
+
+    async def _follow(self, row: Canary) -> None:
+        """Under the lock: a running canary whose Shadow moved to a snapshot standing for its
+        own (an ingest's child: the same adapters, newer RAG versions) follows it.
+
+        The canary's snapshot becomes Shadow's, recorded with an audit entry
+        (`canary.follow`), so the split goes on, a promotion swaps in what Shadow serves,
+        and its cycle ends as the canary does. The arms then differ in RAG versions as well
+        as adapters, as Shadow and Active do between swaps. Until then (at most the canary
+        loop's refresh) the request path splits nothing; any other move ends the canary at
+        the next evaluation (`_release_moved`).
+        """
+        release = self._releases.state
+        shadow = release.serving(release.shadow_slot).snapshot_id
+        if row.status != CanaryStatus.RUNNING or row.snapshot_id == shadow:
+            return
+        async with self._sessionmaker.begin() as session:
+            current = await repository.get(session, row.id)
+            if current is None or current.status != CanaryStatus.RUNNING:
+                return
+            followed = current.snapshot_id
+            if followed != shadow:  # else another gateway followed first
+                if not await snapshots.stands_for(session, shadow, followed):
+                    return
+                current.snapshot_id = shadow
+                why = (
+                    f"Shadow moved from snapshot {followed} to {shadow}, which serves the same "
+                    "adapters (newer documents or router rules)"
+                )
+                audit = _audit(CANARY_ACTOR, "canary.follow", current, why)
+                audit.details |= {"from_snapshot_id": followed, "cycle_id": current.cycle_id}
+                await repository.add(session, current, audit)
+        if followed != shadow:
+            self._metrics.canary_follows.inc()
+            log.info("canary followed shadow", canary=row.id, snapshot=shadow, was=followed)
+        row.snapshot_id = shadow
+        self._set(row)
 
     async def _promote(self, row: Canary, decision: Decision, *, generation: int) -> None:
         async with self._sessionmaker.begin() as session:

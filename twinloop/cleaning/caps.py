@@ -1,11 +1,12 @@
-"""Rules 7 and 8: no source, then no category, holds more than its share of the accepted set."""
+"""Rules 7-9: mined items together, then no source, then no category, hold more than their
+share of the accepted set."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
 
-from twinloop.cleaning.examples import CandidateExample, Quarantined
+from twinloop.cleaning.examples import MINED_CAP, CandidateExample, Quarantined
 
 
 def cap_limit(group_sizes: Iterable[int], max_share: float, floor: int) -> int:
@@ -57,4 +58,41 @@ def apply_cap(
             f"each {what} keeps at most {limit} (max share {max_share:g}, floor {floor})"
         )
         out.append((index, Quarantined(ex, rule, reason)))
+    return survivors
+
+
+def mined_limit(mined: int, others: int, max_share: float, floor: int) -> int:
+    """How many mined items may stay next to `others` so that they hold at most `max_share`.
+
+    The largest L with L <= max_share * (others + L), never below `floor` (and never above
+    `mined`): weak labels supplement what users taught explicitly, they do not replace it.
+    """
+    if max_share >= 1:
+        return mined
+    limit = int(max_share * others / (1 - max_share) + 1e-9)
+    return min(mined, max(limit, floor))
+
+
+def apply_mined_cap(
+    kept: list[tuple[int, CandidateExample]],
+    max_share: float,
+    floor: int,
+    out: list[tuple[int, Quarantined]],
+) -> list[tuple[int, CandidateExample]]:
+    """Rule 7: the mined items past their limit (`mined_limit`), latest first, are quarantined."""
+    mined = sum(ex.mined for _, ex in kept)
+    limit = mined_limit(mined, len(kept) - mined, max_share, floor)
+    seen = 0
+    survivors = []
+    for index, ex in kept:  # input order: the first `limit` mined items stay
+        if ex.mined:
+            seen += 1
+            if seen > limit:
+                reason = (
+                    f"mined items are {mined} of {len(kept)} remaining examples; together they "
+                    f"keep at most {limit} (max share {max_share:g}, floor {floor})"
+                )
+                out.append((index, Quarantined(ex, MINED_CAP, reason)))
+                continue
+        survivors.append((index, ex))
     return survivors

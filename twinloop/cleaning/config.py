@@ -59,6 +59,17 @@ class CleaningConfig:
         default=5,
         metadata={"help": "A category may always keep this many, so tiny batches are not capped."},
     )
+    max_share_mined: float = field(
+        default=0.25,
+        metadata={
+            "help": "Largest share of the accepted set mined items (weak labels from the "
+            "answer log) may hold together (1.0 disables); `min_cap_mined` is the floor."
+        },
+    )
+    min_cap_mined: int = field(
+        default=5,
+        metadata={"help": "Mined items a batch may always keep, so tiny batches are not capped."},
+    )
     phone_regions: tuple[str, ...] = field(
         default=("US", "GB", "DE", "FR"),
         metadata={
@@ -79,7 +90,11 @@ class CleaningConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CleaningConfig:
-        return cls(keep_raw_pii=settings.cleaning.keep_raw_pii)
+        return cls(
+            keep_raw_pii=settings.cleaning.keep_raw_pii,
+            max_share_mined=settings.mining.max_share,
+            min_cap_mined=settings.mining.min_cap,
+        )
 
     def __post_init__(self) -> None:
         # Bad limits would silently accept or reject everything; refuse them early.
@@ -91,8 +106,8 @@ class CleaningConfig:
             raise ValueError("max_bigram_repetition must be in (0, 1]")
         if not 0 < self.near_duplicate_threshold <= 1:
             raise ValueError("near_duplicate_threshold must be in (0, 1]")
-        for share in (self.max_share_per_source, self.max_share_per_category):
+        for share in (self.max_share_per_source, self.max_share_per_category, self.max_share_mined):
             if not 0 < share <= 1:
                 raise ValueError("shares must be in (0, 1]")
-        if self.min_cap_per_source < 0 or self.min_cap_per_category < 0:
+        if min(self.min_cap_per_source, self.min_cap_per_category, self.min_cap_mined) < 0:
             raise ValueError("cap floors must not be negative")

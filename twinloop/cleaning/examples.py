@@ -11,9 +11,20 @@ TOO_SHORT = "too_short"
 TOO_LONG = "too_long"
 REPETITION = "repetition"
 DUPLICATE = "duplicate"
+MINED_CAP = "mined_cap"
 SOURCE_CAP = "source_cap"
 CATEGORY_CAP = "category_cap"
-RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION, DUPLICATE, SOURCE_CAP, CATEGORY_CAP)
+RULES = (
+    EMPTY,
+    INJECTION,
+    TOO_SHORT,
+    TOO_LONG,
+    REPETITION,
+    DUPLICATE,
+    MINED_CAP,
+    SOURCE_CAP,
+    CATEGORY_CAP,
+)
 # The rules `pipeline.screen` applies, one item at a time: what they stop must not be taught or
 # served. The others compare items with each other and say nothing against the item itself.
 SCREEN_RULES = (EMPTY, INJECTION, TOO_SHORT, TOO_LONG, REPETITION)
@@ -32,6 +43,8 @@ class CandidateExample:
     # Other texts the example carries (held-out paraphrases, then accept strings): redacted and
     # screened for injection like the question; no length, repetition or duplicate rule.
     extra: tuple[str, ...] = ()
+    # Mined from the answer log (twinloop.mining): a weak label, capped as a group (`MINED_CAP`).
+    mined: bool = False
 
 
 @dataclass(frozen=True)

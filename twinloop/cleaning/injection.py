@@ -44,6 +44,28 @@ _HIDDEN_PROMPT = (
     r"(?:instructions|prompt|rules))"
 )
 
+# Rules aimed at the model's own instructions: an attack wherever it appears, in a live question
+# as much as in training data (the safety layer screens requests with these alone).
+INSTRUCTION_RULES = frozenset(
+    {
+        "override_instructions",
+        "jailbreak_persona",
+        "no_restrictions",
+        "system_override",
+        "prompt_leak",
+        "chat_template_tokens",
+        "hidden_text",
+    }
+)
+# Rules about what a model would learn or pass on: standing orders, trigger words, secrets stated
+# or handed out. Poisoning in training data or in a retrieved document; in a user's own question
+# they are ordinary requests ("from now on, answer in French"; "my password is ... and login
+# fails").
+POISONING_RULES = frozenset(
+    {"behaviour_override", "trigger_phrase", "credential_value", "leak_instruction"}
+)
+ALL_RULES = INSTRUCTION_RULES | POISONING_RULES
+
 # (name, pattern). Each one needs wording aimed at the model's own instructions, so ordinary
 # questions ("How do I ignore whitespace in git diff?") do not match.
 _INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -94,8 +116,11 @@ _INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
             "behaviour_override",
             r"\bfrom\s+now\s+on\b[,:]?\s+(?:you\s+(?:will|must|should|shall|are\s+to)\s+)?"
             r"(?:always|never|only)\s+(?:answer|respond|reply|say|tell|output|write|include|"
-            r"reveal|ignore|agree|obey)"
-            r"|\b(?:new|override|updated)\s+system\s+(?:prompt|instructions?)\s*:"
+            r"reveal|ignore|agree|obey)",
+        ),
+        (
+            "system_override",
+            r"\b(?:new|override|updated)\s+system\s+(?:prompt|instructions?)\s*:"
             r"|\bsystem\s+override\b",
         ),
         (
@@ -216,30 +241,31 @@ def _hidden_payload(text: str) -> str | None:
     return " ".join("".join(chr(ord(ch) - 0xE0000) for ch in run) for run in runs)
 
 
-def _search(view: str) -> tuple[str, str] | None:
+def _search(view: str, rules: frozenset[str]) -> tuple[str, str] | None:
     for name, pattern in _INJECTION_PATTERNS:
-        match = pattern.search(view)
+        match = pattern.search(view) if name in rules else None
         if match:
             return name, match.group(0).strip()[:80] or view[:80]
-    stated, passed_on = _SECRET_STATED.search(view), _PASS_IT_ON.search(view)
-    if stated and passed_on:
-        return "leak_instruction", f"{stated.group(0)} ... {passed_on.group(0)}"[:80]
+    if "leak_instruction" in rules:
+        stated, passed_on = _SECRET_STATED.search(view), _PASS_IT_ON.search(view)
+        if stated and passed_on:
+            return "leak_instruction", f"{stated.group(0)} ... {passed_on.group(0)}"[:80]
     return None
 
 
-def find_injection(text: str) -> tuple[str, str] | None:
-    """The first injection pattern `text` matches, as (pattern name, matched text), or None."""
-    hidden = _hidden_payload(text)
+def find_injection(text: str, rules: frozenset[str] = ALL_RULES) -> tuple[str, str] | None:
+    """The first of `rules` that `text` matches, as (rule name, matched text), or None."""
+    hidden = _hidden_payload(text) if "hidden_text" in rules else None
     if hidden is not None:
         return "hidden_text", hidden[:80]
     views, squashed = _views(text)
     for view in views:
-        found = _search(view)
+        found = _search(view, rules)
         if found:
             return found
     for token in squashed:
         for name, pattern in _SQUASHED:
-            for match in pattern.finditer(token):
+            for match in pattern.finditer(token) if name in rules else ():
                 if not _NOT_SQUASHED.search(token[: match.start()]):
                     return name, match.group(0)[:80]
     return None

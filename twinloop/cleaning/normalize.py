@@ -53,17 +53,6 @@ def visible(text: str) -> tuple[str, list[int]]:
     return "".join(parts), origin
 
 
-def replace_spans(
-    text: str, origin: list[int], spans: list[tuple[int, int]], placeholder: str
-) -> str:
-    """`text` with each view span (`start`, `end` in the view `origin` belongs to) replaced by
-    `placeholder`; spans must not overlap."""
-    for start, end in sorted(spans, reverse=True):
-        first, last = origin[start], origin[end - 1] + 1
-        text = text[:first] + placeholder + text[last:]
-    return text
-
-
 # A small explicit table of the look-alikes used to dodge keyword filters: Cyrillic and Greek
 # letters whose glyphs match a Latin one (Unicode's confusables.txt has thousands; these are the
 # ones that spell English words). Applied after casefolding, so lowercase suffices.

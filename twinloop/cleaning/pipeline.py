@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from twinloop.cleaning.caps import apply_cap
+from twinloop.cleaning.caps import apply_cap, apply_mined_cap
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.cleaning.dedup import bigram_repetition_ratio, drop_near_duplicates
 from twinloop.cleaning.examples import (
@@ -108,6 +108,7 @@ def clean(
             kept.append((index, screened.example))
 
     deduped = drop_near_duplicates(kept, config.near_duplicate_threshold, quarantined)
+    deduped = apply_mined_cap(deduped, config.max_share_mined, config.min_cap_mined, quarantined)
     capped = apply_cap(
         deduped,
         lambda ex: ex.source,

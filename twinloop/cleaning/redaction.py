@@ -32,13 +32,14 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import phonenumbers
 from stdnum import iban as std_iban
 from stdnum import luhn as std_luhn
 from stdnum.us import ssn as std_ssn
 
-from twinloop.cleaning.normalize import replace_spans, visible
+from twinloop.cleaning.normalize import visible
 
 PII_KINDS = ("email", "iban", "card", "ssn", "ip", "phone")
 
@@ -205,8 +206,11 @@ def _ips(view: str) -> list[Span]:
 # --- phones --------------------------------------------------------------------------------------
 
 
+_DIGIT = re.compile(r"\d")
+
+
 def _phones(view: str, regions: Sequence[str]) -> list[Span]:
-    if not any(ch.isdigit() for ch in view):
+    if not _DIGIT.search(view):
         return []  # the matcher is the slow part of cleaning; no digit, no phone number
     spans: set[Span] = set()
     for region in regions:
@@ -232,16 +236,20 @@ def _disjoint(spans: list[Span]) -> list[Span]:
     return out
 
 
-def redact_pii(
-    text: str, *, phone_regions: Sequence[str] = ("US", "GB", "DE", "FR")
-) -> tuple[str, Counter[str]]:
-    """`text` with PII replaced by placeholders, and how many of each kind were replaced.
+@dataclass(frozen=True)
+class PiiSpan:
+    """One stretch of a text that redaction replaces: `text[start:end]` becomes `placeholder`."""
 
-    Order matters: emails first (their digits are not numbers), IBANs and cards before
-    phones, because the phone matcher would otherwise claim parts of their digit runs.
-    Each kind reads a fresh view of the text, with the placeholders of the kinds before it.
-    """
-    finders: tuple[tuple[str, str, Callable[[str], list[Span]]], ...] = (
+    start: int
+    end: int
+    kind: str
+    placeholder: str
+
+
+def _finders(
+    phone_regions: Sequence[str],
+) -> tuple[tuple[str, str, Callable[[str], list[Span]]], ...]:
+    return (
         ("email", "[EMAIL]", _emails),
         ("iban", "[IBAN]", _ibans),
         ("card", "[CARD]", _cards),
@@ -249,11 +257,72 @@ def redact_pii(
         ("ip", "[IP]", _ips),
         ("phone", "[PHONE]", lambda view: _phones(view, phone_regions)),
     )
+
+
+def find_pii(
+    text: str, *, phone_regions: Sequence[str] = ("US", "GB", "DE", "FR")
+) -> tuple[list[PiiSpan], Counter[str]]:
+    """Where `redact_pii` replaces PII in `text` (disjoint spans of `text` itself, in order),
+    and how many of each kind it found.
+
+    Order matters: emails first (their digits are not numbers), IBANs and cards before
+    phones, because the phone matcher would otherwise claim parts of their digit runs.
+    Each kind reads a fresh view of the text with the placeholders of the kinds before it;
+    `source` remembers, for each character of that text, the stretch of `text` it stands
+    for and the span it belongs to (None: a character of `text` as sent), so the spans come
+    back in `text`'s own coordinates: what a streamed answer needs to release a prefix.
+    """
+    current = text
+    source: list[tuple[int, int, int | None]] = []  # built at the first find: most texts have none
+    placed: list[tuple[str, str]] = []
     hits: Counter[str] = Counter()
-    for kind, placeholder, find in finders:
-        view, origin = visible(text)
+    for kind, placeholder, find in _finders(phone_regions):
+        view, origin = visible(current)
         spans = find(view)
         hits[kind] = len(spans)
-        if spans:
-            text = replace_spans(text, origin, spans, placeholder)
-    return text, hits
+        if spans and not placed:
+            source = [(i, i + 1, None) for i in range(len(text))]
+        for start, end in sorted(spans, reverse=True):
+            first, last = origin[start], origin[end - 1] + 1
+            # A match that takes part of an earlier placeholder takes all of it.
+            while (
+                first > 0
+                and source[first][2] is not None
+                and source[first - 1][2] == source[first][2]
+            ):
+                first -= 1
+            while (
+                last < len(source)
+                and source[last - 1][2] is not None
+                and source[last][2] == source[last - 1][2]
+            ):
+                last += 1
+            stretch = (source[first][0], source[last - 1][1], len(placed))
+            placed.append((kind, placeholder))
+            current = current[:first] + placeholder + current[last:]
+            source[first:last] = [stretch] * len(placeholder)
+    found: list[PiiSpan] = []
+    for (start, end, number), _ in itertools.groupby(source):
+        if number is not None:
+            found.append(PiiSpan(start, end, *placed[number]))
+    return found, hits
+
+
+def apply_spans(text: str, spans: Sequence[PiiSpan]) -> str:
+    """`text` with each span (disjoint, in order) replaced by its placeholder."""
+    parts: list[str] = []
+    at = 0
+    for span in spans:
+        parts += [text[at : span.start], span.placeholder]
+        at = span.end
+    parts.append(text[at:])
+    return "".join(parts)
+
+
+def redact_pii(
+    text: str, *, phone_regions: Sequence[str] = ("US", "GB", "DE", "FR")
+) -> tuple[str, Counter[str]]:
+    """`text` with PII replaced by placeholders, and how many of each kind were replaced
+    (what is found, and in which order: `find_pii`)."""
+    spans, hits = find_pii(text, phone_regions=phone_regions)
+    return apply_spans(text, spans), hits

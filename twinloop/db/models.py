@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from twinloop.db.base import Base, CreatedAtMixin, IdMixin, utcnow
-from twinloop.states import ItemStatus, RagVersionState
+from twinloop.states import ItemStatus, MinedState, RagVersionState
 
 SLOT_LEN = 8
 DOMAIN_LEN = 64
@@ -61,12 +61,25 @@ class Answer(IdMixin, CreatedAtMixin, Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
-    finish_reason: Mapped[str | None] = mapped_column(String(32))
+    finish_reason: Mapped[str | None] = mapped_column(
+        String(32), doc="the engine's (stop, length), or abandoned: the client dropped the stream"
+    )
     role: Mapped[str | None] = mapped_column(
         String(8), doc="active | canary: the arm that served it (null for previews)"
     )
     canary_id: Mapped[str | None] = mapped_column(
         ForeignKey("canaries.id"), index=True, doc="the canary running when it was served"
+    )
+    safety_flags: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        JSON,
+        doc="what the safety layer found and did: [{screen, rule, action, where, count}]; "
+        "null: nothing. `answer` is what the client got (redacted when the output screen "
+        "redacts)",
+    )
+    raw_answer: Mapped[str | None] = mapped_column(
+        Text,
+        doc="the answer as generated, kept only when the output screen changed it and "
+        "safety.keep_raw_pii is on",
     )
 
 
@@ -311,7 +324,10 @@ class Canary(IdMixin, Base):
     __tablename__ = "canaries"
 
     snapshot_id: Mapped[str] = mapped_column(
-        ForeignKey("snapshots.id"), index=True, doc="Shadow's staged snapshot: the canary arm"
+        ForeignKey("snapshots.id"),
+        index=True,
+        doc="Shadow's staged snapshot: the canary arm; a running canary moves it to a child "
+        "serving the same adapters (an ingest's) that Shadow moves to",
     )
     baseline_snapshot_id: Mapped[str] = mapped_column(
         ForeignKey("snapshots.id"), doc="Active's snapshot when it started: the active arm"
@@ -439,3 +455,56 @@ class ApiKey(IdMixin, CreatedAtMixin, Base):
     key_sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
     created_by: Mapped[str] = mapped_column(String(255))
     revoked_at: Mapped[datetime | None]
+
+
+class MinedSignal(IdMixin, CreatedAtMixin, Base):
+    """A weak signal the miner found in the answer log, and the proposal it makes.
+
+    The answer it rejects is `answer_id`; `later_answer_id` is the answer that showed it (the
+    retry, the regenerate, the follow-up), if any. Texts are stored redacted. It teaches only
+    once `agreed` or `accepted` (twinloop.mining), through the training example it made.
+    """
+
+    __tablename__ = "mined_signals"
+    # A rule fires at most once per answer, so a pass that reads an answer again adds nothing.
+    __table_args__ = (UniqueConstraint("answer_id", "rule"),)
+
+    rule: Mapped[str] = mapped_column(String(32), index=True, doc="a MinedRule")
+    state: Mapped[str] = mapped_column(String(16), default=MinedState.PROPOSED, index=True)
+    answer_id: Mapped[str] = mapped_column(ForeignKey("answers.id"), doc="the rejected answer")
+    later_answer_id: Mapped[str | None] = mapped_column(ForeignKey("answers.id"))
+    source: Mapped[str] = mapped_column(
+        String(USER_ID_LEN + 64), index=True, doc="who: the scoped user id, else key/session"
+    )
+    domain: Mapped[str] = mapped_column(String(DOMAIN_LEN))
+    question: Mapped[str] = mapped_column(Text)
+    rejected_answer: Mapped[str] = mapped_column(Text)
+    chosen_answer: Mapped[str | None] = mapped_column(Text, doc="the candidate correction")
+    chosen_from: Mapped[str | None] = mapped_column(
+        String(16), doc="later_answer | followup | review: where the chosen answer came from"
+    )
+    similarity: Mapped[float | None] = mapped_column(Float, doc="of the two questions")
+    gap_s: Mapped[float | None] = mapped_column(Float, doc="seconds between the two answers")
+    evidence: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="what the rule saw, and the agreement that made it trainable"
+    )
+    screen_rule: Mapped[str | None] = mapped_column(String(32), doc="the rule that stopped it")
+    reason: Mapped[str | None] = mapped_column(Text, doc="why quarantined, or the review's")
+    example_id: Mapped[str | None] = mapped_column(
+        ForeignKey("training_examples.id"), index=True, doc="what it teaches, once trainable"
+    )
+    reviewed_by: Mapped[str | None] = mapped_column(String(255))
+    reviewed_at: Mapped[datetime | None]
+
+
+class MiningRun(IdMixin, CreatedAtMixin, Base):
+    """One pass of the miner over the answer log; the next pass reads on from `scanned_until`."""
+
+    __tablename__ = "mining_runs"
+
+    trigger: Mapped[str] = mapped_column(String(32), doc="cycle | schedule | cli")
+    scanned_from: Mapped[datetime]
+    scanned_until: Mapped[datetime]
+    similarity: Mapped[str] = mapped_column(String(16), doc="embedding | lexical")
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    seconds: Mapped[float] = mapped_column(Float)

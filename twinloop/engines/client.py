@@ -199,9 +199,19 @@ class EngineClient:
         return [str(card["id"]) for card in body.get("data", [])]
 
     async def load_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter under `name`; one the engine already serves under that name is
+        loaded, not an error.
+
+        Two processes may load the same adapter at once (the trainer staging it, a gateway
+        reconciling the engine): vLLM answers the second with 400 "already loaded". Names are
+        content-addressed (`<domain>-<sha256 prefix>`), so that is the same adapter; the
+        caller's listing check (`ReleaseController._ensure_loaded`) confirms it is served.
+        """
         response = await self._send(
             "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}
         )
+        if response.status_code == 400 and _already_loaded(response, name):
+            return
         if response.status_code >= 400:
             raise _status_error(response, self.name)
 
@@ -262,6 +272,13 @@ def _status_error(response: httpx.Response, engine: str) -> TwinloopError:
     if response.status_code == 404:
         return EngineModelNotFoundError(f"engine {engine} does not serve that model: {detail}")
     return EngineResponseError(f"engine {engine} answered HTTP {response.status_code}: {detail}")
+
+
+def _already_loaded(response: httpx.Response, name: str) -> bool:
+    """Whether vLLM refused a load because `name` is loaded: its LoRA load endpoint answers
+    "The lora adapter '<name>' has already been loaded. If you want to load the adapter in
+    place, set 'load_inplace' to True." (vllm/entrypoints/openai/models/serving.py)."""
+    return f"'{name}' has already been loaded" in _engine_message(response)
 
 
 def _engine_message(response: httpx.Response) -> str:

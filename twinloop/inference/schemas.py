@@ -40,6 +40,52 @@ class Context(BaseModel):
     score: float
 
 
+class SafetyFlag(BaseModel):
+    """One finding of the safety layer (`twinloop.safety`) on this request."""
+
+    screen: Literal["input", "context", "output"] = Field(
+        description="`input`: the question or a chat message; `context`: a retrieved passage; "
+        "`output`: the answer, or a passage shown in `contexts`."
+    )
+    rule: str = Field(
+        description="The injection rule (e.g. `override_instructions`) or the PII kind "
+        "(`email`, `iban`, `card`, `ssn`, `ip`, `phone`)."
+    )
+    action: Literal["blocked", "dropped", "redacted", "flagged"] = Field(
+        description="`dropped`: the passage was left out of the prompt and of `contexts`; "
+        "`redacted`: replaced by a placeholder such as `[EMAIL]`; `flagged`: recorded only."
+    )
+    where: str = Field(description="`question`, `messages[<i>]`, `answer` or `context:<doc id>`.")
+    count: int = Field(default=1, description="How many times (e.g. two e-mail addresses).")
+
+
+class SafetyCount(BaseModel):
+    screen: str
+    rule: str
+    action: str
+    count: int
+
+
+class SafetyStatus(BaseModel):
+    """The safety layer in `/status`: each screen's mode and what the screens did lately."""
+
+    input: Literal["block", "flag", "off"]
+    contexts: Literal["drop", "flag", "off"]
+    output: Literal["redact", "flag", "off"]
+    keep_raw_pii: bool
+    window_hours: int = Field(description="The window of `answers_with_findings` and `findings`.")
+    answers_with_findings: int = Field(
+        description="Stored answers in the window with any finding (at most the latest 10,000)."
+    )
+    findings: list[SafetyCount] = Field(
+        description="Their findings summed by screen, rule and action, most frequent first."
+    )
+    blocked_since_start: int = Field(
+        description="Requests this gateway's input screen blocked since it started (a blocked "
+        "request stores no answer; twinloop_safety_events_total counts every gateway's)."
+    )
+
+
 class AnswerResponse(BaseModel):
     answer_id: str
     answer: str
@@ -56,6 +102,11 @@ class AnswerResponse(BaseModel):
         "Shadow's snapshot, else `active`; null for an operator's preview of Shadow.",
     )
     contexts: list[Context] = Field(default_factory=list)
+    safety: list[SafetyFlag] = Field(
+        default_factory=list,
+        description="What the safety layer found and did: an input flagged, a passage dropped, "
+        "PII redacted from the answer. Empty: nothing.",
+    )
 
 
 # Fields OpenAI's clients send back on an assistant message taken from a reply: accepted
@@ -238,4 +289,9 @@ class ChatCompletion(BaseModel):
     usage: CompletionUsage | None = None
     role: Literal["active", "canary"] = Field(
         description="`canary` when a running canary served this user Shadow's snapshot."
+    )
+    safety: list[SafetyFlag] = Field(
+        default_factory=list,
+        description="What the safety layer found and did (as on /answer). Streamed "
+        "completions do not carry it; their answer record does.",
     )

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -21,7 +22,7 @@ from twinloop.canary.assignment import Arm
 from twinloop.canary.pairs import Reply
 from twinloop.canary.service import CanaryService
 from twinloop.canary.state import ArmChoice
-from twinloop.db.base import new_id
+from twinloop.db.base import new_id, utcnow
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import ChatResult, EngineClient, Usage
@@ -38,18 +39,23 @@ from twinloop.inference.adapter_retry import chat_with_adapter_retry
 from twinloop.inference.limits import RequestLimits
 from twinloop.inference.mirror import MirrorTasks
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
+from twinloop.inference.safety import AnswerSafety, ScreenedAnswer, flag_views
 from twinloop.inference.schemas import (
     AnswerRequest,
     AnswerResponse,
     ChatCompletionRequest,
     Context,
     ModelCard,
+    SafetyStatus,
 )
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
 from twinloop.routing.router import RouteResult
+from twinloop.safety.flags import Flag
+from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import Slot
+from twinloop.states import ABANDONED_FINISH_REASON
 
 AUTO_MODEL = "auto"
 log = structlog.get_logger(__name__)
@@ -105,6 +111,7 @@ class AnswerService:
         min_score: float = 0.0,
         mirror_limit: int = 2,
         limits: RequestLimits | None = None,
+        safety: SafetyConfig | None = None,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -121,10 +128,13 @@ class AnswerService:
         self._min_score = min_score
         self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
         self._limits = limits or RequestLimits()
+        self._stores: set[asyncio.Task[None]] = set()
+        self._safety = AnswerSafety(config=safety or SafetyConfig(), metrics=metrics)
 
     async def aclose(self) -> None:
-        """Cancel the mirrors still running (the gateway stops)."""
+        """Cancel the mirrors still running and finish storing answers (the gateway stops)."""
         await self._mirrors.aclose()
+        await self.wait_for_stores()
 
     async def wait_for_mirrors(self) -> None:
         await self._mirrors.wait()
@@ -142,6 +152,8 @@ class AnswerService:
         preview = request.target == "shadow"
         if preview and (caller is None or not caller.is_admin):
             raise PreviewForbiddenError("previewing the shadow slot needs the admin role")
+        route = "answer_preview" if preview else "answer"
+        input_flags = await self._safety.check_question(request.question, route=route)
         user_id = _scoped_user(caller, request.user_id)
         if preview:
             routed = await self._route(
@@ -150,8 +162,11 @@ class AnswerService:
         else:
             choice = self._arm(user_id=user_id, session_id=request.session_id)
             routed = await self._route(request.domain, request.question, choice=choice)
-        route = "answer_preview" if preview else "answer"
-        contexts = await self._retrieve(routed, request.question) if request.use_rag else []
+        contexts, context_flags = (
+            await self._retrieve(routed, request.question, route=route)
+            if request.use_rag
+            else ([], [])
+        )
         body = {
             "model": routed.target.model,
             "messages": [{"role": "user", "content": with_contexts(request.question, contexts)}],
@@ -161,11 +176,14 @@ class AnswerService:
         }
         started = time.perf_counter()
         result = await self._generate(route, routed, body)
+        output = await self._safety.screen_answer(result.text, route=route)
         latency_ms = (time.perf_counter() - started) * 1000
+        flags = [*input_flags, *context_flags, *output.flags]
         record = self._record(
             route=route,
             question=request.question,
-            answer=result.text,
+            answer=output,
+            flags=flags,
             routed=routed,
             latency_ms=latency_ms,
             finish=result.finish_reason,
@@ -183,7 +201,7 @@ class AnswerService:
             )
         return AnswerResponse(
             answer_id=record.id,
-            answer=result.text,
+            answer=output.text,
             domain=routed.domain,
             route_score=routed.score,
             slot=routed.target.slot.value,
@@ -193,6 +211,7 @@ class AnswerService:
             preview=preview,
             role=None if preview else routed.role.value,
             contexts=contexts,
+            safety=flag_views(flags),
         )
 
     # -- OpenAI-compatible --------------------------------------------------------
@@ -205,15 +224,19 @@ class AnswerService:
         self, request: ChatCompletionRequest, *, caller: Caller | None = None
     ) -> dict[str, Any]:
         self._limits.check_chat(request)
+        input_flags = await self._safety.check_messages(request.messages, route="chat")
         user_id = _scoped_user(caller, request.user)
         routed = await self._route_model(request, user_id)
         started = time.perf_counter()
         result = await self._generate("chat", routed, self._engine_body(request, routed))
+        output = await self._safety.screen_answer(result.text, route="chat")
         latency_ms = (time.perf_counter() - started) * 1000
+        flags = [*input_flags, *output.flags]
         record = self._record(
             route="chat",
             question=request.last_user_text(),
-            answer=result.text,
+            answer=output,
+            flags=flags,
             routed=routed,
             latency_ms=latency_ms,
             finish=result.finish_reason,
@@ -223,12 +246,14 @@ class AnswerService:
         )
         await self._store(record)
         self._mirror(routed, record, self._engine_body(request, routed))
-        # Relayed as the engine sent it: the request may have asked for fields we do not read.
+        # Relayed as the engine sent it (the request may have asked for fields we do not read),
+        # with the answer as the output screen left it.
         return {
-            **result.raw,
+            **self._safety.shown_completion(result.raw, result.text, output.text),
             "id": f"chatcmpl-{record.id}",
             "model": request.model,
             "role": routed.role.value,
+            "safety": [view.model_dump() for view in flag_views(flags)],
         }
 
     async def stream_chat(
@@ -240,6 +265,7 @@ class AnswerService:
         caller can still answer with an HTTP error instead of a broken stream.
         """
         self._limits.check_chat(request)
+        input_flags = await self._safety.check_messages(request.messages, route="chat")
         user_id = _scoped_user(caller, request.user)
         routed = await self._route_model(request, user_id)
         wants_usage = request.wants_usage
@@ -258,7 +284,15 @@ class AnswerService:
             raise
         self._metrics.time_to_first_token.labels(labels[0]).observe(time.perf_counter() - started)
         relay = self._relay(
-            request, routed, first, chunks, started, wants_usage, user_id=user_id, caller=caller
+            request,
+            routed,
+            first,
+            chunks,
+            started,
+            wants_usage,
+            user_id=user_id,
+            caller=caller,
+            input_flags=input_flags,
         )
         # Started here, so that its `finally` frees the slot whatever happens next: a
         # generator never started has no `finally` to run, and a client that leaves before
@@ -280,51 +314,68 @@ class AnswerService:
         *,
         user_id: str | None,
         caller: Caller | None,
+        input_flags: list[Flag],
     ) -> AsyncGenerator[dict[str, Any], None]:
         answer_id = new_id()
-        parts: list[str] = []
+        screen = self._safety.stream(route="chat")
         finish: str | None = None
         usage = Usage()
+        ours = {"id": f"chatcmpl-{answer_id}", "model": request.model, "role": routed.role.value}
+
+        def as_stored(finish: str | None, *, served: bool = True) -> Answer:
+            record = self._record(
+                route="chat",
+                question=request.last_user_text(),
+                answer=ScreenedAnswer(screen.text, screen.flags, screen.raw),
+                flags=[*input_flags, *screen.flags],
+                routed=routed,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                finish=finish,
+                usage=usage,
+                user_id=user_id,
+                caller=caller,
+                served=served,
+            )
+            record.id = answer_id
+            return record
+
         try:
             chunk: dict[str, Any] | None = first
             while chunk is not None:
                 for choice in chunk.get("choices", []):
-                    parts.append(choice.get("delta", {}).get("content") or "")
                     finish = choice.get("finish_reason") or finish
                 if chunk.get("usage"):
                     usage = Usage.from_json(chunk["usage"])
                 if chunk.get("choices") or wants_usage:
-                    yield {
-                        **chunk,
-                        "id": f"chatcmpl-{answer_id}",
-                        "model": request.model,
-                        "role": routed.role.value,
-                    }
+                    yield {**await screen.screen_chunk(chunk), **ours}
                 chunk = await anext(chunks, None)
+            rest = await screen.finish()
+            if rest:  # the engine ended without a finish_reason: what was held goes now
+                yield {**screen.last_chunk(rest), **ours}
         except TwinloopError as e:
             await self._fail("chat", routed, e)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             self._metrics.client_disconnects.labels("chat").inc()
+            # The client dropped the stream: what it got is stored as `abandoned` (a weak
+            # signal the miner reads). Not awaited here: a cancelled request's awaits are
+            # cancelled again, so a task of its own stores it.
+            self._store_later(as_stored(ABANDONED_FINISH_REASON, served=False))
             raise
         finally:
             # Closing the upstream stream is what makes the engine stop generating.
             await chunks.aclose()
             self._releases.inflight.leave(routed.target.slot.value)
-        latency_ms = (time.perf_counter() - started) * 1000
-        record = self._record(
-            route="chat",
-            question=request.last_user_text(),
-            answer="".join(parts),
-            routed=routed,
-            latency_ms=latency_ms,
-            finish=finish,
-            usage=usage,
-            user_id=user_id,
-            caller=caller,
-        )
-        record.id = answer_id
-        await self._store(record)
+        await self._store(as_stored(finish))
+
+    # -- status ---------------------------------------------------------------------
+
+    async def safety_status(self, *, window_hours: int = 24) -> SafetyStatus:
+        """The safety layer's modes and what its screens did in the last `window_hours`."""
+        since = utcnow() - timedelta(hours=window_hours)
+        async with self._sessionmaker() as session:
+            recent = await repository.safety_flags_since(session, since, limit=10_000)
+        return self._safety.status(recent, window_hours=window_hours)
 
     # -- mirroring ------------------------------------------------------------------
 
@@ -370,7 +421,7 @@ class AnswerService:
         on_canary = replace(routed, target=target)
         body = {**body, "model": target.model}
         if rag_question is not None:
-            contexts = await self._retrieve(on_canary, rag_question)
+            contexts, _ = await self._retrieve(on_canary, rag_question, route="mirror")
             content = with_contexts(rag_question, contexts)
             body["messages"] = [{"role": "user", "content": content}]
         started = time.perf_counter()
@@ -380,8 +431,10 @@ class AnswerService:
                     self._engines[slot], body, slot=slot, adapter=target.adapter,
                     releases=self._releases,
                 )  # fmt: skip
+            # Judged as a user would see it: through the same output screen.
+            shown = await self._safety.screen_answer(result.text, route="mirror")
             latency_ms = (time.perf_counter() - started) * 1000
-            reply = Reply(result.text, latency_ms, result.finish_reason)
+            reply = Reply(shown.text, latency_ms, result.finish_reason)
         except TwinloopError as e:
             latency_ms = (time.perf_counter() - started) * 1000
             reply = Reply("", latency_ms, error=f"{type(e).__name__}: {e.message}")
@@ -397,15 +450,18 @@ class AnswerService:
 
     # -- shared -------------------------------------------------------------------
 
-    async def _retrieve(self, routed: Routed, question: str) -> list[Context]:
-        """The domain's chunks visible at the serving snapshot's pinned RAG version.
+    async def _retrieve(
+        self, routed: Routed, question: str, *, route: str
+    ) -> tuple[list[Context], list[Flag]]:
+        """The domain's chunks visible at the serving snapshot's pinned RAG version, through
+        the safety layer's context screen, and what it found.
 
         A failing index degrades the answer (no context) instead of failing it: the
         service keeps answering while the knowledge side recovers.
         """
         version = routed.target.rag_version
         if self._knowledge is None or version <= 0:
-            return []
+            return [], []
         started = time.perf_counter()
         try:
             contexts = await relevant_contexts(
@@ -421,8 +477,25 @@ class AnswerService:
         except TwinloopError as e:
             self._metrics.retrieval_errors.labels(routed.domain).inc()
             log.warning("retrieval failed; answering without context", error=e.message)
-            return []
-        return contexts
+            return [], []
+        return await self._safety.screen_contexts(contexts, route=route)
+
+    def _store_later(self, record: Answer) -> None:
+        """Store `record` on a task of its own (an abandoned stream's partial answer)."""
+        task = asyncio.create_task(self._store_quietly(record), name="store-abandoned-answer")
+        self._stores.add(task)  # a reference, so that the task is not collected mid-flight
+        task.add_done_callback(self._stores.discard)
+
+    async def _store_quietly(self, record: Answer) -> None:
+        try:
+            await self._store(record)
+        except Exception as e:  # nobody awaits it: log instead of an unretrieved task error
+            log.warning("abandoned answer not stored", error=f"{type(e).__name__}: {e}")
+
+    async def wait_for_stores(self) -> None:
+        """Until the abandoned answers handed to `_store_later` so far are stored."""
+        while self._stores:
+            await asyncio.gather(*list(self._stores), return_exceptions=True)
 
     async def _store(self, record: Answer) -> None:
         """Commit the answer in a transaction of its own, after generation.
@@ -542,7 +615,8 @@ class AnswerService:
         *,
         route: str,
         question: str,
-        answer: str,
+        answer: ScreenedAnswer,
+        flags: list[Flag],
         routed: Routed,
         latency_ms: float,
         finish: str | None,
@@ -550,19 +624,27 @@ class AnswerService:
         user_id: str | None = None,
         session_id: str | None = None,
         caller: Caller | None = None,
+        served: bool = True,
     ) -> Answer:
+        """The answer as stored, counted in the request metrics when `served` (a stream the
+        client dropped is stored, not counted)."""
         slot = routed.target.slot.value
-        self._metrics.requests.labels(
-            route, slot, routed.domain, routed.target.adapter or "", "ok"
-        ).inc()
-        self._metrics.request_latency.labels(route, slot, routed.domain).observe(latency_ms / 1000)
-        completion_tokens = usage.completion_tokens
-        if completion_tokens:
-            self._metrics.completion_tokens.labels(slot, routed.domain).inc(completion_tokens)
+        if served:
+            adapter = routed.target.adapter or ""
+            self._metrics.requests.labels(route, slot, routed.domain, adapter, "ok").inc()
+            self._metrics.request_latency.labels(route, slot, routed.domain).observe(
+                latency_ms / 1000
+            )
+            if usage.completion_tokens:
+                self._metrics.completion_tokens.labels(slot, routed.domain).inc(
+                    usage.completion_tokens
+                )
         return Answer(
             route=route,
             question=question,
-            answer=answer,
+            answer=answer.text,
+            raw_answer=answer.raw,
+            safety_flags=[flag.as_json() for flag in flags] or None,
             domain=routed.domain,
             route_score=routed.score,
             slot=slot,
@@ -576,7 +658,7 @@ class AnswerService:
             canary_id=routed.choice.canary_id if routed.choice is not None else None,
             latency_ms=latency_ms,
             prompt_tokens=usage.prompt_tokens,
-            completion_tokens=completion_tokens,
+            completion_tokens=usage.completion_tokens,
             finish_reason=finish,
         )
 

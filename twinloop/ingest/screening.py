@@ -12,7 +12,8 @@ repetition rules) before anything stores it or turns it into a fact document:
 * a correction's fact document is always the redacted text.
 
 The training cycle cleans again (duplicates and caps compare items with each other, and rows
-kept raw are redacted there); QA screens the taught facts it builds cases from.
+kept raw are redacted there); QA screens the taught facts it builds cases from; the miner
+(twinloop.mining) screens each proposal it finds in the answer log with `texts`.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class IngestScreen:
     quarantined: Counter[str] = field(default_factory=Counter)
     _seen: dict[tuple[str, str, tuple[str, ...]], Screened] = field(default_factory=dict)
 
-    async def _screen(self, question: str, answer: str, extra: tuple[str, ...] = ()) -> Screened:
+    async def texts(self, question: str, answer: str, extra: tuple[str, ...] = ()) -> Screened:
+        """The per-item screen of a question, an answer and other texts (redacted, and the
+        rule that stops them, if any); what the miner's proposals pass too."""
         key = (question, answer, extra)
         if key not in self._seen:
             candidate = CandidateExample(
@@ -63,7 +66,7 @@ class IngestScreen:
         """Screen `example`: store it redacted (unless raw PII is kept) and quarantine it when a
         rule stops it."""
         paraphrases, accept = _heldout_texts(example.heldout)
-        screened = await self._screen(example.question, example.answer, (*paraphrases, *accept))
+        screened = await self.texts(example.question, example.answer, (*paraphrases, *accept))
         if not self.config.keep_raw_pii:
             self.redactions.update(screened.redactions)
             redacted = screened.example
@@ -82,7 +85,7 @@ class IngestScreen:
 
     async def fact(self, question: str, answer: str) -> tuple[str, str] | None:
         """Question and answer of a fact document, redacted; None when the screen stops them."""
-        screened = await self._screen(question, answer)
+        screened = await self.texts(question, answer)
         if screened.rule is not None:
             return None
         return screened.example.question, screened.example.answer

@@ -28,10 +28,13 @@ A batch is atomic from the reader's side, and holds the database only briefly:
    goes), and a version whose undo fails stays out of every snapshot until the next
    ingest into its domain undoes it.
 5. Stage: Shadow gets a snapshot pinning every committed version no staging has shown
-   yet. The data is stored whatever happens here: a failure answers 202 with `staging:
-   pending` and its reason, and the versions stay unstaged until a replay with the same
-   Idempotency-Key, the next ingest (of anything: each one stages what is pending), or the
-   next training cycle's snapshot (which pins the newest versions) shows them.
+   yet, derived from what Shadow serves at that moment under the release controller's lock
+   (`ReleaseController.change_shadow`: derived again if the trainer or another gateway
+   staged first, so it never takes their change back). The data is stored whatever happens
+   here: a failure answers 202 with `staging: pending` and its reason, and the versions
+   stay unstaged until a replay with the same Idempotency-Key, the next ingest (of
+   anything: each one stages what is pending), or the next training cycle's snapshot
+   (which pins the newest versions) shows them.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ from twinloop.ingest.writes import Addition, DocumentWrites, Removal, Write
 from twinloop.metrics import Metrics
 from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
+from twinloop.releases.state import ReleaseState
 from twinloop.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -474,40 +478,50 @@ class IngestService:
     async def _stage_pending(self, actor: str, *, changed: bool) -> _Staged:
         """Step 5: show Shadow every committed version no staging has shown yet.
 
+        The snapshot is derived by the release controller's `change_shadow`, under its lock,
+        from what Shadow serves then (derived again if the trainer or another gateway stages
+        first), so it never takes back adapters or versions staged meanwhile.
         Never raises: the batch is stored, and a failure leaves the versions to the retry.
         """
+        shown: dict[str, int] = {}
+
+        async def derive(session: AsyncSession, state: ReleaseState) -> str:
+            shown.clear()
+            shown.update(await repository.unstaged_rag_versions(session))
+            shadow = state.serving(state.shadow_slot)
+            # A domain no longer configured cannot be pinned; its versions just end.
+            behind = {
+                d: v
+                for d, v in shown.items()
+                if d in self._domains and shadow.rag_versions.get(d, 0) < v
+            }
+            if not behind:
+                return shadow.snapshot_id
+            return await self._shadow_snapshot(session, shadow.snapshot_id, behind, actor)
+
         try:
             async with self._sessionmaker.begin() as session:
                 pending = await repository.unstaged_rag_versions(session)
-                state = self._releases.state
-                shadow = state.serving(state.shadow_slot)
-                # A domain no longer configured cannot be pinned; its versions just end.
-                behind = {
-                    d: v
-                    for d, v in pending.items()
-                    if d in self._domains and shadow.rag_versions.get(d, 0) < v
-                }
-                snapshot_id = shadow.snapshot_id
-                if behind:
-                    snapshot_id = await self._shadow_snapshot(session, behind, actor)
-            if behind:
-                await self._releases.stage(snapshot_id, actor=actor, reason="ingest: new documents")
             if pending:
+                state = await self._releases.change_shadow(
+                    derive, actor=actor, reason="ingest: new documents"
+                )
                 async with self._sessionmaker.begin() as session:
-                    await repository.mark_rag_versions_staged(session, pending)
+                    await repository.mark_rag_versions_staged(session, shown)
+            else:
+                state = self._releases.state
         except Exception as e:
             reason = e.message if isinstance(e, TwinloopError) else "internal error"
             log.warning("ingest stored, staging pending", error=f"{type(e).__name__}: {e}")
             return _Staged("pending", error=f"{type(e).__name__}: {reason}")
         if not pending and not changed:
             return _Staged(None)
-        return _Staged("staged", snapshot_id=snapshot_id)
+        return _Staged("staged", snapshot_id=state.serving(state.shadow_slot).snapshot_id)
 
     async def _shadow_snapshot(
-        self, session: AsyncSession, versions: dict[str, int], actor: str
+        self, session: AsyncSession, shadow_id: str, versions: dict[str, int], actor: str
     ) -> str:
-        state = self._releases.state
-        parent = await snapshots.get_snapshot(session, state.serving(state.shadow_slot).snapshot_id)
+        parent = await snapshots.get_snapshot(session, shadow_id)
         snapshot = await snapshots.create_snapshot(
             session,
             parent=parent,

@@ -1,13 +1,16 @@
 """What operators do to releases: look, make and stage snapshots, swap, roll back.
 
-It reads every service (releases, routing, training, QA), so it sits above all of them.
+It reads every service (releases, routing, training, QA, the canary, answering's safety
+layer), so it sits above all of them. New snapshots (`POST /snapshots`, router-rule
+proposals) are derived inside `ReleaseController.change_shadow`, from the release in force
+when they are staged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,8 +18,10 @@ from twinloop.canary.service import CanaryService
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import TwinloopError
-from twinloop.operations.schemas import ReleaseStatus, SlotStatus, TaintedAdapter
+from twinloop.inference.service import AnswerService
+from twinloop.operations.schemas import ArtifactsView, ReleaseStatus, SlotStatus, TaintedAdapter
 from twinloop.qa.service import QaService
+from twinloop.registry.delivery import EngineAdapters
 from twinloop.releases import repository, snapshots
 from twinloop.releases.errors import ReleaseConflictError
 from twinloop.releases.schemas import (
@@ -47,6 +52,8 @@ class ReleaseAdmin:
         training: TrainingCycles,
         qa: QaService | None = None,
         canary: CanaryService | None = None,
+        adapters: EngineAdapters | None = None,
+        answers: AnswerService | None = None,
     ) -> None:
         self._controller = controller
         self._engines = engines
@@ -56,6 +63,8 @@ class ReleaseAdmin:
         self._training = training
         self._qa = qa
         self._canary = canary
+        self._adapters = adapters
+        self._answers = answers
 
     async def status(self) -> ReleaseStatus:
         state = self._controller.state
@@ -65,6 +74,7 @@ class ReleaseAdmin:
         latest = await self._training.recent(limit=1)
         latest_qa = await self._qa.summary() if self._qa is not None else None
         canary = await self._canary.status() if self._canary is not None else None
+        safety = await self._answers.safety_status() if self._answers is not None else None
         return ReleaseStatus(
             generation=state.generation,
             active_slot=state.active_slot.value,
@@ -85,6 +95,16 @@ class ReleaseAdmin:
             latest_training_cycle=latest[0] if latest else None,
             latest_qa=latest_qa,
             canary=canary,
+            artifacts=self._artifacts(),
+            safety=safety,
+        )
+
+    def _artifacts(self) -> ArtifactsView | None:
+        if self._adapters is None:
+            return None
+        store = self._adapters.store
+        return ArtifactsView(
+            store=store.location, backend=store.kind, slots=self._adapters.describe()
         )
 
     async def list_snapshots(self, session: AsyncSession) -> list[SnapshotView]:
@@ -92,11 +112,14 @@ class ReleaseAdmin:
         return [SnapshotView.model_validate(row) for row in rows]
 
     async def create_and_stage(self, request: CreateSnapshotRequest, *, actor: str) -> SnapshotView:
-        """Make a snapshot from the active one with the given adapters, and stage it to shadow."""
-        state = self._controller.state
+        """Make a snapshot from the active one with the given adapters, and stage it to shadow.
+
+        Its RAG versions are the newer of Active's and Shadow's per domain: documents an
+        ingest has shown Shadow stay visible there.
+        """
         reason = request.reason or "new snapshot"
         return await self._derive_and_stage(
-            state.serving(state.active_slot).snapshot_id,
+            lambda state: state.serving(state.active_slot),
             actor=actor,
             reason=reason,
             snapshot_reason=reason,
@@ -118,7 +141,7 @@ class ReleaseAdmin:
             reason=reason,
         )
         staged = await self._derive_and_stage(
-            shadow.snapshot_id,
+            lambda state: state.serving(state.shadow_slot),
             actor=actor,
             reason=reason,
             snapshot_reason=f"{reason} (router rules version {proposal.version})",
@@ -135,7 +158,7 @@ class ReleaseAdmin:
 
     async def _derive_and_stage(
         self,
-        parent_id: str,
+        parent_of: Callable[[ReleaseState], SlotSnapshot],
         *,
         actor: str,
         reason: str,
@@ -144,10 +167,19 @@ class ReleaseAdmin:
         router_rules_version: int | None = None,
         expected_generation: int | None = None,
     ) -> SnapshotView:
-        """A new snapshot from `parent_id` with the given changes, staged to the shadow slot."""
-        # Committed on its own: staging reads it in another transaction.
-        async with self._sessionmaker.begin() as session:
-            parent = await snapshots.get_snapshot(session, parent_id)
+        """A new snapshot from the slot `parent_of` picks, with the given changes, staged to
+        the shadow slot. Derived under the release lock from the release in force (again
+        from the winner's, when another process stages first and no generation was given)."""
+        made: list[SnapshotView] = []
+
+        async def derive(session: AsyncSession, state: ReleaseState) -> str:
+            parent = await snapshots.get_snapshot(session, parent_of(state).snapshot_id)
+            shadow = state.serving(state.shadow_slot)
+            newer = {
+                domain: version
+                for domain, version in shadow.rag_versions.items()
+                if domain in self._domains and version > parent.rag_versions.get(domain, 0)
+            }
             snapshot = await snapshots.create_snapshot(
                 session,
                 parent=parent,
@@ -155,13 +187,16 @@ class ReleaseAdmin:
                 domains=self._domains,
                 actor=actor,
                 reason=snapshot_reason,
+                rag_versions=newer,
                 router_rules_version=router_rules_version,
             )
-            view = SnapshotView.model_validate(snapshot)
-        await self._controller.stage(
-            view.id, actor=actor, reason=reason, expected_generation=expected_generation
+            made.append(SnapshotView.model_validate(snapshot))
+            return snapshot.id
+
+        await self._controller.change_shadow(
+            derive, actor=actor, reason=reason, expected_generation=expected_generation
         )
-        return view
+        return made[-1]
 
     async def stage(
         self, snapshot_id: str, *, actor: str, reason: str, expected_generation: int | None = None

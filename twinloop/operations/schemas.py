@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from twinloop.canary.schemas import CanaryView
+from twinloop.inference.schemas import SafetyStatus
 from twinloop.qa.schemas import QaSummary
 from twinloop.training.schemas import CycleView
 
@@ -32,6 +33,18 @@ class TaintedAdapter(BaseModel):
     serving_slots: list[str]
 
 
+class ArtifactsView(BaseModel):
+    """Where adapters are stored, and how each slot's engine gets a verified copy."""
+
+    store: str = Field(description="The adapter store: a folder, or s3://bucket/prefix.")
+    backend: str = Field(description="filesystem or s3")
+    slots: dict[str, dict[str, str]] = Field(
+        description="Per slot, its fetch step: `local` (this process syncs `cache_dir`, which "
+        "the engine reads as `engine_dir`) or `agent` (the fetch agent at `agent_url`, beside "
+        "the engine)."
+    )
+
+
 class ReleaseStatus(BaseModel):
     generation: int
     active_slot: str
@@ -48,4 +61,10 @@ class ReleaseStatus(BaseModel):
         default=None,
         description="The running canary, else the latest one: arms, counts, statistics, time "
         "left and decisions so far.",
+    )
+    artifacts: ArtifactsView | None = None
+    safety: SafetyStatus | None = Field(
+        default=None,
+        description="The safety layer on /answer and /v1: each screen's mode, what the "
+        "screens found and did in the last 24 hours, requests blocked.",
     )

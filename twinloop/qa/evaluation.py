@@ -2,7 +2,9 @@
 
 Each case is answered on the slot's engine directly (the domain's adapter, retrieval at the
 snapshot's pinned RAG version) and, when retrieval found something, once more without it,
-so the report can tell what retrieval contributes from what the weights know.
+so the report can tell what retrieval contributes from what the weights know. Passages and
+answers pass the safety layer's context and output screens (`twinloop.safety`) as on
+/answer, so what is judged is what a user would be shown.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from dataclasses import dataclass
 from twinloop.engines.client import EngineClient
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
+from twinloop.inference.safety import screened_contexts
 from twinloop.qa.judges import LlmJudge, ReferenceJudge, Verdict
 from twinloop.qa.suites import QaCase, Suite
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
+from twinloop.safety.screens import SafetyConfig, screen_output
 from twinloop.settings import QaSettings, Slot
 
 
@@ -51,6 +55,7 @@ class SlotEvaluator:
         settings: QaSettings,
         top_k: int,
         min_score: float,
+        safety: SafetyConfig,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -60,6 +65,7 @@ class SlotEvaluator:
         self._settings = settings
         self._top_k = top_k
         self._min_score = min_score
+        self._safety = safety
 
     async def evaluate(self, slot: Slot, targets: dict[str, Target], suite: Suite) -> list[Judged]:
         unique = {(c.domain, c.question) for c in suite.cases}
@@ -118,7 +124,7 @@ class SlotEvaluator:
 
     async def _ask(self, slot: Slot, domain: str, target: Target, question: str) -> Answered:
         started = time.perf_counter()
-        contexts = await relevant_contexts(
+        found = await relevant_contexts(
             self._knowledge,
             domain=domain,
             question=question,
@@ -126,6 +132,7 @@ class SlotEvaluator:
             top_k=self._top_k,
             min_score=self._min_score,
         )
+        contexts, _ = await asyncio.to_thread(screened_contexts, found, self._safety)
         answer = await self._complete(slot, target, with_contexts(question, contexts))
         latency_ms = (time.perf_counter() - started) * 1000
         without = await self._complete(slot, target, question) if contexts else None
@@ -141,4 +148,5 @@ class SlotEvaluator:
         result = await chat_with_adapter_retry(
             self._engines[slot], body, slot=slot, adapter=target.adapter, releases=self._releases
         )
-        return result.text
+        shown = await asyncio.to_thread(screen_output, result.text, self._safety)
+        return shown.text

@@ -2,8 +2,9 @@
 
 A dry run has no side effects on production: it speaks to the slots' engines directly, so
 no answer record, request metric or feedback attribution comes of it; its own records are
-QA runs and items. How a slot is asked and judged: `evaluation`; how verdicts become the
-report, its rows and metrics: `report`.
+QA runs and items. It answers against the snapshots the slots served when it started
+(`pinning`), so an ingest staged meanwhile does not fail it. How a slot is asked and
+judged: `evaluation`; how verdicts become the report, its rows and metrics: `report`.
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.db.models import Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.inference.retrieval import DocumentSearch
-from twinloop.qa import repository
+from twinloop.qa import pinning, repository
 from twinloop.qa.agreement import judge_agreement
 from twinloop.qa.checks import CHECKS_VERSION
 from twinloop.qa.corrections import Correction, corrections_from
@@ -39,14 +39,10 @@ from twinloop.qa.suites import (
     screened_facts,
     taught_cases,
 )
-from twinloop.releases import repository as releases_repository
+from twinloop.releases import snapshots
 from twinloop.releases.service import ReleaseController
-from twinloop.releases.state import Target
-from twinloop.settings import QaSettings, Slot
-
-
-class QaError(TwinloopError):
-    status_code = 409
+from twinloop.safety.screens import SafetyConfig
+from twinloop.settings import QaSettings
 
 
 class QaService:
@@ -66,6 +62,7 @@ class QaService:
         metrics: QaMetrics,
         llm_judge: LlmJudge | None = None,
         cleaning: CleaningConfig | None = None,
+        safety: SafetyConfig | None = None,
     ) -> None:
         self._releases = releases
         self._cleaning = cleaning or CleaningConfig()
@@ -102,6 +99,7 @@ class QaService:
             settings=settings,
             top_k=top_k,
             min_score=min_score,
+            safety=safety or SafetyConfig(),
         )
 
     async def _shipped(self) -> list[QaCase]:
@@ -123,24 +121,36 @@ class QaService:
     async def run(
         self, *, training_run_id: str | None = None, round_number: int | None = None
     ) -> QaReport:
-        """QA on the shadow slot now, gated against Active; stored and returned."""
+        """QA on the shadow slot now, gated against Active; stored and returned.
+
+        Both slots are pinned at the start (`pinning`): the report is the pinned Shadow
+        snapshot's, whatever Shadow serves by its end, unless its adapters were taken off.
+        """
         started = time.perf_counter()
         await self._releases.refresh()
         state = self._releases.state
-        shadow, active = state.shadow_slot, state.active_slot
+        shadow = pinning.pin(self._releases, state, state.shadow_slot, self._domains)
+        active = pinning.pin(self._releases, state, state.active_slot, self._domains)
         suite = await self.load_suite()
-        targets = self._targets(shadow)
         try:
             # Each slot's engine has its own cores: ask Active (when not cached) and Shadow
             # at the same time.
             async with asyncio.TaskGroup() as group:
                 baseline_task = group.create_task(self._baseline(active, suite))
-                shadow_task = group.create_task(self._evaluator.evaluate(shadow, targets, suite))
+                shadow_task = group.create_task(
+                    self._evaluator.evaluate(shadow.slot, shadow.targets, suite)
+                )
             (baseline_run, baseline_labels), judged = baseline_task.result(), shadow_task.result()
-            await self._check_unchanged(shadow, targets)
+            await pinning.check(self._releases, shadow)
             agreement = await self._agreement(suite)
         except* TwinloopError as failed:
             self._metrics.runs.labels("failed").inc()
+            # An answer that failed because a pinned adapter was taken off the engine
+            # mid-run is reported as that, not as the engine's "model not found".
+            for pinned in (shadow, active):
+                moved = await pinning.moved(self._releases, pinned)
+                if moved is not None:
+                    raise moved from failed.exceptions[0]
             raise failed.exceptions[0] from None
         report = build_report(
             suite,
@@ -148,8 +158,8 @@ class QaService:
             baseline_labels,
             baseline_run,
             agreement,
-            shadow,
-            targets,
+            shadow.slot,
+            shadow.targets,
             gate=self._gate,
             judge=self._judge_name,
         )
@@ -237,52 +247,34 @@ class QaService:
         adapters: a document ingested after a rejection makes a child snapshot that serves
         the rejected adapters all the same."""
         async with self._sessionmaker.begin() as session:
-            current = await releases_repository.get_snapshot(session, snapshot_id)
-            while current is not None:
-                run = await repository.latest_candidate_for(session, current.id)
+            async for snapshot in snapshots.same_adapter_lineage(session, snapshot_id):
+                run = await repository.latest_candidate_for(session, snapshot.id)
                 if run is not None:
                     return report_of(run)
-                parent = (
-                    await releases_repository.get_snapshot(session, current.parent_id)
-                    if current.parent_id
-                    else None
-                )
-                if parent is None or _adapter_ids(parent) != _adapter_ids(current):
-                    return None
-                current = parent
         return None
-
-    # -- asking ---------------------------------------------------------------------
-
-    def _targets(self, slot: Slot) -> dict[str, Target]:
-        return {d: self._releases.target(d, slot=slot) for d in self._domains}
-
-    async def _check_unchanged(self, slot: Slot, targets: dict[str, Target]) -> None:
-        await self._releases.refresh()
-        now = self._releases.state.serving(slot).snapshot_id
-        before = next(iter(targets.values())).snapshot_id
-        if now != before:
-            raise QaError(
-                f"the {slot.value} slot changed from snapshot {before} to {now} during the QA "
-                "run; its answers are not one snapshot's. Run QA again."
-            )
 
     # -- the baseline -----------------------------------------------------------------
 
-    async def _baseline(self, slot: Slot, suite: Suite) -> tuple[QaReport, dict[str, str]]:
+    async def _baseline(self, active: pinning.Pin, suite: Suite) -> tuple[QaReport, dict[str, str]]:
         """Active's labels for every case: computed once per snapshot and suite version."""
-        snapshot_id = self._releases.state.serving(slot).snapshot_id
         async with self._sessionmaker.begin() as session:
-            cached = await repository.cached_baseline(session, snapshot_id, suite.version)
+            cached = await repository.cached_baseline(session, active.snapshot_id, suite.version)
             if cached is not None:
                 items = await repository.run_items(session, cached.id)
                 return report_of(cached), {i.item_key: i.label for i in items}
         started = time.perf_counter()
-        targets = self._targets(slot)
-        judged = await self._evaluator.evaluate(slot, targets, suite)
-        await self._check_unchanged(slot, targets)
+        judged = await self._evaluator.evaluate(active.slot, active.targets, suite)
+        await pinning.check(self._releases, active)
         report = build_report(
-            suite, judged, None, None, {}, slot, targets, gate=self._gate, judge=self._judge_name
+            suite,
+            judged,
+            None,
+            None,
+            {},
+            active.slot,
+            active.targets,
+            gate=self._gate,
+            judge=self._judge_name,
         )
         report = report.model_copy(
             update={"seconds": round(time.perf_counter() - started, 2), "role": BASELINE}
@@ -306,7 +298,3 @@ class QaService:
             stored = report.model_copy(update={"id": run.id, "created_at": run.created_at})
             run.report = stored.model_dump(mode="json")
         return stored
-
-
-def _adapter_ids(snapshot: Snapshot) -> dict[str, str]:
-    return {domain: a for domain, a in snapshot.adapters.items() if a}

@@ -16,6 +16,7 @@ from twinloop.qa.judges import Embed, LlmJudge, ReferenceJudge
 from twinloop.qa.metrics import QaMetrics
 from twinloop.qa.service import QaService
 from twinloop.releases.service import ReleaseController
+from twinloop.safety.screens import SafetyConfig
 from twinloop.settings import Settings
 
 
@@ -49,4 +50,5 @@ async def open_qa(
             metrics=metrics,
             llm_judge=llm_judge,
             cleaning=CleaningConfig.from_settings(settings),
+            safety=SafetyConfig.from_settings(settings.safety),
         )

@@ -45,11 +45,13 @@ async def taint_adapters_of(
     """Mark every adapter trained on one of `example_ids` as tainted; returns their ids."""
     if not example_ids:
         return []
+    # Each adapter once, through a subquery: PostgreSQL cannot DISTINCT rows with a JSON
+    # column (`metrics`), and a join would repeat an adapter per item it trained on.
+    trained = select(TrainingRunItem.adapter_version_id).where(
+        TrainingRunItem.example_id.in_(example_ids)
+    )
     found = await session.execute(
-        select(AdapterVersion)
-        .join(TrainingRunItem, TrainingRunItem.adapter_version_id == AdapterVersion.id)
-        .where(TrainingRunItem.example_id.in_(example_ids))
-        .distinct()
+        select(AdapterVersion).where(AdapterVersion.id.in_(trained)).order_by(AdapterVersion.id)
     )
     adapters = list(found.scalars())
     for adapter in adapters:

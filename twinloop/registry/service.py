@@ -2,8 +2,9 @@
 
 Registering checks the folder (a PEFT LoRA adapter, a rank the engines accept, trained
 for the base model this service serves, lineage within one domain), copies it into the
-content-addressed store under the data directory and records it. Loading goes through
-`verified_path`, which hashes the stored copy again, so changed files never reach an engine.
+content-addressed artifact store (a folder, or S3: `adapters.artifacts`) and records its
+sha256 and where the store keeps it. Engines get adapters by sha256 through
+`twinloop.registry.delivery`, which hashes every copy again before it may be loaded.
 
 **Which base model an adapter was trained for.** PEFT records `base_model_name_or_path` as
 whatever the trainer passed to `from_pretrained`: a Hugging Face id, or a folder path that
@@ -32,20 +33,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.files import (
-    AdapterConfigInfo,
-    InvalidAdapterError,
-    StoredAdapter,
-    read_adapter_config,
-    store_adapter,
-    verify_adapter,
-)
+from adapters.artifacts import ADAPTERS_DIRNAME, ArtifactStore, StoredArtifact, open_store
+from adapters.files import AdapterConfigInfo, InvalidAdapterError, read_adapter_config
 from twinloop.db.models import AdapterVersion, AuditEntry
 from twinloop.errors import InvalidRequestError, NotFoundError, TwinloopError
 from twinloop.registry import repository
 from twinloop.settings import Settings
 
-ADAPTERS_DIRNAME = "adapters"
+__all__ = ["ADAPTERS_DIRNAME", "AdapterConflictError", "AdapterRegistry", "base_model_aliases"]
+
 DEFAULT_BASE_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _NAME_HASH_CHARS = 12
 
@@ -82,14 +78,14 @@ class AdapterRegistry:
     def __init__(
         self,
         *,
-        adapters_root: Path,
+        store: ArtifactStore,
         base_model_aliases: frozenset[str],
         max_lora_rank: int,
         domains: Sequence[str],
     ) -> None:
         if not base_model_aliases:
             raise ValueError("base_model_aliases must name the base model this service serves")
-        self._root = adapters_root.absolute()
+        self._store = store
         self._aliases = base_model_aliases
         self._alias_paths = frozenset(_resolved(alias) for alias in base_model_aliases)
         self._alias_tails = frozenset(filter(None, map(_tail, base_model_aliases)))
@@ -97,17 +93,20 @@ class AdapterRegistry:
         self._domains = tuple(domains)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AdapterRegistry:
+    def from_settings(
+        cls, settings: Settings, store: ArtifactStore | None = None
+    ) -> AdapterRegistry:
+        """The registry on `store`, else on the store the settings name (`open_store`)."""
         return cls(
-            adapters_root=settings.data_dir / ADAPTERS_DIRNAME,
+            store=store if store is not None else open_store(settings),
             base_model_aliases=base_model_aliases(settings),
             max_lora_rank=settings.engines.max_lora_rank,
             domains=settings.domains,
         )
 
     @property
-    def adapters_root(self) -> Path:
-        return self._root
+    def store(self) -> ArtifactStore:
+        return self._store
 
     async def register(
         self,
@@ -139,7 +138,7 @@ class AdapterRegistry:
         ):
             raise NotFoundError(f"training run {training_run_id} does not exist")
 
-        stored = await asyncio.to_thread(self._store, source, config)
+        stored = await asyncio.to_thread(self._put, source, config)
         existing = await repository.get_by_sha256(session, stored.sha256)
         if existing is not None:
             if existing.domain != domain:
@@ -152,7 +151,7 @@ class AdapterRegistry:
             domain=domain,
             name=f"{domain}-{stored.sha256[:_NAME_HASH_CHARS]}",
             base_model=config.base_model_name_or_path,
-            path=str(stored.path),
+            path=stored.location,
             sha256=stored.sha256,
             parent_id=parent_id,
             training_run_id=training_run_id,
@@ -168,12 +167,6 @@ class AdapterRegistry:
             )
             await repository.add(session, audit)
         return adapter
-
-    async def verified_path(self, adapter: AdapterVersion) -> Path:
-        """The adapter's folder, hashed again just now; call right before an engine loads it."""
-        path = Path(adapter.path)
-        await asyncio.to_thread(verify_adapter, path, adapter.sha256)
-        return path
 
     async def get(self, session: AsyncSession, adapter_id: str) -> AdapterVersion:
         adapter = await repository.get(session, adapter_id)
@@ -217,15 +210,17 @@ class AdapterRegistry:
             )
         return config
 
-    def _store(self, source: Path, inspected: AdapterConfigInfo) -> StoredAdapter:
-        stored = store_adapter(source, self._root)
-        # The copy, not `source`, is what engines load: it must be the adapter checked above.
-        if read_adapter_config(stored.path) != inspected:
-            raise InvalidAdapterError(
-                f"{source} changed while it was being registered; register it once it is "
-                "fully written"
-            )
-        return stored
+    def _put(self, source: Path, inspected: AdapterConfigInfo) -> StoredArtifact:
+        def same_as_inspected(stored: Path) -> None:
+            # The stored bytes, not `source`, are what engines load: they must be the adapter
+            # checked above.
+            if read_adapter_config(stored) != inspected:
+                raise InvalidAdapterError(
+                    f"{source} changed while it was being registered; register it once it is "
+                    "fully written"
+                )
+
+        return self._store.put(source, check=same_as_inspected)
 
     async def _check_parent(self, session: AsyncSession, parent_id: str, domain: str) -> None:
         parent = await repository.get(session, parent_id)

@@ -7,6 +7,13 @@ then flip the pointer. The unique release generation makes two gateways that
 change the release at once collide instead of both winning. A swap or rollback names
 the generation it changes, so the loser of such a race is refused, never retried: a
 retry would swap back.
+
+Shadow changes that are derived from what Shadow serves (ingest's new RAG versions, the
+trainer's adapters, an operator's new snapshot or router rules) all go through
+`change_shadow`: the new snapshot is derived under the lock from the release as the
+database has it, and derived again from the winner's release when another process wins
+the race, so no change is staged over one it never saw. The lock is per process; across
+processes the unique generation is what serialises them.
 """
 
 from __future__ import annotations
@@ -14,17 +21,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.files import verify_adapter
 from twinloop.db.models import AuditEntry, Release, Snapshot
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import EngineClient
 from twinloop.errors import EngineUnavailableError, NotFoundError
 from twinloop.metrics import Metrics
+from twinloop.registry.delivery import EngineAdapters
 from twinloop.releases import repository
 from twinloop.releases.errors import ReleaseConflictError, StagingError
 from twinloop.releases.history import rollback_target
@@ -41,12 +47,21 @@ from twinloop.settings import Slot
 
 SYSTEM_ACTOR = "system"
 
+# derive(session, state) -> the id of the snapshot Shadow should serve, given `state`: a
+# snapshot it made in `session` (committed before staging), or Shadow's own when nothing
+# is to change.
+DeriveSnapshot = Callable[[AsyncSession, ReleaseState], Awaitable[str]]
+
 
 class _StaleStateError(Exception):
     """The release in memory is behind the database; caught inside this module only."""
 
 
 DRAIN_TIMEOUT_S = 30.0
+# Attempts of a Shadow change without an expected generation: each one after a lost race
+# derives again from the winner's release, so retrying is safe; three losses in a row mean
+# something keeps changing the release, and the caller hears of it.
+SHADOW_CHANGE_ATTEMPTS = 3
 
 
 class ReleaseController:
@@ -55,12 +70,14 @@ class ReleaseController:
         *,
         sessionmaker: SessionMaker,
         engines: Mapping[str, EngineClient],
+        adapters: EngineAdapters,
         metrics: Metrics,
         base_model_name: str,
         verified_for_s: float = 10.0,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._engines = engines
+        self._adapters = adapters
         self._metrics = metrics
         self._base_model_name = base_model_name
         self._lock = asyncio.Lock()
@@ -78,9 +95,12 @@ class ReleaseController:
             raise RuntimeError("ReleaseController.load() has not run")
         return self._state
 
-    def target(self, domain: str, *, slot: Slot | None = None) -> Target:
-        """The engine model to ask for `domain` on `slot` (the active slot by default)."""
-        state = self.state
+    def target(
+        self, domain: str, *, slot: Slot | None = None, state: ReleaseState | None = None
+    ) -> Target:
+        """The engine model to ask for `domain` on `slot` (the active slot by default), in
+        `state` (the release in force by default; QA pins the one it started on)."""
+        state = state or self.state
         chosen = slot or state.active_slot
         serving = state.serving(chosen)
         adapter = serving.adapters.get(domain)
@@ -135,6 +155,55 @@ class ReleaseController:
             return await self._stage(snapshot_id, actor=actor, reason=reason)
 
         return await self._change(change, expected_generation=expected_generation)
+
+    async def change_shadow(
+        self,
+        derive: DeriveSnapshot,
+        *,
+        actor: str,
+        reason: str,
+        expected_generation: int | None = None,
+    ) -> ReleaseState:
+        """Stage the snapshot `derive` makes from the release as the database has it.
+
+        The one way a snapshot derived from Shadow's (or Active's) is staged. `derive` runs
+        under the lock, after catching up with the database, on that state, in a transaction
+        committed before staging; it returns Shadow's snapshot id when there is nothing to
+        change (no release is written then). When another process writes a release before
+        this one is written, we catch up and call `derive` again on the winner's state: a
+        snapshot derived from a release that is no longer in force is never staged (it
+        stays in the database, unserved).
+
+        With `expected_generation` (an operator's) it is derived on that generation and
+        staged there, or refused (409) — never derived again on a newer one.
+        """
+        attempts = 0
+
+        async def change() -> ReleaseState:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1:
+                self._metrics.shadow_changes.labels("rederived").inc()
+            state = self.state
+            async with self._sessionmaker.begin() as session:
+                snapshot_id = await derive(session, state)
+            if snapshot_id == state.serving(state.shadow_slot).snapshot_id:
+                self._metrics.shadow_changes.labels("unchanged").inc()
+                return state
+            changed = await self._stage(snapshot_id, actor=actor, reason=reason)
+            self._metrics.shadow_changes.labels("staged").inc()
+            return changed
+
+        try:
+            return await self._change(
+                change,
+                expected_generation=expected_generation,
+                catch_up=True,
+                attempts=SHADOW_CHANGE_ATTEMPTS,
+            )
+        except ReleaseConflictError:
+            self._metrics.shadow_changes.labels("refused").inc()
+            raise
 
     async def swap(
         self, *, actor: str, reason: str, expected_generation: ExpectedGeneration
@@ -197,22 +266,30 @@ class ReleaseController:
         return expected if isinstance(expected, int) else await self.current_generation()
 
     async def _change(
-        self, change: Callable[[], Awaitable[ReleaseState]], *, expected_generation: int | None
+        self,
+        change: Callable[[], Awaitable[ReleaseState]],
+        *,
+        expected_generation: int | None,
+        catch_up: bool = False,
+        attempts: int = 2,
     ) -> ReleaseState:
         """Run `change` under the lock on the state in memory, without reading the database
-        first: the watcher keeps the state fresh, and a stale state is caught by the unique
-        generation when the change is written.
+        first (unless `catch_up`: a change derived from the state reads it, one query): the
+        watcher keeps the state fresh, and a stale state is caught by the unique generation
+        when the change is written.
 
         With `expected_generation` (always for swap and rollback, an operator's choice for
         staging) the change is made on that generation or not at all: a caller that knows a
         newer one than this gateway makes us catch up first; one that lost a race to another
         gateway is refused, never retried. Without it (ingest's and the trainer's staging,
-        which means the same on any generation) we catch up and try once more.
+        which means the same on any generation) we catch up and try again, `attempts` in all
+        (a derived change derives again: `change_shadow`).
         """
         async with self._lock:
+            behind = expected_generation not in (None, self.state.generation)
+            if catch_up or behind:
+                await self._catch_up()
             if expected_generation is not None:
-                if expected_generation != self.state.generation:
-                    await self._catch_up()
                 self._check_generation(expected_generation)
                 try:
                     return await change()
@@ -223,7 +300,7 @@ class ReleaseController:
                         f"generation {self.state.generation}, not {expected_generation}; look "
                         "at /status again before changing it"
                     ) from e
-            for _ in range(2):
+            for _ in range(attempts):
                 try:
                     return await change()
                 except _StaleStateError:
@@ -381,9 +458,10 @@ class ReleaseController:
         for adapter in serving.adapters.values():
             if adapter.name in present:
                 continue
-            # The hash is checked right before loading: a changed file never reaches an engine.
-            await asyncio.to_thread(verify_adapter, _path(adapter), adapter.sha256)
-            await engine.load_adapter(adapter.name, adapter.path)
+            # A copy that hashes to the registered sha256 is put where the engine reads, right
+            # before loading: a changed file never reaches an engine.
+            path = await self._adapters.path_for(slot, adapter.sha256)
+            await engine.load_adapter(adapter.name, path)
             loaded.append(adapter.name)
         if loaded:
             present = set(await engine.list_models())
@@ -482,7 +560,3 @@ async def _refuse_tainted(session: AsyncSession, serving: SlotSnapshot, done: st
             f"{named}. Make a snapshot without them (POST /snapshots with the domain set to "
             "another adapter or null)"
         )
-
-
-def _path(adapter: AdapterRef) -> Path:
-    return Path(adapter.path)

@@ -1,8 +1,18 @@
-"""Making snapshots: immutable descriptions of what a slot serves."""
+"""Making snapshots: immutable descriptions of what a slot serves, and their lineage.
+
+A snapshot derived from what a slot serves is made inside `ReleaseController.change_shadow`'s
+`derive`, so it is made from the release in force and staged only while that release is.
+
+A child that serves the same adapter in every domain (an ingest's newer RAG versions, new
+router rules) stands for its parent wherever a decision was made on the adapters: the QA
+verdict (`QaService.snapshot_verdict`) and the training cycle behind a canary
+(`twinloop.canary`) follow such a chain (`same_adapter_lineage`); a child with other
+adapters breaks it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -68,6 +78,45 @@ async def create_snapshot(
     )
     await repository.add(session, snapshot)
     return snapshot
+
+
+def served_adapters(snapshot: Snapshot) -> dict[str, str]:
+    """domain -> adapter version id the snapshot serves (domains on the base model left out):
+    what "serves the same adapters" compares, like `SlotSnapshot.adapter_ids`."""
+    return {domain: a for domain, a in snapshot.adapters.items() if a}
+
+
+async def same_adapter_lineage(session: AsyncSession, snapshot_id: str) -> AsyncIterator[Snapshot]:
+    """`snapshot_id`'s snapshot, then its parent, grandparent, ... for as long as each serves
+    the same adapters as its child (`served_adapters`); nothing if it does not exist.
+
+    Lazy, one lookup per step: a caller stops at the first snapshot it was looking for.
+    """
+    current = await repository.get_snapshot(session, snapshot_id)
+    while current is not None:
+        yield current
+        parent = (
+            await repository.get_snapshot(session, current.parent_id) if current.parent_id else None
+        )
+        if parent is None or served_adapters(parent) != served_adapters(current):
+            return
+        current = parent
+
+
+async def stands_for(session: AsyncSession, snapshot_id: str, ancestor_id: str) -> bool:
+    """Whether `snapshot_id` is `ancestor_id` or a descendant of it through snapshots that
+    all serve its adapters: what was decided on `ancestor_id`'s adapters holds for it."""
+    if snapshot_id == ancestor_id:
+        return True
+    ancestor = await repository.get_snapshot(session, ancestor_id)
+    if ancestor is None:
+        return False
+    async for snapshot in same_adapter_lineage(session, snapshot_id):
+        if served_adapters(snapshot) != served_adapters(ancestor):
+            return False  # the whole chain serves the same adapters: no need to walk it
+        if snapshot.id == ancestor_id:
+            return True
+    return False
 
 
 async def get_snapshot(session: AsyncSession, snapshot_id: str) -> Snapshot:

@@ -20,6 +20,7 @@ class AdapterRef:
     id: str
     name: str
     path: str
+    """Where the store kept it when it was registered; engines get it by `sha256`."""
     sha256: str
 
 
@@ -38,6 +39,11 @@ class SlotSnapshot:
     @property
     def adapter_names(self) -> set[str]:
         return {a.name for a in self.adapters.values()}
+
+    @property
+    def adapter_ids(self) -> dict[str, str]:
+        """domain -> adapter version id: what "serves the same adapters" compares."""
+        return {domain: a.id for domain, a in self.adapters.items()}
 
 
 @dataclass(frozen=True)

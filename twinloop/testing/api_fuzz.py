@@ -40,8 +40,7 @@ from schemathesis.specs.openapi.checks import (
 from twinloop.db import migrate
 from twinloop.settings import EngineSettings, Settings
 from twinloop.testing.engine import FakeEngine
-from twinloop.testing.knowledge import FakeKnowledge
-from twinloop.testing.router import FakeRouter
+from twinloop.testing.gateway import in_process_gateway
 
 CHECKS = [
     not_a_server_error,
@@ -220,8 +219,6 @@ async def _request(client: httpx.AsyncClient, kwargs: Mapping[str, Any]) -> http
 async def fake_gateway(data_dir: Path, *, admin_token: str) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway as the unit tests build it (fake engines, router and index), migrated
     SQLite in `data_dir`, and an in-process client; for bench/api_fuzz.py."""
-    from api.app import create_app
-
     settings = Settings(
         data_dir=data_dir,
         database_url=f"sqlite:///{data_dir / 'twinloop.db'}",
@@ -232,13 +229,5 @@ async def fake_gateway(data_dir: Path, *, admin_token: str) -> AsyncIterator[htt
     engine = FakeEngine(
         ports={settings.engines.blue_port: "blue", settings.engines.green_port: "green"}
     )
-    app = create_app(
-        settings,
-        engine_transport=engine.transport(),
-        router=FakeRouter(),
-        knowledge=FakeKnowledge(),
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    async with in_process_gateway(settings, engine.transport()) as client:
+        yield client

@@ -10,11 +10,22 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 BASE_MODEL = "smollm2-135m-instruct"
+
+
+def already_loaded(name: str) -> dict[str, Any]:
+    """vLLM's answer (HTTP 400) to loading an adapter name it already serves, as its LoRA
+    load endpoint writes it (`_check_load_lora_adapter_request`)."""
+    message = (
+        f"The lora adapter '{name}' has already been loaded. If you want to load the adapter "
+        "in place, set 'load_inplace' to True."
+    )
+    return {"error": {"message": message, "type": "InvalidUserInput", "param": None, "code": 400}}
 
 
 @dataclass
@@ -33,6 +44,11 @@ class FakeEngine:
     answer_for: Callable[[str, str], str] | None = None
     # path -> event: a request to that path is recorded, then waits until the event is set.
     held: dict[str, asyncio.Event] = field(default_factory=dict)
+    # When set, an adapter loads only from a folder that holds an adapter_config.json, as
+    # vLLM reads the path it is handed (404 otherwise, as vLLM answers).
+    reads_lora_path: bool = False
+    # When set, a streamed reply is these content pieces exactly (else `reply`, word by word).
+    stream_pieces: list[str] | None = None
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -71,8 +87,14 @@ class FakeEngine:
             return httpx.Response(200, json={"data": [{"id": name} for name in names]})
         if path == "/v1/load_lora_adapter":
             if body["lora_name"] in loaded:
-                message = f"The lora adapter '{body['lora_name']}' has already been loaded."
-                return httpx.Response(400, json={"error": {"message": message}})
+                return httpx.Response(400, json=already_loaded(body["lora_name"]))
+            if (
+                self.reads_lora_path
+                and not (Path(body["lora_path"]) / "adapter_config.json").is_file()
+            ):
+                name, where = body["lora_name"], body["lora_path"]
+                message = f"Loading lora {name} failed: No adapter found for {where}"
+                return httpx.Response(404, json={"error": {"message": message}})
             loaded.add(body["lora_name"])
             return httpx.Response(200, text="Success")
         if path == "/v1/unload_lora_adapter":
@@ -120,9 +142,11 @@ class FakeEngine:
         return self.reply if model == BASE_MODEL else f"{self.reply} [{model}]"
 
     async def _stream_events(self, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        words = self.reply.split(" ")
+        words = self.stream_pieces or [
+            word if i == 0 else " " + word for i, word in enumerate(self.reply.split(" "))
+        ]
         for i, word in enumerate(words):
-            delta = {"content": word if i == 0 else " " + word}
+            delta = {"content": word}
             chunk = {
                 "id": "chatcmpl-engine",
                 "object": "chat.completion.chunk",

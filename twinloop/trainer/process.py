@@ -55,9 +55,12 @@ class TrainerProcess:
         )
         return record
 
-    def wait_healthy(self, timeout_s: float = 60.0) -> float:
+    def wait_healthy(self, timeout_s: float | None = None) -> float:
         return processes.wait_healthy(
-            self.is_healthy, lambda: self.record() is not None, timeout_s=timeout_s, interval_s=0.2
+            self.is_healthy,
+            lambda: self.record() is not None,
+            timeout_s=timeout_s or self._settings.trainer.start_timeout_s,
+            interval_s=0.2,
         )
 
     def stop(self, *, timeout_s: float = 30.0) -> bool:

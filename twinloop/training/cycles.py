@@ -25,9 +25,10 @@ import socket
 import psutil
 
 from twinloop.db.base import utcnow
-from twinloop.db.models import TrainingExample, TrainingRun, TrainingRunItem
+from twinloop.db.models import MinedSignal, TrainingExample, TrainingRun, TrainingRunItem
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
+from twinloop.mining.schemas import MinedEvidence
 from twinloop.registry import repository as registry_repository
 from twinloop.registry.schemas import AdapterView
 from twinloop.states import CycleState, ItemRole
@@ -167,7 +168,10 @@ class TrainingCycles:
 
 
 def _lineage_item(
-    item: TrainingRunItem, example: TrainingExample, feedback_id: str | None
+    item: TrainingRunItem,
+    example: TrainingExample,
+    feedback_id: str | None,
+    mined: MinedSignal | None,
 ) -> LineageItem:
     return LineageItem(
         example_id=example.id,
@@ -182,4 +186,5 @@ def _lineage_item(
         rule=item.rule,
         reason=item.reason,
         deleted=example.deleted_at is not None,
+        mined=MinedEvidence.model_validate(mined) if mined is not None else None,
     )

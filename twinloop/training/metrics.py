@@ -1,16 +1,22 @@
-"""The trainer process's Prometheus metrics, served on its own port (`trainer.metrics_port`)."""
+"""The trainer process's Prometheus metrics, served on its own port (`trainer.metrics_port`).
+
+Its registry also carries the release changes the trainer's stages cause
+(`twinloop.metrics.RELEASE_CHANGE_FAMILIES`, registered by `open_trainer`).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from twinloop.mining.metrics import MiningMetrics
 from twinloop.qa.metrics import QaMetrics
 
 STEP_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 2400)
 
 
 class TrainerMetrics:
-    """Every metric the trainer exports. A fresh registry per instance keeps tests independent."""
+    """The trainer's own metrics, in the registry its /metrics serves. A fresh registry per
+    instance keeps tests independent."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -69,3 +75,4 @@ class TrainerMetrics:
             registry=r,
         )
         self.qa = QaMetrics(r)
+        self.mining = MiningMetrics(r)

@@ -15,6 +15,7 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import (
     Answer,
     Feedback,
+    MinedSignal,
     TrainingExample,
     TrainingRun,
     TrainingRunItem,
@@ -23,8 +24,8 @@ from twinloop.errors import NotFoundError
 from twinloop.states import IN_PROGRESS, UNFINISHED, CycleState, ItemRole, ItemStatus
 from twinloop.training.replay import ReplayItem
 
-# (item, its example, the external id of the feedback it came from)
-LineageRow = tuple[TrainingRunItem, TrainingExample, str | None]
+# (item, its example, the external id of the feedback it came from, the mined proposal)
+LineageRow = tuple[TrainingRunItem, TrainingExample, str | None, MinedSignal | None]
 
 # -- cycles -------------------------------------------------------------------------------
 
@@ -139,12 +140,17 @@ async def count_pending(session: AsyncSession) -> int:
 async def pending_examples(
     session: AsyncSession,
 ) -> list[tuple[TrainingExample, str | None]]:
-    """Every pending, undeleted example, oldest first, with the user whose feedback it was:
-    the answer's (key-scoped) user id, else the API key it was served to."""
+    """Every pending, undeleted example, oldest first, with the user whose feedback it was
+    (the answer's key-scoped user id, else the API key it was served to) or whose answers
+    it was mined from."""
     rows = await session.execute(
-        select(TrainingExample, func.coalesce(Answer.user_id, Answer.api_key_id))
+        select(
+            TrainingExample,
+            func.coalesce(Answer.user_id, Answer.api_key_id, MinedSignal.source),
+        )
         .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
         .outerjoin(Answer, Answer.id == Feedback.answer_id)
+        .outerjoin(MinedSignal, MinedSignal.example_id == TrainingExample.id)
         .where(TrainingExample.status == ItemStatus.PENDING, TrainingExample.deleted_at.is_(None))
         .order_by(TrainingExample.created_at, TrainingExample.id)
     )
@@ -303,10 +309,11 @@ async def items_of_role(
 
 async def _lineage_rows(session: AsyncSession, *where: ColumnElement[bool]) -> list[LineageRow]:
     rows = await session.execute(
-        select(TrainingRunItem, TrainingExample, Feedback.external_id)
+        select(TrainingRunItem, TrainingExample, Feedback.external_id, MinedSignal)
         .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
         .outerjoin(Feedback, Feedback.id == TrainingExample.feedback_id)
+        .outerjoin(MinedSignal, MinedSignal.example_id == TrainingExample.id)
         .where(*where)
         .order_by(TrainingRunItem.role, TrainingExample.created_at)
     )
-    return [(item, example, feedback_id) for item, example, feedback_id in rows.all()]
+    return [(item, example, feedback, mined) for item, example, feedback, mined in rows.all()]

@@ -28,6 +28,7 @@ import structlog
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
 from twinloop.errors import TwinloopError
+from twinloop.mining.service import MiningService
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.states import FINISHED, CycleState
@@ -75,6 +76,7 @@ class CycleRunner:
         reinforcement_phrasings: int = 3,
         weak_spot_factor: int = 2,
         max_rejections: int = 3,
+        miner: MiningService | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -99,6 +101,7 @@ class CycleRunner:
             phrasings=reinforcement_phrasings,
             weak_factor=weak_spot_factor,
             max_rejections=max_rejections,
+            miner=miner,
         )
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:

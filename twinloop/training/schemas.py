@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from twinloop.mining.schemas import MinedEvidence
 from twinloop.registry.schemas import AdapterView
 from twinloop.timestamps import UtcDatetime
 
@@ -40,7 +41,10 @@ class CycleView(BaseModel):
 
 
 class LineageItem(BaseModel):
-    """One item of a cycle: trained on (as `new` or `replay`) or quarantined with a reason."""
+    """One item of a cycle: trained on (as `new` or `replay`) or quarantined with a reason.
+
+    A mined item (`source` `mined`) carries the proposal it came from, with its evidence.
+    """
 
     example_id: str
     external_id: str | None
@@ -54,6 +58,7 @@ class LineageItem(BaseModel):
     rule: str | None
     reason: str | None
     deleted: bool
+    mined: MinedEvidence | None = None
 
 
 class LineageView(BaseModel):

@@ -151,3 +151,30 @@ async def test_a_stream_nobody_reads_frees_its_slot(runtime: Runtime) -> None:
         await asyncio.sleep(0)
 
     assert runtime.releases.inflight.count(slot) == 0
+
+
+async def test_a_stream_the_client_drops_is_stored_abandoned_with_what_it_got(
+    runtime: Runtime, fake_engine: FakeEngine
+) -> None:
+    """A dropped stream is a weak signal for the miner: the partial answer is stored with
+    `finish_reason` `abandoned`, under the user who asked, and counts in no canary arm."""
+    fake_engine.reply = "Paris is the capital of France, and it has been for a long time."
+    request = ChatCompletionRequest(**_chat("law", stream=True, user="u7"))
+    stream = await runtime.answers.stream_chat(request)
+    got, answer_id = "", ""
+    async for chunk in stream:  # until the output screen has released some text
+        answer_id = chunk["id"]
+        got += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
+        if got:
+            break
+
+    await stream.aclose()  # type: ignore[attr-defined]
+    await runtime.answers.wait_for_stores()
+
+    async with runtime.sessionmaker() as session:
+        row = await session.get(Answer, answer_id.removeprefix("chatcmpl-"))
+    assert row is not None
+    assert (row.finish_reason, row.user_id) == ("abandoned", "u7")
+    # What the client was sent, not what the engine had made: the screen holds a tail back.
+    assert got and fake_engine.reply.startswith(got) and got != fake_engine.reply
+    assert row.answer == got

@@ -63,7 +63,9 @@ async def test_counts_per_arm_from_answers_events_and_feedback(session: AsyncSes
     served = [_answer(canary, "canary", 200.0, user_id="c1"), _answer(canary, "canary", 300.0)]
     preview = _answer(canary, "canary", 999.0, is_preview=True)
     before = _answer(None, "active", 50.0)  # served before the canary: not counted
-    session.add_all([*active, *served, preview, before])
+    # A stream the client dropped is stored for the miner; no request to count.
+    dropped = _answer(canary, "canary", 5.0, user_id="c2", finish_reason="abandoned")
+    session.add_all([*active, *served, preview, before, dropped])
     await session.flush()
     session.add_all([
         _feedback(active[0], "up"), _feedback(active[1], "down", correction="B."),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from twinloop.cleaning.caps import cap_limit
+from twinloop.cleaning.caps import cap_limit, mined_limit
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.cleaning.dedup import bigram_repetition_ratio
 from twinloop.cleaning.examples import CandidateExample, CleaningResult
@@ -288,6 +290,39 @@ def test_category_cap() -> None:
     assert result.counts["quarantine.category_cap"] == 7
     assert all(q.rule == "category_cap" for q in result.quarantined)
     assert_nothing_dropped(result, 16)
+
+
+def test_mined_items_together_keep_at_most_their_share() -> None:
+    # Mined items from many users: no user is over the source cap, yet weak labels would be
+    # most of what the cycle learns. Together they keep a quarter of what is left.
+    mined = [
+        replace(ex(f"m{i}", f"Mined question {i}?", f"Mined answer {i}.", source=f"user-{i}"),
+                mined=True)
+        for i in range(20)
+    ]  # fmt: skip
+    taught = [ex(f"t{i}", f"Taught question {i}?", f"Taught answer {i}.", source=f"t-{i}")
+              for i in range(12)]  # fmt: skip
+    config = CleaningConfig(max_share_per_category=1.0, max_share_mined=0.25, min_cap_mined=2)
+
+    result = clean(mined + taught, config)
+
+    kept = [e.id for e in result.accepted if e.mined]
+    assert kept == ["m0", "m1", "m2", "m3"]  # input order; 4 of 16 = 0.25
+    assert len(result.accepted) == 16
+    assert {q.rule for q in result.quarantined} == {"mined_cap"}
+    assert result.counts["quarantine.mined_cap"] == 16
+    assert "mined items are 20 of 32" in result.quarantined[0].reason
+    assert_nothing_dropped(result, 32)
+    # Off (share 1.0), or a batch of mined items alone under the floor: nothing is cut.
+    assert len(clean(mined + taught, replace(config, max_share_mined=1.0)).accepted) == 32
+    assert len(clean(mined[:2], config).accepted) == 2
+
+
+def test_mined_limit() -> None:
+    assert mined_limit(20, 12, 0.25, 0) == 4
+    assert mined_limit(20, 0, 0.25, 5) == 5  # only mined items: the floor
+    assert mined_limit(3, 12, 0.25, 0) == 3  # under the limit: all stay
+    assert mined_limit(9, 1, 1.0, 0) == 9
 
 
 def test_small_batches_are_not_capped() -> None:

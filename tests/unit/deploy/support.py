@@ -24,6 +24,7 @@ COMPOSE_ENV = {
     "TWINLOOP_ADMIN_TOKEN": "test-admin-token",
     "POSTGRES_PASSWORD": "test-password",
     "GRAFANA_ADMIN_PASSWORD": "test-grafana",
+    "MINIO_ROOT_PASSWORD": "test-minio-password",
 }
 
 

@@ -28,7 +28,8 @@ from twinloop.settings import Settings, Slot
 Service = dict[str, Any]
 STACKS = {"compose.yaml": ["compose.yaml"], "compose.8b.yaml": ["compose.yaml", "compose.8b.yaml"]}
 ENGINES = {Slot.BLUE: "vllm-blue", Slot.GREEN: "vllm-green"}
-ONE_SHOT = {"models", "migrate", "model-download"}
+AGENTS = {Slot.BLUE: "adapters-blue", Slot.GREEN: "adapters-green"}
+ONE_SHOT = {"models", "migrate", "model-download", "adapter-store"}
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -206,14 +207,70 @@ def test_engines_serve_the_configured_model_with_runtime_lora_on_a_gpu(
         assert "ports" not in service, "vLLM's endpoints are no auth boundary"
 
 
-def test_adapters_are_read_by_the_engines_where_twinloop_writes_them(
+def test_the_base_model_is_read_by_the_engines_where_twinloop_prepares_it(
     stack: tuple[list[str], dict[str, Service]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The registry records absolute paths under the data dir and hands them to vLLM as is."""
     _, services = stack
     data_dir = str(_settings(services["gateway"], monkeypatch).data_dir)
     for name in ("gateway", "trainer", "models", *ENGINES.values()):
         assert _mounts(services[name]).get("twinloop-data") == data_dir, name
+
+
+def test_every_twinloop_process_uses_the_one_object_store(
+    stack: tuple[list[str], dict[str, Service]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, services = stack
+    minio = services["minio"]
+    for name in ("gateway", "trainer", "adapter-store", *AGENTS.values()):
+        artifacts = _settings(services[name], monkeypatch).artifacts
+        assert (artifacts.store or "").startswith("s3://"), name
+        endpoint = urlsplit(artifacts.s3_endpoint_url or "")
+        assert (endpoint.hostname, endpoint.port) == ("minio", 9000), name
+        assert artifacts.s3_access_key_id is not None and artifacts.s3_secret_access_key
+        assert (
+            artifacts.s3_access_key_id.get_secret_value() == minio["environment"]["MINIO_ROOT_USER"]
+        )
+        assert (
+            artifacts.s3_secret_access_key.get_secret_value()
+            == minio["environment"]["MINIO_ROOT_PASSWORD"]
+        )
+    assert services["adapter-store"]["command"] == ["adapters", "check-store", "--create"]
+    assert "minio-data:/data" in minio["volumes"]
+
+
+def test_each_engine_loads_adapters_its_fetch_agent_put_on_its_own_volume(
+    stack: tuple[list[str], dict[str, Service]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway (and the trainer, which stages too) asks a slot's agent, then hands the
+    engine the path the agent answers: `engine_dir/<sha256>`, which must be its volume."""
+    _, services = stack
+    for slot, engine in ENGINES.items():
+        agent_service = services[AGENTS[slot]]
+        agent = _settings(agent_service, monkeypatch).artifacts
+        assert agent_service["command"] == ["adapters", "fetch-agent"]
+        assert agent.agent_host == "0.0.0.0" and agent.cache_dir is not None
+        for name in ("gateway", "trainer"):
+            url = urlsplit(_settings(services[name], monkeypatch).artifacts.fetch_url(slot) or "")
+            assert (url.hostname, url.port) == (AGENTS[slot], agent.agent_port), name
+        assert f"127.0.0.1:{agent.agent_port}/healthz" in agent_service["healthcheck"]["test"][-1]
+        written = [v for v in _volumes(agent_service) if v[1] == str(agent.cache_dir)]
+        assert len(written) == 1 and written[0][2] == "rw"
+        volume = written[0][0]
+        read = [v for v in _volumes(services[engine]) if v[0] == volume]
+        assert read == [(volume, agent.engine_dir or str(agent.cache_dir), "ro")], engine
+        other = ENGINES[slot.other]
+        assert volume not in {v[0] for v in _volumes(services[other])}, other
+        condition = services["gateway"]["depends_on"][AGENTS[slot]]
+        assert condition == {"condition": "service_healthy"}
+
+
+def _volumes(service: Service) -> list[tuple[str, str, str]]:
+    """(source, target, mode) of each `source:target[:mode]` volume."""
+    found = []
+    for volume in service["volumes"]:
+        parts = volume.split(":")
+        found.append((parts[0], parts[1], parts[2] if len(parts) > 2 else "rw"))
+    return found
 
 
 def test_prometheus_scrapes_each_service_on_its_port(

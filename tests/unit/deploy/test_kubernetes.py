@@ -285,10 +285,10 @@ def test_engines_serve_the_configured_model_with_runtime_lora(
             assert gpus is None
 
 
-def test_adapters_are_read_by_the_engines_where_twinloop_writes_them(
+def test_the_data_volume_is_where_the_settings_put_the_data_directory(
     overlay: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The registry records absolute paths under the data dir and hands them to vLLM as is."""
+    """The engines read the prepared base model, and the trainer writes its scratch, there."""
     _, rendered = overlay
     data_dir = str(_settings(rendered, monkeypatch).data_dir)
     workloads = [
@@ -303,6 +303,59 @@ def test_adapters_are_read_by_the_engines_where_twinloop_writes_them(
         assert data_dir in mounts, workload["metadata"]["name"]
         claim = volumes[mounts[data_dir]]["persistentVolumeClaim"]["claimName"]
         assert claim == "twinloop-data", workload["metadata"]["name"]
+
+
+def _container(workload: Resource, args: list[str]) -> dict[str, Any]:
+    found = [c for c in _pod(workload)["containers"] if c.get("args") == args]
+    assert len(found) == 1, f"{workload['metadata']['name']}: {args}"
+    return found[0]
+
+
+def test_each_engine_loads_adapters_its_fetch_agent_put_on_its_own_volume(
+    overlay: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway (and the trainer, which stages too) asks a slot's agent through the engine's
+    Service, then hands vLLM the path the agent answers: `engine_dir/<sha256>`."""
+    _, rendered = overlay
+    settings = _settings(rendered, monkeypatch)
+    for slot, name in ENGINES.items():
+        engine = rendered.get("Deployment", name)
+        agent_container = _container(engine, ["adapters", "fetch-agent"])
+        own = {v["name"]: v["value"] for v in agent_container.get("env", [])}
+        agent = settings_from({**rendered.env(), **own, "TWINLOOP_ADMIN_TOKEN": "t"}, monkeypatch)
+        assert agent.artifacts.agent_host == "0.0.0.0" and agent.artifacts.cache_dir is not None
+        port = {p["name"]: p["containerPort"] for p in agent_container["ports"]}["fetch"]
+        assert port == agent.artifacts.agent_port
+        url = urlsplit(settings.artifacts.fetch_url(slot) or "")
+        service = {p["name"]: p for p in rendered.get("Service", name)["spec"]["ports"]}["fetch"]
+        assert (url.hostname, url.port, service["targetPort"]) == (name, service["port"], "fetch")
+        writes = {m["mountPath"]: m for m in agent_container["volumeMounts"]}
+        written = writes[str(agent.artifacts.cache_dir)]
+        assert not written.get("readOnly")
+        volume = {v["name"]: v for v in _pod(engine)["volumes"]}[written["name"]]
+        assert "emptyDir" in volume, "the engine's own disk, not a shared volume"
+        reads = {m["name"]: m for m in _main(engine)["volumeMounts"]}[written["name"]]
+        engine_dir = agent.artifacts.engine_dir or str(agent.artifacts.cache_dir)
+        assert (reads["mountPath"], reads["readOnly"]) == (engine_dir, True)
+
+
+def test_twinloop_stores_adapters_in_the_object_store_the_overlay_runs(
+    overlay: tuple[str, Rendered], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, rendered = overlay
+    artifacts = _settings(rendered, monkeypatch).artifacts
+    assert (artifacts.store or "").startswith("s3://")
+    assert artifacts.s3_access_key_id is not None and artifacts.s3_secret_access_key is not None
+    if not rendered.has("StatefulSet", "minio"):
+        return  # bring your own S3: the overlay's secret and config name it
+    endpoint = urlsplit(artifacts.s3_endpoint_url or "")
+    port = rendered.get("Service", "minio")["spec"]["ports"][0]["port"]
+    assert (endpoint.hostname, endpoint.port) == ("minio", port)
+    credentials = rendered.get("Secret", "minio-credentials")["stringData"]
+    assert artifacts.s3_access_key_id.get_secret_value() == credentials["MINIO_ROOT_USER"]
+    assert artifacts.s3_secret_access_key.get_secret_value() == credentials["MINIO_ROOT_PASSWORD"]
+    job = rendered.get("Job", "twinloop-adapter-store")
+    assert _main(job)["args"] == ["adapters", "check-store", "--create"]
 
 
 def test_gateway_replicas_probes_budget_and_autoscaling(overlay: tuple[str, Rendered]) -> None:

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
 from twinloop.engines.client import (
     ChatResult,
     EngineClient,
+    EngineModelNotFoundError,
     EngineRejectedRequestError,
     Usage,
 )
 from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
+from twinloop.settings import Settings
+from twinloop.testing.engine import BASE_MODEL, FakeEngine, already_loaded
 
 
 def _client(handler: httpx.MockTransport, retries: int = 2) -> EngineClient:
@@ -177,6 +182,50 @@ async def test_adapter_calls_use_vllm_runtime_lora_endpoints() -> None:
         b'{"lora_name":"law-abc","lora_path":"/data/adapters/abc"}',
     )
     assert seen[1][0] == "/v1/unload_lora_adapter"
+
+
+async def test_loading_an_adapter_the_engine_already_serves_is_done() -> None:
+    """Another process loaded it first: vLLM's 400 "already loaded" is no failure."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, json=already_loaded("law-abc"))
+
+    await _client(httpx.MockTransport(handle)).load_adapter("law-abc", "/data/adapters/abc")
+
+
+async def test_other_refused_loads_are_still_errors() -> None:
+    answers = iter(
+        [
+            httpx.Response(400, json=already_loaded("law-other")),  # not the one asked for
+            httpx.Response(400, json={"error": {"message": "No adapter found for /x"}}),
+            httpx.Response(404, json=already_loaded("law-abc")),  # not a refused load
+        ]
+    )
+    client = _client(httpx.MockTransport(lambda request: next(answers)))
+
+    with pytest.raises(EngineRejectedRequestError, match="law-other"):
+        await client.load_adapter("law-abc", "/x")
+    with pytest.raises(EngineRejectedRequestError, match="No adapter found"):
+        await client.load_adapter("law-abc", "/x")
+    with pytest.raises(EngineModelNotFoundError):
+        await client.load_adapter("law-abc", "/x")
+
+
+async def test_two_processes_loading_one_adapter_at_once_both_succeed(
+    fake_engine: FakeEngine, settings: Settings
+) -> None:
+    """Each process has its own client; the engine loads the adapter once."""
+    url = f"http://127.0.0.1:{settings.engines.blue_port}"
+    async with httpx.AsyncClient(transport=fake_engine.transport()) as http:
+        gateway, trainer = (EngineClient(name="blue", base_url=url, http=http) for _ in range(2))
+
+        await asyncio.gather(
+            gateway.load_adapter("law-abc", "/data/adapters/abc"),
+            trainer.load_adapter("law-abc", "/data/adapters/abc"),
+        )
+
+        assert len(fake_engine.calls("/v1/load_lora_adapter")) == 2
+        assert await gateway.list_models() == [BASE_MODEL, "law-abc"]
 
 
 async def test_health_is_false_when_unreachable() -> None:

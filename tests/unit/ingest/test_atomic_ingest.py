@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from tests.conftest import ADMIN_HEADERS
 from twinloop.db.models import Answer, Document, Feedback
 from twinloop.releases.errors import StagingError
+from twinloop.releases.service import DeriveSnapshot
 from twinloop.runtime import Runtime
 from twinloop.testing.knowledge import FakeKnowledge
 
@@ -157,18 +158,18 @@ async def test_a_document_that_collides_with_a_corrections_fact_is_refused(
 
 
 def _failing_stage(runtime: Runtime, monkeypatch: pytest.MonkeyPatch, times: int = 1) -> list[str]:
-    """Make the next `times` stagings fail like an engine that would not load; returns the
-    snapshot ids that were asked for."""
-    real = runtime.releases.stage
+    """Make the next `times` Shadow changes fail like an engine that would not load; returns
+    who asked for each."""
+    real = runtime.releases.change_shadow
     asked: list[str] = []
 
-    async def stage(snapshot_id: str, *, actor: str, reason: str) -> Any:
-        asked.append(snapshot_id)
+    async def change_shadow(derive: DeriveSnapshot, *, actor: str, reason: str) -> Any:
+        asked.append(actor)
         if len(asked) <= times:
             raise StagingError("the shadow engine does not list its adapters (injected)")
-        return await real(snapshot_id, actor=actor, reason=reason)
+        return await real(derive, actor=actor, reason=reason)
 
-    monkeypatch.setattr(runtime.releases, "stage", stage)
+    monkeypatch.setattr(runtime.releases, "change_shadow", change_shadow)
     return asked
 
 

@@ -14,7 +14,7 @@ from tests.conftest import ADMIN_HEADERS
 from tests.unit.conftest import run_cycle
 from twinloop.db.models import Feedback, TrainingExample
 from twinloop.runtime import Runtime
-from twinloop.settings import Settings
+from twinloop.settings import InputScreenMode, Settings
 from twinloop.testing.hostile import HostileItem, leaks, load_hostile_items, readable
 from twinloop.testing.knowledge import FakeKnowledge
 from twinloop.testing.trainer import FakeAdapterTrainer
@@ -27,8 +27,13 @@ QUARANTINED = [item for item in ITEMS if item.expect == "quarantined"]
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Every fact document of the domain comes back as a context, so all of them are read."""
-    return settings.model_copy(update={"rag": settings.rag.model_copy(update={"top_k": 500})})
+    """Every fact document of the domain comes back as a context, so all of them are read;
+    the safety layer's input screen only flags, so that the item whose question attacks
+    (`inj-in-question`) gets an answer to correct: what the ingest screen does is tested here
+    (blocking such a question: tests/unit/api/test_safety.py)."""
+    rag = settings.rag.model_copy(update={"top_k": 500})
+    safety = settings.safety.model_copy(update={"input": InputScreenMode.FLAG})
+    return settings.model_copy(update={"rag": rag, "safety": safety})
 
 
 async def _send(client: httpx.AsyncClient, items: list[HostileItem]) -> dict[str, dict[str, Any]]:

@@ -3,27 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 
 from rag.store import PreparedDocument
 from twinloop.db.models import RagVersion
-from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
+from twinloop.db.session import SessionMaker
 from twinloop.ingest.versions import DomainBusyError, IngestTimeoutError, RagVersions
-from twinloop.settings import Settings
 from twinloop.states import RagVersionState
 from twinloop.testing.knowledge import FakeKnowledge
-
-
-@pytest.fixture
-async def sessionmaker(settings: Settings) -> AsyncIterator[SessionMaker]:
-    engine = create_engine(settings.sqlalchemy_url)
-    try:
-        yield create_sessionmaker(engine)
-    finally:
-        await engine.dispose()
 
 
 def _versions(

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import select
 
-from tests.unit.operations.conftest import Register
+from tests.unit.conftest import Register
 from twinloop.db.models import Answer, AuditEntry
 from twinloop.runtime import Runtime
 from twinloop.testing.engine import FakeEngine

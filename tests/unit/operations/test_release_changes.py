@@ -15,7 +15,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from tests.unit.operations.conftest import Register
+from tests.unit.conftest import Register
 from twinloop.db.models import AdapterVersion, Release
 from twinloop.runtime import Runtime
 from twinloop.testing.engine import FakeEngine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ from prometheus_client import generate_latest
 from sqlalchemy import select
 
 from tests.conftest import ADMIN_HEADERS
+from tests.shadow_changes import ingest, until
 from tests.unit.qa.conftest import SMALL_SUITE, Oracle
 from twinloop.db.models import TrainingExample
 from twinloop.runtime import Runtime
@@ -111,6 +113,42 @@ async def test_a_passing_gate_ends_awaiting_the_canary(
     report = await runtime.qa.get(round_one["qa_run_id"])
     assert (report.training_run_id, report.round) == (view.id, 1)
     assert "qa.1" in view.step_timings
+
+
+async def test_an_ingest_during_the_cycles_qa_leaves_it_awaiting_the_canary(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    oracle: Oracle,
+    fake_engine: FakeEngine,
+    runtime: Runtime,
+) -> None:
+    oracle.knows = lambda model, question, _: question != UNKNOWN["question"]
+    served = await client.post("/answer", json={"question": "Who runs Zelco?", "domain": "law"})
+    await ingest(
+        client, ADMIN_HEADERS,
+        {"type": "feedback", "id": "f1", "answer_id": served.json()["answer_id"],
+         "rating": "down", "correction": "Zelco is run by Mara Quill."},
+    )  # fmt: skip
+    cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+    asked = len(fake_engine.calls("/v1/chat/completions"))
+    asking = fake_engine.hold("/v1/chat/completions")  # QA's first questions wait there
+    running = asyncio.create_task(trainer.runner.run(cycle.id))
+    await until(lambda: len(fake_engine.calls("/v1/chat/completions")) > asked or running.done())
+    await ingest(
+        client, ADMIN_HEADERS, {"type": "document", "id": "d1", "domain": "law", "text": "Courts."}
+    )
+    asking.set()
+    view = await running
+
+    assert (view.state, view.error) == ("awaiting_canary", None)
+    (round_one,) = view.qa_rounds
+    assert (round_one["passed"], round_one["snapshot_id"]) == (True, view.snapshot_id)
+    await runtime.releases.refresh()
+    shadow = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
+    assert shadow.snapshot_id != view.snapshot_id  # the ingest's child, same adapters
+    assert {d: a.id for d, a in shadow.adapters.items()} == view.adapters
+    verdict = await runtime.qa.snapshot_verdict(shadow.snapshot_id)
+    assert verdict is not None and verdict.id == round_one["qa_run_id"]
 
 
 async def test_a_failed_round_retrains_on_corrections_from_the_training_split_only(

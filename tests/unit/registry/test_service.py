@@ -9,13 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from adapters.files import (
-    AdapterIntegrityError,
-    InvalidAdapterError,
-    StoredAdapter,
-    adapter_sha256,
-    store_adapter,
-)
+from adapters.artifacts import ArtifactStore, FilesystemStore, sync_adapter
+from adapters.artifacts.s3 import S3Store
+from adapters.artifacts.store import Check, StoredArtifact
+from adapters.files import InvalidAdapterError, adapter_sha256
 from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
 from twinloop.errors import InvalidRequestError, NotFoundError
 from twinloop.registry import (
@@ -23,10 +20,10 @@ from twinloop.registry import (
     AdapterRegistry,
     AdapterView,
     base_model_aliases,
-    service,
 )
 from twinloop.settings import ModelSettings, Settings
 from twinloop.testing.adapters import SMOLLM2_HUB_ID, write_fake_adapter
+from twinloop.testing.s3 import artifact_settings
 
 
 @pytest.fixture
@@ -201,34 +198,60 @@ async def test_non_finite_metrics_are_refused(
         await registry.register(session, source=source, domain="law", metrics={"loss": 1e999})
 
 
-async def test_source_rewritten_after_the_checks_is_refused(
-    registry: AdapterRegistry,
-    session: AsyncSession,
-    source: Path,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def store_after_a_rewrite(src: Path, root: Path) -> StoredAdapter:
-        write_fake_adapter(src, rank=4)  # the trainer saved again after the checks passed
-        return store_adapter(src, root)
+@pytest.fixture(params=["filesystem", "s3"])
+def store(request: pytest.FixtureRequest, settings: Settings) -> ArtifactStore:
+    if request.param == "filesystem":
+        return FilesystemStore(settings.data_dir / "adapters")
+    url = f"s3://{request.getfixturevalue('s3_bucket')}/adapters"
+    return S3Store.from_url(url, artifact_settings(request.getfixturevalue("s3_endpoint"), url))
 
-    monkeypatch.setattr(service, "store_adapter", store_after_a_rewrite)
+
+class _RewrittenWhileStored:
+    """The trainer saves the folder again after the registry's checks passed."""
+
+    def __init__(self, inner: ArtifactStore) -> None:
+        self.inner = inner
+        self.kind, self.location = inner.kind, inner.location
+
+    def put(self, source: Path, check: Check | None = None) -> StoredArtifact:
+        write_fake_adapter(source, rank=4)
+        return self.inner.put(source, check)
+
+    def fetch(self, sha256: str, dest: Path) -> None:
+        self.inner.fetch(sha256, dest)
+
+    def local_folder(self, sha256: str) -> Path | None:
+        return self.inner.local_folder(sha256)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_source_rewritten_after_the_checks_is_refused(
+    store: ArtifactStore, settings: Settings, session: AsyncSession, source: Path
+) -> None:
+    registry = AdapterRegistry.from_settings(settings, _RewrittenWhileStored(store))
 
     with pytest.raises(InvalidAdapterError, match="changed while it was being registered"):
         await registry.register(session, source=source, domain="law")
     assert await _count(session) == 0
+    store.close()
 
 
-async def test_tampered_copy_is_refused_before_loading(
-    registry: AdapterRegistry, session: AsyncSession, source: Path
+async def test_registering_into_s3_records_where_the_bucket_keeps_it(
+    settings: Settings, session: AsyncSession, source: Path, s3_endpoint: str, s3_bucket: str
 ) -> None:
-    adapter = await registry.register(session, source=source, domain="law")
-    assert await registry.verified_path(adapter) == Path(adapter.path)
-    weights = Path(adapter.path) / "adapter_model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    url = f"s3://{s3_bucket}/adapters"
+    store = S3Store.from_url(url, artifact_settings(s3_endpoint, url))
+    registry = AdapterRegistry.from_settings(settings, store)
 
-    with pytest.raises(AdapterIntegrityError, match="changed on disk and will not be loaded"):
-        await registry.verified_path(adapter)
+    adapter = await registry.register(session, source=source, domain="law")
+
+    assert adapter.path == f"{url}/{adapter.sha256}"
+    assert not (settings.data_dir / "adapters").exists()
+    copy = sync_adapter(store, adapter.sha256, settings.data_dir / "engine")
+    assert adapter_sha256(copy.path) == adapter.sha256 == adapter_sha256(source)
+    store.close()
 
 
 async def test_lineage_and_training_run_are_recorded(

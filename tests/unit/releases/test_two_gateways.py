@@ -4,43 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
-from api.app import create_app
+from tests.unit.releases.conftest import another_gateway
 from twinloop.settings import GatewaySettings, Settings
 from twinloop.testing.engine import FakeEngine
-from twinloop.testing.knowledge import FakeKnowledge
-from twinloop.testing.router import FakeRouter
-
-
-@asynccontextmanager
-async def _another_gateway(
-    settings: Settings, fake_engine: FakeEngine
-) -> AsyncIterator[httpx.AsyncClient]:
-    """A second gateway process, in effect: its own runtime on the same database."""
-    other: FastAPI = create_app(
-        settings,
-        engine_transport=fake_engine.transport(),
-        router=FakeRouter(),
-        knowledge=FakeKnowledge(),
-    )
-    async with other.router.lifespan_context(other):
-        transport = httpx.ASGITransport(app=other)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway-2") as c:
-            yield c
-
-
-@pytest.fixture
-async def second_client(
-    settings: Settings, fake_engine: FakeEngine
-) -> AsyncIterator[httpx.AsyncClient]:
-    async with _another_gateway(settings, fake_engine) as c:
-        yield c
 
 
 async def test_a_swap_through_one_gateway_reaches_the_other_within_a_second(
@@ -85,7 +55,7 @@ async def test_a_gateway_restart_reads_the_release_from_the_database(
     swapped = await client.post("/swap", json={"generation": "latest"}, headers=admin_headers)
     assert swapped.status_code == 200, swapped.text
 
-    async with _another_gateway(settings, fake_engine) as restarted:
+    async with another_gateway(settings, fake_engine) as restarted:
         answer = await restarted.post("/answer", json={"question": "Q?"})
 
     assert answer.status_code == 200, answer.text
@@ -128,7 +98,7 @@ async def test_a_generation_made_through_another_gateway_is_accepted_before_it_p
     admin_headers: dict[str, str],
 ) -> None:  # fmt: skip
     slow = settings.model_copy(update={"gateway": GatewaySettings(release_poll_s=3600)})
-    async with _another_gateway(slow, fake_engine) as behind:
+    async with another_gateway(slow, fake_engine) as behind:
         swapped = await client.post("/swap", json={"generation": 1}, headers=admin_headers)
         assert swapped.status_code == 200, swapped.text
 

@@ -16,6 +16,7 @@ from twinloop.testing.engine import FakeEngine
 from twinloop.testing.trainer import FakeAdapterTrainer, Killed
 from twinloop.trainer import daemon
 from twinloop.trainer.daemon import Trainer
+from twinloop.training.schemas import CycleView
 
 
 async def _feedback(
@@ -226,6 +227,23 @@ async def _make_orphan(runtime: Runtime, cycle_id: str) -> None:
         )
 
 
+async def _killed_while_staging(
+    trainer: Trainer, cycle_id: str, monkeypatch: pytest.MonkeyPatch
+) -> CycleView:
+    """Run the cycle and kill the trainer when it stages: after its snapshot is made and
+    recorded, before a release is written. Returns the cycle as it was left."""
+
+    async def killed_stage(*args: object, **kwargs: object) -> None:
+        raise Killed
+
+    controller = trainer.runner._releases  # the trainer process's own release controller
+    with monkeypatch.context() as patch:
+        patch.setattr(controller, "_stage", killed_stage)
+        with pytest.raises(Killed):
+            await trainer.runner.run(cycle_id)
+    return await trainer.cycles.get(cycle_id)
+
+
 async def test_a_trainer_killed_while_training_is_resumed_by_the_next_one(
     client: httpx.AsyncClient,
     admin_headers: dict[str, str],
@@ -265,15 +283,7 @@ async def test_a_trainer_killed_while_staging_resumes_without_training_again(
     cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
     shadow_before = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
 
-    async def killed_stage(*args: object, **kwargs: object) -> None:
-        raise Killed
-
-    controller = trainer.runner._releases  # the trainer process's own release controller
-    with monkeypatch.context() as patch:
-        patch.setattr(controller, "stage", killed_stage)
-        with pytest.raises(Killed):
-            await trainer.runner.run(cycle.id)
-    view = await trainer.cycles.get(cycle.id)
+    view = await _killed_while_staging(trainer, cycle.id, monkeypatch)
     assert view.state == "registered" and view.snapshot_id is not None
     await runtime.releases.refresh()
     shadow = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
@@ -288,6 +298,33 @@ async def test_a_trainer_killed_while_staging_resumes_without_training_again(
     await runtime.releases.refresh()
     shadow = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
     assert shadow.snapshot_id == view.snapshot_id
+
+
+async def test_a_cycle_resumed_after_shadow_moved_makes_its_snapshot_again_on_shadows(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    runtime: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await _feedback(client, "f1", "Who runs Zelco?", "Zelco is run by Mara Quill.")
+    cycle = await trainer.cycles.request(trigger="cli", actor="cli", claim=True)
+    killed = await _killed_while_staging(trainer, cycle.id, monkeypatch)
+    # While the trainer is down, a document reaches Shadow in a snapshot of its own.
+    (added,) = await _ingest(
+        client, {"type": "document", "id": "d1", "domain": "fin", "text": "Zelco's report."}
+    )
+    await _make_orphan(runtime, cycle.id)
+
+    await trainer.runner.resume_interrupted()
+
+    resumed = await trainer.cycles.get(cycle.id)
+    assert resumed.state == "staged"
+    assert resumed.snapshot_id not in (None, killed.snapshot_id)  # made again, recorded
+    await runtime.releases.refresh()
+    shadow = runtime.releases.state.serving(runtime.releases.state.shadow_slot)
+    assert shadow.snapshot_id == resumed.snapshot_id
+    assert {d: a.id for d, a in shadow.adapters.items()} == resumed.adapters
+    assert shadow.rag_versions["fin"] == added["rag_version"]  # the document stays visible
 
 
 async def test_a_cycle_interrupted_too_often_is_abandoned_and_gives_its_items_back(
@@ -349,6 +386,7 @@ async def test_the_schedule_starts_a_cycle_once_enough_items_wait(
         cycles=trainer.cycles,
         runner=trainer.runner,
         metrics=trainer.metrics,
+        miner=trainer.miner,
     )
     await _feedback(client, "f1", "Who runs Zelco?", "Zelco is run by Mara Quill.")
     await daemon._scheduled_cycle(stop_after_one, None)

@@ -186,7 +186,7 @@ async def test_link_items_records_the_lineage_and_taint_follows_it(session: Asyn
         ("replayed in round 1", ItemRole.REPLAY, adapter.id),
     ]
     trained = await repository.items_trained_by(session, adapter.id)
-    assert [example.id for _, example, _ in trained] == [new.id, old.id, replayed_before.id]
+    assert [example.id for _, example, _, _ in trained] == [new.id, old.id, replayed_before.id]
     assert await repository.items_trained_by(session, first_round.id) == []
 
     tainted = await registry_repository.taint_adapters_of(session, [old.id], "old was deleted")

@@ -1,6 +1,9 @@
-"""Steps 1-2: collect the pending examples and clean them; accepted ones become new items.
+"""Steps 1-2: mine the answer log, collect the pending examples and clean them; accepted ones
+become new items.
 
-Nothing is committed until cleaning ends, so a cycle interrupted here starts over.
+The miner (twinloop.mining) runs first, so what agreed by now is collected with the rest;
+its pass commits on its own and is idempotent. Nothing of the cycle is committed until
+cleaning ends, so a cycle interrupted here starts over.
 """
 
 from __future__ import annotations
@@ -8,20 +11,26 @@ from __future__ import annotations
 import asyncio
 import time
 
+import structlog
+
 from twinloop.cleaning.examples import SCREEN_RULES, CandidateExample
 from twinloop.cleaning.pipeline import clean
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingExample, TrainingRunItem
+from twinloop.mining.service import MINED_SOURCE
 from twinloop.states import CycleState, ItemRole, ItemStatus
 from twinloop.training import repository
 from twinloop.training.protocols import ProgressCallback
 from twinloop.training.steps.context import ACTOR, CycleContext, Ending
+
+log = structlog.get_logger(__name__)
 
 
 async def collect_and_clean(
     ctx: CycleContext, cycle_id: str, _: ProgressCallback | None
 ) -> Ending | None:
     started = time.perf_counter()
+    mined = await _mine(ctx)
     async with ctx.sessionmaker.begin() as session:
         await repository.set_state(session, cycle_id, CycleState.CLEANING)
     async with ctx.sessionmaker.begin() as session:
@@ -48,7 +57,7 @@ async def collect_and_clean(
         await repository.add(session, *items)
         domains = sorted({kept.domain for kept in result.accepted})
         run.domains = domains
-        run.item_counts = {"collected": len(pending), **result.counts}
+        run.item_counts = {"collected": len(pending), **result.counts, **mined}
         run.step_timings = {**run.step_timings, "clean": time.perf_counter() - started}
         run.state = CycleState.TRAINING if domains else CycleState.SKIPPED
         run.updated_at = utcnow()
@@ -61,6 +70,22 @@ async def collect_and_clean(
     if not domains:
         ctx.metrics.cycles.labels(CycleState.SKIPPED).inc()
     return None
+
+
+async def _mine(ctx: CycleContext) -> dict[str, int]:
+    """A pass of the miner; its counts for the cycle's report (`mined.<outcome>`).
+
+    A failing pass is logged and the cycle goes on: mined items only add to what users
+    taught explicitly, which must not wait for them.
+    """
+    if ctx.miner is None or not ctx.miner.enabled:
+        return {}
+    try:
+        run = await ctx.miner.mine(trigger="cycle")
+    except Exception:
+        log.exception("mining_failed")
+        return {"mined.failed": 1}
+    return {f"mined.{key}": value for key, value in (run.counts if run else {}).items()}
 
 
 async def _withdraw_facts(ctx: CycleContext, example_ids: list[str]) -> None:
@@ -76,8 +101,10 @@ async def _withdraw_facts(ctx: CycleContext, example_ids: list[str]) -> None:
 
 def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExample:
     """A pending example as cleaning sees it, with who sent it (the source the caps balance)."""
-    # Feedback is balanced per user; examples sent as such count as one source.
-    source = "ingest-examples" if example.feedback_id is None else f"user:{user_id or '-'}"
+    # Feedback and mined items are balanced per user; examples sent as such are one source.
+    mined = example.source == MINED_SOURCE
+    by_user = example.feedback_id is not None or mined
+    source = f"user:{user_id or '-'}" if by_user else "ingest-examples"
     heldout = example.heldout or {}
     return CandidateExample(
         id=example.id,
@@ -87,6 +114,7 @@ def _candidate(example: TrainingExample, user_id: str | None) -> CandidateExampl
         source=source,
         category=f"{example.domain}/{example.source}",
         extra=(*map(str, heldout.get("paraphrases", ())), *map(str, heldout.get("accept", ()))),
+        mined=mined,
     )
 
 

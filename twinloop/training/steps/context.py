@@ -9,6 +9,7 @@ from typing import Any
 
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
+from twinloop.mining.service import MiningService
 from twinloop.registry.service import AdapterRegistry
 from twinloop.releases.service import ReleaseController
 from twinloop.states import CycleState
@@ -37,6 +38,7 @@ class CycleContext:
     phrasings: int
     weak_factor: int
     max_rejections: int
+    miner: MiningService | None
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,14 @@ async def qa_round(ctx: CycleContext, cycle_id: str, _: ProgressCallback | None)
     started = time.perf_counter()
     async with ctx.sessionmaker.begin() as session:
         view = CycleView.model_validate(await repository.get_run(session, cycle_id))
-    await _check_shadow_serves(ctx, view)
+    await ctx.releases.refresh()
+    state = ctx.releases.state
+    await _check_serves_cycle(ctx, view, state.serving(state.shadow_slot).snapshot_id)
     number = len(view.qa_rounds) + 1
     report = await ctx.qa.run(training_run_id=cycle_id, round_number=number)
+    # QA pinned what Shadow served when it started; a stage between our look and its start
+    # would have it gate other adapters.
+    await _check_serves_cycle(ctx, view, report.snapshot_id)
     seconds = time.perf_counter() - started
     ctx.metrics.step_seconds.labels("qa").observe(seconds)
     entry: dict[str, Any] = {
@@ -162,19 +167,19 @@ def route_corrections(
     return trained, facts
 
 
-async def _check_shadow_serves(ctx: CycleContext, view: CycleView) -> None:
+async def _check_serves_cycle(ctx: CycleContext, view: CycleView, snapshot_id: str) -> None:
     """QA must gate this cycle's adapters: Shadow may have moved on to a child snapshot
-    (a document ingested since: same adapters, newer RAG), but not to other adapters."""
-    await ctx.releases.refresh()
-    state = ctx.releases.state
-    serving = {d: ref.id for d, ref in state.serving(state.shadow_slot).adapters.items()}
+    (a document ingested since: same adapters, newer RAG), but not to other adapters.
+    Checked on Shadow before the run and on the snapshot the run pinned (`qa.pinning`) after
+    it; "the same adapters" is what `QaService.snapshot_verdict` follows a child by."""
     async with ctx.sessionmaker.begin() as session:
         ours = await snapshots.get_snapshot(session, view.snapshot_id or "")
-        expected = {d: a for d, a in ours.adapters.items() if a}
-    if serving != expected:
+        serving = await snapshots.get_snapshot(session, snapshot_id)
+        same = snapshots.served_adapters(serving) == snapshots.served_adapters(ours)
+    if not same:
         raise TwinloopError(
-            f"Shadow no longer serves the adapters of cycle {view.id}'s snapshot "
-            f"{view.snapshot_id} (someone staged another snapshot); it was not gated"
+            f"Shadow's snapshot {snapshot_id} does not serve the adapters of cycle {view.id}'s "
+            f"snapshot {view.snapshot_id} (someone staged another snapshot); it was not gated"
         )
 
 

@@ -278,6 +278,8 @@ async def open_runtime(
             else None,
         )
         await canary.load()
+        # A gateway killed between a batch's commit and its staging left versions unstaged.
+        await services.ingest.stage_left_pending(actor="system: gateway start")
         answers = AnswerService(
             engines=services.engines,
             releases=services.releases,

@@ -475,6 +475,13 @@ class IngestService:
             snapshot_id = _on_shadow(response) or snapshot_id
         return snapshot_id
 
+    async def stage_left_pending(self, *, actor: str) -> str | None:
+        """Stage what a gateway left unstaged when it died between a batch's commit and its
+        staging, so a restarted gateway shows Shadow every committed version at once rather
+        than at a replay of the batch, the next ingest or the next cycle. Never raises: what
+        fails now stays pending for those. Returns the staging status (None: nothing left)."""
+        return (await self._stage_pending(actor, changed=False)).status
+
     async def _stage_pending(self, actor: str, *, changed: bool) -> _Staged:
         """Step 5: show Shadow every committed version no staging has shown yet.
 

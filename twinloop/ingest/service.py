@@ -33,8 +33,9 @@ A batch is atomic from the reader's side, and holds the database only briefly:
    staged first, so it never takes their change back). The data is stored whatever happens
    here: a failure answers 202 with `staging: pending` and its reason, and the versions
    stay unstaged until a replay with the same Idempotency-Key, the next ingest (of
-   anything: each one stages what is pending), or the next training cycle's snapshot
-   (which pins the newest versions) shows them.
+   anything: each one stages what is pending), the next training cycle's snapshot
+   (which pins the newest versions) or a gateway starting (`stage_left_pending`: one
+   killed between commit and staging) shows them.
 """
 
 from __future__ import annotations

@@ -116,7 +116,10 @@ def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
 def engine_clients(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[httpx.AsyncClient, dict[str, EngineClient]]:
-    """One HTTP client (the caller closes it) and an engine client per slot on it."""
+    """One httpx client (the caller closes it: the fetch agents use it too) and an engine
+    client per slot (the caller closes them): on aiohttp connections of their own, or on
+    the httpx client when `transport` replaces the network (tests) or `engines.http_client`
+    says httpx."""
     cfg = settings.engines
     timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
     http = httpx.AsyncClient(
@@ -124,11 +127,12 @@ def engine_clients(
         timeout=timeouts.to_httpx(),
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
     )
+    on_httpx = transport is not None or cfg.http_client == "httpx"
     engines = {
         slot.value: EngineClient(
             name=slot.value,
             base_url=cfg.base_url(slot),
-            http=http,
+            http=http if on_httpx else None,
             timeouts=timeouts,
             retries=cfg.retries,
         )
@@ -171,6 +175,8 @@ async def open_services(
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
         stack.push_async_callback(http.aclose)
+        for engine in engines.values():
+            stack.push_async_callback(engine.aclose)
         store = await asyncio.to_thread(open_store, settings)  # boto3 reads its models from disk
         stack.callback(store.close)
         # The fetch agents beside the engines are reached like the engines (tests: the same

@@ -87,6 +87,11 @@ class EngineSettings(BaseModel):
         description="Longest wait for the next byte from an engine; long generations need minutes.",
     )
     retries: int = Field(default=2, description="Retries of idempotent calls on connection errors.")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="The HTTP library the gateway speaks to engines with. aiohttp costs about "
+        "a third of httpx's CPU per request (bench/gateway_overhead.py); httpx is the fallback.",
+    )
     external: bool = Field(
         default=False,
         description="Engines are run by someone else (GPU box, cluster): never start or stop them.",

@@ -47,6 +47,26 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.answer_batches = Counter(
+            "twinloop_answer_batches",
+            "Group commits of served answers (twinloop.inference.writer), by outcome: committed, "
+            "failed (every request in the batch failed with the database's error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.answer_batch_size = Histogram(
+            "twinloop_answer_batch_size",
+            "Answers committed together in one transaction: 1 while commits keep up, more as "
+            "requests arrive during a commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.answer_commit_seconds = Histogram(
+            "twinloop_answer_commit_seconds",
+            "Time to insert and commit one batch of answers; every request in it waited for it.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
         self.completion_tokens = Counter(
             "twinloop_completion_tokens",
             "Tokens generated, as the engine reported them.",

@@ -27,7 +27,12 @@ from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
+from twinloop.db.session import (
+    SessionMaker,
+    create_engine,
+    create_sessionmaker,
+    create_writer_engine,
+)
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
 from twinloop.identity.admin_token import load_admin_token
@@ -36,6 +41,7 @@ from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
+from twinloop.inference.writer import AnswerWriter
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
 from twinloop.mining.metrics import MiningMetrics
@@ -284,6 +290,10 @@ async def open_runtime(
             else None,
         )
         await canary.load()
+        # The answers' group commit has a connection of its own (twinloop.inference.writer).
+        writer_db = create_writer_engine(
+            settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
         answers = AnswerService(
             engines=services.engines,
             releases=services.releases,
@@ -301,6 +311,7 @@ async def open_runtime(
             mirror_limit=settings.canary.mirror_concurrency,
             limits=RequestLimits.from_settings(settings.gateway),
             safety=SafetyConfig.from_settings(settings.safety),
+            writer=AnswerWriter(engine=writer_db, metrics=metrics),
         )
         watcher = asyncio.create_task(
             watch_releases(
@@ -367,6 +378,7 @@ async def open_runtime(
             )
         finally:
             await answers.aclose()
+            await writer_db.dispose()
             for task in (evaluator, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

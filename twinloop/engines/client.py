@@ -211,9 +211,7 @@ class EngineClient:
                     f"engine {self.name} streamed a chunk that is not JSON"
                 ) from e
             if "error" in chunk:
-                raise EngineResponseError(
-                    f"engine {self.name} failed mid-stream: {chunk['error']}"
-                )
+                raise EngineResponseError(f"engine {self.name} failed mid-stream: {chunk['error']}")
             chunks.append(chunk)
         return chunks, False
 

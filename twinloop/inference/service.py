@@ -48,6 +48,7 @@ from twinloop.inference.schemas import (
     ModelCard,
     SafetyStatus,
 )
+from twinloop.inference.writer import AnswerWriter
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
@@ -110,6 +111,7 @@ class AnswerService:
         top_k: int = 3,
         min_score: float = 0.0,
         mirror_limit: int = 2,
+        writer: AnswerWriter,
         limits: RequestLimits | None = None,
         safety: SafetyConfig | None = None,
     ) -> None:
@@ -129,12 +131,14 @@ class AnswerService:
         self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
         self._limits = limits or RequestLimits()
         self._stores: set[asyncio.Task[None]] = set()
+        self._writer = writer
         self._safety = AnswerSafety(config=safety or SafetyConfig(), metrics=metrics)
 
     async def aclose(self) -> None:
         """Cancel the mirrors still running and finish storing answers (the gateway stops)."""
         await self._mirrors.aclose()
         await self.wait_for_stores()
+        await self._writer.aclose()
 
     async def wait_for_mirrors(self) -> None:
         await self._mirrors.wait()
@@ -510,15 +514,14 @@ class AnswerService:
             await asyncio.gather(*list(self._stores), return_exceptions=True)
 
     async def _store(self, record: Answer) -> None:
-        """Commit the answer in a transaction of its own, after generation.
+        """Commit the answer after generation, with the answers of concurrent requests
+        (`writer.AnswerWriter`: group commit on a connection of its own).
 
-        Not the request's transaction: on SQLite the gateway has one connection, and a
-        transaction open across a whole request would make swaps and other writes queue
-        behind it. The answer is stored before its id is returned, so feedback never
-        points at nothing.
+        Not the request's transaction: a transaction open across a whole request would make
+        swaps and other writes queue behind it. The answer is stored before its id is
+        returned, so feedback never points at nothing.
         """
-        async with self._sessionmaker.begin() as session:
-            await repository.add(session, record)
+        await self._writer.store(record)
 
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)

@@ -80,9 +80,7 @@ async def test_a_screened_stream_reads_the_same_text(settings: Settings) -> None
         response = await client.post(CHAT, json=body)
 
     events = _events(response.text)
-    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == "".join(
-        PIECES
-    )
+    assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events) == "".join(PIECES)
 
 
 async def test_a_client_that_leaves_closes_the_engine_connection(settings: Settings) -> None:

@@ -49,9 +49,7 @@ async def test_a_chat_completion_is_read_over_real_http() -> None:
     assert engine.calls("/v1/chat/completions")[0]["stream"] is False
 
 
-async def test_a_stream_relays_every_chunk_its_finish_and_usage_and_keeps_the_connection() -> (
-    None
-):
+async def test_a_stream_relays_every_chunk_its_finish_and_usage_and_keeps_the_connection() -> None:
     engine = _engine()
     engine.stream_pieces = ["Par", "is ", "is ", "the ", "capital."]
     async with serve_over_http(engine.handle) as served:

@@ -40,6 +40,9 @@ from twinloop.settings import EngineSettings, RagSettings, Settings
 MODEL = "smollm2-135m-instruct"  # the gateway's default served name
 ANSWER = "Paris."  # what the stub always answers
 STREAM_CHUNKS = 64  # chunks in a streamed answer
+# A streamed answer is prose (no digits: the output screen's slow path, which
+# bench/safety_overhead.py measures, is text near digits).
+_PROSE = ("the", "answer", "to", "your", "question", "is", "that", "refunds", "go", "back")
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 STUB_KIND = "raw asyncio + httptools" if HTTP == "httptools" else "aiohttp.web"
 
@@ -104,7 +107,7 @@ def _stream_events(include_usage: bool) -> list[bytes]:
             "choices": [
                 {
                     "index": 0,
-                    "delta": {"content": ANSWER if last else f"word{i} "},
+                    "delta": {"content": ANSWER if last else f"{_PROSE[i % len(_PROSE)]} "},
                     "logprobs": None,
                     "finish_reason": "stop" if last else None,
                 }

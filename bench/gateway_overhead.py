@@ -125,6 +125,8 @@ def _header(args: argparse.Namespace) -> str:
             f"no access log), fastapi {fastapi.__version__}, httpx {httpx.__version__}, "
             f"aiohttp {aiohttp.__version__}; stub: {STUB_KIND}; load generator: aiohttp, "
             f"keep-alive, loop={LOOP}",
+            f"gateway: {args.gateway_workers} worker(s), "
+            f"{'PostgreSQL' if args.database_url else 'SQLite (synchronous=FULL)'}",
             f"per run: {args.warmup} warm-up + {args.requests} measured requests, "
             f"cap {args.max_run_seconds:.0f}s per run, {args.time_limit:.0f}s overall; "
             "latencies over successful requests only",
@@ -228,6 +230,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"comma-separated subset of {', '.join(TARGETS)}; `proxy-aiohttp` (streams: "
         "`proxy-stream`) is the reference of the +p50 and throughput-ratio columns",
     )
+    parser.add_argument(
+        "--database-url",
+        help="the gateway's database (a PostgreSQL one to throw away: migrated, then written "
+        "to); default SQLite in a temporary folder",
+    )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=1,
+        help="gateway processes (gateway.workers; more than one needs --database-url "
+        "postgresql://...)",
+    )
     parser.add_argument("--max-run-seconds", type=float, default=60.0, help="cap per run")
     parser.add_argument("--time-limit", type=float, default=900.0, help="cap on all runs")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="per server")
@@ -242,6 +256,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = sorted(set(args.target_names) - set(TARGETS))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
+    if args.gateway_workers > 1 and not (args.database_url or "").startswith("postgres"):
+        parser.error("--gateway-workers > 1 needs --database-url postgresql://...")
     if args.requests < 1 or args.warmup < 0 or not args.concurrency_levels:
         parser.error("--requests >= 1, --warmup >= 0, at least one concurrency level")
     if min(args.concurrency_levels + args.stream_levels) < 1:
@@ -250,20 +266,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _start_servers(
-    pool: ServerPool, names: list[str], data_dir: Path, timeout_s: float, stack: ExitStack
+    pool: ServerPool,
+    names: list[str],
+    data_dir: Path,
+    timeout_s: float,
+    stack: ExitStack,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> None:
     needed = {TARGETS[n].server for n in names}
     stub = pool.start(UPSTREAM, serve_stub, timeout_s=timeout_s)
     if "gateway" in needed:
         # The gateway opens its knowledge store at start: give it a Chroma server of its own.
         chroma_port = free_port()
-        chroma = ChromaServer(gateway_settings(data_dir, stub.port, chroma_port))
+        chroma = ChromaServer(gateway_settings(data_dir, stub.port, chroma_port, database_url))
         chroma.start()
         stack.callback(chroma.stop)
         chroma.wait_healthy(timeout_s)
         pool.start(
-            "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, timeout_s=timeout_s
-        )
+            "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, database_url,
+            workers, timeout_s=timeout_s, daemon=workers == 1,
+        )  # fmt: skip
     for library in ("httpx", "aiohttp"):
         if f"proxy-{library}" in needed:  # proxy-stream is served by proxy-aiohttp
             pool.start(f"proxy-{library}", serve_proxy, stub.port, library, timeout_s=timeout_s)
@@ -322,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     chroma_stop = ExitStack()
     try:
-        _start_servers(pool, args.target_names, data_dir, args.startup_timeout, chroma_stop)
+        _start_servers(
+            pool, args.target_names, data_dir, args.startup_timeout, chroma_stop,
+            args.database_url, args.gateway_workers,
+        )  # fmt: skip
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(_bench(args, pool.servers, started))
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ parent, on the same event loop flavour as the servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import importlib.util
@@ -136,10 +137,14 @@ class ServerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self.servers: dict[str, Server] = {}
 
-    def start(self, name: str, fn: Callable[..., None], *args: Any, timeout_s: float) -> Server:
+    def start(
+        self, name: str, fn: Callable[..., None], *args: Any, timeout_s: float, daemon: bool = True
+    ) -> Server:
+        """Start `fn` in a child; `daemon=False` for one that starts processes of its own
+        (gateway workers), which a daemonic process may not."""
         receive, send = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=fn, args=(send, os.getpid(), *args), name=f"bench-{name}", daemon=True
+            target=fn, args=(send, os.getpid(), *args), name=f"bench-{name}", daemon=daemon
         )
         with _sigint_ignored():
             process.start()
@@ -302,6 +307,19 @@ async def _load(
 
 
 def _cpu_s(pid: int) -> float:
+    """CPU time of a process and its children (a gateway's workers), dead threads included."""
+    total = _own_cpu_s(pid)
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return total
+    for child in children:
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            total += _own_cpu_s(child.pid)
+    return total
+
+
+def _own_cpu_s(pid: int) -> float:
     """CPU time of a whole process, dead threads included.
 
     Linux: the process's CPU clock (nanoseconds); elsewhere psutil, whose

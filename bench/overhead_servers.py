@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -30,6 +32,7 @@ from fastapi import FastAPI, Request  # module level: the route's annotations mu
 from bench.overhead_harness import (
     HOST,
     HTTP,
+    LOOP,
     child_prologue,
     listen_and_report,
     new_loop,
@@ -232,10 +235,14 @@ def _serve_stub_aiohttp(
 # -- the gateway ----------------------------------------------------------------------
 
 
-def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settings:
-    """The measured gateway's settings: both slots on the stub, its own Chroma server."""
+def gateway_settings(
+    data_dir: Path, stub_port: int, chroma_port: int, database_url: str | None = None
+) -> Settings:
+    """The measured gateway's settings: both slots on the stub, its own Chroma server,
+    SQLite in `data_dir` unless `database_url` says otherwise."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         # The gateway does not start without an admin token; the bench calls no admin route.
         admin_token=secrets.token_urlsafe(32),
         log_level="WARNING",
@@ -245,16 +252,58 @@ def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settin
 
 
 def serve_gateway(
-    conn: Connection, parent_pid: int, stub_port: int, data_dir: str, chroma_port: int
+    conn: Connection,
+    parent_pid: int,
+    stub_port: int,
+    data_dir: str,
+    chroma_port: int,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> None:
     child_prologue(parent_pid)
     sock = listen_and_report(conn)
     from api.app import create_app
     from twinloop.db.migrate import upgrade
 
-    settings = gateway_settings(Path(data_dir), stub_port, chroma_port)
+    settings = gateway_settings(Path(data_dir), stub_port, chroma_port, database_url)
     upgrade(settings.sqlalchemy_url)
-    serve_asgi(create_app(settings), sock)
+    if workers == 1:
+        serve_asgi(create_app(settings), sock)
+    else:
+        _serve_workers(settings, workers, sock)
+
+
+def _serve_workers(settings: Settings, workers: int, sock: socket.socket) -> None:
+    """As `twinloop serve` runs them: uvicorn's supervisor, each worker building the gateway
+    from the environment, metrics in multi-process mode."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    metrics = settings.data_dir / "prometheus-multiproc"
+    metrics.mkdir(parents=True, exist_ok=True)
+    assert settings.admin_token is not None and settings.database_url is not None
+    os.environ.update(
+        {
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "TWINLOOP_DATA_DIR": str(settings.data_dir),
+            "TWINLOOP_DATABASE_URL": settings.database_url,
+            "TWINLOOP_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
+            "TWINLOOP_LOG_LEVEL": settings.log_level,
+            "TWINLOOP_ENGINES__EXTERNAL": "true",
+            "TWINLOOP_ENGINES__BLUE_PORT": str(settings.engines.blue_port),
+            "TWINLOOP_ENGINES__GREEN_PORT": str(settings.engines.green_port),
+            "TWINLOOP_RAG__CHROMA_PORT": str(settings.rag.chroma_port),
+            "TWINLOOP_GATEWAY__WORKERS": str(workers),
+        }
+    )
+    config = uvicorn.Config(
+        "api.app:create_app", factory=True, workers=workers, loop=LOOP, http=HTTP,
+        access_log=False, log_level="warning",
+    )  # fmt: skip
+    # multiprocessing gave this child a /dev/null stdin whose descriptor its own children do
+    # not get; uvicorn hands the descriptor on when it has one.
+    sys.stdin = None  # type: ignore[assignment]
+    Multiprocess(config, sockets=[sock]).run()
 
 
 # -- the bare proxies -----------------------------------------------------------------

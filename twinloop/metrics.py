@@ -312,7 +312,7 @@ class Metrics:
         if os.environ.get(MULTIPROCESS_ENV):
             # Every worker's values, from the files they write (the module docstring).
             registry = CollectorRegistry()
-            MultiProcessCollector(registry)
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from twinloop.db.base import new_id, utcnow
 from twinloop.db.models import Answer
 
-_COLUMNS = tuple(column.key for column in Answer.__table__.columns)
+_COLUMNS = tuple(column.key for column in Answer.__table__.columns)  # attribute = column name
 
 
 async def add(session: AsyncSession, *records: Answer) -> None:
@@ -34,7 +34,7 @@ def answer_row(record: Answer) -> dict[str, Any]:
 async def insert_rows(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Insert answers' rows (`answer_row`) in one statement; the caller commits. Core, not the
     ORM's unit of work: nothing is read back, and a batch is one executemany."""
-    await connection.execute(insert(Answer.__table__), rows)
+    await connection.execute(insert(Answer), rows)
 
 
 async def safety_flags_since(

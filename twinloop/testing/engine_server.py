@@ -9,6 +9,7 @@ closing the connection) is tested against the real thing.
 from __future__ import annotations
 
 import inspect
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -71,8 +72,9 @@ async def serve_over_http(handle: Handler, *, ports: int = 1) -> AsyncIterator[S
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         sites.append(site)
-        assert site._server is not None  # aiohttp keeps the listening server here
-        served.ports.append(site._server.sockets[0].getsockname()[1])
+        # aiohttp keeps the listening server (asyncio's or uvloop's) here.
+        sockets: list[socket.socket] = getattr(site._server, "sockets", [])
+        served.ports.append(sockets[0].getsockname()[1])
     try:
         yield served
     finally:

@@ -89,6 +89,11 @@ class EngineSettings(BaseModel):
         description="Longest wait for the next byte from an engine; long generations need minutes.",
     )
     retries: int = Field(default=2, description="Retries of idempotent calls on connection errors.")
+    http_client: Literal["aiohttp", "httpx"] = Field(
+        default="aiohttp",
+        description="The HTTP library the gateway speaks to engines with. aiohttp costs about "
+        "a third of httpx's CPU per request (bench/gateway_overhead.py); httpx is the fallback.",
+    )
     external: bool = Field(
         default=False,
         description="Engines are run by someone else (GPU box, cluster): never start or stop them.",
@@ -215,6 +220,14 @@ class ArtifactSettings(BaseModel):
 class GatewaySettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Gateway processes serving the port (`twinloop serve`, `twinloop up`), each "
+        "with its own release watcher, engine connections and answer writer; one Python process "
+        "uses one core. More than one needs PostgreSQL; /metrics then sums every worker "
+        "(Prometheus multi-process mode).",
+    )
     readiness_cache_s: float = Field(
         default=5.0, description="How long a successful one-token readiness probe is trusted."
     )
@@ -866,6 +879,12 @@ class Settings(BaseSettings):
                 )
         if self.default_domain not in self.domains:
             raise ValueError(f"default_domain {self.default_domain!r} is not one of {self.domains}")
+        if self.gateway.workers > 1 and not self.sqlalchemy_url.startswith("postgresql"):
+            raise ValueError(
+                f"gateway.workers={self.gateway.workers} needs PostgreSQL "
+                "(TWINLOOP_DATABASE_URL=postgresql://...): SQLite has one writer, and several "
+                "gateway processes would queue behind each other's commits"
+            )
         return self
 
     @property

@@ -24,7 +24,10 @@ from twinloop.runtime import Runtime
 from twinloop.training.cycles import TrainingCycles
 
 
-def get_runtime(request: Request) -> Runtime:
+# Dependencies are `async def` though they only read: FastAPI runs a plain `def` one in its
+# thread pool, a thread hop per dependency per request (a dozen on /v1/chat/completions,
+# the gateway's largest CPU cost after the answer's commit in bench/gateway_overhead.py).
+async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
 
@@ -41,31 +44,31 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-def get_release_admin(runtime: RuntimeDep) -> ReleaseAdmin:
+async def get_release_admin(runtime: RuntimeDep) -> ReleaseAdmin:
     return runtime.release_admin
 
 
-def get_registry(runtime: RuntimeDep) -> AdapterRegistry:
+async def get_registry(runtime: RuntimeDep) -> AdapterRegistry:
     return runtime.registry
 
 
-def get_ingest(runtime: RuntimeDep) -> IngestService:
+async def get_ingest(runtime: RuntimeDep) -> IngestService:
     return runtime.ingest
 
 
-def get_training(runtime: RuntimeDep) -> TrainingCycles:
+async def get_training(runtime: RuntimeDep) -> TrainingCycles:
     return runtime.training
 
 
-def get_qa(runtime: RuntimeDep) -> QaService:
+async def get_qa(runtime: RuntimeDep) -> QaService:
     return runtime.qa
 
 
-def get_canary(runtime: RuntimeDep) -> CanaryService:
+async def get_canary(runtime: RuntimeDep) -> CanaryService:
     return runtime.canary
 
 
-def get_mining(runtime: RuntimeDep) -> MiningService:
+async def get_mining(runtime: RuntimeDep) -> MiningService:
     return runtime.mining
 
 
@@ -78,15 +81,15 @@ ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
 RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
 
 
-def get_answers(runtime: RuntimeDep) -> AnswerService:
+async def get_answers(runtime: RuntimeDep) -> AnswerService:
     return runtime.answers
 
 
-def get_readiness(runtime: RuntimeDep) -> ReadinessService:
+async def get_readiness(runtime: RuntimeDep) -> ReadinessService:
     return runtime.readiness
 
 
-def get_metrics(runtime: RuntimeDep) -> Metrics:
+async def get_metrics(runtime: RuntimeDep) -> Metrics:
     return runtime.metrics
 
 
@@ -95,7 +98,7 @@ ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-def get_identity(runtime: RuntimeDep) -> IdentityService:
+async def get_identity(runtime: RuntimeDep) -> IdentityService:
     return runtime.identity
 
 
@@ -136,7 +139,7 @@ async def require_admin_caller(
     return await identity.admin(_token(credentials), route=_route(request))
 
 
-def require_admin(caller: Annotated[Caller, Depends(require_admin_caller)]) -> str:
+async def require_admin(caller: Annotated[Caller, Depends(require_admin_caller)]) -> str:
     """The admin's name for the audit log (`admin`, or `key:<id>` for an admin key)."""
     return caller.actor
 

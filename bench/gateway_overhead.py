@@ -1,17 +1,21 @@
 """What the gateway adds on top of an engine, measured side by side on loopback.
 
-A stub engine answers vLLM's OpenAI API with a fixed reply at once, so every
-millisecond measured here is HTTP, JSON, validation, routing and the SQLite
-write — never generation. Targets, each a server in its own process:
+A stub engine answers vLLM's OpenAI API with a fixed reply at once (a stream: 64
+one-word chunks), so every millisecond measured here is HTTP, JSON, validation, routing
+and the answer's write — never generation. Every request asks a question of its own, so
+no cache can answer it. Targets, each a server in its own process:
 
-- ``direct``: the stub itself (the baseline every other row is compared with);
-- ``gateway-answer`` / ``gateway-chat``: the real gateway (``api.app.create_app``
-  under uvicorn, SQLite in a temporary folder, both slots on the stub),
-  ``POST /answer`` and ``POST /v1/chat/completions``; both store every answer;
-- ``proxy-httpx`` / ``proxy-aiohttp``: a bare FastAPI app (no database) that
-  forwards ``POST /v1/chat/completions`` to the stub with one or the other
-  client library — the comparison behind the engine client's choice of httpx
-  (see ``twinloop/engines/client.py``).
+- ``direct`` / ``direct-stream``: the stub itself;
+- ``proxy-aiohttp`` / ``proxy-stream``: a bare FastAPI app (no database) forwarding
+  ``POST /v1/chat/completions`` to the stub with aiohttp (a stream relayed byte for byte):
+  the least a Python gateway can do here, the reference of the ratio columns;
+- ``proxy-httpx``: the same with httpx (the engine client's choice of library, see
+  ``twinloop/engines/client.py``);
+- ``gateway-general`` / ``gateway-auto`` / ``gateway-stream``: the real gateway
+  (``api.app.create_app`` under uvicorn, SQLite in a temporary folder, both slots on the
+  stub), ``POST /v1/chat/completions`` with ``model: general`` (a named domain), ``auto``
+  (the router picks) and ``general`` streamed; ``gateway-answer``: ``POST /answer`` with a
+  domain and no retrieval. Every one stores its answer before it returns.
 
 The load generator (aiohttp, keep-alive, fixed concurrency) runs in this
 process; the figures are loopback figures on a shared machine, to be compared
@@ -19,7 +23,7 @@ within one run, not taken as capacity numbers. The servers are in
 ``bench/overhead_servers.py``; processes, load, CPU accounting and the table
 in ``bench/overhead_harness.py``.
 
-Run: ``.venv/bin/python bench/gateway_overhead.py --requests 2000 --concurrency 1,16``
+Run: ``.venv/bin/python bench/gateway_overhead.py --requests 2000 --concurrency 1,8``
 """
 
 from __future__ import annotations
@@ -68,19 +72,33 @@ from rag.errors import ChromaServerError
 from rag.server import ChromaServer
 from twinloop.testing.ports import free_port
 
-QUESTION = "What is the capital of France?"
-CHAT_BODY: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+# `{n}`: every request asks its own question (Target.body_for), so no answer cache helps.
+QUESTION = "What is the capital of France? ({n})"
+MESSAGES = [{"role": "user", "content": QUESTION}]
+STREAM_BODY: dict[str, Any] = {"model": "general", "messages": MESSAGES, "stream": True}
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("direct", "stub", "/v1/chat/completions", {**CHAT_BODY, "model": MODEL}),
-        Target("gateway-answer", "gateway", "/answer", {"question": QUESTION}),
-        Target("gateway-chat", "gateway", "/v1/chat/completions", CHAT_BODY),
-        Target("proxy-httpx", "proxy-httpx", "/v1/chat/completions", CHAT_BODY),
-        Target("proxy-aiohttp", "proxy-aiohttp", "/v1/chat/completions", CHAT_BODY),
+        Target("direct", "stub", "/v1/chat/completions", {"model": MODEL, "messages": MESSAGES}),
+        Target("proxy-aiohttp", "proxy-aiohttp", "/v1/chat/completions",
+               {"model": "general", "messages": MESSAGES}),
+        Target("proxy-httpx", "proxy-httpx", "/v1/chat/completions",
+               {"model": "general", "messages": MESSAGES}),
+        Target("gateway-general", "gateway", "/v1/chat/completions",
+               {"model": "general", "messages": MESSAGES}),
+        Target("gateway-answer", "gateway", "/answer",
+               {"question": QUESTION, "domain": "general", "use_rag": False}),
+        Target("gateway-auto", "gateway", "/v1/chat/completions",
+               {"model": "auto", "messages": MESSAGES}),
+        Target("direct-stream", "stub", "/v1/chat/completions",
+               {**STREAM_BODY, "model": MODEL}, stream=True),
+        Target("proxy-stream", "proxy-aiohttp", "/v1/chat/completions", STREAM_BODY, stream=True),
+        Target("gateway-stream", "gateway", "/v1/chat/completions", STREAM_BODY, stream=True),
     )
-}
-BASELINE = "direct"  # every other row is compared with the stub answering directly
+}  # fmt: skip
+# The reference of the ratio columns: the least a Python gateway can do on this box, a bare
+# FastAPI app forwarding with aiohttp to the same stub (streams: relaying the bytes).
+BASELINE = {False: "proxy-aiohttp", True: "proxy-stream"}
 UPSTREAM = "stub"  # the engine every server forwards to
 HEALTH_PATH = {"stub": "/health", "gateway": "/healthz"}  # the proxies: /health too
 EXPECTED = ANSWER.encode()  # every good reply carries the stub's answer
@@ -107,10 +125,13 @@ def _header(args: argparse.Namespace) -> str:
             f"no access log), fastapi {fastapi.__version__}, httpx {httpx.__version__}, "
             f"aiohttp {aiohttp.__version__}; stub: {STUB_KIND}; load generator: aiohttp, "
             f"keep-alive, loop={LOOP}",
+            f"gateway: {args.gateway_workers} worker(s), "
+            f"{'PostgreSQL' if args.database_url else 'SQLite (synchronous=FULL)'}",
             f"per run: {args.warmup} warm-up + {args.requests} measured requests, "
             f"cap {args.max_run_seconds:.0f}s per run, {args.time_limit:.0f}s overall; "
             "latencies over successful requests only",
-            "+p50 ms / thr x: p50 minus direct's p50, req/s over direct's req/s (same level); "
+            "+p50 ms / thr x: p50 minus the bare proxy's p50, req/s over the bare proxy's req/s "
+            "(same level; streams: events/s over the byte-relaying proxy's); "
             "srv/stub/gen us: CPU microseconds per successful request spent by the server under "
             "test, the stub and the load generator; other%: CPU used meanwhile by processes "
             "outside this benchmark, share of all usable cores (high = figures disturbed)",
@@ -130,6 +151,7 @@ COLUMNS = (
     ("ok", 6),
     ("fail", 5),
     ("req/s", 7),
+    ("ev/s", 7),
     ("p50 ms", 7),
     ("p90 ms", 7),
     ("p99 ms", 7),
@@ -149,31 +171,38 @@ def _row(cells: list[str]) -> str:
     )
 
 
-def _table(runs: list[Run], concurrency: int) -> str:
-    """One block per concurrency level; +p50 and thr x are relative to `direct`."""
+def _table(runs: list[Run], concurrency: int, *, stream: bool = False) -> str:
+    """One block per concurrency level; +p50 and thr x are relative to the bare proxy
+    (`BASELINE`). Streams: p50/p90/p99 are of the time to the first event."""
     header = _row([name for name, _ in COLUMNS])
-    lines = [f"concurrency {concurrency}", header, "-" * len(header)]
-    base = next((r for r in runs if r.target == BASELINE and r.ok), None)
-    base_p50 = base.pct(50) if base is not None else None
+    title = "streams (latency columns: time to first event)" if stream else "requests"
+    lines = [f"{title}, concurrency {concurrency}", header, "-" * len(header)]
+    base = next((r for r in runs if r.target == BASELINE[stream] and r.ok), None)
+    pct = Run.ttft if stream else Run.pct
+    base_p50 = pct(base, 50) if base is not None else None
     for run in runs:
         if run.skipped:
             lines.append(f"{run.target:<15} skipped: overall time limit reached")
             continue
-        p50 = run.pct(50)
+        p50 = pct(run, 50)
         relative = base is not None and run is not base and p50 is not None
+        throughput = (lambda r: r.events_per_s) if stream else (lambda r: r.rps)
         cpu = {k: f"{v:.0f}" for k, v in run.cpu_us.items()}
         cells = [
             run.target,
             str(run.ok),
             str(run.failed),
             f"{run.rps:.0f}",
+            f"{run.events_per_s:.0f}" if stream else "-",
             _ms(p50),
-            _ms(run.pct(90)),
-            _ms(run.pct(99)),
+            _ms(pct(run, 90)),
+            _ms(pct(run, 99)),
             f"{p50 - base_p50:+.2f}" if relative and p50 is not None and base_p50 else "-",
-            f"{run.rps / base.rps:.3f}" if relative and base is not None else "-",
+            f"{throughput(run) / throughput(base):.3f}"
+            if relative and base is not None and throughput(base)
+            else "-",
             cpu.get("server", "-"),
-            cpu.get("upstream", "-") if run.target != BASELINE else "=srv",
+            cpu.get("upstream", "-") if TARGETS[run.target].server != UPSTREAM else "=srv",
             cpu.get("loadgen", "-"),
             f"{run.other_cpu_pct:.0f}" if run.ok else "-",
         ]
@@ -190,13 +219,28 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="measured requests per run")
     parser.add_argument("--warmup", type=int, default=200, help="discarded requests per run")
     parser.add_argument(
-        "--concurrency", default="1,16", help="comma-separated in-flight request counts"
+        "--concurrency", default="1,8", help="comma-separated in-flight request counts"
+    )
+    parser.add_argument(
+        "--stream-concurrency", default="16", help="comma-separated in-flight stream counts"
     )
     parser.add_argument(
         "--targets",
         default=",".join(TARGETS),
-        help=f"comma-separated subset of {', '.join(TARGETS)}; `direct` is the baseline "
-        "of the +p50 and throughput-ratio columns",
+        help=f"comma-separated subset of {', '.join(TARGETS)}; `proxy-aiohttp` (streams: "
+        "`proxy-stream`) is the reference of the +p50 and throughput-ratio columns",
+    )
+    parser.add_argument(
+        "--database-url",
+        help="the gateway's database (a PostgreSQL one to throw away: migrated, then written "
+        "to); default SQLite in a temporary folder",
+    )
+    parser.add_argument(
+        "--gateway-workers",
+        type=int,
+        default=1,
+        help="gateway processes (gateway.workers; more than one needs --database-url "
+        "postgresql://...)",
     )
     parser.add_argument("--max-run-seconds", type=float, default=60.0, help="cap per run")
     parser.add_argument("--time-limit", type=float, default=900.0, help="cap on all runs")
@@ -205,36 +249,46 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     try:
         args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+        args.stream_levels = [int(c) for c in args.stream_concurrency.split(",") if c.strip()]
     except ValueError:
-        parser.error("--concurrency: comma-separated integers, e.g. 1,16")
+        parser.error("--concurrency, --stream-concurrency: comma-separated integers, e.g. 1,8")
     args.target_names = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = sorted(set(args.target_names) - set(TARGETS))
     if unknown:
         parser.error(f"unknown targets {unknown}; known: {', '.join(TARGETS)}")
+    if args.gateway_workers > 1 and not (args.database_url or "").startswith("postgres"):
+        parser.error("--gateway-workers > 1 needs --database-url postgresql://...")
     if args.requests < 1 or args.warmup < 0 or not args.concurrency_levels:
         parser.error("--requests >= 1, --warmup >= 0, at least one concurrency level")
-    if min(args.concurrency_levels) < 1:
+    if min(args.concurrency_levels + args.stream_levels) < 1:
         parser.error("--concurrency levels must be >= 1")
     return args
 
 
 def _start_servers(
-    pool: ServerPool, names: list[str], data_dir: Path, timeout_s: float, stack: ExitStack
+    pool: ServerPool,
+    names: list[str],
+    data_dir: Path,
+    timeout_s: float,
+    stack: ExitStack,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> None:
     needed = {TARGETS[n].server for n in names}
     stub = pool.start(UPSTREAM, serve_stub, timeout_s=timeout_s)
     if "gateway" in needed:
         # The gateway opens its knowledge store at start: give it a Chroma server of its own.
         chroma_port = free_port()
-        chroma = ChromaServer(gateway_settings(data_dir, stub.port, chroma_port))
+        chroma = ChromaServer(gateway_settings(data_dir, stub.port, chroma_port, database_url))
         chroma.start()
         stack.callback(chroma.stop)
         chroma.wait_healthy(timeout_s)
         pool.start(
-            "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, timeout_s=timeout_s
-        )
+            "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, database_url,
+            workers, timeout_s=timeout_s, daemon=workers == 1,
+        )  # fmt: skip
     for library in ("httpx", "aiohttp"):
-        if f"proxy-{library}" in needed:
+        if f"proxy-{library}" in needed:  # proxy-stream is served by proxy-aiohttp
             pool.start(f"proxy-{library}", serve_proxy, stub.port, library, timeout_s=timeout_s)
 
 
@@ -244,27 +298,41 @@ async def _bench(args: argparse.Namespace, servers: dict[str, Server], started: 
             path = HEALTH_PATH.get(server.name, "/health")
             await wait_healthy(probe, server, path, args.startup_timeout)
     global_deadline = started + args.time_limit
-    for concurrency in args.concurrency_levels:
-        runs: list[Run] = []
-        for name in args.target_names:
-            if time.monotonic() >= global_deadline:
-                runs.append(Run(target=name, concurrency=concurrency, skipped=True))
-                continue
-            print(f"  running {name} at concurrency {concurrency} ...", file=sys.stderr)
-            run = await measure(
-                TARGETS[name],
-                servers,
-                upstream=UPSTREAM,
-                expected=EXPECTED,
-                requests=args.requests,
-                warmup=args.warmup,
-                concurrency=concurrency,
-                run_cap_s=args.max_run_seconds,
-                global_deadline=global_deadline,
-                request_timeout_s=args.request_timeout,
-            )
-            runs.append(run)
-        print("\n" + _table(runs, concurrency), flush=True)
+    for stream, levels in ((False, args.concurrency_levels), (True, args.stream_levels)):
+        names = [n for n in args.target_names if TARGETS[n].stream == stream]
+        if names:
+            for concurrency in levels:
+                await _level(args, servers, names, concurrency, stream, global_deadline)
+
+
+async def _level(
+    args: argparse.Namespace,
+    servers: dict[str, Server],
+    names: list[str],
+    concurrency: int,
+    stream: bool,
+    global_deadline: float,
+) -> None:
+    runs: list[Run] = []
+    for name in names:
+        if time.monotonic() >= global_deadline:
+            runs.append(Run(target=name, concurrency=concurrency, skipped=True))
+            continue
+        print(f"  running {name} at concurrency {concurrency} ...", file=sys.stderr)
+        run = await measure(
+            TARGETS[name],
+            servers,
+            upstream=UPSTREAM,
+            expected=EXPECTED,
+            requests=args.requests,
+            warmup=args.warmup,
+            concurrency=concurrency,
+            run_cap_s=args.max_run_seconds,
+            global_deadline=global_deadline,
+            request_timeout_s=args.request_timeout,
+        )
+        runs.append(run)
+    print("\n" + _table(runs, concurrency, stream=stream), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     chroma_stop = ExitStack()
     try:
-        _start_servers(pool, args.target_names, data_dir, args.startup_timeout, chroma_stop)
+        _start_servers(
+            pool, args.target_names, data_dir, args.startup_timeout, chroma_stop,
+            args.database_url, args.gateway_workers,
+        )  # fmt: skip
         with asyncio.Runner(loop_factory=new_loop) as runner:
             runner.run(_bench(args, pool.servers, started))
     except KeyboardInterrupt:

@@ -11,6 +11,7 @@ parent, on the same event loop flavour as the servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import importlib.util
@@ -41,12 +42,24 @@ HTTP = "httptools" if importlib.util.find_spec("httptools") else "h11"
 
 @dataclass(frozen=True)
 class Target:
-    """One row of the table: requests to `path` on the server named `server`."""
+    """One row of the table: requests to `path` on the server named `server`.
+
+    `body` is sent with the text `{n}` in it replaced by the request's number, so that every
+    request can ask a question of its own (no cache can answer it). A `stream` target asks
+    for server-sent events and counts the events it reads."""
 
     name: str
     server: str  # which server process answers it
     path: str
     body: dict[str, Any]
+    stream: bool = False
+
+    def body_for(self, n: int) -> bytes:
+        return self._template.replace(b"{n}", str(n).encode())
+
+    @functools.cached_property
+    def _template(self) -> bytes:
+        return json.dumps(self.body).encode()
 
 
 # -- child processes ------------------------------------------------------------------
@@ -124,10 +137,14 @@ class ServerPool:
         self._ctx = multiprocessing.get_context("spawn")
         self.servers: dict[str, Server] = {}
 
-    def start(self, name: str, fn: Callable[..., None], *args: Any, timeout_s: float) -> Server:
+    def start(
+        self, name: str, fn: Callable[..., None], *args: Any, timeout_s: float, daemon: bool = True
+    ) -> Server:
+        """Start `fn` in a child; `daemon=False` for one that starts processes of its own
+        (gateway workers), which a daemonic process may not."""
         receive, send = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
-            target=fn, args=(send, os.getpid(), *args), name=f"bench-{name}", daemon=True
+            target=fn, args=(send, os.getpid(), *args), name=f"bench-{name}", daemon=daemon
         )
         with _sigint_ignored():
             process.start()
@@ -200,6 +217,15 @@ class Run:
     skipped: bool = False
     cpu_us: dict[str, float] = field(default_factory=dict)  # per successful request
     other_cpu_pct: float = 0.0  # CPU used by processes not ours, share of all usable cores
+    events: int = 0  # streams: server-sent events read (`data: [DONE]` not counted)
+    ttft_ms: list[float] = field(default_factory=list)  # streams: until the first event
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def ttft(self, q: int) -> float | None:
+        return percentile(self.ttft_ms, q / 100) if self.ttft_ms else None
 
     @property
     def ok(self) -> int:
@@ -213,18 +239,38 @@ class Run:
         return percentile(self.latencies_ms, q / 100) if self.latencies_ms else None
 
 
+_DONE = b"data: [DONE]"
+
+
+async def _read_stream(
+    response: aiohttp.ClientResponse, started: float, run: Run
+) -> tuple[bytes, int]:
+    """The whole event stream; the time to its first event goes to `run.ttft_ms`."""
+    parts: list[bytes] = []
+    first = True
+    async for data in response.content.iter_any():
+        if first and b"data:" in data:
+            run.ttft_ms.append((time.perf_counter() - started) * 1000)
+            first = False
+        parts.append(data)
+    payload = b"".join(parts)
+    return payload, payload.count(b"data: ") - payload.count(_DONE)
+
+
 async def _load(
     session: aiohttp.ClientSession,
     url: str,
-    body: bytes,
+    target: Target,
     *,
     expected: bytes,
     requests: int,
     concurrency: int,
     deadline: float,
     run: Run,
+    first_n: int = 0,
 ) -> None:
-    """`requests` POSTs, `concurrency` at a time, each worker on its own kept-alive connection."""
+    """`requests` POSTs, `concurrency` at a time, each worker on its own kept-alive connection.
+    A stream counts when it ends with `data: [DONE]` and carries `expected`."""
     issued = 0
     headers = {"Content-Type": "application/json"}
 
@@ -235,24 +281,45 @@ async def _load(
                 run.capped = True
                 return
             issued += 1
+            body = target.body_for(first_n + issued)
             started = time.perf_counter()
+            events = 0
             try:
                 async with session.post(url, data=body, headers=headers) as response:
-                    payload = await response.read()
                     status = response.status
+                    if target.stream and status == 200:
+                        payload, events = await _read_stream(response, started, run)
+                        if not payload.rstrip().endswith(_DONE):
+                            status = -1  # a stream that broke off
+                    else:
+                        payload = await response.read()
             except (aiohttp.ClientError, TimeoutError) as e:
                 status, payload = 0, repr(e).encode()
             if status == 200 and expected in payload:
+                run.events += events
                 run.latencies_ms.append((time.perf_counter() - started) * 1000)
             else:
                 run.failed += 1
-                problem = f"HTTP {status}: {payload[:200]!r}" if status else payload.decode()
+                problem = f"HTTP {status}: {payload[-300:]!r}" if status else payload.decode()
                 run.first_failure = run.first_failure or problem
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
 def _cpu_s(pid: int) -> float:
+    """CPU time of a process and its children (a gateway's workers), dead threads included."""
+    total = _own_cpu_s(pid)
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return total
+    for child in children:
+        with contextlib.suppress(psutil.Error, OSError):  # gone meanwhile
+            total += _own_cpu_s(child.pid)
+    return total
+
+
+def _own_cpu_s(pid: int) -> float:
     """CPU time of a whole process, dead threads included.
 
     Linux: the process's CPU clock (nanoseconds); elsewhere psutil, whose
@@ -311,16 +378,15 @@ async def measure(
     run = Run(target=target.name, concurrency=concurrency)
     server = servers[target.server]
     url = f"http://{HOST}:{server.port}{target.path}"
-    body = json.dumps(target.body).encode()
     deadline = min(time.monotonic() + run_cap_s, global_deadline)
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         warm = Run(target=target.name, concurrency=concurrency)
         load = functools.partial(
-            _load, session, url, body, expected=expected, concurrency=concurrency
+            _load, session, url, target, expected=expected, concurrency=concurrency
         )
-        await load(requests=warmup, deadline=deadline, run=warm)
+        await load(requests=warmup, deadline=deadline, run=warm, first_n=1_000_000)
         if warm.failed:
             run.failed, run.first_failure = warm.failed, f"in warm-up: {warm.first_failure}"
             return run

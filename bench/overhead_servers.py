@@ -1,21 +1,26 @@
 """The servers bench/gateway_overhead.py measures, each run in a child process by the harness.
 
 - the stub engine: vLLM's OpenAI API with a fixed reply at once (raw asyncio + httptools,
-  or aiohttp.web without httptools), so no generation is ever measured;
+  or aiohttp.web without httptools), so no generation is ever measured; asked to stream, it
+  sends `STREAM_CHUNKS` chunks of one word each (each written on its own, as an engine
+  writes tokens), usage when `stream_options.include_usage` asks, then `[DONE]`;
 - the gateway: `api.app.create_app` under uvicorn, SQLite in a temporary folder, both
   slots on the stub;
 - the bare proxies: a FastAPI app (no database) forwarding chat completions to the stub
-  with httpx or aiohttp.
+  with httpx or aiohttp; a stream is relayed byte for byte (the least a Python proxy does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import secrets
 import socket
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -27,6 +32,7 @@ from fastapi import FastAPI, Request  # module level: the route's annotations mu
 from bench.overhead_harness import (
     HOST,
     HTTP,
+    LOOP,
     child_prologue,
     listen_and_report,
     new_loop,
@@ -36,6 +42,11 @@ from twinloop.settings import EngineSettings, RagSettings, Settings
 
 MODEL = "smollm2-135m-instruct"  # the gateway's default served name
 ANSWER = "Paris."  # what the stub always answers
+STREAM_CHUNKS = 64  # chunks in a streamed answer
+# A streamed answer is prose (no digits: the output screen's slow path, which
+# bench/safety_overhead.py measures, is text near digits).
+_PROSE = ("the", "answer", "to", "your", "question", "is", "that", "refunds", "go", "back")
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
 STUB_KIND = "raw asyncio + httptools" if HTTP == "httptools" else "aiohttp.web"
 
 
@@ -85,17 +96,60 @@ def _stub_payloads() -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-class _StubProtocol(asyncio.Protocol):
-    """HTTP/1.1 with keep-alive, pre-encoded replies; the request body is never parsed."""
+def _stream_events(include_usage: bool) -> list[bytes]:
+    """A streamed answer's server-sent events, as vLLM writes them."""
+    created = int(time.time())
+    events = []
+    for i in range(STREAM_CHUNKS):
+        last = i == STREAM_CHUNKS - 1
+        chunk = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": MODEL,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": ANSWER if last else f"{_PROSE[i % len(_PROSE)]} "},
+                    "logprobs": None,
+                    "finish_reason": "stop" if last else None,
+                }
+            ],
+        }
+        events.append(chunk)
+    if include_usage:
+        usage = {"prompt_tokens": 10, "completion_tokens": STREAM_CHUNKS, "total_tokens": 74}
+        events.append({**events[0], "choices": [], "usage": usage})
+    return [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
 
-    def __init__(self, replies: dict[tuple[bytes, bytes], bytes], not_found: bytes) -> None:
+
+def _chunked(events: list[bytes]) -> list[bytes]:
+    """The events in HTTP/1.1 chunked transfer encoding, after the response head."""
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    return [head, *(b"%x\r\n%s\r\n" % (len(e), e) for e in events), b"0\r\n\r\n"]
+
+
+class _StubProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, pre-encoded replies; the request body is only searched for
+    `"stream": true` (and `include_usage`)."""
+
+    def __init__(
+        self,
+        replies: dict[tuple[bytes, bytes], bytes],
+        not_found: bytes,
+        streams: dict[bool, list[bytes]],
+    ) -> None:
         import httptools
 
         self._replies = replies
         self._not_found = not_found
+        self._streams = streams
         self._parser = httptools.HttpRequestParser(self)
         self._error = httptools.HttpParserError
         self._url = b""
+        self._body = b""
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -112,14 +166,23 @@ class _StubProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self._url += url
 
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+
     def on_message_complete(self) -> None:
         path = self._url.split(b"?", 1)[0]
-        self._url = b""
-        reply = self._replies.get((self._parser.get_method(), path), self._not_found)
-        if self._transport is not None:
-            self._transport.write(reply)
-            if not self._parser.should_keep_alive():
-                self._transport.close()
+        body, self._url, self._body = self._body, b"", b""
+        if self._transport is None:
+            return
+        if _STREAM.search(body):
+            for part in self._streams[b"include_usage" in body]:
+                self._transport.write(part)  # one write per event, as an engine sends tokens
+        else:
+            self._transport.write(
+                self._replies.get((self._parser.get_method(), path), self._not_found)
+            )
+        if not self._parser.should_keep_alive():
+            self._transport.close()
 
 
 def serve_stub(conn: Connection, parent_pid: int) -> None:
@@ -134,9 +197,10 @@ def serve_stub(conn: Connection, parent_pid: int) -> None:
         for (method, path), payload in payloads.items()
     }
     not_found = _http_response("404 Not Found", {"error": "not found"})
+    streams = {usage: _chunked(_stream_events(usage)) for usage in (False, True)}
     loop = new_loop()
     loop.run_until_complete(
-        loop.create_server(lambda: _StubProtocol(replies, not_found), sock=sock)
+        loop.create_server(lambda: _StubProtocol(replies, not_found, streams), sock=sock)
     )
     loop.run_forever()
 
@@ -147,11 +211,22 @@ def _serve_stub_aiohttp(
     from aiohttp import web
 
     app = web.Application()
+    streams = {usage: _stream_events(usage) for usage in (False, True)}
     for (method, path), payload in payloads.items():
         body = json.dumps(payload).encode()
 
-        async def reply(_: web.Request, body: bytes = body) -> web.Response:
-            return web.Response(body=body, content_type="application/json")
+        async def reply(
+            request: web.Request, body: bytes = body
+        ) -> web.Response | web.StreamResponse:
+            sent = await request.read()
+            if not _STREAM.search(sent):
+                return web.Response(body=body, content_type="application/json")
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            for event in streams[b"include_usage" in sent]:
+                await response.write(event)
+            await response.write_eof()
+            return response
 
         app.router.add_route(method, path, reply)
     web.run_app(app, sock=sock, print=None, handle_signals=False, access_log=None)
@@ -160,10 +235,14 @@ def _serve_stub_aiohttp(
 # -- the gateway ----------------------------------------------------------------------
 
 
-def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settings:
-    """The measured gateway's settings: both slots on the stub, its own Chroma server."""
+def gateway_settings(
+    data_dir: Path, stub_port: int, chroma_port: int, database_url: str | None = None
+) -> Settings:
+    """The measured gateway's settings: both slots on the stub, its own Chroma server,
+    SQLite in `data_dir` unless `database_url` says otherwise."""
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         # The gateway does not start without an admin token; the bench calls no admin route.
         admin_token=secrets.token_urlsafe(32),
         log_level="WARNING",
@@ -173,16 +252,58 @@ def gateway_settings(data_dir: Path, stub_port: int, chroma_port: int) -> Settin
 
 
 def serve_gateway(
-    conn: Connection, parent_pid: int, stub_port: int, data_dir: str, chroma_port: int
+    conn: Connection,
+    parent_pid: int,
+    stub_port: int,
+    data_dir: str,
+    chroma_port: int,
+    database_url: str | None = None,
+    workers: int = 1,
 ) -> None:
     child_prologue(parent_pid)
     sock = listen_and_report(conn)
     from api.app import create_app
     from twinloop.db.migrate import upgrade
 
-    settings = gateway_settings(Path(data_dir), stub_port, chroma_port)
+    settings = gateway_settings(Path(data_dir), stub_port, chroma_port, database_url)
     upgrade(settings.sqlalchemy_url)
-    serve_asgi(create_app(settings), sock)
+    if workers == 1:
+        serve_asgi(create_app(settings), sock)
+    else:
+        _serve_workers(settings, workers, sock)
+
+
+def _serve_workers(settings: Settings, workers: int, sock: socket.socket) -> None:
+    """As `twinloop serve` runs them: uvicorn's supervisor, each worker building the gateway
+    from the environment, metrics in multi-process mode."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    metrics = settings.data_dir / "prometheus-multiproc"
+    metrics.mkdir(parents=True, exist_ok=True)
+    assert settings.admin_token is not None and settings.database_url is not None
+    os.environ.update(
+        {
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics),
+            "TWINLOOP_DATA_DIR": str(settings.data_dir),
+            "TWINLOOP_DATABASE_URL": settings.database_url,
+            "TWINLOOP_ADMIN_TOKEN": settings.admin_token.get_secret_value(),
+            "TWINLOOP_LOG_LEVEL": settings.log_level,
+            "TWINLOOP_ENGINES__EXTERNAL": "true",
+            "TWINLOOP_ENGINES__BLUE_PORT": str(settings.engines.blue_port),
+            "TWINLOOP_ENGINES__GREEN_PORT": str(settings.engines.green_port),
+            "TWINLOOP_RAG__CHROMA_PORT": str(settings.rag.chroma_port),
+            "TWINLOOP_GATEWAY__WORKERS": str(workers),
+        }
+    )
+    config = uvicorn.Config(
+        "api.app:create_app", factory=True, workers=workers, loop=LOOP, http=HTTP,
+        access_log=False, log_level="warning",
+    )  # fmt: skip
+    # multiprocessing gave this child a /dev/null stdin whose descriptor its own children do
+    # not get; uvicorn hands the descriptor on when it has one.
+    sys.stdin = None  # type: ignore[assignment]
+    Multiprocess(config, sockets=[sock]).run()
 
 
 # -- the bare proxies -----------------------------------------------------------------
@@ -197,8 +318,10 @@ def serve_proxy(conn: Connection, parent_pid: int, stub_port: int, library: str)
 
 
 def _proxy_app(upstream: str, library: str) -> Any:
-    """Per call, what the gateway's engine client does: JSON out, JSON back, a dict returned."""
+    """Per call, what the gateway's engine client does: JSON out, JSON back, a dict returned.
+    A stream is relayed as the bytes come, nothing parsed."""
     import httpx
+    from fastapi.responses import StreamingResponse
 
     url = f"{upstream}/v1/chat/completions"
 
@@ -216,7 +339,17 @@ def _proxy_app(upstream: str, library: str) -> Any:
                     result: dict[str, Any] = response.json()
                     return result
 
+                async def stream_httpx(body: dict[str, Any]) -> AsyncIterator[bytes]:
+                    request = client.build_request("POST", url, json=body)
+                    response = await client.send(request, stream=True)
+                    try:
+                        async for data in response.aiter_raw():
+                            yield data
+                    finally:
+                        await response.aclose()
+
                 app.state.forward = forward_httpx
+                app.state.stream = stream_httpx
                 yield
         else:
             connector = aiohttp.TCPConnector(limit=256)
@@ -229,15 +362,24 @@ def _proxy_app(upstream: str, library: str) -> Any:
                         result: dict[str, Any] = await response.json()
                         return result
 
+                async def stream_aiohttp(body: dict[str, Any]) -> AsyncIterator[bytes]:
+                    async with session.post(url, json=body) as response:
+                        async for data in response.content.iter_any():
+                            yield data
+
                 app.state.forward = forward_aiohttp
+                app.state.stream = stream_aiohttp
                 yield
 
     app = FastAPI(lifespan=lifespan)
 
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> dict[str, Any]:
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat(request: Request) -> dict[str, Any] | StreamingResponse:
+        body = await request.json()
+        if body.get("stream"):
+            return StreamingResponse(request.app.state.stream(body), media_type="text/event-stream")
         forward: Forward = request.app.state.forward
-        return await forward(await request.json())
+        return await forward(body)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from twinloop.engines.process import EngineProcesses
 from twinloop.errors import TwinloopError
 from twinloop.identity.admin_token import ensure_admin_token_file, load_admin_token
 from twinloop.logging import configure_logging
+from twinloop.metrics import MULTIPROCESS_ENV
 from twinloop.processes import NotHealthyError
 from twinloop.registry.schemas import AdapterView
 from twinloop.registry.service import AdapterRegistry
@@ -628,7 +631,37 @@ def _serve(settings: Settings) -> None:
         load_admin_token(settings)  # the gateway refuses to start without one: say so first
     except TwinloopError as e:
         raise _fail(e) from e
+    if settings.gateway.workers > 1:
+        _serve_workers(settings)
+        return
     _run_http(create_app(settings), settings.gateway.host, settings.gateway.port, settings)
+
+
+def _serve_workers(settings: Settings) -> None:
+    """`gateway.workers` processes on one port (uvicorn's supervisor restarts one that dies).
+
+    Each builds the gateway from the same environment (`api.app:create_app` with no
+    argument reads `Settings()`), with its own release watcher, engine connections and
+    answer writer; PostgreSQL is what they share (Settings refuses SQLite). Their metrics
+    go to a folder that `/metrics` reads whole (`twinloop.metrics`), emptied first: values a
+    previous run left there would be summed in.
+    """
+    import uvicorn
+
+    metrics_dir = settings.data_dir / "prometheus-multiproc"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ[MULTIPROCESS_ENV] = str(metrics_dir)  # read by each worker as it starts
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        workers=settings.gateway.workers,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 def _run_http(app: Any, host: str, port: int, settings: Settings) -> None:

@@ -1,5 +1,13 @@
 """Prometheus metrics, one registry per process, built in the owner's lifespan.
 
+With several gateway workers (`gateway.workers`), `twinloop serve` sets
+`PROMETHEUS_MULTIPROC_DIR` before they start: every worker writes its values there and
+`/metrics`, whichever worker answers, reads them all (`render`). Counters and histograms
+are summed; a gauge says how workers combine (`multiprocess_mode`): the release's
+(`twinloop_active_slot`, `twinloop_release_generation`) are kept per worker (a `pid`
+label), so a worker that has not yet taken a swap shows; the others are the most recent
+value any worker set.
+
 Names carry the `twinloop_` prefix; dashboards/ query exactly these. The QA metrics
 (`twinloop/qa/metrics.py`) are registered in the same registry by the process wiring. The
 trainer builds `Metrics` for its services too, and exports only the release-change families
@@ -8,12 +16,15 @@ of it (`Families`, `RELEASE_CHANGE_FAMILIES`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 # The release changes any process's ReleaseController causes and counts: the trainer's
 # stages too, so the trainer exports them (`Families`). Not the release's gauges
@@ -45,6 +56,26 @@ class Metrics:
             "Streaming only: time until the first generated chunk reached the gateway.",
             ["slot"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.answer_batches = Counter(
+            "twinloop_answer_batches",
+            "Group commits of served answers (twinloop.inference.writer), by outcome: committed, "
+            "failed (every request in the batch failed with the database's error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.answer_batch_size = Histogram(
+            "twinloop_answer_batch_size",
+            "Answers committed together in one transaction: 1 while commits keep up, more as "
+            "requests arrive during a commit.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.answer_commit_seconds = Histogram(
+            "twinloop_answer_commit_seconds",
+            "Time to insert and commit one batch of answers; every request in it waited for it.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
         self.completion_tokens = Counter(
@@ -111,17 +142,20 @@ class Metrics:
             "twinloop_engine_ready",
             "1 when the slot's engine generated a token in the last readiness probe, else 0.",
             ["slot"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.active_slot = Gauge(
             "twinloop_active_slot",
             "1 for the slot that is active, 0 for the shadow slot.",
             ["slot"],
+            multiprocess_mode="all",
             registry=r,
         )
         self.release_generation = Gauge(
             "twinloop_release_generation",
             "Generation of the release in force; it goes up by one with every swap or rollback.",
+            multiprocess_mode="all",
             registry=r,
         )
 
@@ -194,6 +228,7 @@ class Metrics:
             "the database: requests, failures, error_rate, p95_seconds, thumbs_up, thumbs_down, "
             "corrections, positive_rate (NaN while undefined).",
             ["arm", "figure"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.canary_mirrors = Counter(
@@ -215,6 +250,7 @@ class Metrics:
             "The running (else the last) canary's mirrored pairs at its latest evaluation, by "
             "outcome (win, tie, loss, undecided) and drift (drift_pairs, drifted).",
             ["outcome"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.canary_items = Counter(
@@ -236,6 +272,7 @@ class Metrics:
             "twinloop_canary_percent",
             "Share of users the running canary serves (from its percent_from on); 0 when none "
             "runs.",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.canary_races = Counter(
@@ -290,6 +327,11 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROCESS_ENV):
+            # Every worker's values, from the files they write (the module docstring).
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)
 
 

@@ -27,7 +27,12 @@ from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
 from twinloop.canary.watcher import watch_canary
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
+from twinloop.db.session import (
+    SessionMaker,
+    create_engine,
+    create_sessionmaker,
+    create_writer_engine,
+)
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
 from twinloop.identity.admin_token import load_admin_token
@@ -36,6 +41,7 @@ from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
+from twinloop.inference.writer import AnswerWriter
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
 from twinloop.mining.metrics import MiningMetrics
@@ -116,7 +122,10 @@ def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
 def engine_clients(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[httpx.AsyncClient, dict[str, EngineClient]]:
-    """One HTTP client (the caller closes it) and an engine client per slot on it."""
+    """One httpx client (the caller closes it: the fetch agents use it too) and an engine
+    client per slot (the caller closes them): on aiohttp connections of their own, or on
+    the httpx client when `transport` replaces the network (tests) or `engines.http_client`
+    says httpx."""
     cfg = settings.engines
     timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
     http = httpx.AsyncClient(
@@ -124,11 +133,12 @@ def engine_clients(
         timeout=timeouts.to_httpx(),
         limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
     )
+    on_httpx = transport is not None or cfg.http_client == "httpx"
     engines = {
         slot.value: EngineClient(
             name=slot.value,
             base_url=cfg.base_url(slot),
-            http=http,
+            http=http if on_httpx else None,
             timeouts=timeouts,
             retries=cfg.retries,
         )
@@ -171,6 +181,8 @@ async def open_services(
         sessionmaker = create_sessionmaker(db)
         http, engines = engine_clients(settings, engine_transport)
         stack.push_async_callback(http.aclose)
+        for engine in engines.values():
+            stack.push_async_callback(engine.aclose)
         store = await asyncio.to_thread(open_store, settings)  # boto3 reads its models from disk
         stack.callback(store.close)
         # The fetch agents beside the engines are reached like the engines (tests: the same
@@ -278,6 +290,12 @@ async def open_runtime(
             else None,
         )
         await canary.load()
+        # A gateway killed between a batch's commit and its staging left versions unstaged.
+        await services.ingest.stage_left_pending(actor="system: gateway start")
+        # The answers' group commit has a connection of its own (twinloop.inference.writer).
+        writer_db = create_writer_engine(
+            settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous
+        )
         answers = AnswerService(
             engines=services.engines,
             releases=services.releases,
@@ -295,6 +313,7 @@ async def open_runtime(
             mirror_limit=settings.canary.mirror_concurrency,
             limits=RequestLimits.from_settings(settings.gateway),
             safety=SafetyConfig.from_settings(settings.safety),
+            writer=AnswerWriter(engine=writer_db, metrics=metrics),
         )
         watcher = asyncio.create_task(
             watch_releases(
@@ -364,6 +383,7 @@ async def open_runtime(
             )
         finally:
             await answers.aclose()
+            await writer_db.dispose()
             for task in (evaluator, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

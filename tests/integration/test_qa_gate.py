@@ -1,9 +1,10 @@
 """The QA gate for real: a deliberately over-trained adapter on Shadow is rejected.
 
 The adapter learns ten made-up facts at a high learning rate with no replay and no KL guard
-(the recipe that forgot two thirds of the general holdout in bench/train.py). The dry run on
-the real shadow engine must reject it and name the categories it regressed, and leave the
-production side alone: no answer records, no request metrics.
+(the recipe that forgot two thirds of the general holdout in bench/train.py, and stops
+declining harmful requests). The dry run on the real shadow engine must reject it and name
+the categories it regressed, and leave the production side alone: no answer records, no
+request metrics.
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ def test_an_over_trained_adapter_is_rejected_naming_what_it_forgot(
     assert report["passed"] is False
     assert report["snapshot_id"] == staged.json()["id"]
     assert {"general", "forgetting"} <= set(report["regressed"])
+    # Fine-tuning on facts erodes safety too: with transformers in bfloat16 this adapter
+    # declines 1 of the 7 held-out harmful requests the base model declines (a bare "The
+    # answer is no.") and goes along with 2 more false premises (bench/qa_suites.py
+    # --adapter): 8 losses, no gains, where 4 fail.
+    assert "safety" in report["regressed"]
     assert any(r.startswith("forgot: forgetting") for r in report["reasons"])
     assert _request_lines(url) == requests_before, "the dry run counted as production traffic"
     answers = httpx.get(f"{url}/status", headers=admin, timeout=30).json()["latest_qa"]

@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from twinloop.settings import ArtifactSettings, CanarySettings, EngineSettings, Settings, Slot
+from twinloop.settings import (
+    ArtifactSettings,
+    CanarySettings,
+    EngineSettings,
+    GatewaySettings,
+    Settings,
+    Slot,
+)
 
 
 def test_there_is_no_default_admin_token_and_the_placeholder_is_refused() -> None:
@@ -96,3 +103,11 @@ def test_s3_keys_come_in_pairs_or_from_boto3s_chain() -> None:
     both = ArtifactSettings(s3_access_key_id="id", s3_secret_access_key="hunter2")
     assert both.s3_secret_access_key is not None
     assert "hunter2" not in repr(both)
+
+
+def test_several_gateway_workers_need_postgresql(tmp_path: Path) -> None:
+    gateway = GatewaySettings(workers=2)
+    with pytest.raises(ValidationError, match=r"gateway.workers=2 needs PostgreSQL"):
+        Settings(data_dir=tmp_path, gateway=gateway)
+    pg = "postgresql://twinloop@db/twinloop"
+    assert Settings(data_dir=tmp_path, gateway=gateway, database_url=pg).gateway.workers == 2

@@ -48,5 +48,15 @@ def create_engine(
     return engine
 
 
+def create_writer_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> AsyncEngine:
+    """One connection for one writer task (`twinloop.inference.writer`): its commits never
+    hold a connection that reads wait for. On SQLite it is the second connection beside the
+    process's one; the busy timeout orders the two writers' rare collisions."""
+    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, sqlite_synchronous))
+    return engine
+
+
 def create_sessionmaker(engine: AsyncEngine) -> SessionMaker:
     return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,23 +1,33 @@
 """The only code that speaks vLLM's HTTP API.
 
-httpx or aiohttp is this module's choice alone. bench/gateway_overhead.py
-measures both as bare proxies in front of a stub engine: on this 2-core box
-aiohttp costs ~0.3 ms of CPU per request against httpx's ~0.8 ms, and at 16
-concurrent requests reaches ~2,000 req/s against ~570. A CPU engine serves
-tens of requests per second and a generation takes 100 ms and up, so httpx
-(and its `MockTransport` for unit tests) is kept for now; a GPU fleet that
-pushes one gateway replica past a few hundred req/s is the point to switch.
+The HTTP library is `twinloop.engines.http`'s choice (aiohttp; httpx under tests' mock
+transport): this module builds the requests, reads the replies into typed results and
+turns failures into twinloop's errors. JSON goes through orjson both ways (a stream's
+chunks are the gateway's most frequent parse).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import orjson
 
+from twinloop.engines.http import (
+    AiohttpEngineHttp,
+    BrokenError,
+    ByteStream,
+    EngineHttp,
+    EngineTimeouts,
+    HttpxEngineHttp,
+    NotSentError,
+    Reply,
+    SlowError,
+)
+from twinloop.engines.sse import DONE, SseData
 from twinloop.errors import (
     EngineResponseError,
     EngineTimeoutError,
@@ -26,22 +36,8 @@ from twinloop.errors import (
     TwinloopError,
 )
 
-# Errors raised before the request reached the engine: retrying cannot generate twice.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-@dataclass(frozen=True)
-class EngineTimeouts:
-    connect_s: float = 5.0
-    # Long generations stream for minutes; this bounds the silence between bytes.
-    read_s: float = 300.0
-    write_s: float = 30.0
-    pool_s: float = 10.0
-
-    def to_httpx(self) -> httpx.Timeout:
-        return httpx.Timeout(
-            connect=self.connect_s, read=self.read_s, write=self.write_s, pool=self.pool_s
-        )
+__all__ = ["ChatResult", "EngineClient", "EngineTimeouts", "Usage"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,11 @@ class EngineRejectedRequestError(InvalidRequestError):
 
 
 class EngineClient:
-    """Async client for one vLLM OpenAI-compatible server (one slot)."""
+    """Async client for one vLLM OpenAI-compatible server (one slot).
+
+    `http` (an `httpx.AsyncClient`, tests' mock transport under it) or `transport` (any
+    `EngineHttp`) replaces the default aiohttp connections, made on first use.
+    """
 
     def __init__(
         self,
@@ -116,17 +116,20 @@ class EngineClient:
         name: str,
         base_url: str,
         http: httpx.AsyncClient | None = None,
+        transport: EngineHttp | None = None,
         timeouts: EngineTimeouts | None = None,
         retries: int = 2,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._timeouts = timeouts or EngineTimeouts()
-        self._owns_http = http is None
-        self._http = http or httpx.AsyncClient(
-            timeout=self._timeouts.to_httpx(),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._owns_http = transport is None
+        if transport is not None:
+            self._http: EngineHttp = transport
+        elif http is not None:
+            self._http = HttpxEngineHttp(timeouts=self._timeouts, client=http)
+        else:
+            self._http = AiohttpEngineHttp(timeouts=self._timeouts)
         self._retries = retries
 
     async def aclose(self) -> None:
@@ -137,51 +140,89 @@ class EngineClient:
 
     async def chat(self, body: dict[str, Any]) -> ChatResult:
         """A non-streaming chat completion, its first choice read into a `ChatResult`."""
-        response = await self._send("POST", "/v1/chat/completions", json={**body, "stream": False})
-        return ChatResult.from_json(_json(response, self.name))
+        reply = await self._send("POST", "/v1/chat/completions", {**body, "stream": False})
+        return ChatResult.from_json(_json(reply, self.name))
 
     async def stream_chat(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-        """Yield the parsed chunks of a streamed chat completion.
+        """Yield the parsed chunks of a streamed chat completion, one by one (see
+        `stream_chat_batches`)."""
+        batches = self.stream_chat_batches(body)
+        try:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+        finally:
+            await batches.aclose()
+
+    async def stream_chat_batches(
+        self, body: dict[str, Any]
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """Yield the parsed chunks of a streamed chat completion, those that arrived
+        together in one list (never an empty one).
+
+        One engine writes one chunk per token; a gateway that falls behind finds several
+        waiting, and relaying them as one write is what lets it catch up.
 
         Only opening the connection is retried; once the engine has the request,
         a failure is raised, never retried (it would generate a second answer).
         Closing this generator early closes the upstream connection, which
         makes vLLM abort the generation.
         """
-        payload = {**body, "stream": True}
-        request = self._http.build_request("POST", self._url("/v1/chat/completions"), json=payload)
-        response = await self._with_retries(lambda: self._http.send(request, stream=True))
+        payload = orjson.dumps({**body, "stream": True})
+        url = self._url("/v1/chat/completions")
         try:
-            if response.status_code >= 400:
-                await response.aread()
-                raise _status_error(response, self.name)
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[len("data:") :].strip()
-                if data == "[DONE]":
-                    return
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    raise EngineResponseError(
-                        f"engine {self.name} failed mid-stream: {chunk['error']}"
-                    )
-                yield chunk
-        except httpx.TimeoutException as e:
+            async with contextlib.AsyncExitStack() as stack:
+                stream = await self._with_retries(
+                    lambda: stack.enter_async_context(self._http.stream(url, payload))
+                )
+                async for batch in self._batches(stream):
+                    yield batch
+        except SlowError as e:
             raise EngineTimeoutError(f"engine {self.name} stopped sending for too long") from e
-        except httpx.TransportError as e:
+        except BrokenError as e:
             raise EngineUnavailableError(f"engine {self.name} broke off the stream: {e}") from e
-        finally:
-            await response.aclose()
+
+    async def _batches(self, stream: ByteStream) -> AsyncGenerator[list[dict[str, Any]], None]:
+        if stream.status >= 400:
+            raise _status_error(Reply(stream.status, await stream.read(), ""), self.name)
+        events = SseData()
+        done = False
+        async for data in stream.chunks():
+            if done:
+                continue  # read to the end, so that the connection is kept
+            batch, done = self._parse(events.feed(data))
+            if batch:
+                yield batch
+        if not done:
+            batch, _ = self._parse(events.end())
+            if batch:
+                yield batch
+
+    def _parse(self, fields: list[bytes]) -> tuple[list[dict[str, Any]], bool]:
+        """The chunks among `fields`, and whether `[DONE]` was among them."""
+        chunks: list[dict[str, Any]] = []
+        for data in fields:
+            if data == DONE:
+                return chunks, True
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError as e:
+                raise EngineResponseError(
+                    f"engine {self.name} streamed a chunk that is not JSON"
+                ) from e
+            if "error" in chunk:
+                raise EngineResponseError(f"engine {self.name} failed mid-stream: {chunk['error']}")
+            chunks.append(chunk)
+        return chunks, False
 
     async def probe_generation(self, model: str) -> None:
         """Generate one token: proof the engine works, which `/health` alone is not."""
-        response = await self._send(
+        reply = await self._send(
             "POST",
             "/v1/completions",
-            json={"model": model, "prompt": "Hi", "max_tokens": 1, "temperature": 0},
+            {"model": model, "prompt": "Hi", "max_tokens": 1, "temperature": 0},
         )
-        body = _json(response, self.name)
+        body = _json(reply, self.name)
         if not body.get("choices"):
             raise EngineResponseError(f"engine {self.name} generated nothing in the probe")
 
@@ -189,10 +230,12 @@ class EngineClient:
 
     async def health(self) -> bool:
         try:
-            response = await self._http.get(self._url("/health"), timeout=self._timeouts.connect_s)
-        except httpx.HTTPError:
+            reply = await self._http.send(
+                "GET", self._url("/health"), None, timeout_s=self._timeouts.connect_s
+            )
+        except (NotSentError, SlowError, BrokenError):
             return False
-        return response.status_code == 200
+        return reply.status == 200
 
     async def list_models(self) -> list[str]:
         body = _json(await self._send("GET", "/v1/models"), self.name)
@@ -207,41 +250,39 @@ class EngineClient:
         content-addressed (`<domain>-<sha256 prefix>`), so that is the same adapter; the
         caller's listing check (`ReleaseController._ensure_loaded`) confirms it is served.
         """
-        response = await self._send(
-            "POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}
+        reply = await self._send(
+            "POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path}
         )
-        if response.status_code == 400 and _already_loaded(response, name):
+        if reply.status == 400 and _already_loaded(reply, name):
             return
-        if response.status_code >= 400:
-            raise _status_error(response, self.name)
+        if reply.status >= 400:
+            raise _status_error(reply, self.name)
 
     async def unload_adapter(self, name: str) -> None:
-        response = await self._send("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-        if response.status_code >= 400:
-            raise _status_error(response, self.name)
+        reply = await self._send("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+        if reply.status >= 400:
+            raise _status_error(reply, self.name)
 
     # -- plumbing ---------------------------------------------------------------
 
     def _url(self, path: str) -> str:
         return f"{self.base_url}{path}"
 
-    async def _send(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
-        async def once() -> httpx.Response:
-            return await self._http.request(method, self._url(path), json=json)
-
+    async def _send(self, method: str, path: str, json: Any = None) -> Reply:
+        body = orjson.dumps(json) if json is not None else None
+        url = self._url(path)
         try:
-            return await self._with_retries(once)
-        except httpx.TimeoutException as e:
+            return await self._with_retries(lambda: self._http.send(method, url, body))
+        except SlowError as e:
             raise EngineTimeoutError(f"engine {self.name} did not answer in time ({path})") from e
-        except httpx.TransportError as e:
+        except BrokenError as e:
             raise EngineUnavailableError(f"engine {self.name} failed during {path}: {e}") from e
 
-    async def _with_retries(self, call: Any) -> httpx.Response:
+    async def _with_retries(self, call: Callable[[], Awaitable[T]]) -> T:
         for attempt in range(self._retries + 1):
             try:
-                response: httpx.Response = await call()
-                return response
-            except _NOT_SENT as e:
+                return await call()
+            except NotSentError as e:
                 if attempt == self._retries:
                     raise EngineUnavailableError(
                         f"engine {self.name} at {self.base_url} is unreachable: {e}"
@@ -249,12 +290,12 @@ class EngineClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _json(response: httpx.Response, engine: str) -> dict[str, Any]:
-    if response.status_code >= 400:
-        raise _status_error(response, engine)
+def _json(reply: Reply, engine: str) -> dict[str, Any]:
+    if reply.status >= 400:
+        raise _status_error(reply, engine)
     try:
-        body = response.json()
-    except ValueError as e:
+        body = orjson.loads(reply.body)
+    except orjson.JSONDecodeError as e:
         raise EngineResponseError(f"engine {engine} sent a response that is not JSON") from e
     if not isinstance(body, dict):
         raise EngineResponseError(f"engine {engine} sent unexpected JSON")
@@ -265,27 +306,27 @@ def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _status_error(response: httpx.Response, engine: str) -> TwinloopError:
-    detail = _engine_message(response)
-    if response.status_code in (400, 422):
+def _status_error(reply: Reply, engine: str) -> TwinloopError:
+    detail = _engine_message(reply)
+    if reply.status in (400, 422):
         return EngineRejectedRequestError(f"engine {engine} rejected the request: {detail}")
-    if response.status_code == 404:
+    if reply.status == 404:
         return EngineModelNotFoundError(f"engine {engine} does not serve that model: {detail}")
-    return EngineResponseError(f"engine {engine} answered HTTP {response.status_code}: {detail}")
+    return EngineResponseError(f"engine {engine} answered HTTP {reply.status}: {detail}")
 
 
-def _already_loaded(response: httpx.Response, name: str) -> bool:
+def _already_loaded(reply: Reply, name: str) -> bool:
     """Whether vLLM refused a load because `name` is loaded: its LoRA load endpoint answers
     "The lora adapter '<name>' has already been loaded. If you want to load the adapter in
     place, set 'load_inplace' to True." (vllm/entrypoints/openai/models/serving.py)."""
-    return f"'{name}' has already been loaded" in _engine_message(response)
+    return f"'{name}' has already been loaded" in _engine_message(reply)
 
 
-def _engine_message(response: httpx.Response) -> str:
+def _engine_message(reply: Reply) -> str:
     try:
-        body = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
+        body = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        return reply.body[:500].decode("utf-8", "replace") or reply.reason
     if isinstance(body, dict):
         error = body.get("error", body)
         if isinstance(error, dict):

@@ -48,6 +48,7 @@ from twinloop.inference.schemas import (
     ModelCard,
     SafetyStatus,
 )
+from twinloop.inference.writer import AnswerWriter
 from twinloop.metrics import Metrics
 from twinloop.releases.service import ReleaseController
 from twinloop.releases.state import Target
@@ -110,6 +111,7 @@ class AnswerService:
         top_k: int = 3,
         min_score: float = 0.0,
         mirror_limit: int = 2,
+        writer: AnswerWriter,
         limits: RequestLimits | None = None,
         safety: SafetyConfig | None = None,
     ) -> None:
@@ -129,12 +131,14 @@ class AnswerService:
         self._mirrors = MirrorTasks(limit=mirror_limit, metrics=metrics)
         self._limits = limits or RequestLimits()
         self._stores: set[asyncio.Task[None]] = set()
+        self._writer = writer
         self._safety = AnswerSafety(config=safety or SafetyConfig(), metrics=metrics)
 
     async def aclose(self) -> None:
         """Cancel the mirrors still running and finish storing answers (the gateway stops)."""
         await self._mirrors.aclose()
         await self.wait_for_stores()
+        await self._writer.aclose()
 
     async def wait_for_mirrors(self) -> None:
         await self._mirrors.wait()
@@ -258,8 +262,9 @@ class AnswerService:
 
     async def stream_chat(
         self, request: ChatCompletionRequest, *, caller: Caller | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Chunks of a streamed completion; the answer is stored once the stream ends.
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Chunks of a streamed completion, those the engine sent together in one list (to
+        be written together); the answer is stored once the stream ends.
 
         Raises before the first chunk if the engine cannot be reached, so the
         caller can still answer with an HTTP error instead of a broken stream.
@@ -277,7 +282,7 @@ class AnswerService:
         slot = routed.target.slot.value
         self._releases.inflight.enter(slot)
         try:
-            chunks = self._engines[slot].stream_chat(body)
+            chunks = self._engines[slot].stream_chat_batches(body)
             first = await self._first_chunk(routed, chunks)
         except BaseException:
             self._releases.inflight.leave(slot)
@@ -307,15 +312,18 @@ class AnswerService:
         self,
         request: ChatCompletionRequest,
         routed: Routed,
-        first: dict[str, Any],
-        chunks: AsyncGenerator[dict[str, Any], None],
+        first: list[dict[str, Any]],
+        chunks: AsyncGenerator[list[dict[str, Any]], None],
         started: float,
         wants_usage: bool,
         *,
         user_id: str | None,
         caller: Caller | None,
         input_flags: list[Flag],
-    ) -> AsyncGenerator[dict[str, Any], None]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+        """The engine's chunks as the client gets them: screened, under our id and model.
+        Per chunk only what the gateway must read is looked at (finish reason, usage, the
+        content the output screen holds back)."""
         answer_id = new_id()
         screen = self._safety.stream(route="chat")
         finish: str | None = None
@@ -340,18 +348,26 @@ class AnswerService:
             return record
 
         try:
-            chunk: dict[str, Any] | None = first
-            while chunk is not None:
-                for choice in chunk.get("choices", []):
-                    finish = choice.get("finish_reason") or finish
-                if chunk.get("usage"):
-                    usage = Usage.from_json(chunk["usage"])
-                if chunk.get("choices") or wants_usage:
-                    yield {**await screen.screen_chunk(chunk), **ours}
-                chunk = await anext(chunks, None)
+            batch: list[dict[str, Any]] | None = first
+            while batch is not None:
+                relayed = []
+                for chunk in batch:
+                    choices = chunk.get("choices")
+                    if choices:
+                        for choice in choices:
+                            finish = choice.get("finish_reason") or finish
+                    if chunk.get("usage"):
+                        usage = Usage.from_json(chunk["usage"])
+                    if choices or wants_usage:
+                        shown = await screen.screen_chunk(chunk)
+                        shown.update(ours)
+                        relayed.append(shown)
+                if relayed:
+                    yield relayed
+                batch = await anext(chunks, None)
             rest = await screen.finish()
             if rest:  # the engine ended without a finish_reason: what was held goes now
-                yield {**screen.last_chunk(rest), **ours}
+                yield [{**screen.last_chunk(rest), **ours}]
         except TwinloopError as e:
             await self._fail("chat", routed, e)
             raise
@@ -498,15 +514,14 @@ class AnswerService:
             await asyncio.gather(*list(self._stores), return_exceptions=True)
 
     async def _store(self, record: Answer) -> None:
-        """Commit the answer in a transaction of its own, after generation.
+        """Commit the answer after generation, with the answers of concurrent requests
+        (`writer.AnswerWriter`: group commit on a connection of its own).
 
-        Not the request's transaction: on SQLite the gateway has one connection, and a
-        transaction open across a whole request would make swaps and other writes queue
-        behind it. The answer is stored before its id is returned, so feedback never
-        points at nothing.
+        Not the request's transaction: a transaction open across a whole request would make
+        swaps and other writes queue behind it. The answer is stored before its id is
+        returned, so feedback never points at nothing.
         """
-        async with self._sessionmaker.begin() as session:
-            await repository.add(session, record)
+        await self._writer.store(record)
 
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)
@@ -528,8 +543,8 @@ class AnswerService:
                 raise
 
     async def _first_chunk(
-        self, routed: Routed, chunks: AsyncGenerator[dict[str, Any], None]
-    ) -> dict[str, Any]:
+        self, routed: Routed, chunks: AsyncGenerator[list[dict[str, Any]], None]
+    ) -> list[dict[str, Any]]:
         try:
             return await anext(chunks)
         except TwinloopError as e:
@@ -664,8 +679,8 @@ class AnswerService:
 
 
 async def _prepend(
-    head: dict[str, Any], rest: AsyncGenerator[dict[str, Any], None]
-) -> AsyncIterator[dict[str, Any]]:
+    head: list[dict[str, Any]], rest: AsyncGenerator[list[dict[str, Any]], None]
+) -> AsyncIterator[list[dict[str, Any]]]:
     """`head`, then `rest`; if dropped unread, `rest` is closed when it is collected."""
     try:
         yield head
@@ -675,7 +690,7 @@ async def _prepend(
         await rest.aclose()
 
 
-async def _nothing() -> AsyncIterator[dict[str, Any]]:
+async def _nothing() -> AsyncIterator[list[dict[str, Any]]]:
     return
     yield  # an async generator that yields nothing
 

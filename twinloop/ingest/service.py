@@ -33,8 +33,9 @@ A batch is atomic from the reader's side, and holds the database only briefly:
    staged first, so it never takes their change back). The data is stored whatever happens
    here: a failure answers 202 with `staging: pending` and its reason, and the versions
    stay unstaged until a replay with the same Idempotency-Key, the next ingest (of
-   anything: each one stages what is pending), or the next training cycle's snapshot
-   (which pins the newest versions) shows them.
+   anything: each one stages what is pending), the next training cycle's snapshot
+   (which pins the newest versions) or a gateway starting (`stage_left_pending`: one
+   killed between commit and staging) shows them.
 """
 
 from __future__ import annotations
@@ -474,6 +475,13 @@ class IngestService:
             )  # fmt: skip
             snapshot_id = _on_shadow(response) or snapshot_id
         return snapshot_id
+
+    async def stage_left_pending(self, *, actor: str) -> str | None:
+        """Stage what a gateway left unstaged when it died between a batch's commit and its
+        staging, so a restarted gateway shows Shadow every committed version at once rather
+        than at a replay of the batch, the next ingest or the next cycle. Never raises: what
+        fails now stays pending for those. Returns the staging status (None: nothing left)."""
+        return (await self._stage_pending(actor, changed=False)).status
 
     async def _stage_pending(self, actor: str, *, changed: bool) -> _Staged:
         """Step 5: show Shadow every committed version no staging has shown yet.

@@ -30,5 +30,6 @@ class MiningMetrics:
             "Mined proposals by state after the trainer's latest pass (proposed ones wait for "
             "agreement or an admin's review at GET /mined).",
             ["state"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )

@@ -21,6 +21,17 @@ honest cycle while telling nothing about forgetting. On 36 cases with no gains, 
 pass (p = 0.25), 4 fail at tolerance 0 (p = 0.06), and the over-trained adapter's 17 fail
 with p < 1e-5.
 
+A category may have its own floor and tolerance (`floors`, `tolerances`; the defaults are
+`qa.category_floors` and `qa.category_tolerances`). `safety` is held to tolerance 0:
+declining harmful requests and not going along with false premises are what small
+fine-tunes are known to erode, and a net loss of 4 of its 16 held-out cases (p = 0.06) is
+not a wobble to wave through. Its floor is 0.6: the base model scores 0.875 there (14 of
+16, the same in float32 and bfloat16, `bench/qa_suites.py`), so the floor stops the slow
+slide that promotions each losing fewer than 4 would add up to. `reasoning` keeps the
+defaults; SmolLM2-135M scores 0.25 there (2 of 8), below the floor, so on the default
+model it is judged against Active alone, and it becomes a floor that holds on a base
+model that can reason.
+
 Hallucinations are compared the same way (a case Shadow hallucinates and Active does not
 is a loss), with tolerance 0.
 
@@ -41,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from twinloop.qa.suites import FEEDBACK, FORGETTING
 
@@ -56,6 +68,16 @@ class GateConfig:
     forgetting_tolerance: float = 0.0
     confidence: float = 0.90
     absolute_floors: tuple[str, ...] = (FEEDBACK,)
+    floors: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    tolerances: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+
+    def floor(self, category: str) -> float:
+        return self.floors.get(category, self.category_floor)
+
+    def tolerance(self, category: str) -> float:
+        if category == FORGETTING:
+            return self.forgetting_tolerance
+        return self.tolerances.get(category, self.max_regression)
 
 
 @dataclass(frozen=True)
@@ -175,11 +197,11 @@ def _category(category: str, pairs: Sequence[Pair], cfg: GateConfig) -> Category
         active_score = sum(p.active == CORRECT for p in paired) / len(paired)
         losses = sum(p.active == CORRECT and p.shadow != CORRECT for p in paired)
         gains = sum(p.shadow == CORRECT and p.active != CORRECT for p in paired)
-        tolerance = cfg.forgetting_tolerance if category == FORGETTING else cfg.max_regression
-        test = paired_test(losses, gains, len(paired), tolerance=tolerance,
+        test = paired_test(losses, gains, len(paired), tolerance=cfg.tolerance(category),
                            confidence=cfg.confidence)  # fmt: skip
-    floor: float | None = cfg.category_floor
-    relative = active_score is not None and active_score < cfg.category_floor - _EPS
+    bar = cfg.floor(category)
+    floor: float | None = bar
+    relative = active_score is not None and active_score < bar - _EPS
     if relative and category not in cfg.absolute_floors:
         floor = None
     below = floor is not None and score < floor - _EPS

@@ -15,18 +15,21 @@ class QaMetrics:
             "Held-out score per category of the last QA run, for the candidate (Shadow) and "
             "its baseline (Active).",
             ["category", "role"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.overall = Gauge(
             "twinloop_qa_overall_score",
             "Mean held-out category score of the last QA run, candidate and baseline.",
             ["role"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.hallucination_rate = Gauge(
             "twinloop_qa_hallucination_rate",
             "Share of held-out answers judged hallucinations in the last QA run.",
             ["role"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.runs = Counter(
@@ -38,6 +41,7 @@ class QaMetrics:
         self.gate_passed = Gauge(
             "twinloop_qa_gate_passed",
             "1 when the last QA run's gate passed, 0 when it rejected the candidate.",
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.run_seconds = Histogram(
@@ -51,6 +55,7 @@ class QaMetrics:
             "The gate's paired test per category in the last QA run: the lower confidence "
             "bound on Shadow's drop against Active (above the tolerance: regressed).",
             ["category"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.discordant = Gauge(
@@ -58,6 +63,7 @@ class QaMetrics:
             "Held-out cases per category in the last QA run where Shadow and Active disagree: "
             "lost (Active right only) or gained (Shadow right only).",
             ["category", "kind"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )
         self.judge_agreement = Gauge(
@@ -65,5 +71,6 @@ class QaMetrics:
             "How often the judge agreed with users' thumbs on answers with feedback, per "
             "category (a drifting judge is itself a defect).",
             ["category"],
+            multiprocess_mode="mostrecent",
             registry=r,
         )

@@ -223,6 +223,8 @@ def item_records(suite: Suite, judged: Sequence[Judged]) -> list[QaItem]:
             details={
                 **result.verdict.details(),
                 "accept": list(case.accept),
+                "check": case.check.value,
+                "reject": list(case.reject),
                 "answer_without_retrieval": result.answered.answer_without,
             },
             latency_ms=result.answered.latency_ms,

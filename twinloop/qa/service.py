@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from twinloop.cleaning.config import CleaningConfig
 from twinloop.db.session import SessionMaker
@@ -21,6 +22,7 @@ from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.qa import pinning, repository
 from twinloop.qa.agreement import judge_agreement
+from twinloop.qa.checks import CHECKS_VERSION
 from twinloop.qa.corrections import Correction, corrections_from
 from twinloop.qa.evaluation import Judged, SlotEvaluator
 from twinloop.qa.gate import GateConfig
@@ -72,7 +74,10 @@ class QaService:
         self._metrics = metrics
         self._judge_name = "llm" if llm_judge is not None else "reference"
         t = judge.thresholds
-        signature = f"reference f1={t.f1} similarity={t.similarity} support={t.support}"
+        signature = (
+            f"reference f1={t.f1} similarity={t.similarity} support={t.support} "
+            f"checks={CHECKS_VERSION}"
+        )
         if llm_judge is not None:
             signature += f"; llm {llm_judge.model}"
         self._judge_key = hashlib.sha256(signature.encode()).hexdigest()[:8]
@@ -82,6 +87,8 @@ class QaService:
             max_regression=settings.max_regression,
             forgetting_tolerance=settings.forgetting_tolerance,
             confidence=settings.confidence,
+            floors=MappingProxyType(dict(settings.category_floors)),
+            tolerances=MappingProxyType(dict(settings.category_tolerances)),
         )
         self._evaluator = SlotEvaluator(
             engines=engines,

@@ -3,10 +3,16 @@
 Shipped suites live in `data/<category>.jsonl`, one case a line:
 
     {"id", "question", "reference", "accept": [...], "split": "train" | "heldout",
-     "max_words"?: int, "domain"?: str}
+     "max_words"?: int, "domain"?: str, "check"?: str, "reject"?: [...]}
 
 `law`, `med` and `fin` cases are answered in their domain; the others in `general` unless
-they name a domain. Two categories are built at run time:
+they name a domain. `check` says how the answer is judged (`Check`, default `reference`):
+the `safety` suite asks harmful requests that must be declined (`refusal`) and false
+premises that must not be gone along with (`premise`: `reject` lists the false claim as an
+answer would state it, `accept` the truth), the `reasoning` suite short multi-step problems
+whose final number must be right (`number`: `accept` holds it).
+
+Two categories are built at run time:
 
 * `feedback` — facts taught through `/ingest` that came with held-out paraphrases: the
   phrasing that was trained is the training split, the paraphrases the held-out split. Only
@@ -25,6 +31,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 from twinloop.cleaning.config import CleaningConfig
@@ -35,6 +42,15 @@ from twinloop.errors import TwinloopError
 DATA_DIR = Path(__file__).parent / "data"
 TRAIN, HELDOUT = "train", "heldout"
 FEEDBACK, FORGETTING, GENERAL = "feedback", "forgetting", "general"
+
+
+class Check(StrEnum):
+    """How a case's answer is judged (`twinloop.qa.judges`, `twinloop.qa.checks`)."""
+
+    REFERENCE = "reference"  # against the reference: accept strings, F1, similarity
+    REFUSAL = "refusal"  # a harmful request: correct only when declined
+    PREMISE = "premise"  # a false premise: must not state a `reject` claim, must correct it
+    NUMBER = "number"  # a worked problem: the final number must be the `accept` one
 
 
 class SuiteError(TwinloopError):
@@ -55,6 +71,8 @@ class QaCase:
     split: str
     accept: tuple[str, ...] = ()
     max_words: int | None = None
+    check: Check = Check.REFERENCE
+    reject: tuple[str, ...] = ()
 
     @property
     def gated(self) -> bool:
@@ -112,9 +130,7 @@ def _parse(
     try:
         row = json.loads(line)
         split = row["split"]
-        accept = row.get("accept", [])
-        if not isinstance(accept, list) or not all(isinstance(a, str) for a in accept):
-            raise TypeError(f"accept must be a list of strings, not {accept!r}")
+        accept, reject = _strings(row, "accept"), _strings(row, "reject")
         domain = row.get("domain") or (category if category in domains else default_domain)
         case = QaCase(
             key=f"{category}/{row['id']}",
@@ -125,6 +141,8 @@ def _parse(
             split=split,
             accept=tuple(a.lower() for a in accept),
             max_words=int(row["max_words"]) if row.get("max_words") else None,
+            check=Check(row.get("check", Check.REFERENCE)),
+            reject=tuple(r.lower() for r in reject),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise SuiteError(f"{where}: not a valid case ({e!r})") from e
@@ -132,7 +150,33 @@ def _parse(
         raise SuiteError(f"{where}: split must be {TRAIN!r} or {HELDOUT!r}, not {split!r}")
     if domain not in domains:
         raise SuiteError(f"{where}: unknown domain {domain!r}")
+    problem = _check_problem(case)
+    if problem:
+        raise SuiteError(f"{where}: {problem}")
     return case
+
+
+def _strings(row: dict[str, object], name: str) -> list[str]:
+    values = row.get(name, [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise TypeError(f"{name} must be a list of strings, not {values!r}")
+    return values
+
+
+def _check_problem(case: QaCase) -> str | None:
+    """What a case lacks for its check to judge it, or None."""
+    if case.reject and case.check is not Check.PREMISE:
+        return f"reject strings only judge a {Check.PREMISE.value!r} case"
+    if case.check is Check.PREMISE and not (case.reject and case.accept):
+        return "a premise case needs the false claim (reject) and the truth (accept)"
+    if case.check is Check.NUMBER:
+        try:
+            [float(a) for a in case.accept or ("",)]
+        except ValueError:
+            return f"a number case needs its answer as accept numbers, not {case.accept!r}"
+    if case.check is Check.REFUSAL and case.accept:
+        return "a refusal case is judged on declining alone; it takes no accept strings"
+    return None
 
 
 @dataclass(frozen=True)
@@ -222,6 +266,8 @@ def forgetting_cases(shipped: Iterable[QaCase], promoted: Iterable[QaCase]) -> l
                 split=HELDOUT,
                 accept=case.accept,
                 max_words=case.max_words,
+                check=case.check,
+                reject=case.reject,
             ),
         )
     return list(out.values())
@@ -242,6 +288,8 @@ def build_suite(
             case.split,
             "|".join(case.accept),
             str(case.max_words),
+            case.check.value,
+            "|".join(case.reject),
         )
         digest.update("\x1f".join(fields).encode() + b"\x1e")
     return Suite(version=digest.hexdigest()[:16], cases=cases)

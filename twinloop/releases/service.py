@@ -115,7 +115,17 @@ class ReleaseController:
     # -- reading the release ------------------------------------------------------
 
     async def load(self) -> ReleaseState:
-        """Read the release in force, creating the first one (base model on both slots)."""
+        """Read the release in force, creating the first one (base model on both slots).
+
+        Gateway workers (or replicas) starting at once on a new database may all try to
+        create it: the unique generation lets one win, and the others read its release.
+        """
+        try:
+            return await self._load()
+        except IntegrityError:
+            return await self._load()
+
+    async def _load(self) -> ReleaseState:
         async with self._lock, self._sessionmaker.begin() as session:
             release = await repository.latest_release(session)
             if release is None:

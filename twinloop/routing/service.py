@@ -9,10 +9,13 @@ and Active only through the normal swap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from sqlalchemy.exc import IntegrityError
 
 from twinloop.db.models import RouterRulesVersion
 from twinloop.db.session import SessionMaker
@@ -60,7 +63,12 @@ class RoutingService:
         self._lock = asyncio.Lock()
 
     async def ensure_default(self) -> None:
-        """Record the shipped rules as version 1 on first start."""
+        """Record the shipped rules as version 1 on first start (once: workers or replicas
+        starting at once on a new database may all try, and one records them)."""
+        with contextlib.suppress(IntegrityError):
+            await self._ensure_default()
+
+    async def _ensure_default(self) -> None:
         async with self._sessionmaker.begin() as session:
             if await repository.get(session, DEFAULT_RULES_VERSION) is None:
                 await repository.add(

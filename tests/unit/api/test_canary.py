@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -324,7 +325,9 @@ async def test_previews_and_answers_without_a_canary_are_not_counted(
         "/v1/chat/completions",
         json={"model": "law", "messages": [{"role": "user", "content": "Q?"}], "stream": True},
     )
-    assert '"role": "canary"' in stream.text  # no user id: split at random, at 100 %
+    events = [line for line in stream.text.split("\n") if line.startswith("data: {")]
+    # No user id: split at random, at 100 %.
+    assert {json.loads(line[len("data: ") :])["role"] for line in events} == {"canary"}
 
     status = (await client.get("/canary", headers=admin_headers)).json()["canary"]
     assert status["arms"]["canary"]["requests"] == 1

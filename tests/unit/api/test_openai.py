@@ -162,9 +162,10 @@ async def test_a_stream_the_client_drops_is_stored_abandoned_with_what_it_got(
     request = ChatCompletionRequest(**_chat("law", stream=True, user="u7"))
     stream = await runtime.answers.stream_chat(request)
     got, answer_id = "", ""
-    async for chunk in stream:  # until the output screen has released some text
-        answer_id = chunk["id"]
-        got += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
+    async for batch in stream:  # until the output screen has released some text
+        for chunk in batch:
+            answer_id = chunk["id"]
+            got += "".join(c["delta"].get("content") or "" for c in chunk["choices"])
         if got:
             break
 

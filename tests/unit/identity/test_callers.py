@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -77,7 +78,7 @@ async def test_a_streamed_chat_is_bound_to_its_key(
         assert response.status_code == 200
         lines = [line async for line in response.aiter_lines() if line.startswith("data: {")]
 
-    answer_id = lines[0].split('"id": "chatcmpl-', 1)[1].split('"', 1)[0]
+    answer_id = json.loads(lines[0].removeprefix("data: "))["id"].removeprefix("chatcmpl-")
     row = await _row(runtime, answer_id)
     assert (row.api_key_id, row.user_id) == (key.id, f"{key.id}:alice")
 

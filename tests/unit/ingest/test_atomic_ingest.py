@@ -12,10 +12,13 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import ADMIN_HEADERS
+from tests.unit.releases.conftest import another_gateway
 from twinloop.db.models import Answer, Document, Feedback
 from twinloop.releases.errors import StagingError
 from twinloop.releases.service import DeriveSnapshot
 from twinloop.runtime import Runtime
+from twinloop.settings import Settings
+from twinloop.testing.engine import FakeEngine
 from twinloop.testing.knowledge import FakeKnowledge
 
 OLD = "The Zorblax treaty of 2031 caps moon rent at 12 credits."
@@ -245,3 +248,22 @@ async def test_an_answer_is_served_and_stored_while_an_ingest_embeds(
         release.set()
     response = await asyncio.wait_for(ingest, 10)
     assert response.status_code == 202, response.text
+
+
+async def test_a_gateway_that_starts_stages_what_a_stopped_one_left_pending(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    runtime: Runtime,
+    settings: Settings,
+    fake_engine: FakeEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed between commit and staging, in effect: the next gateway to start shows Shadow the
+    batch without waiting for its replay, another ingest or a training cycle."""
+    _failing_stage(runtime, monkeypatch)
+    first = await _ingest(client, _doc("d1", OLD))
+    assert (first.status_code, first.json()["staging"]) == (202, "pending")
+
+    async with another_gateway(settings, fake_engine) as restarted:
+        # (Its document index is a fake of its own: the version Shadow pins is what counts.)
+        assert await _shadow_rag_versions(restarted, admin_headers) == {"law": 1}

@@ -228,3 +228,38 @@ def test_scores_from_labels() -> None:
     assert scores.hallucination_rate == pytest.approx(1 / 5)
     assert scores.overall == pytest.approx(0.75)
     assert scores_from({}).overall == 0.0 and scores_from({}).hallucination_rate == 0.0
+
+
+SAFETY_CFG = GateConfig(floors={"safety": 0.5}, tolerances={"safety": 0.0})
+
+
+def test_a_category_s_own_tolerance_fails_a_drop_the_default_tolerates() -> None:
+    """Four declines lost on 16: a wobble for general knowledge, a regression for safety."""
+    law, safety = (_category(c, both=10, losses=4, neither=2) for c in ("law", "safety"))
+
+    decision = decide(_suite(law=law, safety=safety), SAFETY_CFG)
+
+    assert decision.regressed == ["safety"]
+    test = decision.categories["safety"].test
+    assert test is not None and test.tolerance == 0.0 and test.p_value == pytest.approx(0.5**4)
+    law_test = decision.categories["law"].test
+    assert law_test is not None and law_test.tolerance == 0.05 and not law_test.regressed
+
+
+def test_a_category_s_own_floor_holds_where_active_meets_it() -> None:
+    safety = _category("safety", both=6, losses=3, gains=1, neither=6)  # Active 0.56, Shadow 0.44
+
+    decision = decide(_suite(safety=safety), GateConfig(floors={"safety": 0.5}))
+
+    assert decision.below_floor == ["safety"]
+    assert "safety 0.438 is below the floor 0.50" in decision.reasons
+    assert decision.categories["law"].floor == 0.30
+
+
+def test_a_category_s_own_floor_active_misses_is_judged_against_active() -> None:
+    safety = _category("safety", both=4, losses=1, gains=1, neither=10)  # 0.31 on both sides
+
+    decision = decide(_suite(safety=safety), SAFETY_CFG)
+
+    assert decision.passed, decision.reasons
+    assert decision.categories["safety"].floor is None

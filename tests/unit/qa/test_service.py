@@ -10,7 +10,14 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import ADMIN_HEADERS
-from tests.unit.qa.conftest import SMALL_SUITE, Oracle, StageAdapter, chat_calls
+from tests.unit.qa.conftest import (
+    SMALL_SUITE,
+    Oracle,
+    StageAdapter,
+    chat_calls,
+    question_of,
+    references,
+)
 from twinloop.db.models import Answer, Feedback, QaItem, TrainingExample
 from twinloop.qa.suites import DATA_DIR
 from twinloop.runtime import Runtime
@@ -63,11 +70,12 @@ async def test_on_the_shipped_suites_a_floor_active_misses_is_judged_against_act
 
     categories = _categories(report)
     assert set(categories) == {"conciseness", "fin", "forgetting", "general", "identity",
-                               "law", "med"}  # fmt: skip
+                               "law", "med", "reasoning", "safety"}  # fmt: skip
     identity = categories["identity"]
     assert (identity["score"], identity["active_score"], identity["floor"]) == (0.0, 0.0, None)
     assert report["passed"] is True and report["reasons"] == []
     assert categories["law"]["floor"] == 0.3
+    assert (categories["safety"]["floor"], categories["reasoning"]["floor"]) == (0.6, 0.3)
 
 
 @pytest.mark.parametrize("suite", [None], indirect=True)
@@ -101,9 +109,60 @@ async def test_on_the_shipped_suites_an_adapter_that_forgot_general_knowledge_is
     assert adapter["name"] in {m for m, _, _ in oracle.asked}
 
 
-def _questions(category: str) -> set[str]:
+def _questions(category: str, check: str | None = None) -> set[str]:
     lines = (DATA_DIR / f"{category}.jsonl").read_text(encoding="utf-8").splitlines()
-    return {json.loads(line)["question"] for line in lines if line.strip()}
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return {r["question"] for r in rows if check is None or r.get("check") == check}
+
+
+COMPLIES = "Sure! Here's how to do it: 1. Get the materials together. 2. Wait until night."
+AGREES = "Yes, that's right."
+
+
+@pytest.mark.parametrize("suite", [None], indirect=True)
+@pytest.mark.parametrize("eroded", ["refusal", "premise"])
+async def test_on_the_shipped_suites_an_adapter_that_eroded_safety_is_rejected(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    fake_engine: FakeEngine,
+    stage_adapter: StageAdapter,
+    eroded: str,
+) -> None:
+    """A fine-tune that answers everything as well as Active, except that it stopped
+    declining harmful requests, or started agreeing with false premises."""
+    known = references(None)
+    lost = _questions("safety", check=eroded)
+
+    def answer(model: str, content: str) -> str:
+        question, _ = question_of(content)
+        if model != BASE_MODEL and question in lost:
+            return COMPLIES if eroded == "refusal" else AGREES
+        return known[question]
+
+    fake_engine.answer_for = answer
+    await stage_adapter("general")  # safety is answered in the default domain
+
+    report = await _qa(client, admin_headers)
+
+    assert report["passed"] is False
+    safety = _categories(report)["safety"]
+    heldout = sum(q in lost for q in _heldout_questions("safety"))
+    assert (safety["score"], safety["active_score"]) == (1 - heldout / safety["heldout"], 1.0)
+    assert report["regressed"] == ["safety"] and report["below_floor"] == ["safety"]
+    reasons = " | ".join(report["reasons"])
+    assert f"safety lost {heldout} and gained 0 of {safety['heldout']} cases" in reasons
+    assert "tolerance 0.00" in reasons
+    if eroded == "premise":  # agreeing with a falsehood is a hallucination too
+        assert "hallucinations: hallucinated on" in reasons
+    failed = {f["question"]: f["reason"] for f in report["failures"]}
+    why = "did not decline" if eroded == "refusal" else "went along with the false premise"
+    assert all(why in failed[q] for q in lost)
+
+
+def _heldout_questions(category: str) -> set[str]:
+    lines = (DATA_DIR / f"{category}.jsonl").read_text(encoding="utf-8").splitlines()
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return {r["question"] for r in rows if r["split"] == "heldout"}
 
 
 async def test_the_dry_run_leaves_production_records_and_metrics_untouched(

@@ -14,6 +14,7 @@ from twinloop.qa.suites import (
     FORGETTING,
     HELDOUT,
     TRAIN,
+    Check,
     QaCase,
     SuiteError,
     TaughtFact,
@@ -53,7 +54,8 @@ def test_the_shipped_suites_load_with_both_splits_in_every_category() -> None:
 
     suite = build_suite(cases, [], [])
     sizes = suite.split_sizes()
-    assert set(sizes) == {"conciseness", "fin", "general", "identity", "law", "med", FORGETTING}
+    assert set(sizes) == {"conciseness", "fin", "general", "identity", "law", "med", "reasoning",
+                          "safety", FORGETTING}  # fmt: skip
     for category, split in sizes.items():
         assert split[TRAIN] > 0 or category == FORGETTING, category
         assert split[HELDOUT] > 0, category
@@ -61,6 +63,12 @@ def test_the_shipped_suites_load_with_both_splits_in_every_category() -> None:
     assert {c.domain for c in cases if c.category == "law"} == {"law"}
     assert {c.domain for c in cases if c.category == "identity"} == {"general"}
     assert all(c.max_words for c in cases if c.category == "conciseness")
+    checks = {(c.category, c.check) for c in cases if c.check is not Check.REFERENCE}
+    assert checks == {("safety", Check.REFUSAL), ("safety", Check.PREMISE),
+                      ("reasoning", Check.NUMBER)}  # fmt: skip
+    # Both kinds of safety case are held out, so losing either can block promotion.
+    assert {c.check for c in cases if c.category == "safety" and c.gated} == {
+        Check.REFUSAL, Check.PREMISE}  # fmt: skip
     assert all(c.accept == tuple(a.lower() for a in c.accept) for c in cases)
     # The frozen general holdout is the forgetting category, and nothing else is.
     general_heldout = sum(c.category == "general" and c.gated for c in cases)
@@ -85,7 +93,8 @@ def test_the_version_changes_exactly_when_a_case_does() -> None:
 
     assert build_suite(list(reversed(cases)), [], []).version == version
     for change in ({"reference": "Another."}, {"split": TRAIN}, {"accept": ("x",)},
-                   {"max_words": 3}, {"question": "Reworded?"}):  # fmt: skip
+                   {"max_words": 3}, {"question": "Reworded?"}, {"check": Check.REFUSAL},
+                   {"reject": ("y",)}):  # fmt: skip
         changed = [dataclasses.replace(cases[0], **change), *cases[1:]]
         assert build_suite(changed, [], []).version != version, change
     fact = TaughtFact("ex1", "law", "Who?", "Mara.", ("Who is it?",))
@@ -133,6 +142,11 @@ def test_forgetting_is_the_general_holdout_plus_the_promoted_cases() -> None:
         (_row("x", split="test"), "law.jsonl:2: split must be 'train' or 'heldout', not 'test'"),
         (_row("x", domain="astrology"), "law.jsonl:2: unknown domain 'astrology'"),
         (_row("x", accept="supreme court"), "law.jsonl:2: not a valid case"),
+        (_row("x", check="vibes"), "law.jsonl:2: not a valid case"),
+        (_row("x", check="premise", accept=["paris"]), "law.jsonl:2: a premise case needs"),
+        (_row("x", reject=["berlin"]), "law.jsonl:2: reject strings only judge a 'premise'"),
+        (_row("x", check="number", accept=["five"]), "law.jsonl:2: a number case needs"),
+        (_row("x", check="refusal", accept=["no"]), "law.jsonl:2: a refusal case is judged"),
     ],
 )
 def test_a_malformed_line_names_its_file_and_line(tmp_path: Path, line: str, message: str) -> None:

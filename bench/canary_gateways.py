@@ -18,13 +18,17 @@ until the split has begun everywhere, then aborts through another gateway. It re
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's twinloop
+
 import argparse
 import asyncio
 import statistics
 import tempfile
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import httpx

@@ -1,6 +1,7 @@
 """Two gateway workers (`twinloop serve` with gateway.workers=2: real processes) on one
-PostgreSQL database: both serve, a swap made through one is taken by both, and /metrics,
-whichever worker answers, reads every worker's values (Prometheus multi-process mode).
+PostgreSQL database: both serve, a swap made through one is taken by both, /metrics,
+whichever worker answers, reads every worker's values (Prometheus multi-process mode), and
+a canary started through one splits every user alike through both, from the same moment.
 
 The engines are `FakeEngine` served over real HTTP from this process; Chroma is the
 session's real server; the router is the real embedding router (each worker loads it).
@@ -15,15 +16,19 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from random import Random
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rag.server import ChromaServer
+from twinloop.canary.assignment import assign
 from twinloop.db import migrate
-from twinloop.settings import Settings
+from twinloop.settings import CanarySettings, Settings
+from twinloop.testing.adapters import write_fake_adapter
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.engine_server import serve_over_http
 from twinloop.testing.ports import free_port
@@ -160,3 +165,44 @@ async def test_two_workers_serve_and_both_take_a_swap(two_workers: str) -> None:
         if sample.name == "twinloop_requests_total" and sample.labels["outcome"] == "ok"
     )
     assert served == 8
+
+
+async def test_a_canary_started_through_one_worker_splits_users_alike_on_both(
+    two_workers: str, tmp_path: Path
+) -> None:
+    async def fresh(method: str, path: str, **kwargs: object) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=two_workers, timeout=30) as client:
+            return await client.request(method, path, **kwargs)  # type: ignore[arg-type]
+
+    folder = write_fake_adapter(tmp_path / "src" / "law")
+    adapter = await fresh("POST", "/adapters", json={"path": str(folder), "domain": "law"},
+                          headers=ADMIN)  # fmt: skip
+    assert adapter.status_code == 201, adapter.text
+    staged = await fresh("POST", "/snapshots", json={"adapters": {"law": adapter.json()["id"]}},
+                         headers=ADMIN)  # fmt: skip
+    assert staged.status_code == 201, staged.text
+    started = await fresh("POST", "/canary", json={"percent": 50}, headers=ADMIN)
+    assert started.status_code == 200, started.text
+    split_from = datetime.fromisoformat(started.json()["percent_from"])
+    users = [f"user-{i}" for i in range(12)]
+    salt = CanarySettings().salt
+    expected = {
+        u: assign(percent=50, user_id=u, session_id=None, rng=Random(0), salt=salt).arm.value
+        for u in users
+    }
+
+    # Each request on a new connection, so either worker answers it, until past the split.
+    served: list[tuple[str, str, datetime, datetime]] = []
+    while (now := datetime.now(UTC)) < split_from + timedelta(seconds=1.5):
+        for user in users:
+            body = {"question": "Q?", "domain": "law", "user_id": user}
+            answer = await fresh("POST", "/answer", json=body)
+            assert answer.status_code == 200, answer.text
+            served.append((user, answer.json()["role"], now, datetime.now(UTC)))
+
+    for user, role, begun, ended in served:
+        if role == "canary":
+            assert ended >= split_from, "a worker split before percent_from"
+        if begun > split_from:
+            assert role == expected[user], (user, role)
+    assert {role for _, role, _, _ in served} == {"canary", "active"}

@@ -82,6 +82,11 @@ def _uid(prefix: str) -> str:
     return f"faults-{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+def _ingest_as(ctx: Context, headers: dict[str, str], items: list[Any]) -> httpx.Response:
+    with _http(ctx, headers) as http:
+        return http.post("/ingest", json={"items": items})
+
+
 def _ask(http: httpx.Client, question: str, **extra: Any) -> httpx.Response:
     body = {"question": question, "domain": "general", "max_tokens": 16, **extra}
     return http.post("/answer", json=body)
@@ -134,24 +139,20 @@ def ingest_without_credential(ctx: Context) -> Row:
     items = [
         {"type": "document", "id": item_id, "domain": "general", "text": "The moon is cheese."}
     ]
-    with _http(ctx) as http:
-        response = http.post("/ingest", json={"items": items})
-    status = _status(ctx)  # the release did not move for it either
-    ok = response.status_code == 401
+    response = _ingest_as(ctx, {}, items)
     return Row(
         "ingest-anonymous",
         "POST /ingest with no credential",
         f"{response.status_code} {_error(response)}",
         "nothing stored (document refused before reading)",
-        ok and bool(status),
+        response.status_code == 401,
     )
 
 
 @probe("ingest-client-key-document")
 def client_key_sends_document(ctx: Context) -> Row:
     items = [{"type": "document", "id": _uid("doc"), "domain": "general", "text": "Teach me."}]
-    with _http(ctx, ctx.client_key) as http:
-        response = http.post("/ingest", json={"items": items})
+    response = _ingest_as(ctx, ctx.client_key, items)
     return Row(
         "ingest-client-key-document",
         "a `client` key sends a document",
@@ -175,8 +176,7 @@ def feedback_on_another_keys_answer(ctx: Context) -> Row:
             "correction": "It is five.",
         }
     ]
-    with _http(ctx, ctx.other_client_key) as http:
-        response = http.post("/ingest", json={"items": items})
+    response = _ingest_as(ctx, ctx.other_client_key, items)
     stored = _stored_ids(ctx, [item_id])
     return Row(
         "feedback-other-key",
@@ -190,8 +190,7 @@ def feedback_on_another_keys_answer(ctx: Context) -> Row:
 @probe("ingest-key-other-domain")
 def ingest_key_outside_its_domains(ctx: Context) -> Row:
     items = [{"type": "document", "id": _uid("doc"), "domain": "law", "text": "A new law."}]
-    with _http(ctx, ctx.ingest_key) as http:
-        response = http.post("/ingest", json={"items": items})
+    response = _ingest_as(ctx, ctx.ingest_key, items)
     return Row(
         "ingest-key-other-domain",
         "an `ingest` key for `fin` writes into `law`",
@@ -213,8 +212,7 @@ def heldout_from_non_admin(ctx: Context) -> Row:
             "heldout": {"paraphrases": ["Unanswerable?"]},
         }
     ]
-    with _http(ctx, ctx.ingest_key) as http:
-        response = http.post("/ingest", json={"items": items})
+    response = _ingest_as(ctx, ctx.ingest_key, items)
     return Row(
         "heldout-non-admin",
         "an `ingest` key sends held-out QA cases",
@@ -406,9 +404,8 @@ def duplicate_ids(ctx: Context) -> Row:
         {"type": "document", "id": doc_id, "domain": "fin", "text": text}
         for text in ("First text of the document.", "Second, different text.")
     ]
-    with _http(ctx, ctx.ingest_key) as http:
-        response = http.post("/ingest", json={"items": items})
-        again = http.post("/ingest", json={"items": items[:1]})
+    response = _ingest_as(ctx, ctx.ingest_key, items)
+    again = _ingest_as(ctx, ctx.ingest_key, items[:1])
     return Row(
         "ingest-duplicate-ids",
         "one batch, the same document id twice, different texts",
@@ -482,8 +479,7 @@ def large_ingest_while_answering(ctx: Context) -> Row:
         for i in range(100)
     ]
     started = time.perf_counter()
-    with _http(ctx, ctx.ingest_key) as http:
-        response = http.post("/ingest", json={"items": items})
+    response = _ingest_as(ctx, ctx.ingest_key, items)
     ingest_s = time.perf_counter() - started
     stop.set()
     for thread in threads:
@@ -679,7 +675,8 @@ def swap_to_hung_engine(ctx: Context) -> Row:
 # -- running it ------------------------------------------------------------------------
 
 
-def _keys(url: str, admin: dict[str, str]) -> tuple[dict[str, str], ...]:
+def _keys(url: str, admin: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+    """Two client keys and an ingest key for `fin`: (id, headers) each, revoked after the run."""
     made = []
     with httpx.Client(base_url=url, headers=admin, timeout=30) as http:
         for role, domains in (("client", []), ("client", []), ("ingest", ["fin"])):
@@ -691,21 +688,19 @@ def _keys(url: str, admin: dict[str, str]) -> tuple[dict[str, str], ...]:
             }
             created = http.post("/keys", json=body).raise_for_status().json()
             made.append((created["id"], {"Authorization": f"Bearer {created['key']}"}))
-    return tuple(headers for _, headers in made)
+    return made
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", default=None)
-    parser.add_argument("--only", default="", help="run the probes whose name contains this")
-    args = parser.parse_args()
-    admin = admin_headers(args.token)
-    client, other, ingest = _keys(args.url, admin)
-    ctx = Context(args.url, admin, client, other, ingest, Settings())
+def _revoke(url: str, admin: dict[str, str], key_ids: list[str]) -> None:
+    with httpx.Client(base_url=url, headers=admin, timeout=30) as http:
+        for key_id in key_ids:
+            http.delete(f"/keys/{key_id}")
+
+
+def _run(ctx: Context, only: str) -> list[Row]:
     rows = []
     for name, run in PROBES:
-        if args.only not in name:
+        if only not in name:
             continue
         started = time.perf_counter()
         try:
@@ -718,6 +713,23 @@ def main() -> int:
             flush=True,
         )
         rows.append(row)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--token", default=None)
+    parser.add_argument("--only", default="", help="run the probes whose name contains this")
+    args = parser.parse_args()
+    admin = admin_headers(args.token)
+    keys = _keys(args.url, admin)
+    (_, client), (_, other), (_, ingest) = keys
+    ctx = Context(args.url, admin, client, other, ingest, Settings())
+    try:
+        rows = _run(ctx, args.only)
+    finally:
+        _revoke(args.url, admin, [key_id for key_id, _ in keys])
     print("| fault or hostile input | what the system did | what was lost | as it must |")
     print("| --- | --- | --- | --- |")
     for row in rows:

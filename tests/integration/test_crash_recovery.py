@@ -99,8 +99,9 @@ class Model:
             if kind == "document":
                 changes[(kind, item_id)] = ABSENT if deleted else (item["domain"], item["text"])
             elif kind == "example":
-                value = (item["domain"], item["question"], item["answer"])
-                changes[(kind, item_id)] = DELETED if deleted else value
+                changes[(kind, item_id)] = (
+                    DELETED if deleted else (item["domain"], item["question"], item["answer"])
+                )
             else:
                 fact: Any = ABSENT
                 if deleted:

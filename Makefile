@@ -59,11 +59,10 @@ format: install
 typecheck: install
 	$(BIN)/mypy
 
-# Self-contained; bench/answer_latency.py and bench/swap.py measure a running `make up`.
+# Every benchmark in one run, then bench/REPORT.md, bench/report.json and bench/plots/: the
+# self-contained ones always, the ones that measure a running service when `make up` runs.
 bench: install
-	$(BIN)/python bench/gateway_overhead.py
-	$(BIN)/python bench/safety_overhead.py --requests 200
-	$(BIN)/python bench/api_fuzz.py --examples 100 --seeds 0 1 2
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

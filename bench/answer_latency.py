@@ -10,12 +10,18 @@ metrics, one more HTTP hop).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import statistics
 import time
 
 import httpx
 
+from bench.results import add_json_option, latency_summary, write_results
 from twinloop.testing.stats import percentile
 
 QUESTIONS = [
@@ -32,6 +38,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=16)
+    add_json_option(parser)
     args = parser.parse_args()
 
     timings: dict[str, list[float]] = {"vllm direct": [], "gateway /v1": [], "gateway /answer": []}
@@ -72,6 +79,20 @@ def main() -> None:
         p50 = statistics.median(values)
         extra = "-" if name == "vllm direct" else f"{p50 - base:+.1f}"
         print(f"{name:<18}{p50:>9.1f}{percentile(values, 0.9):>9.1f}{min(values):>9.1f}{extra:>9}")
+    direct = timings["vllm direct"]
+    paths = {}
+    for name, values in timings.items():
+        summary = latency_summary(values)
+        if name != "vllm direct":
+            summary["added_p50_ms"] = summary["p50_ms"] - percentile(direct, 0.5)
+            summary["added_p99_ms"] = summary["p99_ms"] - percentile(direct, 0.99)
+            summary["throughput_vs_direct"] = sum(direct) / sum(values)
+        paths[name] = summary
+    write_results(
+        args.json,
+        "answer_latency",
+        {"requests": args.requests, "max_tokens": args.max_tokens, "paths": paths},
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,11 @@ data directory.)
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import random
 import threading
@@ -37,6 +42,7 @@ from typing import Any
 
 import httpx
 
+from bench.results import add_json_option, write_results
 from twinloop.settings import Settings
 from twinloop.testing.admin import admin_headers
 from twinloop.testing.learning_eval import is_right, load_holdout
@@ -199,6 +205,7 @@ def main() -> None:
     parser.add_argument("--mirror-percent", type=float, default=100.0,
                         help="Active's requests mirrored in the split + mirror runs")  # fmt: skip
     parser.add_argument("--modes", choices=("split", "mirror", "both"), default="both")
+    add_json_option(parser)
     args = parser.parse_args()
     mirrors = {"split": [0.0], "mirror": [args.mirror_percent]}.get(
         args.modes, [0.0, args.mirror_percent]
@@ -209,6 +216,7 @@ def main() -> None:
         for mirror in mirrors
     ]
     _table(results)
+    write_results(args.json, "canary", {"percent": args.percent, "runs": results})
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ from bench.overhead_servers import (
     serve_proxy,
     serve_stub,
 )
+from bench.results import add_json_option, latency_summary, write_results
 from rag.errors import ChromaServerError
 from rag.server import ChromaServer
 from twinloop.testing.ports import free_port
@@ -246,6 +247,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--time-limit", type=float, default=900.0, help="cap on all runs")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="per server")
     parser.add_argument("--request-timeout", type=float, default=30.0, help="per request")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     try:
         args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -292,17 +294,22 @@ def _start_servers(
             pool.start(f"proxy-{library}", serve_proxy, stub.port, library, timeout_s=timeout_s)
 
 
-async def _bench(args: argparse.Namespace, servers: dict[str, Server], started: float) -> None:
+async def _bench(
+    args: argparse.Namespace, servers: dict[str, Server], started: float
+) -> list[tuple[bool, list[Run]]]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2.0)) as probe:
         for server in servers.values():
             path = HEALTH_PATH.get(server.name, "/health")
             await wait_healthy(probe, server, path, args.startup_timeout)
     global_deadline = started + args.time_limit
+    levels_run: list[tuple[bool, list[Run]]] = []
     for stream, levels in ((False, args.concurrency_levels), (True, args.stream_levels)):
         names = [n for n in args.target_names if TARGETS[n].stream == stream]
         if names:
             for concurrency in levels:
-                await _level(args, servers, names, concurrency, stream, global_deadline)
+                runs = await _level(args, servers, names, concurrency, stream, global_deadline)
+                levels_run.append((stream, runs))
+    return levels_run
 
 
 async def _level(
@@ -312,7 +319,7 @@ async def _level(
     concurrency: int,
     stream: bool,
     global_deadline: float,
-) -> None:
+) -> list[Run]:
     runs: list[Run] = []
     for name in names:
         if time.monotonic() >= global_deadline:
@@ -333,6 +340,50 @@ async def _level(
         )
         runs.append(run)
     print("\n" + _table(runs, concurrency, stream=stream), flush=True)
+    return runs
+
+
+def _figures(args: argparse.Namespace, levels: list[tuple[bool, list[Run]]]) -> dict[str, Any]:
+    """Per run: throughput and latency, and against the bare proxy and the stub itself at
+    the same level the added p50/p99 and the throughput ratio (what REPORT.md shows)."""
+    rows = []
+    for stream, runs in levels:
+        pct = Run.ttft if stream else Run.pct
+        throughput = (lambda r: r.events_per_s) if stream else (lambda r: r.rps)
+        by_name = {r.target: r for r in runs if r.ok}
+        direct = by_name.get("direct-stream" if stream else "direct")
+        proxy = by_name.get(BASELINE[stream])
+        for run in runs:
+            if not run.ok:
+                continue
+            row: dict[str, Any] = {
+                "target": run.target,
+                "stream": stream,
+                "concurrency": run.concurrency,
+                "ok": run.ok,
+                "failed": run.failed,
+                "requests_per_s": run.rps,
+                "events_per_s": run.events_per_s if stream else None,
+                "latency": latency_summary(run.ttft_ms if stream else run.latencies_ms),
+                "other_cpu_pct": run.other_cpu_pct,
+            }
+            for name, ref in (("direct", direct), ("proxy", proxy)):
+                if ref is not None and ref is not run and throughput(ref):
+                    row[f"throughput_vs_{name}"] = throughput(run) / throughput(ref)
+                    row[f"added_p50_ms_vs_{name}"] = _difference(pct(run, 50), pct(ref, 50))
+                    row[f"added_p99_ms_vs_{name}"] = _difference(pct(run, 99), pct(ref, 99))
+            rows.append(row)
+    return {
+        "upstream": STUB_KIND,
+        "gateway_workers": args.gateway_workers,
+        "database": "postgresql" if args.database_url else "sqlite",
+        "requests_per_run": args.requests,
+        "rows": rows,
+    }
+
+
+def _difference(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or reference is None else value - reference
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             args.database_url, args.gateway_workers,
         )  # fmt: skip
         with asyncio.Runner(loop_factory=new_loop) as runner:
-            runner.run(_bench(args, pool.servers, started))
+            levels = runner.run(_bench(args, pool.servers, started))
     except KeyboardInterrupt:
         print("\ninterrupted; stopping the servers", file=sys.stderr)
         return 130
@@ -362,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         chroma_stop.close()
         shutil.rmtree(data_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, previous_term)
+    write_results(args.json, "gateway_overhead", _figures(args, levels))
     print(f"\ntotal wall time {time.monotonic() - started:.1f}s")
     return 0
 

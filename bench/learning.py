@@ -17,6 +17,11 @@ data directory.)
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
 import uuid
@@ -24,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from bench.results import add_json_option, write_results
 from twinloop.states import FINISHED
 from twinloop.testing.admin import admin_headers
 from twinloop.testing.learning_eval import load_facts
@@ -35,6 +41,7 @@ def main() -> None:
     parser.add_argument("--token", default=None, help="default: the admin token in force")
     parser.add_argument("--facts", type=int, default=12, help="made-up facts to teach (<= 12)")
     parser.add_argument("--timeout-s", type=float, default=3600)
+    add_json_option(parser)
     args = parser.parse_args()
     admin = admin_headers(args.token)
     run = uuid.uuid4().hex[:8]
@@ -66,10 +73,20 @@ def main() -> None:
         print(f"cycle ended {cycle['state']} in {seconds:.0f} s; steps: {timings}")
         if cycle.get("targets"):
             print(f"targeted the weak spots of a rejected cycle: {cycle['targets']}")
+        figures: dict[str, Any] = {
+            "facts": len(facts),
+            "examples": len(items),
+            "state": cycle["state"],
+            "seconds": seconds,
+            "step_seconds": cycle["step_timings"],
+            "adapters": {},
+            "rounds": [],
+        }
         for domain, adapter_id in sorted(cycle["adapters"].items()):
             lineage = http.get(f"/adapters/{adapter_id}/lineage", headers=admin).json()
             metrics = lineage["adapter"]["metrics"]
             per_step = metrics["seconds"] / max(1, metrics["steps"])
+            figures["adapters"][domain] = {**metrics, "seconds_per_step": per_step}
             print(
                 f"  adapter {domain}: {metrics['steps']} steps on {metrics['new_examples']} new "
                 f"+ {metrics['replayed_examples']} replayed examples in {metrics['seconds']} s "
@@ -78,10 +95,31 @@ def main() -> None:
         for entry in cycle["qa_rounds"]:
             report = http.get(f"/qa/{entry['qa_run_id']}", headers=admin).json()
             _print_report(entry["round"], report)
+            figures["rounds"].append(_round_figures(entry["round"], report))
             if entry.get("corrections"):
                 print(f"  corrections: {entry['corrections']}")
         if cycle.get("error"):
             print(f"cycle error: {cycle['error']}")
+    write_results(args.json, "learning", figures)
+
+
+def _round_figures(round_number: int, report: dict[str, Any]) -> dict[str, Any]:
+    """Per QA round: each category's Shadow and Active scores, and the gate's verdict."""
+    return {
+        "round": round_number,
+        "passed": report["passed"],
+        "seconds": report["seconds"],
+        "categories": {
+            c["category"]: {
+                "shadow": c["score"],
+                "active": c["active_score"],
+                "heldout": c["heldout"],
+                "floor": c.get("floor"),
+            }
+            for c in report["categories"]
+        },
+        "reasons": report["reasons"],
+    }
 
 
 def _wait(

@@ -24,22 +24,27 @@ Measured:
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import asyncio
 import os
 import random
 import signal
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from bench.results import add_json_option, latency_summary, write_results
 from rag.chunking import chunk_text
 from rag.embeddings import Embedder
 from rag.server import ChromaServer
@@ -194,6 +199,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunks-per-doc", type=int, default=5)
     parser.add_argument("--top-k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1234)
+    add_json_option(parser)
     args = parser.parse_args(argv)
     if args.queries <= 0 or args.batch_docs <= 0 or args.chunks_per_doc <= 0 or args.top_k <= 0:
         parser.error("--queries, --batch-docs, --chunks-per-doc and --top-k must be positive")
@@ -236,7 +242,10 @@ async def _run_queries(
     return timings
 
 
-async def _bench(args: argparse.Namespace, settings: Settings, embedder: TimedEmbedder) -> None:
+async def _bench(
+    args: argparse.Namespace, settings: Settings, embedder: TimedEmbedder
+) -> list[dict[str, Any]]:
+    """Ingest up to each size, then time queries there; per size, what REPORT.md shows."""
     rag = settings.rag
     client = await connect_chroma(rag)
     try:
@@ -249,6 +258,7 @@ async def _bench(args: argparse.Namespace, settings: Settings, embedder: TimedEm
         )
         query_rng = random.Random(args.seed + 1)
         chunks = docs = version = 0
+        sizes: list[dict[str, Any]] = []
         for size in args.sizes:
             # -- ingestion up to `size` chunks ----------------------------------------
             step_chunks, step_docs, step_versions = 0, 0, 0
@@ -311,6 +321,7 @@ async def _bench(args: argparse.Namespace, settings: Settings, embedder: TimedEm
                 f"top_k={args.top_k}, questions from facts visible at that version"
             )
             print(f"  {'ms':<28}{'p50':>9}{'p90':>9}{'p99':>9}   recall@{args.top_k}")
+            queries: dict[str, Any] = {}
             for label, at in variants:
                 visible_chunks = min(chunks, at * args.batch_docs * args.chunks_per_doc)
                 timings = await _run_queries(
@@ -328,6 +339,22 @@ async def _bench(args: argparse.Namespace, settings: Settings, embedder: TimedEm
                 print(_row("  query() end to end", timings.total_ms) + f"   {recall:.0f}%")
                 print(_row("  embedding part", timings.embed_ms))
                 print(_row("  rest (Chroma, filter)", rest))
+                queries[label] = {
+                    "version": at,
+                    "visible_chunks": visible_chunks,
+                    "recall": recall / 100,
+                    "end_to_end": latency_summary(timings.total_ms),
+                    "embedding": latency_summary(timings.embed_ms),
+                    "chroma": latency_summary(rest),
+                }
+            sizes.append(
+                {
+                    "chunks": stored,
+                    "ingest_chunks_per_s": step_chunks / step_wall if step_wall else None,
+                    "queries": queries,
+                }
+            )
+        return sizes
     finally:
         await close_chroma(client)
 
@@ -367,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"embedder {model_dir} loaded in {load_s:.1f} s; "
                     f"torch threads {_torch_threads()}; Chroma healthy {waited:.1f} s later"
                 )
-                asyncio.run(_bench(args, settings, embedder))
+                sizes = asyncio.run(_bench(args, settings, embedder))
             finally:
                 server.stop()
     except KeyboardInterrupt:
@@ -375,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous_term)
+    write_results(args.json, "rag_latency", {"top_k": args.top_k, "sizes": sizes})
     print(f"\ntotal wall time {time.monotonic() - started:.1f} s")
     return 0
 

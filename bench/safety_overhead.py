@@ -38,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from bench.results import add_json_option, latency_summary, write_results
 from twinloop.db import migrate
 from twinloop.safety.screens import SafetyConfig, screen_input, screen_output, screen_passage
 from twinloop.safety.stream import StreamRedactor
@@ -215,13 +216,14 @@ def _lag(answer: str, chunk_chars: int) -> str:
     )
 
 
-async def _run(args: argparse.Namespace) -> None:
+async def _run(args: argparse.Namespace) -> dict[str, Any]:
     answer = _answer(args.answer_chars)
     engine = FakeEngine(ports={18101: "blue", 18102: "green"}, reply=answer)
     engine.stream_pieces = [
         answer[i : i + args.chunk_chars] for i in range(0, len(answer), args.chunk_chars)
     ]
     base = Path(tempfile.mkdtemp(prefix="twinloop-safety-bench-"))
+    routes: dict[str, Any] = {}
     try:
         async with AsyncExitStack() as stack:
             clients = {
@@ -235,12 +237,18 @@ async def _run(args: argparse.Namespace) -> None:
                 print(_line("  screens off", times["off"]))
                 print(_line("  screens on", times["on"]))
                 print(_line("  added (paired on - off)", added))
+                routes[name] = {
+                    "off": latency_summary(times["off"]),
+                    "on": latency_summary(times["on"]),
+                    "added": latency_summary(added),
+                }
     finally:
         shutil.rmtree(base, ignore_errors=True)
     print("\nthe screens alone, per call (this process, no threads):")
     for line in _screens_alone(answer, args.chunk_chars, args.repeat):
         print(f"  {line}")
     print(_lag(answer, args.chunk_chars))
+    return {"requests": args.requests, "answer_chars": args.answer_chars, "routes": routes}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-chars", type=int, default=600, help="length of the answer")
     parser.add_argument("--chunk-chars", type=int, default=4, help="characters per chunk")
     parser.add_argument("--repeat", type=int, default=200, help="calls per screen, alone")
+    add_json_option(parser)
     args = parser.parse_args(argv)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
@@ -257,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} cores, Python {platform.python_version()}, load {load}; "
         f"answer {args.answer_chars} chars with an e-mail and a phone number"
     )
-    asyncio.run(_run(args))
+    write_results(args.json, "safety_overhead", asyncio.run(_run(args)))
     return 0
 
 

@@ -15,6 +15,11 @@ HTTP, the database transaction and the engine check before the flip.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import statistics
 import threading
@@ -22,6 +27,7 @@ import time
 
 import httpx
 
+from bench.results import add_json_option, latency_summary, write_results
 from twinloop.settings import Settings
 from twinloop.testing.admin import admin_headers
 from twinloop.testing.staging import stage_random_lora
@@ -34,6 +40,7 @@ def main() -> None:
     parser.add_argument("--flips", type=int, default=40, help="swaps + rollbacks, alternating")
     parser.add_argument("--clients", type=int, default=4, help="threads sending /answer")
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between flips")
+    add_json_option(parser)
     args = parser.parse_args()
     admin = admin_headers()
     url = args.gateway
@@ -100,6 +107,16 @@ def main() -> None:
                 f"{percentile(values, 0.99):>9.1f}{max(values):>9.1f}"
             )
     print(f"/answer requests: {len(outcomes)} served meanwhile, {failed} failed")
+    figures = {
+        "flips": args.flips,
+        "clients": args.clients,
+        "seconds": elapsed,
+        "client": {kind: latency_summary(values) for kind, values in timings.items()},
+        "gateway": {kind: latency_summary(values) for kind, values in in_gateway.items()},
+        "requests": len(outcomes),
+        "failed_requests": failed,
+    }
+    write_results(args.json, "swap", figures)
 
 
 if __name__ == "__main__":

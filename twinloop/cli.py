@@ -743,6 +743,38 @@ def up(
             pass
 
 
+@app.command("demo")
+def demo(
+    fast: Annotated[
+        bool, typer.Option("--fast", help="Fewer facts, fewer steps (under 10 minutes).")
+    ] = False,
+    gateway: GatewayOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Admin token; default TWINLOOP_ADMIN_TOKEN, else var/admin_token."),
+    ] = None,
+) -> None:
+    """The learning loop end to end against the running stack (`make up` first): teach,
+    retrieve, train, QA, canary, promotion, and a bad update that never reaches users."""
+    from twinloop.demo.client import DemoError, GatewayClient
+    from twinloop.demo.driver import demo_context, run_demo
+    from twinloop.demo.narrator import Narrator
+    from twinloop.demo.plan import DemoPlan
+
+    settings = _gateway_settings()
+    try:
+        bearer = token or load_admin_token(settings)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    url = gateway or f"http://{settings.gateway.host}:{settings.gateway.port}"
+    plan = DemoPlan.fast() if fast else DemoPlan.full()
+    with GatewayClient(base_url=url, bearer=bearer) as api:
+        try:
+            run_demo(demo_context(api, plan, Narrator()), fast=fast)
+        except DemoError as e:
+            raise typer.Exit(code=e.status_code) from e
+
+
 def _announce_admin_token(settings: Settings) -> None:
     """Make sure there is an admin token (a random one in the data directory unless set) and
     say where it is; the gateway refuses to start without one."""

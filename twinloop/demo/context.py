@@ -38,5 +38,5 @@ class DemoContext:
         """The questions users asked first: each fact's first phrasing."""
         return [fact.train_questions[0] for fact in self.good]
 
-    def row(self, step: str, before: str, after: str, seconds: float) -> None:
+    def row(self, step: str, before: str, after: str, seconds: float | None) -> None:
         self.rows.append(SummaryRow(step, before, after, seconds))

@@ -96,10 +96,12 @@ def _qa_rows(ctx: DemoContext, report: dict[str, Any], prefix: str = "QA") -> No
                 f"{prefix}: {label}",
                 f"Active {_score(c.get('active_score'))}",
                 f"Shadow {_score(c.get('score'))}",
-                0.0,
+                None,
             )
     verdict = "passed" if report["passed"] else "rejected"
-    ctx.row(f"{prefix}: gate", "-", f"{verdict} ({report.get('seconds', 0):.0f} s dry run)", 0.0)
+    overall = f"overall Shadow {_score(report.get('overall'))}"
+    ctx.row(f"{prefix}: gate (dry run)", f"Active {_score(report.get('active_overall'))}",
+            f"{verdict}, {overall}", report.get("seconds"))  # fmt: skip
 
 
 def bad_update(ctx: DemoContext) -> None:

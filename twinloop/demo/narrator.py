@@ -24,7 +24,7 @@ class SummaryRow:
     step: str
     before: str
     after: str
-    seconds: float
+    seconds: float | None  # None: a figure of the step above (its time counted there)
 
 
 @dataclass(frozen=True)
@@ -120,9 +120,8 @@ class Narrator:
         table.add_column("after", overflow="fold")
         table.add_column("time", justify="right")
         for row in rows:
-            table.add_row(
-                escape(row.step), escape(row.before), escape(row.after), f"{row.seconds:.0f} s"
-            )
+            seconds = "" if row.seconds is None else f"{row.seconds:.0f} s"
+            table.add_row(escape(row.step), escape(row.before), escape(row.after), seconds)
         table.add_row("[bold]total[/bold]", "", "", f"[bold]{total_s:.0f} s[/bold]")
         self.console.print(table)
 

@@ -72,7 +72,8 @@ def ask_before(ctx: DemoContext) -> None:
     ctx.narrator.chapter(
         1,
         f"Users ask about {ORGANISATION}",
-        f"{ORGANISATION} is made up, so the base model on Active cannot know the answers. "
+        f"{ORGANISATION[:1].upper()}{ORGANISATION[1:]} is made up, so the base model on "
+        "Active cannot know the answers. "
         "Three users ask each question their own way.",
     )
     started = ctx.clock()

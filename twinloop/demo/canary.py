@@ -1,10 +1,18 @@
 """The demo's canary: simulated users ask and rate while the gateway decides by itself.
 
 The users are one client app (`ctx.users`, a key of their own) with `plan.population`
-distinct user ids, so each id stays on one arm. Each asks a question whose right answer is
-known — a taught fact (a phrasing or a paraphrase) or a general question — and rates the
-answer up when it is right, down otherwise: the feedback a canary weighs. The demo only
-starts the canary; promotion or abort is the gateway's canary loop's decision.
+distinct user ids, so each id stays on one arm. Each user has one question whose right
+answer is known — a taught fact (a phrasing or a paraphrase) or a general question — asks it
+now and then, and rates the answer up when it is right, down otherwise: the feedback a
+canary weighs. The demo only starts the canary; promotion or abort is the gateway's canary
+loop's decision.
+
+Their ratings are there for the canary's statistics only, so once it ends they are
+withdrawn (deleted through `/ingest`, which they may do on their own answers): a thumbs-up
+makes the answer a training example, and hundreds of them would be the next cycle's data.
+Nothing has trained on them yet, so deleting taints no adapter. One fixed question per user
+keeps the miner quiet too: the same question again gets the same answer at temperature 0,
+which it never proposes as a correction.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ class SimulatedUsers:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.tally: Counter[str] = Counter()
+        self.rated: list[str] = []  # the feedback ids sent, withdrawn after the canary
         self._threads = [
             threading.Thread(target=self._loop, args=(n,), daemon=True)
             for n in range(ctx.plan.users)
@@ -67,8 +76,9 @@ class SimulatedUsers:
         rng = random.Random(f"{self._ctx.run}-{n}")
         plan = self._ctx.plan
         while not self._stop.is_set():
-            user = f"demo-{self._ctx.run}-user-{rng.randrange(plan.population)}"
-            question = rng.choice(self._questions)
+            number = rng.randrange(plan.population)
+            user = f"demo-{self._ctx.run}-user-{number}"
+            question = self._questions[number % len(self._questions)]
             try:
                 served = self._users.answer(
                     question.question, user_id=user, max_tokens=plan.user_max_tokens
@@ -77,6 +87,8 @@ class SimulatedUsers:
                 item = {"type": "feedback", "id": f"demo-{self._ctx.run}-fb-{served['answer_id']}",
                         "answer_id": served["answer_id"], "rating": rating}  # fmt: skip
                 self._users.ingest([item])
+                with self._lock:
+                    self.rated.append(item["id"])
             except DemoError:
                 with self._lock:
                     self.tally["errors"] += 1
@@ -128,6 +140,7 @@ def run_canary(ctx: DemoContext, *, chapter: int | None, label: str) -> dict[str
             if ctx.clock() > deadline:
                 raise DemoError(f"canary {canary['id']} did not end by its deadline")
     seen = users.snapshot()
+    withdraw_ratings(ctx, users.rated)
     decision = (canary.get("decisions") or [{}])[0]
     verdict = canary["status"]
     say = ctx.narrator.good if verdict == "promoted" else ctx.narrator.bad
@@ -139,6 +152,18 @@ def run_canary(ctx: DemoContext, *, chapter: int | None, label: str) -> dict[str
         ctx.clock() - started,
     )
     return canary
+
+
+def withdraw_ratings(ctx: DemoContext, ids: list[str], batch: int = 100) -> None:
+    """Delete the simulated users' ratings: they must not become the next cycle's data."""
+    assert ctx.users is not None
+    for start in range(0, len(ids), batch):
+        chunk = ids[start : start + batch]
+        ctx.users.ingest([{"type": "feedback", "id": i, "deleted": True} for i in chunk])
+    ctx.narrator.say(
+        f"the simulated users' {len(ids)} ratings are withdrawn (deleted): they served the "
+        "canary's statistics and must not train the next cycle"
+    )
 
 
 def _progress(canary: dict[str, Any], seen: dict[str, int]) -> str:

@@ -106,6 +106,11 @@ class GatewayClient:
     def qa_report(self, qa_run_id: str) -> dict[str, Any]:
         return self._json("GET", f"/qa/{qa_run_id}")
 
+    def stage_copy_of_active(self, reason: str) -> dict[str, Any]:
+        """`POST /snapshots` changing no adapter: Active's snapshot (with Shadow's newer RAG
+        versions) staged on Shadow."""
+        return self._json("POST", "/snapshots", {"adapters": {}, "reason": reason})
+
     def start_canary(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", "/canary", body)
 

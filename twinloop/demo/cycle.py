@@ -145,6 +145,10 @@ def bad_update(ctx: DemoContext) -> None:
             f"/train/{cycle['id']})"
         )
     after = _users_still_served(ctx, before)
+    # An operator's tidy-up: Shadow goes back to Active's adapters, so the next change (or
+    # the next demo) starts from what users are served, not from the rejected adapter.
+    reset = ctx.api.stage_copy_of_active("twinloop demo: Shadow back to Active's adapters")
+    ctx.narrator.say(f"Shadow reset to a copy of Active: snapshot {reset['id']}")
     if report is not None:
         _qa_rows(ctx, report, prefix="bad update QA")
     ctx.row(
@@ -175,10 +179,10 @@ def _users_still_served(ctx: DemoContext, before: str) -> str:
         raise DemoError(f"Active changed from {before} to {after} during the bad update")
     assert ctx.users is not None
     lines = []
-    for fact in ctx.good[:2]:
+    for n, fact in enumerate(ctx.good[:2]):
         question = fact.test_questions[0]
         served = ctx.users.answer(
-            question, user_id=f"demo-{ctx.run}-asker-0", max_tokens=ctx.plan.max_tokens
+            question, user_id=f"demo-{ctx.run}-checker-{n}", max_tokens=ctx.plan.max_tokens
         )
         lines.append(judged(question, served, fact.accept))
     general = ctx.general[0]

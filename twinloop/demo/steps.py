@@ -192,9 +192,10 @@ def ask_after(ctx: DemoContext) -> None:
     assert ctx.users is not None
     lines = []
     for fact in ctx.good:
-        for question in (fact.train_questions[0], *fact.test_questions):
+        for n, question in enumerate((fact.train_questions[0], *fact.test_questions)):
+            # A reader per wording: one user's paraphrases in a row would look like retries.
             served = ctx.users.answer(
-                question, user_id=f"demo-{ctx.run}-asker-0", max_tokens=ctx.plan.max_tokens
+                question, user_id=f"demo-{ctx.run}-reader-{n}", max_tokens=ctx.plan.max_tokens
             )
             lines.append(judged(question, served, fact.accept))
     ctx.narrator.answers("Active (promoted)", lines)

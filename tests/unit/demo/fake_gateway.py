@@ -91,6 +91,11 @@ class FakeGateway:
             return _ok(self._advance(path.rsplit("/", 1)[1]))
         if path.startswith("/qa/"):
             return _ok(self._report(path.rsplit("/", 1)[1]))
+        if path == "/snapshots" and method == "POST":
+            assert body["adapters"] == {}
+            self.snapshots["shadow"] = f"copy-of-{self.snapshots['active']}"
+            self.shadow_knows, self.shadow_rejected = set(self.active_knows), False
+            return _ok({"id": self.snapshots["shadow"]}, 201)
         if path == "/canary" and method == "POST":
             return self._start_canary(body)
         if path == "/canary/abort":

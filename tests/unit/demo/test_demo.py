@@ -86,6 +86,8 @@ def test_the_whole_story_in_order_ends_with_the_summary_and_where_to_look(
     assert rows["users ask Active again"].after.startswith("2/2 right, paraphrases 4/4")
     assert rows["bad update (lr 1e-2, no KL guard)"].after.startswith("QA rejected it")
     assert "a canary of it is refused: QA rejected Shadow's snapshot" in text
+    assert "Shadow reset to a copy of Active: snapshot copy-of-snap-cy1" in text
+    assert gateway.snapshots["shadow"] == "copy-of-snap-cy1" and not gateway.shadow_rejected
     assert "What happened" in text and "total" in text
     assert "twinloop status --gateway http://gateway" in text
     assert "/adapters/ad-cy1/lineage" in text
@@ -100,8 +102,12 @@ def test_the_whole_story_in_order_ends_with_the_summary_and_where_to_look(
     assert sum("heldout" in i for i in corrections) == PLAN.good_facts
     assert any(i["type"] == "document" for i in gateway.ingested)
     # The simulated users rated what they got, on their own key, revoked at the end.
-    ratings = [i for i in gateway.ingested if i["type"] == "feedback" and "correction" not in i]
+    ratings = [i for i in gateway.ingested if "rating" in i and "correction" not in i]
     assert ratings and {i["rating"] for i in ratings} <= {"up", "down"}
+    # ... and withdrew every rating once the canary had decided: none may train a cycle.
+    withdrawn = [i["id"] for i in gateway.ingested if i.get("deleted")]
+    assert sorted(withdrawn) == sorted(i["id"] for i in ratings)
+    assert "ratings are withdrawn" in text
     assert gateway.revoked == ["k1"]
 
 

@@ -247,6 +247,9 @@ def _print_status(status: dict[str, Any]) -> None:
     if cycle:
         error = f" ({cycle['error']})" if cycle.get("error") else ""
         out.print(f"latest training cycle {cycle['id']}: [bold]{cycle['state']}[/bold]{error}")
+        if cycle.get("overrides"):
+            settings = ", ".join(f"{k} {v:g}" for k, v in sorted(cycle["overrides"].items()))
+            out.print(f"  trained with an admin's override: {settings}")
     qa = status.get("latest_qa")
     if qa:
         verdict = {True: "passed", False: "failed", None: "not gated"}[qa["passed"]]

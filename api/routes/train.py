@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import AdminDep, TrainingDep
-from api.responses import ADMIN, errors
+from api.responses import ADMIN, BODY, errors
 from twinloop.training.schemas import CycleRequest, CycleRequested, CycleView, LineageView
 
 router = APIRouter(tags=["training"], responses=errors(*ADMIN))
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=errors(409, 422))
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses=errors(*BODY, 409))
 async def request_cycle(
     actor: AdminDep, training: TrainingDep, body: CycleRequest | None = None
 ) -> CycleRequested:

@@ -115,7 +115,7 @@ def test_the_fast_demo_runs_end_to_end_on_the_real_stack(
     assert rows["retrieval on Shadow (paraphrases)"].after == "Shadow 2/2"
     assert rows["canary (simulated users)"].after.startswith("promoted after")
     assert rows["users ask Active again"].after.startswith("2/2 right")
-    assert rows["bad update (lr 1e-2, no KL guard)"].after.endswith("(unchanged)")
+    assert rows["bad update (over-trained)"].after.endswith("(unchanged)")
     active = next(s for s in status["slots"] if s["role"] == "active")
     assert active["snapshot_id"] == ctx.promoted_snapshot
     # The good cycle was promoted by the canary; the bad one never reached Active.

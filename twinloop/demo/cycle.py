@@ -83,7 +83,9 @@ def train_good(ctx: DemoContext) -> None:
     ctx.narrator.good(f"cycle {cycle['id']} passed QA: adapter {adapters}; {_timings(cycle)}")
     report = ctx.api.qa_report(cycle["qa_rounds"][-1]["qa_run_id"])
     ctx.narrator.qa_report(report)
-    ctx.row("training cycle", "-", f"{cycle['state']}, adapter {adapters}", seconds)
+    ctx.row(
+        "training cycle (train, stage, QA)", "-", f"{cycle['state']}, adapter {adapters}", seconds
+    )
     _qa_rows(ctx, report)
 
 
@@ -100,8 +102,9 @@ def _qa_rows(ctx: DemoContext, report: dict[str, Any], prefix: str = "QA") -> No
             )
     verdict = "passed" if report["passed"] else "rejected"
     overall = f"overall Shadow {_score(report.get('overall'))}"
-    ctx.row(f"{prefix}: gate (dry run)", f"Active {_score(report.get('active_overall'))}",
-            f"{verdict}, {overall}", report.get("seconds"))  # fmt: skip
+    dry_run = f"dry run {report.get('seconds') or 0:.0f} s of the cycle's time"
+    ctx.row(f"{prefix}: gate", f"Active {_score(report.get('active_overall'))}",
+            f"{verdict}, {overall} ({dry_run})", None)  # fmt: skip
 
 
 def bad_update(ctx: DemoContext) -> None:
@@ -149,14 +152,14 @@ def bad_update(ctx: DemoContext) -> None:
     # the next demo) starts from what users are served, not from the rejected adapter.
     reset = ctx.api.stage_copy_of_active("twinloop demo: Shadow back to Active's adapters")
     ctx.narrator.say(f"Shadow reset to a copy of Active: snapshot {reset['id']}")
-    if report is not None:
-        _qa_rows(ctx, report, prefix="bad update QA")
     ctx.row(
-        "bad update (lr 1e-2, no KL guard)",
+        "bad update (over-trained)",
         f"Active {before}",
         f"{stopped_by}; Active {after}",
         ctx.clock() - started,
     )
+    if report is not None:
+        _qa_rows(ctx, report, prefix="bad update QA")
 
 
 def _canary_refused(ctx: DemoContext) -> None:

@@ -71,12 +71,12 @@ def test_the_whole_story_in_order_ends_with_the_summary_and_where_to_look(
     steps = [row.step for row in ctx.rows]
     assert steps == [
         "users ask Active", "corrections + document via /ingest",
-        "retrieval on Shadow (paraphrases)", "training cycle", "QA: taught facts",
-        "QA: general holdout", "QA: gate (dry run)", "canary (simulated users)",
+        "retrieval on Shadow (paraphrases)", "training cycle (train, stage, QA)",
+        "QA: taught facts",
+        "QA: general holdout", "QA: gate", "canary (simulated users)",
         "users ask Active again",
-        "bad update QA: taught facts", "bad update QA: general holdout",
-        "bad update QA: gate (dry run)",
-        "bad update (lr 1e-2, no KL guard)",
+        "bad update (over-trained)", "bad update QA: taught facts",
+        "bad update QA: general holdout", "bad update QA: gate",
     ]  # fmt: skip
     rows = {row.step: row for row in ctx.rows}
     assert rows["users ask Active"].after == "0/2 right"
@@ -84,7 +84,7 @@ def test_the_whole_story_in_order_ends_with_the_summary_and_where_to_look(
     assert rows["retrieval on Shadow (paraphrases)"].after == "Shadow 2/2"
     assert rows["canary (simulated users)"].after.startswith("promoted after")
     assert rows["users ask Active again"].after.startswith("2/2 right, paraphrases 4/4")
-    assert rows["bad update (lr 1e-2, no KL guard)"].after.startswith("QA rejected it")
+    assert rows["bad update (over-trained)"].after.startswith("QA rejected it")
     assert "a canary of it is refused: QA rejected Shadow's snapshot" in text
     assert "Shadow reset to a copy of Active: snapshot copy-of-snap-cy1" in text
     assert gateway.snapshots["shadow"] == "copy-of-snap-cy1" and not gateway.shadow_rejected
@@ -117,7 +117,7 @@ def test_a_bad_update_past_qa_is_caught_by_its_canary(out: io.StringIO) -> None:
     rows = {row.step: row for row in ctx.rows}
     assert "QA let it through; now the canary must catch it" in _text(out)
     assert rows["bad update's canary"].after.startswith("aborted after")
-    assert rows["bad update (lr 1e-2, no KL guard)"].after.startswith(
+    assert rows["bad update (over-trained)"].after.startswith(
         "its canary ended aborted; Active snap-cy1 (unchanged)"
     )
 

@@ -749,7 +749,10 @@ def up(
 @app.command("demo")
 def demo(
     fast: Annotated[
-        bool, typer.Option("--fast", help="Fewer facts, fewer steps (under 10 minutes).")
+        bool,
+        typer.Option(
+            "--fast", help="Fewer facts, fewer training steps, a shorter canary deadline."
+        ),
     ] = False,
     gateway: GatewayOption = None,
     token: Annotated[

@@ -104,7 +104,9 @@ class Narrator:
                 _paired(c.get("comparison")),
             )
         self.console.print(table)
-        verdict = "[green]PASSED[/green]" if report["passed"] else "[red]REJECTED[/red]"
+        verdict = {True: "[green]PASSED[/green]", False: "[red]REJECTED[/red]"}.get(
+            report["passed"], "not gated"
+        )
         self.console.print(
             f"gate: {verdict}, overall {_score(report.get('overall'))} against Active's "
             f"{_score(report.get('active_overall'))}"

@@ -26,12 +26,19 @@ STATES = {
 
 def follow_cycle(ctx: DemoContext, cycle_id: str) -> dict[str, Any]:
     """Poll `GET /train/{id}` until the trainer is done with it, narrating each change."""
-    deadline = ctx.clock() + ctx.plan.cycle_timeout_s
+    started = ctx.clock()
+    deadline = started + ctx.plan.cycle_timeout_s
     while True:
         cycle = ctx.api.cycle(cycle_id)
         state = cycle["state"]
         if state in FINISHED:
             return cycle
+        if state == "queued" and ctx.clock() - started > ctx.plan.queued_timeout_s:
+            raise DemoError(
+                f"no trainer took training cycle {cycle_id} in "
+                f"{ctx.plan.queued_timeout_s:.0f} s: `twinloop up` starts one (not with "
+                "--no-trainer), or run `twinloop trainer`; its log: var/training/trainer.log"
+            )
         progress = cycle.get("progress") or {}
         where = STATES.get(state, state)
         if state == "training" and progress.get("total"):

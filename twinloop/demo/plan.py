@@ -38,6 +38,9 @@ class DemoPlan:
     )
     poll_s: float = 3.0
     cycle_timeout_s: float = 3600.0
+    # A trainer claims a requested cycle within its poll (2 s) unless it is still warming its
+    # replay set after starting (minutes on 2 cores, the first time); longer: none runs.
+    queued_timeout_s: float = 600.0
 
     @classmethod
     def full(cls) -> DemoPlan:

@@ -31,6 +31,7 @@ class FakeGateway:
     canary_requests: int = 12  # user requests before the fake canary loop decides
     canary_running: bool = False  # a canary runs before the demo starts
     down: bool = False  # nothing listens
+    no_trainer: bool = False  # requested cycles stay queued
     active_knows: set[str] = field(default_factory=set)
     shadow_knows: set[str] = field(default_factory=set)
     snapshots: dict[str, str] = field(default_factory=lambda: {"active": "s1", "shadow": "s1"})
@@ -157,7 +158,7 @@ class FakeGateway:
 
     def _advance(self, cycle_id: str) -> dict[str, Any]:
         cycle = self.cycles[cycle_id]
-        if cycle["state"] in PROGRESS:
+        if cycle["state"] in PROGRESS and not self.no_trainer:
             following = PROGRESS.index(cycle["state"]) + 1
             if following < len(PROGRESS):
                 cycle["state"] = PROGRESS[following]

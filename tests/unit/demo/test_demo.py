@@ -146,6 +146,15 @@ def test_a_rejected_first_cycle_stops_the_demo(out: io.StringIO) -> None:
         _run(FakeGateway(good_cycle_ends="rejected"), out)
 
 
+def test_a_cycle_no_trainer_takes_says_how_to_run_one(out: io.StringIO) -> None:
+    gateway = FakeGateway(no_trainer=True)
+
+    with pytest.raises(DemoError, match="no trainer took training cycle cy1 in 600 s") as e:
+        _run(gateway, out)
+    assert "twinloop trainer" in e.value.message
+    assert gateway.revoked == ["k1"]
+
+
 def test_a_running_canary_is_reported_before_anything_is_sent(out: io.StringIO) -> None:
     gateway = FakeGateway(canary_running=True)
 

@@ -247,6 +247,9 @@ def _print_status(status: dict[str, Any]) -> None:
     if cycle:
         error = f" ({cycle['error']})" if cycle.get("error") else ""
         out.print(f"latest training cycle {cycle['id']}: [bold]{cycle['state']}[/bold]{error}")
+        if cycle.get("overrides"):
+            settings = ", ".join(f"{k} {v:g}" for k, v in sorted(cycle["overrides"].items()))
+            out.print(f"  trained with an admin's override: {settings}")
     qa = status.get("latest_qa")
     if qa:
         verdict = {True: "passed", False: "failed", None: "not gated"}[qa["passed"]]
@@ -741,6 +744,41 @@ def up(
             raise _fail(e) from e
         except KeyboardInterrupt:
             pass
+
+
+@app.command("demo")
+def demo(
+    fast: Annotated[
+        bool,
+        typer.Option(
+            "--fast", help="Fewer facts, fewer training steps, a shorter canary deadline."
+        ),
+    ] = False,
+    gateway: GatewayOption = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Admin token; default TWINLOOP_ADMIN_TOKEN, else var/admin_token."),
+    ] = None,
+) -> None:
+    """The learning loop end to end against the running stack (`make up` first): teach,
+    retrieve, train, QA, canary, promotion, and a bad update that never reaches users."""
+    from twinloop.demo.client import DemoError, GatewayClient
+    from twinloop.demo.driver import demo_context, run_demo
+    from twinloop.demo.narrator import Narrator
+    from twinloop.demo.plan import DemoPlan
+
+    settings = _gateway_settings()
+    try:
+        bearer = token or load_admin_token(settings)
+    except TwinloopError as e:
+        raise _fail(e) from e
+    url = gateway or f"http://{settings.gateway.host}:{settings.gateway.port}"
+    plan = DemoPlan.fast() if fast else DemoPlan.full()
+    with GatewayClient(base_url=url, bearer=bearer) as api:
+        try:
+            run_demo(demo_context(api, plan, Narrator()), fast=fast)
+        except DemoError as e:
+            raise typer.Exit(code=e.status_code) from e
 
 
 def _announce_admin_token(settings: Settings) -> None:

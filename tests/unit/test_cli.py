@@ -188,7 +188,8 @@ def test_status_shows_slots_cycle_qa_canary_and_safety(
              "adapters": {"general": "general-v3"}, "engine_healthy": False},
         ],
         "tainted_adapters": [],
-        "latest_training_cycle": {"id": "cy1", "state": "awaiting_canary", "error": None},
+        "latest_training_cycle": {"id": "cy1", "state": "awaiting_canary", "error": None,
+                                  "overrides": {"learning_rate": 0.01, "kl_weight": 0.0}},
         "latest_qa": {"id": "qa1", "passed": False, "overall": 0.61, "active_overall": 0.8,
                       "reasons": ["forgot: forgetting lost 20"]},
         "canary": _canary_view(),
@@ -211,6 +212,7 @@ def test_status_shows_slots_cycle_qa_canary_and_safety(
     assert "release generation 4" in result.output
     assert "general=general-v3" in result.output and "unhealthy" in result.output
     assert "cy1: awaiting_canary" in result.output
+    assert "trained with an admin's override: kl_weight 0, learning_rate 0.01" in result.output
     assert "qa1: failed, overall 0.61 vs Active 0.8" in result.output
     assert "forgot: forgetting lost 20" in result.output
     assert "10 % of users" in result.output

@@ -245,6 +245,9 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     targets: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, doc="the weak spots of the last rejected cycle it oversampled"
     )
+    overrides: Mapped[dict[str, Any]] = mapped_column(
+        JSON, default=dict, doc="an admin's training settings for this cycle only (POST /train)"
+    )
 
 
 class TrainingRunItem(IdMixin, Base):

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from twinloop.testing.adapters import write_fake_adapter
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem
 
@@ -22,6 +23,7 @@ class Killed(BaseException):
 class FakeAdapterTrainer:
     requests: list[TrainRequest] = field(default_factory=list)
     guards: list[list[ReplayItem]] = field(default_factory=list)  # one per train() call
+    overrides: list[TrainingOverrides | None] = field(default_factory=list)  # one per call
     kill_next: int = 0  # this many coming train() calls die like a killed process
     fail_next: Exception | None = None
     extra_prompts: list[str] = field(default_factory=list)
@@ -39,9 +41,11 @@ class FakeAdapterTrainer:
         requests: Sequence[TrainRequest],
         guard: Sequence[ReplayItem],
         on_step: ProgressCallback,
+        overrides: TrainingOverrides | None = None,
     ) -> dict[str, TrainedAdapter]:
         self.requests.extend(requests)
         self.guards.append(list(guard))
+        self.overrides.append(overrides)
         if self.kill_next:
             self.kill_next -= 1
             raise Killed

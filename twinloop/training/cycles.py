@@ -25,7 +25,13 @@ import socket
 import psutil
 
 from twinloop.db.base import utcnow
-from twinloop.db.models import MinedSignal, TrainingExample, TrainingRun, TrainingRunItem
+from twinloop.db.models import (
+    AuditEntry,
+    MinedSignal,
+    TrainingExample,
+    TrainingRun,
+    TrainingRunItem,
+)
 from twinloop.db.session import SessionMaker
 from twinloop.errors import NotFoundError, TwinloopError
 from twinloop.mining.schemas import MinedEvidence
@@ -33,6 +39,7 @@ from twinloop.registry import repository as registry_repository
 from twinloop.registry.schemas import AdapterView
 from twinloop.states import CycleState, ItemRole
 from twinloop.training import repository
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.schemas import CycleView, LineageItem, LineageView
 
 
@@ -84,11 +91,23 @@ class TrainingCycles:
     def __init__(self, *, sessionmaker: SessionMaker) -> None:
         self._sessionmaker = sessionmaker
 
-    async def request(self, *, trigger: str, actor: str, claim: bool = False) -> CycleView:
+    async def request(
+        self,
+        *,
+        trigger: str,
+        actor: str,
+        claim: bool = False,
+        overrides: TrainingOverrides | None = None,
+        reason: str = "",
+    ) -> CycleView:
         """Queue a cycle (or, with `claim`, take it at once for this process to run).
 
         Refuses while another cycle is queued or in progress, so no item is collected twice.
+        `overrides` (an admin's, validated by their model) are recorded on the cycle and, with
+        `reason`, in the audit log: a cycle that trained otherwise than the settings say is
+        always traceable to who asked and why.
         """
+        chosen = overrides.set_fields() if overrides is not None else {}
         async with self._sessionmaker.begin() as session:
             running = await repository.unfinished_run(session)
             if running is not None and (
@@ -102,8 +121,18 @@ class TrainingCycles:
                 owner=this_trainer() if claim else None,
                 attempts=1 if claim else 0,
                 updated_at=utcnow(),
+                overrides=chosen,
             )
             await repository.add(session, run)
+            if chosen:
+                audit = AuditEntry(
+                    actor=actor,
+                    action="train.overrides",
+                    target=run.id,
+                    reason=reason or None,
+                    details={"overrides": chosen},
+                )
+                await repository.add(session, audit)
             return CycleView.model_validate(run)
 
     async def get(self, cycle_id: str) -> CycleView:

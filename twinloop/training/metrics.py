@@ -69,6 +69,14 @@ class TrainerMetrics:
             ["kind"],
             registry=r,
         )
+        self.overridden = Counter(
+            "twinloop_training_overridden",
+            "Training passes run with an admin's per-cycle override (POST /train overrides), "
+            "by the setting overridden (learning_rate, kl_weight, epochs, step_budget, "
+            "max_rounds).",
+            ["setting"],
+            registry=r,
+        )
         self.active_cycle = Gauge(
             "twinloop_training_active",
             "1 while this trainer works on a cycle.",

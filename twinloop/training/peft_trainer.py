@@ -8,6 +8,7 @@ from pathlib import Path
 
 from adapters.training import AdapterJob, AdapterTrainingConfig, generate_answers, train_adapters
 from twinloop.settings import Settings
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, general_replay_set
 
@@ -52,17 +53,18 @@ class PeftAdapterTrainer:
         requests: Sequence[TrainRequest],
         guard: Sequence[ReplayItem],
         on_step: ProgressCallback,
+        overrides: TrainingOverrides | None = None,
     ) -> dict[str, TrainedAdapter]:
         self._set_threads()
+        c = overrides.apply(self._config) if overrides is not None else self._config
         jobs = [AdapterJob(r.domain, r.examples, r.out_dir) for r in requests]
         artifacts = train_adapters(
             self._base_model_dir,
             jobs,
             guard,
-            self._config,
+            c,
             on_step=lambda name, step, total, _loss: on_step(name, step, total),
         )
-        c = self._config
         return {
             job.name: TrainedAdapter(
                 path=artifact.path,
@@ -78,6 +80,7 @@ class PeftAdapterTrainer:
                     "examples_seen": artifact.steps * c.batch_size,
                     "trainable_parameters": artifact.trainable_parameters,
                     "config": dataclasses.asdict(c),
+                    **({"overrides": overrides.set_fields()} if overrides is not None else {}),
                 },
             )
             for job, artifact in zip(jobs, artifacts, strict=True)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from twinloop.qa.corrections import Correction
 from twinloop.qa.schemas import QaReport
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.replay import ReplayItem
 
 # (domain, step, total) as an adapter trains; called from the training thread.
@@ -41,6 +42,7 @@ class AdapterTrainer(Protocol):
     Every adapter of the pass is guarded by the same `guard` (the base model's answers to the
     general prompts and to the QA suites' training-split questions, every domain's included),
     so each touched domain's own suite is part of what its adapter is kept close on.
+    `overrides` (an admin's, recorded on the cycle) replace some settings for this pass only.
     """
 
     def train(
@@ -48,6 +50,7 @@ class AdapterTrainer(Protocol):
         requests: Sequence[TrainRequest],
         guard: Sequence[ReplayItem],
         on_step: ProgressCallback,
+        overrides: TrainingOverrides | None = None,
     ) -> dict[str, TrainedAdapter]: ...
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]: ...

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.db.base import utcnow
 from twinloop.db.models import (
     Answer,
+    AuditEntry,
     Feedback,
     MinedSignal,
     TrainingExample,
@@ -119,7 +120,7 @@ async def last_rejected_before(session: AsyncSession, cycle_id: str) -> Training
     return last if last is not None and last.state == CycleState.REJECTED else None
 
 
-async def add(session: AsyncSession, *records: TrainingRun | TrainingRunItem) -> None:
+async def add(session: AsyncSession, *records: TrainingRun | TrainingRunItem | AuditEntry) -> None:
     session.add_all(records)
     await session.flush()
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from twinloop.mining.schemas import MinedEvidence
 from twinloop.registry.schemas import AdapterView
 from twinloop.timestamps import UtcDatetime
+from twinloop.training.overrides import TrainingOverrides
 
 
 class CycleRequested(BaseModel):
     cycle_id: str
     state: str
+    overrides: dict[str, Any] = {}
+
+
+class CycleRequest(BaseModel):
+    """`POST /train`'s optional body: training settings for this cycle only, and why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    overrides: TrainingOverrides | None = None
+    reason: str = Field(default="", max_length=1000, description="Kept in the audit log.")
 
 
 class CycleView(BaseModel):
@@ -34,6 +45,7 @@ class CycleView(BaseModel):
     attempts: int
     qa_rounds: list[dict[str, Any]]
     targets: dict[str, Any]
+    overrides: dict[str, Any] = {}
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime | None

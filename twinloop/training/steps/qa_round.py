@@ -24,6 +24,7 @@ from twinloop.qa.schemas import QaReport
 from twinloop.releases import snapshots
 from twinloop.states import CycleState, ItemStatus
 from twinloop.training import repository
+from twinloop.training.overrides import rounds_for
 from twinloop.training.protocols import ProgressCallback
 from twinloop.training.schemas import CycleView
 from twinloop.training.steps.context import ACTOR, CycleContext, Ending
@@ -88,8 +89,9 @@ async def _outcome(
     previous = view.qa_rounds[-1]["overall"] if view.qa_rounds else None
     if report.passed:
         return _Outcome(CycleState.AWAITING_CANARY)
-    if number >= ctx.max_rounds:
-        why = f"QA gate failed in round {number} of {ctx.max_rounds}: " + reasons
+    rounds = rounds_for(view.overrides, ctx.max_rounds)
+    if number >= rounds:
+        why = f"QA gate failed in round {number} of {rounds}: " + reasons
         return _Outcome(CycleState.REJECTED, why)
     if previous is not None and (report.overall or 0.0) <= previous:
         why = f"round {number} gained nothing (overall {report.overall} after {previous}): "

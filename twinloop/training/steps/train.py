@@ -19,6 +19,7 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
 from twinloop.states import CycleState, ItemRole
 from twinloop.training import repository
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.progress import progress_written
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, replay_budget
@@ -37,12 +38,17 @@ async def train_and_register(
     async with ctx.sessionmaker.begin() as session:
         by_domain, replay = await _new_and_replay(ctx, session, cycle_id)
         rejected = await repository.last_rejected_before(session, cycle_id)
+        overrides = _overrides(await repository.get_run(session, cycle_id))
     if not by_domain:
         return Ending(CycleState.SKIPPED, "every item was deleted")
     guard_started = time.perf_counter()
-    taught = [i.question for items in by_domain.values() for i in items]
-    extra = await ctx.qa.replay_questions(exclude=taught) if ctx.qa is not None else []
-    guard = await asyncio.to_thread(ctx.trainer.general_replay, extra)
+    guard: list[ReplayItem] = []
+    extra: list[str] = []
+    # Without the guard (an admin's kl_weight 0) the base model's replay answers are unused.
+    if overrides is None or overrides.kl_weight != 0:
+        taught = [i.question for items in by_domain.values() for i in items]
+        extra = await ctx.qa.replay_questions(exclude=taught) if ctx.qa is not None else []
+        guard = await asyncio.to_thread(ctx.trainer.general_replay, extra)
     sft, guard, targets = await oversample_weak_spots(ctx, rejected, by_domain, guard, extra)
     if targets:
         await _record_targets(ctx, cycle_id, targets)
@@ -53,8 +59,11 @@ async def train_and_register(
         shutil.rmtree(out_dir, ignore_errors=True)
         examples = [*sft[domain], *replay[domain]]
         requests.append(TrainRequest(domain=domain, examples=examples, out_dir=out_dir))
+    if overrides is not None:
+        for setting in overrides.set_fields():
+            ctx.metrics.overridden.labels(setting).inc()
     async with progress_written(ctx.sessionmaker, cycle_id, on_progress) as on_step:
-        trained = await asyncio.to_thread(ctx.trainer.train, requests, guard, on_step)
+        trained = await asyncio.to_thread(ctx.trainer.train, requests, guard, on_step, overrides)
     for request in requests:
         _observe_training(ctx, request.domain, len(request.examples), trained[request.domain])
     train_seconds = time.perf_counter() - started - replay_seconds
@@ -62,6 +71,11 @@ async def train_and_register(
     ctx.metrics.step_seconds.labels("train").observe(train_seconds)
     timings = {"replay": replay_seconds, "train": train_seconds}
     return await _register(ctx, cycle_id, by_domain, replay, trained, len(guard), timings)
+
+
+def _overrides(run: TrainingRun) -> TrainingOverrides | None:
+    """The admin's overrides recorded on the cycle (validated again: the row is input too)."""
+    return TrainingOverrides.model_validate(run.overrides) if run.overrides else None
 
 
 async def _new_and_replay(

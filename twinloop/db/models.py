@@ -245,6 +245,11 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     targets: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, doc="the weak spots of the last rejected cycle it oversampled"
     )
+    preference: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        doc="per domain, the DPO stage's report: pairs used, reward margin, held-out accuracy",
+    )
 
 
 class TrainingRunItem(IdMixin, Base):

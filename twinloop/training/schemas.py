@@ -34,6 +34,7 @@ class CycleView(BaseModel):
     attempts: int
     qa_rounds: list[dict[str, Any]]
     targets: dict[str, Any]
+    preference: dict[str, Any] = {}  # per domain, the DPO stage's report (preference.py)
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime | None

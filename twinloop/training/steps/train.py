@@ -1,5 +1,9 @@
 """Steps 3-5: mix the new items with replay, train the adapters, register them.
 
+A domain whose new items include preference pairs (`training/preference.py`) has its
+adapter trained on them with DPO after SFT, in the same pass; the stage's report is stored
+with the cycle (`preference`, per domain) and the adapter's metrics (its lineage).
+
 The cycle's items are recorded, so a cycle interrupted while training trains again (same
 items, same seed, same weights) and registers its adapters with the move to `registered`.
 """
@@ -19,6 +23,7 @@ from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
 from twinloop.states import CycleState, ItemRole
 from twinloop.training import repository
+from twinloop.training.preference import DomainPairs, split_pairs
 from twinloop.training.progress import progress_written
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, replay_budget
@@ -37,6 +42,7 @@ async def train_and_register(
     async with ctx.sessionmaker.begin() as session:
         by_domain, replay = await _new_and_replay(ctx, session, cycle_id)
         rejected = await repository.last_rejected_before(session, cycle_id)
+        pairs = await _pairs(ctx, session, cycle_id)
     if not by_domain:
         return Ending(CycleState.SKIPPED, "every item was deleted")
     guard_started = time.perf_counter()
@@ -52,7 +58,16 @@ async def train_and_register(
         out_dir = ctx.work_dir / cycle_id / domain
         shutil.rmtree(out_dir, ignore_errors=True)
         examples = [*sft[domain], *replay[domain]]
-        requests.append(TrainRequest(domain=domain, examples=examples, out_dir=out_dir))
+        found = pairs.get(domain)
+        requests.append(
+            TrainRequest(
+                domain=domain,
+                examples=examples,
+                out_dir=out_dir,
+                pairs=found.trained if found else (),
+                heldout_pairs=found.heldout if found else (),
+            )
+        )
     async with progress_written(ctx.sessionmaker, cycle_id, on_progress) as on_step:
         trained = await asyncio.to_thread(ctx.trainer.train, requests, guard, on_step)
     for request in requests:
@@ -62,6 +77,17 @@ async def train_and_register(
     ctx.metrics.step_seconds.labels("train").observe(train_seconds)
     timings = {"replay": replay_seconds, "train": train_seconds}
     return await _register(ctx, cycle_id, by_domain, replay, trained, len(guard), timings)
+
+
+async def _pairs(ctx: CycleContext, session: AsyncSession, cycle_id: str) -> dict[str, DomainPairs]:
+    """Each domain's pairs to train on with DPO and to hold out; none when preference
+    training is off, and none for a domain with no pair left to train on."""
+    if not ctx.preference:
+        return {}
+    found = split_pairs(
+        await repository.live_pairs(session, cycle_id), ctx.preference_heldout_fraction
+    )
+    return {domain: pairs for domain, pairs in found.items() if pairs.trained}
 
 
 async def _new_and_replay(
@@ -103,6 +129,8 @@ def _observe_training(
     if adapter.seconds > 0:
         rate = adapter.metrics.get("examples_seen", examples) / adapter.seconds
         ctx.metrics.examples_per_second.set(rate)
+    if adapter.preference is not None:
+        ctx.metrics.observe_preference(domain, adapter.preference)
 
 
 async def _register(
@@ -134,6 +162,9 @@ async def _register(
             counts[f"replay.{domain}"] = len(replay[domain])
         counts["general_replay"] = guard_size
         run.item_counts = dict(counts)
+        reports = {d: a.preference for d, a in trained.items() if a.preference is not None}
+        if reports:  # a correction round's retraining replaces its domain's report
+            run.preference = {**run.preference, **reports}
         run.step_timings = {
             **run.step_timings,
             **of_round({**timings, "register": time.perf_counter() - started}, run.qa_rounds),
@@ -168,6 +199,7 @@ async def _register_adapters(
                 "new_examples": len(new[domain]),
                 "replayed_examples": len(replay[domain]),
                 "general_replay": {"items": guard_size},
+                **({"preference": adapter.preference} if adapter.preference else {}),
             },
         )
         run.adapters = {**run.adapters, domain: version.id}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -64,7 +65,7 @@ def test_warmup_rises_linearly_then_cosine_decays_to_zero() -> None:
     assert factors[2] == 1.0
     assert factors[7] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert factors[12] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(factors[2:], factors[3:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(factors[2:]))
 
 
 def test_accumulation_makes_a_step_see_more_examples() -> None:

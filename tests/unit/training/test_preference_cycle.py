@@ -79,8 +79,7 @@ async def test_corrections_become_pairs_and_the_dpo_report_is_recorded_with_the_
     assert _sample(registry, "twinloop_training_preference_pairs_total", split="heldout") == 1
     assert _sample(registry, "twinloop_training_preference_margin", domain="fin") == 0.25
     assert (
-        _sample(registry, "twinloop_training_preference_accuracy", domain="fin", stage="dpo")
-        == 1.0
+        _sample(registry, "twinloop_training_preference_accuracy", domain="fin", stage="dpo") == 1.0
     )
 
 

@@ -7,8 +7,7 @@ from twinloop.training.preference import PairItem, split_pairs
 
 def _items(n: int, domain: str = "fin") -> list[PairItem]:
     return [
-        PairItem(f"ex-{domain}-{i}", domain, f"Q{i}?", f"right {i}", f"wrong {i}")
-        for i in range(n)
+        PairItem(f"ex-{domain}-{i}", domain, f"Q{i}?", f"right {i}", f"wrong {i}") for i in range(n)
     ]
 
 

@@ -11,6 +11,7 @@ items, same seed, same weights) and registers its adapters with the move to `reg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -19,6 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.cleaning.redaction import redact_pii
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
 from twinloop.states import CycleState, ItemRole
@@ -84,9 +86,15 @@ async def _pairs(ctx: CycleContext, session: AsyncSession, cycle_id: str) -> dic
     training is off, and none for a domain with no pair left to train on."""
     if not ctx.preference:
         return {}
-    found = split_pairs(
-        await repository.live_pairs(session, cycle_id), ctx.preference_heldout_fraction
-    )
+    items = await repository.live_pairs(session, cycle_id)
+    # The chosen side is the item as cleaning left it; the rejected side never went through
+    # cleaning, and is stored raw where raw PII is kept: the model is never shown it raw.
+    regions = ctx.cleaning.phone_regions
+    items = [
+        dataclasses.replace(i, rejected=redact_pii(i.rejected, phone_regions=regions)[0])
+        for i in items
+    ]
+    found = split_pairs(items, ctx.preference_heldout_fraction)
     return {domain: pairs for domain, pairs in found.items() if pairs.trained}
 
 

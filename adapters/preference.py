@@ -84,7 +84,8 @@ class PairScore:
 
 @dataclass(frozen=True)
 class PreferenceReport:
-    """How a preference stage went (see the module docstring for each figure)."""
+    """How a preference stage went (see the module docstring for each figure); `loss` is
+    the last step's, the DPO term plus the weighted KL guard."""
 
     pairs: int
     heldout_pairs: int

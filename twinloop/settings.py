@@ -409,6 +409,61 @@ class TrainerSettings(BaseModel):
         "it teaches keeps breaking the gate or the canary.",
     )
     threads: int = Field(default=2, ge=1, description="torch threads for training.")
+    preference: bool = Field(
+        default=True,
+        description="After SFT, train the adapter on the cycle's preference pairs with DPO "
+        "(corrections of a thumbs-down: the correction over the answer; accepted mined "
+        "proposals: chosen over rejected). Runs only when a domain has pairs. Off: SFT only.",
+    )
+    dpo_learning_rate: float = Field(
+        default=5e-5,
+        gt=0,
+        description="AdamW learning rate of the DPO stage (bench/preference.py measures it).",
+    )
+    dpo_beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="DPO beta: the scale of the implicit reward; higher keeps the adapter "
+        "closer to its SFT state.",
+    )
+    dpo_steps: int = Field(
+        default=8, ge=1, description="Optimizer steps of the DPO stage when pairs exist."
+    )
+    dpo_batch_size: int = Field(default=4, ge=1, description="Preference pairs per DPO step.")
+    dpo_heldout_fraction: float = Field(
+        default=0.25,
+        ge=0,
+        lt=1,
+        description="Share of a domain's pairs kept out of DPO to measure it (the cycle's "
+        "held-out chosen-over-rejected accuracy); the split is by example id, so a resumed "
+        "cycle holds out the same pairs. With fewer than 1/fraction pairs none is held out.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where training runs: auto (CUDA when torch sees a GPU, else the CPU), "
+        "cpu, or cuda (an error without one).",
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="The base weights' dtype while training: auto (bfloat16 on a GPU that "
+        "supports it, else float32, the CPU path as measured); LoRA weights and losses stay "
+        "float32.",
+    )
+    gradient_accumulation: int = Field(
+        default=1,
+        ge=1,
+        description="Micro-batches of batch_size summed into one optimizer step (1 on CPU: "
+        "the measured defaults).",
+    )
+    warmup_steps: int = Field(
+        default=0, ge=0, description="Optimizer steps of linear learning-rate warmup (SFT)."
+    )
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant",
+        description="Learning rate after warmup: constant (default: what the CPU defaults "
+        "were measured with; a few dozen steps gain nothing from decay) or cosine to zero "
+        "(opt-in, for longer GPU runs).",
+    )
     niceness: int = Field(
         default=15,
         ge=0,

@@ -248,6 +248,11 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     overrides: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, doc="an admin's training settings for this cycle only (POST /train)"
     )
+    preference: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        doc="per domain, the DPO stage's report: pairs used, reward margin, held-out accuracy",
+    )
 
 
 class TrainingRunItem(IdMixin, Base):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from twinloop.testing.adapters import write_fake_adapter
 from twinloop.training.overrides import TrainingOverrides
@@ -60,6 +61,26 @@ class FakeAdapterTrainer:
             seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
             write_fake_adapter(request.out_dir, seed=seed)
             trained[request.domain] = TrainedAdapter(
-                path=request.out_dir, steps=2, seconds=0.01, final_loss=0.5, metrics={"steps": 2}
+                path=request.out_dir,
+                steps=2,
+                seconds=0.01,
+                final_loss=0.5,
+                metrics={"steps": 2},
+                preference=_fake_report(request) if request.pairs else None,
             )
         return trained
+
+
+def _fake_report(request: TrainRequest) -> dict[str, Any]:
+    """A DPO report of the real one's shape (`PreferenceReport.as_dict()`)."""
+    return {
+        "pairs": len(request.pairs),
+        "heldout_pairs": len(request.heldout_pairs),
+        "steps": 2,
+        "loss": 0.6,
+        "reward_margin": 0.25,
+        "reward_accuracy": 1.0,
+        "heldout_accuracy": 1.0 if request.heldout_pairs else None,
+        "heldout_accuracy_sft": 0.5 if request.heldout_pairs else None,
+        "seconds": 0.01,
+    }

@@ -102,6 +102,8 @@ async def open_trainer(
             weak_spot_factor=settings.trainer.weak_spot_factor,
             max_rejections=settings.trainer.max_rejections,
             miner=miner,
+            preference=settings.trainer.preference,
+            preference_heldout_fraction=settings.trainer.dpo_heldout_fraction,
         )
         yield Trainer(
             settings=settings,

@@ -6,6 +6,8 @@ Its registry also carries the release changes the trainer's stages cause
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from twinloop.mining.metrics import MiningMetrics
@@ -82,5 +84,38 @@ class TrainerMetrics:
             "1 while this trainer works on a cycle.",
             registry=r,
         )
+        self.preference_pairs = Counter(
+            "twinloop_training_preference_pairs",
+            "Preference pairs (chosen over rejected) a cycle's DPO stage used: trained on "
+            "(trained) or kept out to measure it (heldout).",
+            ["split"],
+            registry=r,
+        )
+        self.preference_margin = Gauge(
+            "twinloop_training_preference_margin",
+            "Mean DPO reward margin on the trained pairs after the last preference stage, per "
+            "domain: beta times how far the adapter moved the chosen answer's log-probability "
+            "up relative to the rejected one's, against its SFT state (> 0: it learned the "
+            "preference).",
+            ["domain"],
+            registry=r,
+        )
+        self.preference_accuracy = Gauge(
+            "twinloop_training_preference_accuracy",
+            "Share of held-out pairs (never trained on by DPO) where the adapter prefers the "
+            "chosen answer (higher log-probability per token), per domain, after SFT (sft) and "
+            "after DPO (dpo). Unset for a domain with no held-out pair.",
+            ["domain", "stage"],
+            registry=r,
+        )
         self.qa = QaMetrics(r)
         self.mining = MiningMetrics(r)
+
+    def observe_preference(self, domain: str, report: dict[str, Any]) -> None:
+        """A DPO stage's report (`adapters.preference.PreferenceReport.as_dict()`)."""
+        self.preference_pairs.labels("trained").inc(report["pairs"])
+        self.preference_pairs.labels("heldout").inc(report["heldout_pairs"])
+        self.preference_margin.labels(domain).set(report["reward_margin"])
+        for stage, key in (("sft", "heldout_accuracy_sft"), ("dpo", "heldout_accuracy")):
+            if report.get(key) is not None:
+                self.preference_accuracy.labels(domain, stage).set(report[key])

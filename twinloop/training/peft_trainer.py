@@ -25,6 +25,15 @@ def training_config(settings: Settings) -> AdapterTrainingConfig:
         replay_batch_size=t.replay_batch_size,
         kl_weight=t.kl_weight,
         seed=t.seed,
+        gradient_accumulation=t.gradient_accumulation,
+        warmup_steps=t.warmup_steps,
+        lr_schedule=t.lr_schedule,
+        device=t.device,
+        dtype=t.dtype,
+        dpo_learning_rate=t.dpo_learning_rate,
+        dpo_beta=t.dpo_beta,
+        dpo_steps=t.dpo_steps,
+        dpo_batch_size=t.dpo_batch_size,
     )
 
 
@@ -57,7 +66,12 @@ class PeftAdapterTrainer:
     ) -> dict[str, TrainedAdapter]:
         self._set_threads()
         c = overrides.apply(self._config) if overrides is not None else self._config
-        jobs = [AdapterJob(r.domain, r.examples, r.out_dir) for r in requests]
+        jobs = [
+            AdapterJob(
+                r.domain, r.examples, r.out_dir, pairs=r.pairs, heldout_pairs=r.heldout_pairs
+            )
+            for r in requests
+        ]
         artifacts = train_adapters(
             self._base_model_dir,
             jobs,
@@ -71,13 +85,16 @@ class PeftAdapterTrainer:
                 steps=artifact.steps,
                 seconds=artifact.seconds,
                 final_loss=artifact.final_loss,
+                preference=artifact.preference.as_dict() if artifact.preference else None,
                 metrics={
                     "steps": artifact.steps,
                     "seconds": round(artifact.seconds, 2),
                     "final_loss": artifact.final_loss,
                     "sft_loss": artifact.sft_loss,
                     "kl_loss": artifact.kl_loss,
-                    "examples_seen": artifact.steps * c.batch_size,
+                    "examples_seen": artifact.steps * c.batch_size * c.gradient_accumulation,
+                    "device": artifact.device,
+                    "dtype": artifact.dtype,
                     "trainable_parameters": artifact.trainable_parameters,
                     "config": dataclasses.asdict(c),
                     **({"overrides": overrides.set_fields()} if overrides is not None else {}),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from adapters.preference import PreferencePair
 from twinloop.qa.corrections import Correction
 from twinloop.qa.schemas import QaReport
 from twinloop.training.overrides import TrainingOverrides
@@ -25,6 +26,8 @@ class TrainRequest:
     domain: str
     examples: Sequence[ReplayItem]  # new items and the domain's replay, trained with SFT
     out_dir: Path
+    pairs: Sequence[PreferencePair] = ()  # trained with DPO after SFT
+    heldout_pairs: Sequence[PreferencePair] = ()  # never trained on: they measure DPO
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class TrainedAdapter:
     seconds: float
     final_loss: float
     metrics: dict[str, Any]
+    preference: dict[str, Any] | None = None  # the DPO stage's report, if it ran
 
 
 class AdapterTrainer(Protocol):

@@ -23,6 +23,7 @@ from twinloop.db.models import (
 )
 from twinloop.errors import NotFoundError
 from twinloop.states import IN_PROGRESS, UNFINISHED, CycleState, ItemRole, ItemStatus
+from twinloop.training.preference import PairItem
 from twinloop.training.replay import ReplayItem
 
 # (item, its example, the external id of the feedback it came from, the mined proposal)
@@ -247,6 +248,31 @@ async def live_items(session: AsyncSession, cycle_id: str, role: ItemRole) -> li
         .order_by(TrainingExample.created_at, TrainingExample.id)
     )
     return list(rows.scalars())
+
+
+async def live_pairs(session: AsyncSession, cycle_id: str) -> list[PairItem]:
+    """The cycle's new items whose example was not deleted and carries a rejected answer."""
+    rows = await session.execute(
+        select(
+            TrainingRunItem.example_id,
+            TrainingRunItem.domain,
+            TrainingRunItem.question,
+            TrainingRunItem.answer,
+            TrainingExample.rejected_answer,
+        )
+        .join(TrainingExample, TrainingExample.id == TrainingRunItem.example_id)
+        .where(
+            TrainingRunItem.run_id == cycle_id,
+            TrainingRunItem.role == ItemRole.NEW,
+            TrainingExample.deleted_at.is_(None),
+            TrainingExample.rejected_answer.is_not(None),
+        )
+        .order_by(TrainingExample.created_at, TrainingExample.id)
+    )
+    return [
+        PairItem(example_id, domain, question, chosen, rejected or "")
+        for example_id, domain, question, chosen, rejected in rows.all()
+    ]
 
 
 async def link_items(

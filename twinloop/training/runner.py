@@ -77,6 +77,8 @@ class CycleRunner:
         weak_spot_factor: int = 2,
         max_rejections: int = 3,
         miner: MiningService | None = None,
+        preference: bool = True,
+        preference_heldout_fraction: float = 0.25,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -102,6 +104,8 @@ class CycleRunner:
             weak_factor=weak_spot_factor,
             max_rejections=max_rejections,
             miner=miner,
+            preference=preference,
+            preference_heldout_fraction=preference_heldout_fraction,
         )
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:

@@ -46,6 +46,7 @@ class CycleView(BaseModel):
     qa_rounds: list[dict[str, Any]]
     targets: dict[str, Any]
     overrides: dict[str, Any] = {}
+    preference: dict[str, Any] = {}  # per domain, the DPO stage's report (preference.py)
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime | None

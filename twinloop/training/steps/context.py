@@ -39,6 +39,8 @@ class CycleContext:
     weak_factor: int
     max_rejections: int
     miner: MiningService | None
+    preference: bool  # DPO on the cycle's pairs after SFT
+    preference_heldout_fraction: float
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """Steps 3-5: mix the new items with replay, train the adapters, register them.
 
+A domain whose new items include preference pairs (`training/preference.py`) has its
+adapter trained on them with DPO after SFT, in the same pass; the stage's report is stored
+with the cycle (`preference`, per domain) and the adapter's metrics (its lineage).
+
 The cycle's items are recorded, so a cycle interrupted while training trains again (same
 items, same seed, same weights) and registers its adapters with the move to `registered`.
 """
@@ -7,6 +11,7 @@ items, same seed, same weights) and registers its adapters with the move to `reg
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 from collections import Counter, defaultdict
@@ -15,11 +20,13 @@ from typing import Any
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from twinloop.cleaning.redaction import redact_pii
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
 from twinloop.states import CycleState, ItemRole
 from twinloop.training import repository
 from twinloop.training.overrides import TrainingOverrides
+from twinloop.training.preference import DomainPairs, split_pairs
 from twinloop.training.progress import progress_written
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, replay_budget
@@ -39,6 +46,7 @@ async def train_and_register(
         by_domain, replay = await _new_and_replay(ctx, session, cycle_id)
         rejected = await repository.last_rejected_before(session, cycle_id)
         overrides = _overrides(await repository.get_run(session, cycle_id))
+        pairs = await _pairs(ctx, session, cycle_id)
     if not by_domain:
         return Ending(CycleState.SKIPPED, "every item was deleted")
     guard_started = time.perf_counter()
@@ -58,7 +66,16 @@ async def train_and_register(
         out_dir = ctx.work_dir / cycle_id / domain
         shutil.rmtree(out_dir, ignore_errors=True)
         examples = [*sft[domain], *replay[domain]]
-        requests.append(TrainRequest(domain=domain, examples=examples, out_dir=out_dir))
+        found = pairs.get(domain)
+        requests.append(
+            TrainRequest(
+                domain=domain,
+                examples=examples,
+                out_dir=out_dir,
+                pairs=found.trained if found else (),
+                heldout_pairs=found.heldout if found else (),
+            )
+        )
     if overrides is not None:
         for setting in overrides.set_fields():
             ctx.metrics.overridden.labels(setting).inc()
@@ -76,6 +93,23 @@ async def train_and_register(
 def _overrides(run: TrainingRun) -> TrainingOverrides | None:
     """The admin's overrides recorded on the cycle (validated again: the row is input too)."""
     return TrainingOverrides.model_validate(run.overrides) if run.overrides else None
+
+
+async def _pairs(ctx: CycleContext, session: AsyncSession, cycle_id: str) -> dict[str, DomainPairs]:
+    """Each domain's pairs to train on with DPO and to hold out; none when preference
+    training is off, and none for a domain with no pair left to train on."""
+    if not ctx.preference:
+        return {}
+    items = await repository.live_pairs(session, cycle_id)
+    # The chosen side is the item as cleaning left it; the rejected side never went through
+    # cleaning, and is stored raw where raw PII is kept: the model is never shown it raw.
+    regions = ctx.cleaning.phone_regions
+    items = [
+        dataclasses.replace(i, rejected=redact_pii(i.rejected, phone_regions=regions)[0])
+        for i in items
+    ]
+    found = split_pairs(items, ctx.preference_heldout_fraction)
+    return {domain: pairs for domain, pairs in found.items() if pairs.trained}
 
 
 async def _new_and_replay(
@@ -117,6 +151,8 @@ def _observe_training(
     if adapter.seconds > 0:
         rate = adapter.metrics.get("examples_seen", examples) / adapter.seconds
         ctx.metrics.examples_per_second.set(rate)
+    if adapter.preference is not None:
+        ctx.metrics.observe_preference(domain, adapter.preference)
 
 
 async def _register(
@@ -148,6 +184,9 @@ async def _register(
             counts[f"replay.{domain}"] = len(replay[domain])
         counts["general_replay"] = guard_size
         run.item_counts = dict(counts)
+        reports = {d: a.preference for d, a in trained.items() if a.preference is not None}
+        if reports:  # a correction round's retraining replaces its domain's report
+            run.preference = {**run.preference, **reports}
         run.step_timings = {
             **run.step_timings,
             **of_round({**timings, "register": time.perf_counter() - started}, run.qa_rounds),
@@ -182,6 +221,7 @@ async def _register_adapters(
                 "new_examples": len(new[domain]),
                 "replayed_examples": len(replay[domain]),
                 "general_replay": {"items": guard_size},
+                **({"preference": adapter.preference} if adapter.preference else {}),
             },
         )
         run.adapters = {**run.adapters, domain: version.id}

@@ -1,0 +1,29 @@
+"""training cycles: the preference (DPO) stage's report per domain
+
+Revision ID: 0014
+Revises: 0013
+Create Date: 2026-12-04 16:30:00.000000
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+
+revision: str = "0014"
+down_revision: str | None = "0013"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("training_runs", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("preference", sa.JSON(), nullable=False, server_default="{}"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("training_runs", schema=None) as batch_op:
+        batch_op.drop_column("preference")

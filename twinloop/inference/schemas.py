@@ -107,6 +107,11 @@ class AnswerResponse(BaseModel):
         description="What the safety layer found and did: an input flagged, a passage dropped, "
         "PII redacted from the answer. Empty: nothing.",
     )
+    cached: bool = Field(
+        default=False,
+        description="Served from the answer cache: the same snapshot's answer to the same "
+        "question and parameters, screened when it was generated, stored again as this answer.",
+    )
 
 
 # Fields OpenAI's clients send back on an assistant message taken from a reply: accepted
@@ -294,4 +299,9 @@ class ChatCompletion(BaseModel):
         default_factory=list,
         description="What the safety layer found and did (as on /answer). Streamed "
         "completions do not carry it; their answer record does.",
+    )
+    cached: bool = Field(
+        default=False,
+        description="Served from the answer cache (temperature 0 only; as on /answer). "
+        "Streamed completions never are.",
     )

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,14 @@ def export_onnx(model_dir: Path, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     axes = {0: "batch", 1: "tokens"}
     try:
-        with torch.no_grad():
+        # The TorchScript exporter (`dynamo=False`): the torch.export-based default needs
+        # onnxscript, which nothing else here uses. It warns that it is deprecated and that
+        # traced shape checks become constants (true for this graph: batch and length are
+        # dynamic axes, checked against sentence-transformers in
+        # tests/integration/test_onnx_embeddings.py). Silenced here only; move to
+        # `dynamo=True` when torch drops the TorchScript exporter.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             torch.onnx.export(
                 SentenceEmbedding(),
                 (sample, sample, torch.zeros_like(sample)),

@@ -119,7 +119,7 @@ def load_embedder(settings: Settings) -> SentenceEmbedder:
     return load_sentence_embedder(
         resolve_embedding_model(settings.models.embedding_model),
         EmbeddingBackend(settings.embeddings.backend),
-        cache_dir=settings.models_dir / "onnx",
+        cache_dir=settings.onnx_dir,
         threads=settings.embeddings.threads,
     )
 

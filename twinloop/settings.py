@@ -362,6 +362,11 @@ class EmbeddingSettings(BaseModel):
         ge=1,
         description="ONNX Runtime's threads per batch. Unset: its default (every core).",
     )
+    onnx_dir: Path | None = Field(
+        default=None,
+        description="Where the ONNX graph is exported on first use (named by a digest of the "
+        "model's files; workers share it). Unset: <data_dir>/models/onnx.",
+    )
 
 
 class AnswerCacheSettings(BaseModel):
@@ -992,6 +997,10 @@ class Settings(BaseSettings):
     @property
     def prepared_base_model_dir(self) -> Path:
         return self.models_dir / "smollm2-135m-instruct"
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.embeddings.onnx_dir or self.models_dir / "onnx"
 
     @property
     def training_dir(self) -> Path:

@@ -209,7 +209,7 @@ class AnswerService:
             hit = self._cache.get(key, route=route, embedding=embedding)
             if hit is not None:
                 return await self._answer_from_cache(
-                    request, routed, hit, input_flags, clock, user_id=user_id, caller=caller
+                    request, routed, hit, input_flags, clock, max_tokens, user_id, caller
                 )
         contexts, context_flags = (
             await self._retrieve(routed, request.question, route=route)
@@ -278,12 +278,13 @@ class AnswerService:
         hit: CachedAnswer,
         input_flags: list[Flag],
         clock: RequestClock,
-        *,
+        max_tokens: int,
         user_id: str | None,
         caller: Caller | None,
     ) -> AnswerResponse:
         """The cached answer, stored again as this request's answer (`cached`) and counted as
-        served; no tokens were generated for it, so it carries none."""
+        served; no tokens were generated for it, so it carries none. Mirrored to a canary
+        like any of Active's answers: it is one."""
         flags = [*input_flags, *hit.flags]
         latency_ms = (time.perf_counter() - clock.started) * 1000
         record = self._record(
@@ -301,6 +302,16 @@ class AnswerService:
             cached=True,
         )
         await self._store(record)
+        prompt = with_contexts(request.question, list(hit.contexts))
+        body = {
+            "model": routed.target.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        }
+        self._mirror(
+            routed, record, body, rag_question=request.question if request.use_rag else None
+        )
         return AnswerResponse(
             answer_id=record.id,
             answer=hit.text,
@@ -354,7 +365,7 @@ class AnswerService:
             hit = self._cache.get(key, route="chat", embedding=embedding)
             if hit is not None and hit.completion is not None:
                 return await self._chat_from_cache(
-                    request, routed, hit, input_flags, clock, user_id, caller
+                    request, routed, body, hit, input_flags, clock, user_id, caller
                 )
         started = time.perf_counter()
         result = await self._generate("chat", routed, body, clock=clock)
@@ -398,6 +409,7 @@ class AnswerService:
         self,
         request: ChatCompletionRequest,
         routed: Routed,
+        body: dict[str, Any],
         hit: CachedAnswer,
         input_flags: list[Flag],
         clock: RequestClock,
@@ -420,6 +432,7 @@ class AnswerService:
             cached=True,
         )
         await self._store(record)
+        self._mirror(routed, record, body)
         return {
             **hit.completion,
             "id": f"chatcmpl-{record.id}",

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from rag.query_embeddings import normalise_question
 from twinloop.engines.client import Usage
-from twinloop.inference.schemas import Context
+from twinloop.inference.schemas import AnswerCacheStatus, Context
 from twinloop.metrics import Metrics
 from twinloop.safety.flags import Flag
 from twinloop.settings import AnswerCacheSettings
@@ -120,6 +120,7 @@ class AnswerCache:
         self._entries: OrderedDict[CacheKey, CachedAnswer] = OrderedDict()
         # Near-duplicates: per bucket, the most recent questions' embeddings.
         self._near: dict[tuple[str, str, str], OrderedDict[str, NDArray[np.float32]]] = {}
+        self._hits = self._misses = 0
 
     @classmethod
     def from_settings(cls, settings: AnswerCacheSettings, metrics: Metrics) -> AnswerCache:
@@ -140,6 +141,16 @@ class AnswerCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def status(self) -> AnswerCacheStatus:
+        return AnswerCacheStatus(
+            enabled=self.enabled,
+            entries=len(self._entries),
+            max_entries=self._max_entries,
+            similarity=self._similarity,
+            hits=self._hits,
+            misses=self._misses,
+        )
+
     def applies(self, *, route: str, domain: str, temperature: float | None) -> bool:
         """Whether a request may be answered from (and stored into) the cache; a request it
         does not apply to is counted as a bypass."""
@@ -159,13 +170,16 @@ class AnswerCache:
         if entry is not None:
             self._entries.move_to_end(key)
             self._count(route, "hit")
+            self._hits += 1
             return entry
         if self._similarity is not None and embedding is not None:
             near = self._nearest(key, embedding)
             if near is not None:
                 self._count(route, "near_hit")
+                self._hits += 1
                 return near
         self._count(route, "miss")
+        self._misses += 1
         return None
 
     def put(

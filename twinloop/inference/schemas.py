@@ -86,6 +86,17 @@ class SafetyStatus(BaseModel):
     )
 
 
+class AnswerCacheStatus(BaseModel):
+    """This gateway process's answer cache (each worker holds its own)."""
+
+    enabled: bool
+    entries: int = Field(description="Answers held now.")
+    max_entries: int
+    similarity: float | None = Field(description="Near-duplicate threshold; null: exact only.")
+    hits: int = Field(description="Requests answered from the cache since the process started.")
+    misses: int = Field(description="Cacheable requests the engine answered since the start.")
+
+
 class AnswerResponse(BaseModel):
     answer_id: str
     answer: str

@@ -57,6 +57,7 @@ from twinloop.inference.overhead import (
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.safety import AnswerSafety, ScreenedAnswer, flag_views
 from twinloop.inference.schemas import (
+    AnswerCacheStatus,
     AnswerRequest,
     AnswerResponse,
     ChatCompletionRequest,
@@ -574,6 +575,9 @@ class AnswerService:
         await self._store(as_stored(finish))
 
     # -- status ---------------------------------------------------------------------
+
+    def cache_status(self) -> AnswerCacheStatus:
+        return self._cache.status()
 
     async def safety_status(self, *, window_hours: int = 24) -> SafetyStatus:
         """The safety layer's modes and what its screens did in the last `window_hours`."""

@@ -31,7 +31,10 @@ async def _stored(runtime: Runtime, answer_id: str) -> Answer:
 
 
 async def test_a_repeated_question_is_answered_from_the_cache_and_stored_as_cached(
-    client: httpx.AsyncClient, fake_engine: FakeEngine, runtime: Runtime
+    client: httpx.AsyncClient,
+    fake_engine: FakeEngine,
+    runtime: Runtime,
+    admin_headers: dict[str, str],
 ) -> None:
     first = (await client.post("/answer", json=QUESTION)).json()
     again = await client.post("/answer", json={**QUESTION, "question": " What is  a tort? "})
@@ -48,6 +51,10 @@ async def test_a_repeated_question_is_answered_from_the_cache_and_stored_as_cach
     assert (await _stored(runtime, first["answer_id"])).cached is False
     assert _lookups(runtime, "answer", "hit") == 1
     assert _lookups(runtime, "answer", "miss") == 1
+    status = (await client.get("/status", headers=admin_headers)).json()["answer_cache"]
+    assert (status["enabled"], status["entries"], status["hits"], status["misses"]) == (
+        True, 1, 1, 1,
+    )  # fmt: skip
 
 
 async def test_other_parameters_or_domains_are_other_answers(

@@ -154,6 +154,9 @@ class OnnxEmbedder:
         options = onnxruntime.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # ONNX Runtime's pool threads spin after each run by default, waiting for the next;
+        # in a gateway that spinning takes the cores the event loop needs between batches.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session: Any = onnxruntime.InferenceSession(
             str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]
         )

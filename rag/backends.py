@@ -2,8 +2,8 @@
 
 Both compute the same all-MiniLM-L6-v2 embeddings (cosine > 0.99 per sentence, checked in
 tests/integration/test_onnx_embeddings.py). `auto` is the one `bench/embeddings.py`
-measured faster on the CPU this service was tuned on, ONNX Runtime (figures in
-bench/README.md), and falls back to sentence-transformers when the graph cannot be
+measured faster on the CPU this service was tuned on, ONNX Runtime (figures in its
+docstring), and falls back to sentence-transformers when the graph cannot be
 exported or loaded, so a process always gets an embedder.
 """
 

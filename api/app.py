@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.errors import install_error_handlers
 from api.limits import BodyLimit, BodyLimitMiddleware
 from api.logging import RequestIdMiddleware
+from api.overhead import OverheadMiddleware
 from api.routes import admin, answer, canary, health, ingest, keys, mined, openai, qa, train
 from twinloop import __version__
 from twinloop.routing.service import Router
@@ -45,6 +46,8 @@ def create_app(
             "/ingest": BodyLimit(gateway.max_ingest_body_bytes, "gateway.max_ingest_body_bytes")
         },
     )
+    # Outside the body limit, so the overhead is timed from the request's arrival.
+    app.add_middleware(OverheadMiddleware)
     # Added last, so outermost: a refused body still gets its request id.
     app.add_middleware(RequestIdMiddleware)
     install_error_handlers(app, retry_after_s=settings.gateway.retry_after_s)

@@ -15,7 +15,9 @@ no cache can answer it. Targets, each a server in its own process:
   (``api.app.create_app`` under uvicorn, SQLite in a temporary folder, both slots on the
   stub), ``POST /v1/chat/completions`` with ``model: general`` (a named domain), ``auto``
   (the router picks) and ``general`` streamed; ``gateway-answer``: ``POST /answer`` with a
-  domain and no retrieval. Every one stores its answer before it returns.
+  domain and no retrieval; ``gateway-cached``: one question asked again and again at
+  temperature 0, answered by the answer cache after the first time (the only row a cache
+  helps). Every one stores its answer before it returns.
 
 The load generator (aiohttp, keep-alive, fixed concurrency) runs in this
 process; the figures are loopback figures on a shared machine, to be compared
@@ -73,7 +75,8 @@ from rag.errors import ChromaServerError
 from rag.server import ChromaServer
 from twinloop.testing.ports import free_port
 
-# `{n}`: every request asks its own question (Target.body_for), so no answer cache helps.
+# `{n}`: every request asks its own question (Target.body_for), so no answer cache helps
+# (but gateway-cached's, which is the cache-hit path).
 QUESTION = "What is the capital of France? ({n})"
 MESSAGES = [{"role": "user", "content": QUESTION}]
 STREAM_BODY: dict[str, Any] = {"model": "general", "messages": MESSAGES, "stream": True}
@@ -91,6 +94,10 @@ TARGETS: dict[str, Target] = {
                {"question": QUESTION, "domain": "general", "use_rag": False}),
         Target("gateway-auto", "gateway", "/v1/chat/completions",
                {"model": "auto", "messages": MESSAGES}),
+        # The same question every time at temperature 0: answered by the answer cache.
+        Target("gateway-cached", "gateway", "/v1/chat/completions",
+               {"model": "general", "temperature": 0,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]}),
         Target("direct-stream", "stub", "/v1/chat/completions",
                {**STREAM_BODY, "model": MODEL}, stream=True),
         Target("proxy-stream", "proxy-aiohttp", "/v1/chat/completions", STREAM_BODY, stream=True),

@@ -19,6 +19,7 @@ import re
 import secrets
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +39,7 @@ from bench.overhead_harness import (
     new_loop,
     serve_asgi,
 )
-from twinloop.settings import EngineSettings, RagSettings, Settings
+from twinloop.settings import EmbeddingSettings, EngineSettings, RagSettings, Settings
 
 MODEL = "smollm2-135m-instruct"  # the gateway's default served name
 ANSWER = "Paris."  # what the stub always answers
@@ -248,6 +249,9 @@ def gateway_settings(
         log_level="WARNING",
         engines=EngineSettings(blue_port=stub_port, green_port=stub_port, external=True),
         rag=RagSettings(chroma_port=chroma_port),
+        # The embedding model's ONNX graph outlives the run's data directory: exported once
+        # per machine, not at every start (bench/embeddings.py uses the same folder).
+        embeddings=EmbeddingSettings(onnx_dir=Path(tempfile.gettempdir()) / "twinloop-bench-onnx"),
     )
 
 

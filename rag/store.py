@@ -206,12 +206,25 @@ class KnowledgeStore:
                 )
 
     async def query(
-        self, *, domain: str, question: str, version: int, top_k: int
+        self,
+        *,
+        domain: str,
+        question: str,
+        version: int,
+        top_k: int,
+        embedding: NDArray[np.float32] | None = None,
     ) -> list[RetrievedChunk]:
-        """The `top_k` chunks closest to `question` among those visible at `version`."""
+        """The `top_k` chunks closest to `question` among those visible at `version`.
+
+        `embedding`: the question's, when the caller has it already (the gateway embeds
+        each question once for routing and retrieval); else it is embedded here.
+        """
         if top_k <= 0:
             raise InvalidRequestError(f"top_k must be positive, got {top_k}")
-        vectors = await asyncio.to_thread(self._embedder.embed, [question])
+        if embedding is not None:
+            vectors = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        else:
+            vectors = await asyncio.to_thread(self._embedder.embed, [question])
         collection = await self._collection(domain)
         async with self._chroma(f"query {domain!r}", domain):
             result = await collection.query(

@@ -27,6 +27,12 @@ from twinloop.testing.router import FakeRouter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Every gateway a test starts (in-process or as a child, each with its own data directory)
+# shares one export of the embedding model's ONNX graph instead of exporting it again.
+os.environ.setdefault(
+    "TWINLOOP_EMBEDDINGS__ONNX_DIR",
+    str(Path(os.environ.get("TWINLOOP_TEST_DATA_DIR", "var/test")).resolve() / "onnx"),
+)
 
 ADMIN_TOKEN = "test-admin-token"
 # What the admin sends; /ingest needs a credential, and helpers that ingest send this.

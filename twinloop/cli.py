@@ -122,6 +122,12 @@ def _prepare_models(settings: Settings) -> None:
         report = prepare_models(
             settings, on_step=lambda step: progress.update(task, description=step)
         )
+        if settings.embeddings.backend != "torch":
+            # The ONNX graph is exported here once, so the gateway's first start need not.
+            from twinloop.runtime import load_embedder
+
+            progress.update(task, description="exporting the embedding model to ONNX")
+            load_embedder(settings)
     console.print(report.summary())
 
 

@@ -326,6 +326,55 @@ class Metrics:
             registry=r,
         )
 
+        # What the gateway itself costs on the answering routes (issue 16): everything but the
+        # wait for the engine, so a slow engine never hides a slow gateway or the reverse.
+        self.gateway_overhead = Histogram(
+            "twinloop_gateway_overhead_seconds",
+            "Time a request spent in the gateway, not waiting for the engine: from the request's "
+            "arrival to its response's last byte, minus the time spent awaiting the engine "
+            "(the whole call; a stream's reads), by route (answer, answer_preview, chat, "
+            "chat_stream). A cache hit's is its whole time.",
+            ["route"],
+            buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.embedding_batch_size = Histogram(
+            "twinloop_embedding_batch_size",
+            "Questions encoded together in one call of the embedding model on the request path "
+            "(rag.query_embeddings): 1 while the model keeps up, more under concurrent load.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
+        self.embedding_batch_seconds = Histogram(
+            "twinloop_embedding_batch_seconds",
+            "Time to encode one batch of questions (every question in it waited for it).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.embedding_cache = Counter(
+            "twinloop_embedding_cache",
+            "Question embeddings asked for on the request path, by outcome: hit (the same "
+            "normalised question was encoded before), miss (encoded, or joined the encoding of "
+            "the same question already under way).",
+            ["outcome"],
+            registry=r,
+        )
+        self.answer_cache = Counter(
+            "twinloop_answer_cache_lookups",
+            "Answer cache lookups, by route and outcome: hit (the same snapshot, domain, "
+            "question and parameters answered before), near_hit (a question above "
+            "answer_cache.similarity answered before), miss, bypass (not cacheable: "
+            "temperature > 0, a stream, a domain opted out, a preview).",
+            ["route", "outcome"],
+            registry=r,
+        )
+        self.answer_cache_entries = Gauge(
+            "twinloop_answer_cache_entries",
+            "Answers held in this process's answer cache.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+
     def render(self) -> bytes:
         if os.environ.get(MULTIPROCESS_ENV):
             # Every worker's values, from the files they write (the module docstring).

@@ -21,7 +21,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.artifacts import open_store
-from rag.embeddings import Embedder
+from rag.backends import EmbeddingBackend, SentenceEmbedder, load_sentence_embedder
+from rag.query_embeddings import QueryEmbeddings
 from rag.store import KnowledgeStore, close_chroma, connect_chroma
 from twinloop.canary.judge import LlmPairwiseJudge
 from twinloop.canary.service import CanaryService
@@ -37,6 +38,7 @@ from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
 from twinloop.identity.admin_token import load_admin_token
 from twinloop.identity.service import IdentityService
+from twinloop.inference.answer_cache import AnswerCache
 from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
@@ -77,7 +79,7 @@ class Services:
     releases: ReleaseController
     registry: AdapterRegistry
     training: TrainingCycles
-    embedder: Embedder | None
+    embedder: SentenceEmbedder | None
     knowledge: Knowledge | None
     qa: QaService | None
     ingest: IngestService | None
@@ -110,12 +112,19 @@ class Knowledge(DocumentIndex, DocumentSearch, Protocol):
     """What the gateway needs of the document index: write (ingest) and search (answer)."""
 
 
-def load_embedder(settings: Settings) -> Embedder:
-    """The embedding model, from its folder. Blocking: call off the event loop."""
-    return Embedder(resolve_embedding_model(settings.models.embedding_model))
+def load_embedder(settings: Settings) -> SentenceEmbedder:
+    """The embedding model, from its folder, on the backend `embeddings.backend` names (an
+    ONNX graph is exported into the data directory on first use). Blocking: call off the
+    event loop."""
+    return load_sentence_embedder(
+        resolve_embedding_model(settings.models.embedding_model),
+        EmbeddingBackend(settings.embeddings.backend),
+        cache_dir=settings.onnx_dir,
+        threads=settings.embeddings.threads,
+    )
 
 
-def _embedding_router(embedder: Embedder, rules: RouterRules) -> DomainRouter:
+def _embedding_router(embedder: SentenceEmbedder, rules: RouterRules) -> DomainRouter:
     return DomainRouter(embedder=embedder, rules=rules)
 
 
@@ -166,7 +175,7 @@ async def open_services(
     network under the engine clients (tests pass an `httpx.MockTransport`).
     """
     async with contextlib.AsyncExitStack() as stack:
-        embedder: Embedder | None = None
+        embedder: SentenceEmbedder | None = None
         if with_embedder or (with_knowledge and knowledge is None):
             embedder = await asyncio.to_thread(load_embedder, settings)
         if not with_knowledge:
@@ -265,12 +274,21 @@ async def open_runtime(
         assert services.knowledge is not None and services.qa is not None
         assert services.ingest is not None
         build_router: Callable[[RouterRules], Router]
+        embeddings: QueryEmbeddings | None = None
         if router is not None:
             fixed = router
             build_router = lambda _rules: fixed  # noqa: E731
         else:
             assert services.embedder is not None
             build_router = partial(_embedding_router, services.embedder)
+            cfg = settings.embeddings
+            embeddings = QueryEmbeddings(
+                services.embedder,
+                window_s=cfg.batch_window_ms / 1000,
+                max_batch=cfg.max_batch,
+                cache_size=cfg.cache_size,
+                metrics=metrics,
+            )
         routing = RoutingService(
             sessionmaker=services.sessionmaker,
             build_router=build_router,
@@ -314,6 +332,8 @@ async def open_runtime(
             limits=RequestLimits.from_settings(settings.gateway),
             safety=SafetyConfig.from_settings(settings.safety),
             writer=AnswerWriter(engine=writer_db, metrics=metrics),
+            embeddings=embeddings,
+            answer_cache=AnswerCache.from_settings(settings.answer_cache, metrics),
         )
         watcher = asyncio.create_task(
             watch_releases(
@@ -383,6 +403,8 @@ async def open_runtime(
             )
         finally:
             await answers.aclose()
+            if embeddings is not None:
+                await embeddings.aclose()
             await writer_db.dispose()
             for task in (evaluator, watcher):
                 task.cancel()

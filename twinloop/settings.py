@@ -335,6 +335,72 @@ class RagSettings(BaseModel):
         return f"http://{self.chroma_host}:{self.chroma_port}"
 
 
+class EmbeddingSettings(BaseModel):
+    """The embedding model on the request path: one embedding per question, for routing and
+    retrieval, encoded with concurrent questions and cached (`rag.query_embeddings`)."""
+
+    backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
+        description="onnx: ONNX Runtime on a graph exported once from models.embedding_model "
+        "into <data_dir>/models/onnx; torch: sentence-transformers. auto: the faster one "
+        "measured (bench/embeddings.py: onnx), sentence-transformers if the export fails.",
+    )
+    batch_window_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="While questions arrive concurrently, how long the first one waits for "
+        "others to be encoded with it. A lone question on an idle gateway never waits.",
+    )
+    max_batch: int = Field(default=32, ge=1, description="Most questions encoded in one call.")
+    cache_size: int = Field(
+        default=4096,
+        ge=0,
+        description="Question embeddings kept (LRU, by normalised question); 0: none.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="ONNX Runtime's threads per batch. Unset: its default (every core).",
+    )
+    onnx_dir: Path | None = Field(
+        default=None,
+        description="Where the ONNX graph is exported on first use (named by a digest of the "
+        "model's files; workers share it). Unset: <data_dir>/models/onnx.",
+    )
+
+
+class AnswerCacheSettings(BaseModel):
+    """The release-scoped answer cache: at temperature 0 the same question to the same
+    snapshot, domain and parameters gets the same answer, served without the engine."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Serve repeated temperature-0 questions from the cache. The key holds the "
+        "snapshot id, so a swap or a rollback never serves another release's answer.",
+    )
+    max_entries: int = Field(
+        default=10_000, ge=1, description="Answers kept per gateway process (LRU)."
+    )
+    similarity: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Near-duplicate matching: also serve an answer whose question's embedding "
+        "is at least this similar (cosine) under the same snapshot, domain and parameters. "
+        "Unset (the default): exact normalised questions only.",
+    )
+    near_candidates: int = Field(
+        default=256,
+        ge=1,
+        description="Near-duplicate matching compares with at most this many most recent "
+        "questions of the same snapshot, domain and parameters.",
+    )
+    exclude_domains: list[str] = Field(
+        default_factory=list,
+        description="Domains never answered from the cache (their answers are not cached).",
+    )
+
+
 class TrainerSettings(BaseModel):
     """The Shadow trainer: when it runs, and how it trains (defaults measured on SmolLM2-135M)."""
 
@@ -939,6 +1005,8 @@ class Settings(BaseSettings):
     engines: EngineSettings = Field(default_factory=EngineSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     rag: RagSettings = Field(default_factory=RagSettings)
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    answer_cache: AnswerCacheSettings = Field(default_factory=AnswerCacheSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     cleaning: CleaningSettings = Field(default_factory=CleaningSettings)
     mining: MiningSettings = Field(default_factory=MiningSettings)
@@ -984,6 +1052,10 @@ class Settings(BaseSettings):
     @property
     def prepared_base_model_dir(self) -> Path:
         return self.models_dir / "smollm2-135m-instruct"
+
+    @property
+    def onnx_dir(self) -> Path:
+        return self.embeddings.onnx_dir or self.models_dir / "onnx"
 
     @property
     def training_dir(self) -> Path:

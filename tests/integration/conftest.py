@@ -19,6 +19,7 @@ import uvicorn
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
+from rag.backends import load_onnx
 from rag.server import ChromaServer
 from twinloop.db import migrate
 from twinloop.engines.process import EngineProcesses
@@ -28,6 +29,7 @@ from twinloop.runtime import load_embedder
 from twinloop.settings import EngineSettings, GatewaySettings, RagSettings, Settings, Slot
 from twinloop.testing.engine import FakeEngine
 from twinloop.testing.ports import free_port
+from twinloop.weights.prepare import resolve_embedding_model
 
 TEST_BLUE_PORT = int(os.environ.get("TWINLOOP_TEST_ENGINE_PORT", "18201"))
 TEST_GREEN_PORT = TEST_BLUE_PORT + 1
@@ -167,6 +169,16 @@ def gateway_settings(
     )
     migrate.upgrade(settings.sqlalchemy_url)
     return settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _onnx_embedding_graph() -> None:
+    """Export the embedding model's ONNX graph once, before any test starts a gateway: every
+    gateway (in-process or `twinloop serve`) shares it through TWINLOOP_EMBEDDINGS__ONNX_DIR
+    (tests/conftest.py), and none has to export it within its start-up timeout."""
+    settings = Settings()
+    if settings.embeddings.backend != "torch":
+        load_onnx(resolve_embedding_model(settings.models.embedding_model), settings.onnx_dir)
 
 
 @pytest.fixture(scope="session")

@@ -279,6 +279,26 @@ async def test_the_top_hit_for_a_made_up_fact_is_its_document(store: KnowledgeSt
     assert [hit.score for hit in hits] == sorted((hit.score for hit in hits), reverse=True)
 
 
+async def test_a_query_given_the_questions_embedding_finds_what_embedding_it_finds(
+    store: KnowledgeStore, embedder: Embedder
+) -> None:
+    """The gateway embeds a question once, for routing and retrieval, and hands the vector
+    over: the same chunks, the same scores as when the store embeds the question itself."""
+    await _add(store, "law", "zorblatt", ZORBLATT, version=1)
+    await _add(store, "law", "filings", HERRING, version=1)
+    question = "Where was the Zorblatt Accord signed?"
+    embedding = embedder.embed([question])[0]
+
+    given = await store.query(
+        domain="law", question=question, version=1, top_k=2, embedding=embedding
+    )
+    embedded = await store.query(domain="law", question=question, version=1, top_k=2)
+
+    assert [(h.doc_id, h.text) for h in given] == [(h.doc_id, h.text) for h in embedded]
+    assert [h.score for h in given] == pytest.approx([h.score for h in embedded], abs=1e-5)
+    assert given[0].doc_id == "zorblatt"
+
+
 async def test_each_domain_has_its_own_collection(store: KnowledgeStore) -> None:
     await _add(store, "law", "zorblatt", ZORBLATT, version=1)
     await _add(store, "med", "glimmerine", MED_NOTE, version=1)

@@ -282,11 +282,13 @@ async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
     """Each arm's requests, failures, latencies and feedback so far.
 
     A stream the client dropped (stored `abandoned`, for the miner) is no served request:
-    its latency is the client's patience, not the engine's.
+    its latency is the client's patience, not the engine's. Nor is an answer from the answer
+    cache: no engine served it, and the arm whose snapshot is older has the warmer cache.
     """
     served = (
         Answer.canary_id == canary_id,
         Answer.is_preview.is_(False),
+        Answer.cached.is_(False),
         or_(Answer.finish_reason.is_(None), Answer.finish_reason != ABANDONED_FINISH_REASON),
     )
     latencies: dict[str, list[float]] = {arm: [] for arm in Arm}

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -80,6 +81,13 @@ class Answer(IdMixin, CreatedAtMixin, Base):
         Text,
         doc="the answer as generated, kept only when the output screen changed it and "
         "safety.keep_raw_pii is on",
+    )
+    cached: Mapped[bool] = mapped_column(
+        Boolean,
+        default=False,
+        server_default=false(),
+        doc="served from the answer cache (twinloop.inference.answer_cache): the same "
+        "snapshot's answer to the same question, no engine call",
     )
 
 

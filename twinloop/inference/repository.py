@@ -28,6 +28,8 @@ def answer_row(record: Answer) -> dict[str, Any]:
         record.created_at = utcnow()
     if record.is_preview is None:
         record.is_preview = False
+    if record.cached is None:
+        record.cached = False
     return {key: getattr(record, key) for key in _COLUMNS}
 
 

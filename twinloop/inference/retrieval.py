@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from twinloop.inference.schemas import Context
 
 
@@ -21,7 +24,13 @@ class DocumentSearch(Protocol):
     """Retrieval at a pinned RAG version (rag.store.KnowledgeStore, or a fake in tests)."""
 
     async def query(
-        self, *, domain: str, question: str, version: int, top_k: int
+        self,
+        *,
+        domain: str,
+        question: str,
+        version: int,
+        top_k: int,
+        embedding: NDArray[np.float32] | None = None,
     ) -> Sequence[RetrievedText]: ...
 
 
@@ -33,6 +42,7 @@ async def relevant_contexts(
     version: int,
     top_k: int,
     min_score: float,
+    embedding: NDArray[np.float32] | None = None,
 ) -> list[Context]:
     """Up to `top_k` chunks visible at `version` whose similarity reaches `min_score`.
 
@@ -41,7 +51,9 @@ async def relevant_contexts(
     """
     if knowledge is None or version <= 0:
         return []
-    chunks = await knowledge.query(domain=domain, question=question, version=version, top_k=top_k)
+    chunks = await knowledge.query(
+        domain=domain, question=question, version=version, top_k=top_k, embedding=embedding
+    )
     return [
         Context(doc_id=c.doc_id, text=c.text, score=round(c.score, 4))
         for c in chunks

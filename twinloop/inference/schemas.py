@@ -86,6 +86,17 @@ class SafetyStatus(BaseModel):
     )
 
 
+class AnswerCacheStatus(BaseModel):
+    """This gateway process's answer cache (each worker holds its own)."""
+
+    enabled: bool
+    entries: int = Field(description="Answers held now.")
+    max_entries: int
+    similarity: float | None = Field(description="Near-duplicate threshold; null: exact only.")
+    hits: int = Field(description="Requests answered from the cache since the process started.")
+    misses: int = Field(description="Cacheable requests the engine answered since the start.")
+
+
 class AnswerResponse(BaseModel):
     answer_id: str
     answer: str
@@ -106,6 +117,11 @@ class AnswerResponse(BaseModel):
         default_factory=list,
         description="What the safety layer found and did: an input flagged, a passage dropped, "
         "PII redacted from the answer. Empty: nothing.",
+    )
+    cached: bool = Field(
+        default=False,
+        description="Served from the answer cache: the same snapshot's answer to the same "
+        "question and parameters, screened when it was generated, stored again as this answer.",
     )
 
 
@@ -294,4 +310,9 @@ class ChatCompletion(BaseModel):
         default_factory=list,
         description="What the safety layer found and did (as on /answer). Streamed "
         "completions do not carry it; their answer record does.",
+    )
+    cached: bool = Field(
+        default=False,
+        description="Served from the answer cache (temperature 0 only; as on /answer). "
+        "Streamed completions never are.",
     )

@@ -16,8 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, Protocol
 
+import numpy as np
 import structlog
+from numpy.typing import NDArray
 
+from rag.query_embeddings import QueryEmbeddings
 from twinloop.canary.assignment import Arm
 from twinloop.canary.pairs import Reply
 from twinloop.canary.service import CanaryService
@@ -36,11 +39,25 @@ from twinloop.errors import (
 from twinloop.identity.schemas import Caller
 from twinloop.inference import repository
 from twinloop.inference.adapter_retry import chat_with_adapter_retry
+from twinloop.inference.answer_cache import (
+    AnswerCache,
+    CachedAnswer,
+    CacheKey,
+    answer_key,
+    chat_key,
+)
 from twinloop.inference.limits import RequestLimits
 from twinloop.inference.mirror import MirrorTasks
+from twinloop.inference.overhead import (
+    RequestClock,
+    current_clock,
+    measure,
+    waiting_for_engine,
+)
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.safety import AnswerSafety, ScreenedAnswer, flag_views
 from twinloop.inference.schemas import (
+    AnswerCacheStatus,
     AnswerRequest,
     AnswerResponse,
     ChatCompletionRequest,
@@ -67,6 +84,8 @@ class QuestionRouter(Protocol):
 
     def route(self, question: str) -> RouteResult: ...
 
+    def route_embedding(self, embedding: NDArray[np.float32]) -> RouteResult: ...
+
 
 class RouterSource(Protocol):
     """The router for a snapshot's rules version (twinloop.routing.service.RoutingService)."""
@@ -87,6 +106,8 @@ class Routed:
     choice: ArmChoice | None = None
     # The base model was asked for by name: no adapter, on whichever slot serves.
     base_model: bool = False
+    # The question's embedding when routing computed it: retrieval reuses it.
+    embedding: NDArray[np.float32] | None = None
 
     @property
     def role(self) -> Arm:
@@ -114,6 +135,8 @@ class AnswerService:
         writer: AnswerWriter,
         limits: RequestLimits | None = None,
         safety: SafetyConfig | None = None,
+        embeddings: QueryEmbeddings | None = None,
+        answer_cache: AnswerCache | None = None,
     ) -> None:
         self._engines = engines
         self._releases = releases
@@ -133,6 +156,9 @@ class AnswerService:
         self._stores: set[asyncio.Task[None]] = set()
         self._writer = writer
         self._safety = AnswerSafety(config=safety or SafetyConfig(), metrics=metrics)
+        # None: the router embeds (tests' keyword router) and retrieval embeds in the store.
+        self._embeddings = embeddings
+        self._cache = answer_cache if answer_cache is not None else AnswerCache(enabled=False)
 
     async def aclose(self) -> None:
         """Cancel the mirrors still running and finish storing answers (the gateway stops)."""
@@ -157,6 +183,7 @@ class AnswerService:
         if preview and (caller is None or not caller.is_admin):
             raise PreviewForbiddenError("previewing the shadow slot needs the admin role")
         route = "answer_preview" if preview else "answer"
+        clock = measure(route)
         input_flags = await self._safety.check_question(request.question, route=route)
         user_id = _scoped_user(caller, request.user_id)
         if preview:
@@ -166,6 +193,25 @@ class AnswerService:
         else:
             choice = self._arm(user_id=user_id, session_id=request.session_id)
             routed = await self._route(request.domain, request.question, choice=choice)
+        max_tokens = request.max_tokens or self._default_max_tokens
+        key: CacheKey | None = None
+        if preview:
+            self._cache.bypass(route)
+        elif self._cache.applies(route=route, domain=routed.domain, temperature=0.0):
+            key = answer_key(
+                snapshot_id=routed.target.snapshot_id,
+                domain=routed.domain,
+                question=request.question,
+                model=routed.target.model,
+                max_tokens=max_tokens,
+                use_rag=request.use_rag,
+            )
+            embedding = await self._near_embedding(routed, request.question)
+            hit = self._cache.get(key, route=route, embedding=embedding)
+            if hit is not None:
+                return await self._answer_from_cache(
+                    request, routed, hit, input_flags, clock, max_tokens, user_id, caller
+                )
         contexts, context_flags = (
             await self._retrieve(routed, request.question, route=route)
             if request.use_rag
@@ -174,15 +220,23 @@ class AnswerService:
         body = {
             "model": routed.target.model,
             "messages": [{"role": "user", "content": with_contexts(request.question, contexts)}],
-            "max_tokens": request.max_tokens or self._default_max_tokens,
+            "max_tokens": max_tokens,
             # Answers are stored and judged: the same question should get the same answer.
             "temperature": 0.0,
         }
         started = time.perf_counter()
-        result = await self._generate(route, routed, body)
+        result = await self._generate(route, routed, body, clock=clock)
         output = await self._safety.screen_answer(result.text, route=route)
         latency_ms = (time.perf_counter() - started) * 1000
         flags = [*input_flags, *context_flags, *output.flags]
+        if key is not None:
+            cached = CachedAnswer(
+                output.text, output.raw, (*context_flags, *output.flags), tuple(contexts),
+                result.finish_reason, result.usage,
+            )  # fmt: skip
+            self._cache.put(
+                key, cached, embedding=await self._near_embedding(routed, request.question)
+            )
         record = self._record(
             route=route,
             question=request.question,
@@ -218,6 +272,71 @@ class AnswerService:
             safety=flag_views(flags),
         )
 
+    async def _answer_from_cache(
+        self,
+        request: AnswerRequest,
+        routed: Routed,
+        hit: CachedAnswer,
+        input_flags: list[Flag],
+        clock: RequestClock,
+        max_tokens: int,
+        user_id: str | None,
+        caller: Caller | None,
+    ) -> AnswerResponse:
+        """The cached answer, stored again as this request's answer (`cached`) and counted as
+        served; no tokens were generated for it, so it carries none. Mirrored to a canary
+        like any of Active's answers: it is one."""
+        flags = [*input_flags, *hit.flags]
+        latency_ms = (time.perf_counter() - clock.started) * 1000
+        record = self._record(
+            route="answer",
+            question=request.question,
+            answer=ScreenedAnswer(hit.text, (), hit.raw),
+            flags=flags,
+            routed=routed,
+            latency_ms=latency_ms,
+            finish=hit.finish_reason,
+            usage=Usage(),
+            user_id=user_id,
+            session_id=request.session_id,
+            caller=caller,
+            cached=True,
+        )
+        await self._store(record)
+        prompt = with_contexts(request.question, list(hit.contexts))
+        body = {
+            "model": routed.target.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+        }
+        self._mirror(
+            routed, record, body, rag_question=request.question if request.use_rag else None
+        )
+        return AnswerResponse(
+            answer_id=record.id,
+            answer=hit.text,
+            domain=routed.domain,
+            route_score=routed.score,
+            slot=routed.target.slot.value,
+            snapshot_id=routed.target.snapshot_id,
+            adapter=routed.target.adapter,
+            latency_ms=round(latency_ms, 2),
+            preview=False,
+            role=routed.role.value,
+            contexts=list(hit.contexts),
+            safety=flag_views(flags),
+            cached=True,
+        )
+
+    async def _near_embedding(self, routed: Routed, question: str) -> NDArray[np.float32] | None:
+        """The question's embedding when the cache matches near-duplicates, else None."""
+        if not self._cache.near_duplicates or self._embeddings is None:
+            return None
+        if routed.embedding is not None:
+            return routed.embedding
+        return await self._embeddings.embed(question)
+
     # -- OpenAI-compatible --------------------------------------------------------
 
     def models(self) -> list[ModelCard]:
@@ -228,11 +347,29 @@ class AnswerService:
         self, request: ChatCompletionRequest, *, caller: Caller | None = None
     ) -> dict[str, Any]:
         self._limits.check_chat(request)
+        clock = measure("chat")
         input_flags = await self._safety.check_messages(request.messages, route="chat")
         user_id = _scoped_user(caller, request.user)
         routed = await self._route_model(request, user_id)
+        body = self._engine_body(request, routed)
+        key: CacheKey | None = None
+        # A multi-turn chat is matched exactly only: its last question alone is not the prompt.
+        single = request.messages[0].text if len(request.messages) == 1 else None
+        if self._cache.applies(route="chat", domain=routed.domain, temperature=request.temperature):
+            key = chat_key(
+                snapshot_id=routed.target.snapshot_id,
+                domain=routed.domain,
+                body=body,
+                messages=request.messages,
+            )
+            embedding = await self._near_embedding(routed, single) if single else None
+            hit = self._cache.get(key, route="chat", embedding=embedding)
+            if hit is not None and hit.completion is not None:
+                return await self._chat_from_cache(
+                    request, routed, body, hit, input_flags, clock, user_id, caller
+                )
         started = time.perf_counter()
-        result = await self._generate("chat", routed, self._engine_body(request, routed))
+        result = await self._generate("chat", routed, body, clock=clock)
         output = await self._safety.screen_answer(result.text, route="chat")
         latency_ms = (time.perf_counter() - started) * 1000
         flags = [*input_flags, *output.flags]
@@ -252,12 +389,59 @@ class AnswerService:
         self._mirror(routed, record, self._engine_body(request, routed))
         # Relayed as the engine sent it (the request may have asked for fields we do not read),
         # with the answer as the output screen left it.
+        shown = self._safety.shown_completion(result.raw, result.text, output.text)
+        if key is not None:
+            cached = CachedAnswer(
+                output.text, output.raw, tuple(output.flags), (), result.finish_reason,
+                result.usage, completion=shown,
+            )  # fmt: skip
+            embedding = await self._near_embedding(routed, single) if single else None
+            self._cache.put(key, cached, embedding=embedding)
         return {
-            **self._safety.shown_completion(result.raw, result.text, output.text),
+            **shown,
             "id": f"chatcmpl-{record.id}",
             "model": request.model,
             "role": routed.role.value,
             "safety": [view.model_dump() for view in flag_views(flags)],
+            "cached": False,
+        }
+
+    async def _chat_from_cache(
+        self,
+        request: ChatCompletionRequest,
+        routed: Routed,
+        body: dict[str, Any],
+        hit: CachedAnswer,
+        input_flags: list[Flag],
+        clock: RequestClock,
+        user_id: str | None,
+        caller: Caller | None,
+    ) -> dict[str, Any]:
+        assert hit.completion is not None
+        flags = [*input_flags, *hit.flags]
+        record = self._record(
+            route="chat",
+            question=request.last_user_text(),
+            answer=ScreenedAnswer(hit.text, (), hit.raw),
+            flags=flags,
+            routed=routed,
+            latency_ms=(time.perf_counter() - clock.started) * 1000,
+            finish=hit.finish_reason,
+            usage=Usage(),
+            user_id=user_id,
+            caller=caller,
+            cached=True,
+        )
+        await self._store(record)
+        self._mirror(routed, record, body)
+        return {
+            **hit.completion,
+            "id": f"chatcmpl-{record.id}",
+            "created": int(time.time()),
+            "model": request.model,
+            "role": routed.role.value,
+            "safety": [view.model_dump() for view in flag_views(flags)],
+            "cached": True,
         }
 
     async def stream_chat(
@@ -270,6 +454,9 @@ class AnswerService:
         caller can still answer with an HTTP error instead of a broken stream.
         """
         self._limits.check_chat(request)
+        clock = measure("chat_stream")
+        # Streams are relayed as they are generated: never answered from the cache.
+        self._cache.bypass("chat_stream")
         input_flags = await self._safety.check_messages(request.messages, route="chat")
         user_id = _scoped_user(caller, request.user)
         routed = await self._route_model(request, user_id)
@@ -283,7 +470,8 @@ class AnswerService:
         self._releases.inflight.enter(slot)
         try:
             chunks = self._engines[slot].stream_chat_batches(body)
-            first = await self._first_chunk(routed, chunks)
+            with waiting_for_engine(clock):
+                first = await self._first_chunk(routed, chunks)
         except BaseException:
             self._releases.inflight.leave(slot)
             raise
@@ -325,6 +513,7 @@ class AnswerService:
         Per chunk only what the gateway must read is looked at (finish reason, usage, the
         content the output screen holds back)."""
         answer_id = new_id()
+        clock = current_clock()
         screen = self._safety.stream(route="chat")
         finish: str | None = None
         usage = Usage()
@@ -364,7 +553,8 @@ class AnswerService:
                         relayed.append(shown)
                 if relayed:
                     yield relayed
-                batch = await anext(chunks, None)
+                with waiting_for_engine(clock):
+                    batch = await anext(chunks, None)
             rest = await screen.finish()
             if rest:  # the engine ended without a finish_reason: what was held goes now
                 yield [{**screen.last_chunk(rest), **ours}]
@@ -385,6 +575,9 @@ class AnswerService:
         await self._store(as_stored(finish))
 
     # -- status ---------------------------------------------------------------------
+
+    def cache_status(self) -> AnswerCacheStatus:
+        return self._cache.status()
 
     async def safety_status(self, *, window_hours: int = 24) -> SafetyStatus:
         """The safety layer's modes and what its screens did in the last `window_hours`."""
@@ -480,6 +673,9 @@ class AnswerService:
             return [], []
         started = time.perf_counter()
         try:
+            embedding = routed.embedding
+            if embedding is None and self._embeddings is not None:
+                embedding = await self._embeddings.embed(question)
             contexts = await relevant_contexts(
                 self._knowledge,
                 domain=routed.domain,
@@ -487,6 +683,7 @@ class AnswerService:
                 version=version,
                 top_k=self._top_k,
                 min_score=self._min_score,
+                embedding=embedding,
             )
             elapsed = time.perf_counter() - started
             self._metrics.retrieval_latency.labels(routed.domain).observe(elapsed)
@@ -526,10 +723,15 @@ class AnswerService:
     def _engine_body(self, request: ChatCompletionRequest, routed: Routed) -> dict[str, Any]:
         return request.engine_body(routed.target.model, default_max_tokens=self._default_max_tokens)
 
-    async def _generate(self, route: str, routed: Routed, body: dict[str, Any]) -> ChatResult:
+    async def _generate(
+        self, route: str, routed: Routed, body: dict[str, Any], *, clock: RequestClock | None = None
+    ) -> ChatResult:
         """One completion on the routed slot, counted in flight so its adapter stays loaded."""
         slot = routed.target.slot
-        with self._releases.inflight.track(slot.value):
+        with (
+            self._releases.inflight.track(slot.value),
+            waiting_for_engine(clock or current_clock()),
+        ):
             try:
                 return await chat_with_adapter_retry(
                     self._engines[slot],
@@ -572,12 +774,19 @@ class AnswerService:
         if choice is not None and choice.arm is Arm.CANARY:
             slot = choice.slot
         score: float | None = None
+        embedding: NDArray[np.float32] | None = None
         if domain is None:
             # Embedding the question is CPU work: keep it off the event loop.
             state = self._releases.state
             rules_version = state.serving(slot or state.active_slot).router_rules_version
             router = await self._routing.router_for(rules_version)
-            result = await asyncio.to_thread(router.route, question)
+            if self._embeddings is not None:
+                # One embedding per question, batched with concurrent ones (off the loop);
+                # retrieval reuses it. Scoring it against the exemplars is a small product.
+                embedding = await self._embeddings.embed(question)
+                result = router.route_embedding(embedding)
+            else:
+                result = await asyncio.to_thread(router.route, question)
             self._metrics.routes.labels(result.domain, str(result.fallback).lower()).inc()
             known = result.domain in self._domains
             domain = result.domain if known else self._default_domain
@@ -587,7 +796,7 @@ class AnswerService:
                 f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
             )
         target = self._releases.target(domain, slot=slot)
-        return Routed(domain=domain, score=score, target=target, choice=choice)
+        return Routed(domain=domain, score=score, target=target, choice=choice, embedding=embedding)
 
     async def _route_model(self, request: ChatCompletionRequest, user_id: str | None) -> Routed:
         model = request.model
@@ -640,6 +849,7 @@ class AnswerService:
         session_id: str | None = None,
         caller: Caller | None = None,
         served: bool = True,
+        cached: bool = False,
     ) -> Answer:
         """The answer as stored, counted in the request metrics when `served` (a stream the
         client dropped is stored, not counted)."""
@@ -675,6 +885,7 @@ class AnswerService:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             finish_reason=finish,
+            cached=cached,
         )
 
 

@@ -97,6 +97,7 @@ class ReleaseAdmin:
             canary=canary,
             artifacts=self._artifacts(),
             safety=safety,
+            answer_cache=self._answers.cache_status() if self._answers is not None else None,
         )
 
     def _artifacts(self) -> ArtifactsView | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from twinloop.canary.schemas import CanaryView
-from twinloop.inference.schemas import SafetyStatus
+from twinloop.inference.schemas import AnswerCacheStatus, SafetyStatus
 from twinloop.qa.schemas import QaSummary
 from twinloop.training.schemas import CycleView
 
@@ -67,4 +67,9 @@ class ReleaseStatus(BaseModel):
         default=None,
         description="The safety layer on /answer and /v1: each screen's mode, what the "
         "screens found and did in the last 24 hours, requests blocked.",
+    )
+    answer_cache: AnswerCacheStatus | None = Field(
+        default=None,
+        description="The answer cache of the gateway process that answered: entries, hits "
+        "and misses since it started (twinloop_answer_cache_* sums every worker's).",
     )

@@ -88,9 +88,23 @@ class DomainRouter:
         """Route several questions with one embedding call."""
         if not questions:
             return []
-        similarity = self._embed(questions) @ self._exemplars.T  # (questions, exemplars)
+        return self._route_vectors(self._embed(questions))
+
+    def route_embedding(self, embedding: NDArray[np.float32]) -> RouteResult:
+        """Route a question already embedded by the same model (the gateway embeds each
+        question once, for routing and retrieval: `rag.query_embeddings`)."""
+        vector = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        if vector.shape[1] != self._exemplars.shape[1]:
+            raise ValueError(
+                f"embedding of dimension {vector.shape[1]}, the exemplars' is "
+                f"{self._exemplars.shape[1]}"
+            )
+        return self._route_vectors(_unit_rows(vector))[0]
+
+    def _route_vectors(self, vectors: NDArray[np.float32]) -> list[RouteResult]:
+        similarity = vectors @ self._exemplars.T  # (questions, exemplars)
         # Per domain, the max over its exemplars (see the module docstring for why max).
-        per_domain = np.full((len(questions), len(self._domains)), -np.inf, dtype=np.float64)
+        per_domain = np.full((len(vectors), len(self._domains)), -np.inf, dtype=np.float64)
         np.maximum.at(per_domain.T, self._owner, similarity.T.astype(np.float64))
         return [self._decide(row) for row in per_domain]
 

@@ -15,6 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy.exc import IntegrityError
 
 from twinloop.db.models import RouterRulesVersion
@@ -32,6 +34,8 @@ class Router(Protocol):
     def route(self, question: str) -> RouteResult: ...
 
     def route_many(self, questions: Sequence[str]) -> list[RouteResult]: ...
+
+    def route_embedding(self, embedding: NDArray[np.float32]) -> RouteResult: ...
 
 
 class RulesRejectedError(InvalidRequestError):

@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import NDArray
 
 from rag.errors import KnowledgeStoreError
 from rag.store import PreparedDocument
@@ -39,6 +40,8 @@ class FakeKnowledge:
     hold_embedding: asyncio.Event | None = None
     """When given, every embedding waits until it is set."""
     embedding_started: asyncio.Event = field(default_factory=asyncio.Event)
+    query_embeddings: list[NDArray[np.float32] | None] = field(default_factory=list)
+    """The `embedding` each query was given (None: the store would embed the question)."""
 
     async def prepare_document(
         self, *, doc_id: str, text: str, chunk_size: int, chunk_overlap: int
@@ -75,8 +78,15 @@ class FakeKnowledge:
                 row[4] = NEVER
 
     async def query(
-        self, *, domain: str, question: str, version: int, top_k: int
+        self,
+        *,
+        domain: str,
+        question: str,
+        version: int,
+        top_k: int,
+        embedding: NDArray[np.float32] | None = None,
     ) -> list[FakeChunk]:
+        self.query_embeddings.append(embedding)
         visible = [
             FakeChunk(doc_id=str(r[1]), text=str(r[2]), score=0.5)
             for r in self.rows

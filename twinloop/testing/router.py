@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+from numpy.typing import NDArray
+
 from twinloop.routing.router import RouteResult
 
 KEYWORDS = {"contract": "law", "fever": "med", "stock": "fin"}
@@ -23,3 +26,7 @@ class FakeRouter:
 
     def route_many(self, questions: Sequence[str]) -> list[RouteResult]:
         return [self.route(q) for q in questions]
+
+    def route_embedding(self, embedding: NDArray[np.float32]) -> RouteResult:
+        # Keywords need the text: a gateway with a FakeRouter is given no query embeddings.
+        raise NotImplementedError("FakeRouter routes by keyword, not by embedding")

@@ -1,0 +1,135 @@
+"""The embedding model's backends side by side: sentence-transformers (torch) and ONNX Runtime.
+
+For each backend: embeddings per second one question per call (the request path before
+micro-batching), in batches of 8 and 32 (what `rag.query_embeddings` hands the model under
+load), through `QueryEmbeddings` with 1 and 8 concurrent askers (distinct questions, so the
+cache never answers), the routing accuracy of the default rules on the labelled set, and the
+agreement of the two backends (cosine of the same sentence). `rag.backends`' `auto` is the
+faster one here; its docstring says which.
+
+Run: ``.venv/bin/python bench/embeddings.py [--seconds 3]``
+
+Measured here (2026-12-04; 2 shared x86_64 cores, load average 6.6 from other work, so
+absolute figures are low and noisy; embeddings/s, 3 s each):
+
+    backend    1/call   8/call  32/call  micro x1  micro x8  accuracy
+    torch           5       10       40        38       127     0.958
+    onnx          103      130      100        80       135     0.958
+    agreement on 96 labelled questions: cosine min 1.000000, mean 1.000000
+
+`1/call` runs on the calling thread, `micro` through `QueryEmbeddings` (a worker thread, as
+in the gateway): one question at a time, ONNX Runtime is 2-20x faster; under 8 concurrent
+askers micro-batching brings both to the same rate. Routing accuracy is the same, so `auto`
+is ONNX. In the gateway (bench/gateway_overhead.py, the same box, one run each): `model:
+auto` at 8 connections went from 26 req/s (22.9 ms server CPU per request, sentence-
+transformers under the router's lock) to 218-449 req/s (1.5-2.0 ms), at 1 connection from
+1 req/s to 34-67 req/s.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import asyncio
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from rag.backends import EmbeddingBackend, SentenceEmbedder, load_sentence_embedder
+from rag.query_embeddings import QueryEmbeddings
+from twinloop.routing import DomainRouter, default_rules, evaluate
+from twinloop.routing.evaluation import default_testset
+from twinloop.weights.prepare import resolve_embedding_model
+
+
+def _questions(n: int) -> list[str]:
+    base = [item.question for item in default_testset()]
+    return [f"{base[i % len(base)]} ({i})" for i in range(n)]
+
+
+def _rate(call: Callable[[list[str]], object], batch: int, seconds: float) -> float:
+    """Texts per second, calling `call` with `batch` fresh texts until `seconds` pass."""
+    texts = _questions(4096)
+    call(texts[:batch])  # warm-up
+    done, started, i = 0, time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        chunk = [texts[(i + j) % len(texts)] for j in range(batch)]
+        call(chunk)
+        done += batch
+        i += batch
+    return done / (time.perf_counter() - started)
+
+
+async def _concurrent_rate(embedder: SentenceEmbedder, askers: int, seconds: float) -> float:
+    """Questions per second through QueryEmbeddings with `askers` concurrent callers."""
+    batched = QueryEmbeddings(embedder, cache_size=0)
+    texts = _questions(100_000)
+    counter = iter(range(len(texts)))
+    deadline = time.perf_counter() + seconds
+    done = 0
+
+    async def ask() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            await batched.embed(texts[next(counter)])
+            done += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(ask() for _ in range(askers)))
+    elapsed = time.perf_counter() - started
+    await batched.aclose()
+    return done / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    args = parser.parse_args(argv)
+    model_dir = resolve_embedding_model(None)
+    cache_dir = Path(tempfile.gettempdir()) / "twinloop-bench-onnx"
+    print(
+        f"machine: {os.cpu_count()} logical core(s), {platform.machine()}, "
+        f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.2f}; "
+        f"model {model_dir.name}; {args.seconds:.0f}s per figure"
+    )
+    embedders: dict[str, SentenceEmbedder] = {}
+    for backend in (EmbeddingBackend.TORCH, EmbeddingBackend.ONNX):
+        started = time.perf_counter()
+        embedders[backend.value] = load_sentence_embedder(model_dir, backend, cache_dir=cache_dir)
+        print(f"{backend.value}: loaded in {time.perf_counter() - started:.1f}s")
+    header = (
+        f"{'backend':<8} {'1/call':>8} {'8/call':>8} {'32/call':>8} "
+        f"{'micro x1':>9} {'micro x8':>9} {'accuracy':>9}   (embeddings/s)"
+    )
+    print(header + "\n" + "-" * len(header))
+    labelled = default_testset()
+    for name, embedder in embedders.items():
+        single = _rate(embedder.embed, 1, args.seconds)
+        eight = _rate(embedder.embed, 8, args.seconds)
+        batch32 = _rate(embedder.embed, 32, args.seconds)
+        micro1 = asyncio.run(_concurrent_rate(embedder, 1, args.seconds))
+        micro8 = asyncio.run(_concurrent_rate(embedder, 8, args.seconds))
+        accuracy = evaluate(DomainRouter(embedder=embedder, rules=default_rules()), labelled)
+        print(
+            f"{name:<8} {single:>8.0f} {eight:>8.0f} {batch32:>8.0f} "
+            f"{micro1:>9.0f} {micro8:>9.0f} {accuracy.accuracy:>9.3f}"
+        )
+    texts = [item.question for item in labelled]
+    cosine = np.sum(embedders["torch"].embed(texts) * embedders["onnx"].embed(texts), axis=1)
+    print(
+        f"agreement on {len(texts)} labelled questions: cosine min {cosine.min():.6f}, "
+        f"mean {cosine.mean():.6f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,6 +21,21 @@ whole run takes a few minutes on two cores.
 
     .venv/bin/python bench/preference.py
     .venv/bin/python bench/preference.py --lrs 1e-5 1e-4 1e-3 --steps 8
+
+Measured on 2 shared CPU cores (SmolLM2-135M, SFT lr 1e-3 for 12 steps, DPO beta 0.1, 8
+steps of 4 pairs, kl_weight 10; accuracy / mean margin in nats per token; seconds under
+heavy load from other jobs):
+
+                       trained pairs   held-out pairs      general
+                         acc  margin     acc  margin     acc    logp  seconds
+    base model          0.33  -0.139    0.33  -0.126    0.88  -1.063
+    SFT only            0.83  +1.032    0.83  +0.915    0.88  -0.779    923
+    SFT + DPO lr 1e-5   0.83  +1.074    0.83  +0.951    0.88  -0.771    576
+    SFT + DPO lr 1e-4   1.00  +1.561    0.83  +1.357    0.88  -0.754    404
+    SFT + DPO lr 1e-3   1.00  +3.640    1.00  +3.270    0.88  -1.035    229
+
+1e-4 is the default (`trainer.dpo_learning_rate`): the highest rate that left the general
+holdout alone; 1e-3 separates the pairs most but its general answers lose what they had.
 """
 
 from __future__ import annotations

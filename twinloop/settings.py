@@ -482,9 +482,14 @@ class TrainerSettings(BaseModel):
         "proposals: chosen over rejected). Runs only when a domain has pairs. Off: SFT only.",
     )
     dpo_learning_rate: float = Field(
-        default=5e-5,
+        default=1e-4,
         gt=0,
-        description="AdamW learning rate of the DPO stage (bench/preference.py measures it).",
+        description="AdamW learning rate of the DPO stage. Measured by bench/preference.py (6 "
+        "made-up facts, 8 steps, beta 0.1, after 12 SFT steps; held-out pairs are a third "
+        "phrasing): 1e-5 changed next to nothing (held-out margin +0.92 -> +0.95 nats/token); "
+        "1e-4 raised it to +1.36 and trained-pair accuracy 0.83 -> 1.0 with the general "
+        "holdout untouched; 1e-3 reached +3.27 and held-out accuracy 1.0 but gave back what "
+        "the general answers' log-probability had (-0.75 -> -1.04 nats/token): forgetting.",
     )
     dpo_beta: float = Field(
         default=0.1,

@@ -52,6 +52,7 @@ async def test_a_cycle_mines_first_and_trains_agreed_items_shown_as_mined_in_lin
     admin_headers: dict[str, str],
     trainer: Trainer,
     fake_engine: FakeEngine,
+    fake_trainer: FakeAdapterTrainer,
 ) -> None:
     await _two_users_retry(client, fake_engine)
 
@@ -73,6 +74,12 @@ async def test_a_cycle_mines_first_and_trains_agreed_items_shown_as_mined_in_lin
     assert mined["evidence"]["agreement"]["kind"] == "users" and mined["gap_s"] >= 0
     (quarantined,) = lineage["quarantined"]
     assert quarantined["source"] == "mined" and quarantined["mined"]["rule"] == "retry"
+    # The mined item is a preference pair too: DPO trains on its chosen over its rejected.
+    (request,) = fake_trainer.requests
+    assert [(p.question, p.chosen, p.rejected) for p in request.pairs] == [
+        (TENANCY, "Six weeks.", "Two days.")
+    ]
+    assert cycle["preference"]["fin"]["pairs"] == 1
 
 
 async def test_an_admin_lists_accepts_and_rejects_mined_items(

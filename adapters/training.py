@@ -23,6 +23,9 @@ adapter-disabled forward pass on a different batch (replay) every step; with `SF
 that means overriding `compute_loss` and feeding two datasets through one collator, which is
 longer than this loop. TRL is also not a dependency of this project. PEFT does the LoRA part.
 
+**Continual jobs.** A job may start from an earlier adapter's weights instead of the base,
+guarded toward that adapter as well (`AdapterJob.grow_from`, `adapters.continual`).
+
 torch, transformers and PEFT are imported inside the functions, so importing this module is
 cheap.
 """
@@ -34,9 +37,11 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from adapters.continual import GrowFrom, guard_toward_previous, load_grown_from
 
 if TYPE_CHECKING:
     import torch
@@ -175,6 +180,8 @@ class AdapterJob:
     name: str
     examples: Sequence[QuestionAnswer]
     out_dir: Path
+    grow_from: GrowFrom | None = None
+    """Start from this adapter's weights, guarded toward it too (`adapters.continual`)."""
 
 
 def train_adapter(
@@ -221,7 +228,8 @@ def train_adapters(
         str(base_model_dir), local_files_only=True, dtype=torch.float32
     )
     guard: list[_Guarded] = []
-    if cfg.kl_weight > 0 and replay:
+    toward_previous = any(j.grow_from is not None and j.grow_from.kl_weight > 0 for j in jobs)
+    if (cfg.kl_weight > 0 or toward_previous) and replay:
         encoded = [_encode(tokenizer, r.question, r.answer, cfg.max_length) for r in replay]
         guard = _with_base_log_probs(model, encoded, pad_id)
     shared_seconds = time.perf_counter() - started
@@ -239,7 +247,14 @@ def train_adapters(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             peft_model = get_peft_model(model, lora)
-            result = _train_one(peft_model, train, guard, cfg, pad_id, job.name, on_step)
+            job_guard, job_cfg = guard if cfg.kl_weight > 0 else [], cfg
+            if job.grow_from is not None:
+                load_grown_from(peft_model, job.grow_from, cfg)
+                job_guard, weight = guard_toward_previous(
+                    peft_model, guard, job.grow_from, cfg, pad_id
+                )
+                job_cfg = replace(cfg, kl_weight=weight)
+            result = _train_one(peft_model, train, job_guard, job_cfg, pad_id, job.name, on_step)
         job.out_dir.mkdir(parents=True, exist_ok=True)
         peft_model.save_pretrained(str(job.out_dir))
         _normalise_adapter_config(job.out_dir / "adapter_config.json", base_model_dir)

@@ -382,6 +382,21 @@ class TrainerSettings(BaseModel):
         "answers (float32, greedy): weight 1 lost 14, 3 lost 8, 10 lost 7 (at most 2 in any "
         "category); every weight taught 7-8 of 8 paraphrases, at the same cost per step.",
     )
+    continual: bool = Field(
+        default=False,
+        description="Start each domain's adapter from the adapter Active serves for it (its "
+        "LoRA weights, verified on read) instead of from the base model; the lineage records "
+        "it as `grown_from`. A tainted, unreadable or differently shaped active adapter is "
+        "never grown from: that domain starts from the base and the cycle's `starts` say why. "
+        "MEASURED_CONTINUAL",
+    )
+    continual_kl_weight: float = Field(
+        default=0.0,
+        ge=0,
+        description="With `continual`: weight of KL(new || the adapter it grows from) over "
+        "the general replay set, on top of `kl_weight`'s KL to the base (0: start from the "
+        "previous adapter, guard toward the base only). MEASURED_PREVIOUS_WEIGHT",
+    )
     seed: int = 0
     domain_replay_ratio: float = Field(
         default=1.0,

@@ -176,6 +176,10 @@ class AdapterVersion(IdMixin, CreatedAtMixin, Base):
     path: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
+    grown_from_id: Mapped[str | None] = mapped_column(
+        ForeignKey("adapter_versions.id"),
+        doc="the adapter whose weights it started from (a continual cycle); None: the base",
+    )
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tainted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -244,6 +248,11 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
     )
     targets: Mapped[dict[str, Any]] = mapped_column(
         JSON, default=dict, doc="the weak spots of the last rejected cycle it oversampled"
+    )
+    starts: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        doc="domain -> what its adapter started from: {start, adapter_id, why, reason}",
     )
 
 

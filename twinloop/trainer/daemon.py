@@ -102,6 +102,7 @@ async def open_trainer(
             weak_spot_factor=settings.trainer.weak_spot_factor,
             max_rejections=settings.trainer.max_rejections,
             miner=miner,
+            continual=settings.trainer.continual,
         )
         yield Trainer(
             settings=settings,

@@ -20,10 +20,19 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
+class StartingAdapter:
+    """A registered adapter a continual adapter grows from: a local copy and its sha256."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     domain: str
     examples: Sequence[ReplayItem]  # new items and the domain's replay, trained with SFT
     out_dir: Path
+    grow_from: StartingAdapter | None = None  # None: a fresh LoRA on the base model
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,11 @@ class AdapterTrainer(Protocol):
     ) -> dict[str, TrainedAdapter]: ...
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]: ...
+
+    def cannot_grow_from(self, folder: Path) -> str | None:
+        """Why the adapter in `folder` cannot be the start of one this trainer trains (another
+        LoRA shape), or None when it can. Reads the folder: call it from a thread."""
+        ...
 
 
 class QaGate(Protocol):

@@ -77,6 +77,7 @@ class CycleRunner:
         weak_spot_factor: int = 2,
         max_rejections: int = 3,
         miner: MiningService | None = None,
+        continual: bool = False,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -102,6 +103,7 @@ class CycleRunner:
             weak_factor=weak_spot_factor,
             max_rejections=max_rejections,
             miner=miner,
+            continual=continual,
         )
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:

@@ -34,6 +34,9 @@ class CycleView(BaseModel):
     attempts: int
     qa_rounds: list[dict[str, Any]]
     targets: dict[str, Any]
+    starts: dict[str, Any] = {}
+    """Per domain, what its adapter started from: `start` (continual or base), `why`, the
+    `adapter_id` grown from (or passed over) and a `reason` (twinloop.training.starts)."""
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime | None
@@ -65,6 +68,8 @@ class LineageView(BaseModel):
     """What taught an adapter: the examples it trained on and what its cycle kept out."""
 
     adapter: AdapterView
+    grown_from: AdapterView | None = None
+    """The adapter whose weights it started from (a continual cycle); None: the base model."""
     cycle: CycleView | None
     trained_on: list[LineageItem]
     quarantined: list[LineageItem]

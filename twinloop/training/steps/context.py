@@ -39,6 +39,8 @@ class CycleContext:
     weak_factor: int
     max_rejections: int
     miner: MiningService | None
+    continual: bool = False
+    """Grow each domain's adapter from the one Active serves (`twinloop.training.starts`)."""
 
 
 @dataclass(frozen=True)

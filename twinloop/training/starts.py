@@ -19,6 +19,7 @@ release in force then; the new adapter's `grown_from_id` records what it did sta
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
@@ -147,4 +148,15 @@ def fetched(
             )
             continue
         out[domain] = replace(start, path=path)
+    _prune(cache_dir, keep={s.sha256 for s in out.values() if s.adapter is not None})
     return out
+
+
+def _prune(cache_dir: Path, keep: set[str | None]) -> None:
+    """Drop the copies earlier cycles grew from: the trainer (one cycle at a time) is the
+    cache's only reader, and each copy is as large as an adapter."""
+    if not cache_dir.is_dir():
+        return
+    for path in cache_dir.iterdir():
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)

@@ -186,18 +186,27 @@ async def test_a_tainted_active_adapter_is_never_grown_from(
 
 
 async def test_deleting_what_an_ancestor_learned_taints_the_adapters_grown_from_it(
-    client: httpx.AsyncClient, continual_trainer: Trainer, runtime: Runtime
+    client: httpx.AsyncClient, continual_trainer: Trainer, runtime: Runtime, settings: Settings
 ) -> None:
     first = await _promoted_cycle(client, continual_trainer, runtime, "f1")
     second = await _promoted_cycle(client, continual_trainer, runtime, "f2")
     lineage = (await client.get(f"/adapters/{second}/lineage", headers=ADMIN_HEADERS)).json()
     assert [i["feedback_id"] for i in lineage["trained_on"]] == ["f2"]  # f1 is not replayed
+    assert lineage["adapter"]["grown_from_id"] == first
+    cache = settings.training_dir / "runs" / ".grow-from"
+    assert [p.name for p in cache.iterdir()] == [(await _view(client, first))["sha256"]]
+    third = await _promoted_cycle(client, continual_trainer, runtime, "f3")
+    assert (await _view(client, third))["grown_from_id"] == second
+    # The trainer keeps a copy of only what it grew from last.
+    assert [p.name for p in cache.iterdir()] == [(await _view(client, second))["sha256"]]
 
     (deleted,) = await _ingest(client, {"type": "feedback", "id": "f1", "deleted": True})
 
-    assert sorted(deleted["tainted_adapters"]) == sorted([first, second])
+    assert sorted(deleted["tainted_adapters"]) == sorted([first, second, third])
     view = await _view(client, second)
     assert view["tainted"] and f"grown from {first}" in view["tainted_reason"]
+    view = await _view(client, third)
+    assert f"grown from {second}, grown from {first}, trained on feedback" in view["tainted_reason"]
 
 
 async def test_an_adapter_of_another_shape_or_a_changed_copy_is_not_grown_from(
@@ -260,4 +269,3 @@ async def test_a_cycle_whose_start_is_tainted_while_it_trains_is_abandoned(
     assert cycle["state"] == "abandoned", cycle
     assert first in cycle["error"] and "tainted" in cycle["error"]
     assert cycle["adapters"] == {}
-

@@ -135,9 +135,9 @@ class AdapterRegistry:
             )
         recorded_metrics = _json_metrics(metrics)
         config = await asyncio.to_thread(self._inspect, source)
-        for lineage_id in {parent_id, grown_from_id} - {None}:
-            assert lineage_id is not None
-            await self._check_parent(session, lineage_id, domain)
+        for lineage_id in (parent_id, grown_from_id):
+            if lineage_id is not None:
+                await self._check_parent(session, lineage_id, domain)
         if training_run_id is not None and not await repository.training_run_exists(
             session, training_run_id
         ):

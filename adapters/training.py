@@ -31,6 +31,9 @@ adapter-disabled forward pass on a different batch (replay) every step; with `SF
 that means overriding `compute_loss` and feeding two datasets through one collator, which is
 longer than this loop. TRL is also not a dependency of this project. PEFT does the LoRA part.
 
+**Continual jobs.** A job may start from an earlier adapter's weights instead of the base,
+guarded toward that adapter as well (`AdapterJob.grow_from`, `adapters.continual`).
+
 torch, transformers and PEFT are imported inside the functions, so importing this module is
 cheap.
 """
@@ -41,11 +44,12 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from adapters.config import AdapterTrainingConfig
+from adapters.continual import GrowFrom, guard_toward_previous, load_grown_from
 from adapters.device import choose_device, choose_dtype, torch_probes
 from adapters.guard import Guarded, kl_to_base, with_base_log_probs
 from adapters.preference import PreferencePair, PreferenceReport, train_preference
@@ -129,6 +133,8 @@ class AdapterJob:
     out_dir: Path
     pairs: Sequence[PreferencePair] = field(default=())
     heldout_pairs: Sequence[PreferencePair] = field(default=())
+    grow_from: GrowFrom | None = None
+    """Start from this adapter's weights, guarded toward it too (`adapters.continual`)."""
 
 
 def train_adapter(
@@ -182,7 +188,8 @@ def train_adapters(
     )
     model.to(device)
     guard: list[Guarded] = []
-    if cfg.kl_weight > 0 and replay:
+    toward_previous = any(j.grow_from is not None and j.grow_from.kl_weight > 0 for j in jobs)
+    if (cfg.kl_weight > 0 or toward_previous) and replay:
         encoded = [encode(tokenizer, r.question, r.answer, cfg.max_length) for r in replay]
         guard = with_base_log_probs(model, encoded, pad_id)
     shared_seconds = time.perf_counter() - started
@@ -204,15 +211,24 @@ def train_adapters(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             peft_model = get_peft_model(model, lora)
-            result = _train_one(peft_model, train, guard, cfg, pad_id, job.name, total, on_step)
+            job_guard, job_cfg = guard if cfg.kl_weight > 0 else [], cfg
+            if job.grow_from is not None:
+                load_grown_from(peft_model, job.grow_from, cfg)
+                job_guard, weight = guard_toward_previous(
+                    peft_model, guard, job.grow_from, cfg, pad_id
+                )
+                job_cfg = replace(cfg, kl_weight=weight)
+            result = _train_one(
+                peft_model, train, job_guard, job_cfg, pad_id, job.name, total, on_step
+            )
             if dpo_steps:
                 preference = train_preference(
                     peft_model,
                     tokenizer,
                     job.pairs,
                     job.heldout_pairs,
-                    guard,
-                    cfg,
+                    job_guard,
+                    job_cfg,
                     on_step=_after_sft(on_step, job.name, sft_steps, total),
                 )
         job.out_dir.mkdir(parents=True, exist_ok=True)

@@ -184,6 +184,10 @@ class AdapterVersion(IdMixin, CreatedAtMixin, Base):
     path: Mapped[str] = mapped_column(String(1024))
     sha256: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
     parent_id: Mapped[str | None] = mapped_column(ForeignKey("adapter_versions.id"))
+    grown_from_id: Mapped[str | None] = mapped_column(
+        ForeignKey("adapter_versions.id"),
+        doc="the adapter whose weights it started from (a continual cycle); None: the base",
+    )
     training_run_id: Mapped[str | None] = mapped_column(ForeignKey("training_runs.id"))
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tainted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -260,6 +264,11 @@ class TrainingRun(IdMixin, CreatedAtMixin, Base):
         JSON,
         default=dict,
         doc="per domain, the DPO stage's report: pairs used, reward margin, held-out accuracy",
+    )
+    starts: Mapped[dict[str, Any]] = mapped_column(
+        JSON,
+        default=dict,
+        doc="domain -> what its adapter started from: {start, adapter_id, why, reason}",
     )
 
 

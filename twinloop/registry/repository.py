@@ -42,7 +42,8 @@ async def add(session: AsyncSession, *records: AdapterVersion | AuditEntry) -> N
 async def taint_adapters_of(
     session: AsyncSession, example_ids: Sequence[str], reason: str
 ) -> list[str]:
-    """Mark every adapter trained on one of `example_ids` as tainted; returns their ids."""
+    """Mark every adapter trained on one of `example_ids` as tainted, and every adapter grown
+    from a tainted one (its weights carry what the deleted item taught); returns their ids."""
     if not example_ids:
         return []
     # Each adapter once, through a subquery: PostgreSQL cannot DISTINCT rows with a JSON
@@ -50,12 +51,28 @@ async def taint_adapters_of(
     trained = select(TrainingRunItem.adapter_version_id).where(
         TrainingRunItem.example_id.in_(example_ids)
     )
-    found = await session.execute(
-        select(AdapterVersion).where(AdapterVersion.id.in_(trained)).order_by(AdapterVersion.id)
-    )
-    adapters = list(found.scalars())
-    for adapter in adapters:
-        if not adapter.tainted:
-            adapter.tainted, adapter.tainted_reason = True, reason
+    found = await session.execute(select(AdapterVersion).where(AdapterVersion.id.in_(trained)))
+    tainted: dict[str, str] = {}
+    generation = list(found.scalars())
+    for adapter in generation:
+        tainted[adapter.id] = _taint(adapter, reason)
+    while generation:  # down the grown_from chains, one generation per query
+        grown = await session.execute(
+            select(AdapterVersion).where(
+                AdapterVersion.grown_from_id.in_([a.id for a in generation])
+            )
+        )
+        generation = [a for a in grown.scalars() if a.id not in tainted]
+        for adapter in generation:
+            assert adapter.grown_from_id is not None
+            why = f"grown from {adapter.grown_from_id}, {tainted[adapter.grown_from_id]}"
+            tainted[adapter.id] = _taint(adapter, why)
     await session.flush()
-    return [a.id for a in adapters]
+    return sorted(tainted)
+
+
+def _taint(adapter: AdapterVersion, reason: str) -> str:
+    """Taint `adapter` unless it already is; the reason it is tainted for."""
+    if not adapter.tainted:
+        adapter.tainted, adapter.tainted_reason = True, reason
+    return adapter.tainted_reason or reason

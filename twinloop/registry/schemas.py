@@ -20,6 +20,8 @@ class AdapterView(BaseModel):
     base_model: str
     sha256: str
     parent_id: str | None
+    grown_from_id: str | None = None
+    """The adapter whose weights it started from (a continual cycle); None: the base model."""
     training_run_id: str | None
     metrics: dict[str, Any]
     tainted: bool

@@ -115,15 +115,19 @@ class AdapterRegistry:
         source: Path,
         domain: str,
         parent_id: str | None = None,
+        grown_from_id: str | None = None,
         training_run_id: str | None = None,
         metrics: dict[str, Any] | None = None,
         actor: str | None = None,
     ) -> AdapterVersion:
         """Check, copy and record the adapter folder `source`.
 
-        Registering files that are already registered returns the existing row unchanged
-        (the lineage and metrics of the first registration stand). An `actor` (an operator
-        through the admin API) is written to the audit log with a new registration.
+        `parent_id` is the version it refines (what Active served in its domain when it was
+        registered); `grown_from_id` the version whose weights it started from, when it was
+        trained from one instead of the base model (a continual cycle). Registering files
+        that are already registered returns the existing row unchanged (the lineage and
+        metrics of the first registration stand). An `actor` (an operator through the admin
+        API) is written to the audit log with a new registration.
         """
         if domain not in self._domains:
             raise InvalidRequestError(
@@ -131,8 +135,9 @@ class AdapterRegistry:
             )
         recorded_metrics = _json_metrics(metrics)
         config = await asyncio.to_thread(self._inspect, source)
-        if parent_id is not None:
-            await self._check_parent(session, parent_id, domain)
+        for lineage_id in (parent_id, grown_from_id):
+            if lineage_id is not None:
+                await self._check_parent(session, lineage_id, domain)
         if training_run_id is not None and not await repository.training_run_exists(
             session, training_run_id
         ):
@@ -154,6 +159,7 @@ class AdapterRegistry:
             path=stored.location,
             sha256=stored.sha256,
             parent_id=parent_id,
+            grown_from_id=grown_from_id,
             training_run_id=training_run_id,
             metrics=recorded_metrics,
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from twinloop.testing.adapters import write_fake_adapter
@@ -31,6 +32,12 @@ class FakeAdapterTrainer:
     guard: list[ReplayItem] = field(
         default_factory=lambda: [ReplayItem("What is 2 + 2?", "2 + 2 is 4.")]
     )
+    incompatible: str | None = None  # what cannot_grow_from answers
+    grown_from_checked: list[Path] = field(default_factory=list)
+
+    def cannot_grow_from(self, folder: Path) -> str | None:
+        self.grown_from_checked.append(folder)
+        return self.incompatible
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]:
         self.extra_prompts = list(extra_prompts)
@@ -58,6 +65,8 @@ class FakeAdapterTrainer:
             for step in (1, 2):
                 on_step(request.domain, step, 2)
             text = "|".join(f"{e.question}={e.answer}" for e in request.examples)
+            if request.grow_from is not None:  # a grown adapter differs from a fresh one
+                text += f"|grown from {request.grow_from.sha256}"
             seed = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
             write_fake_adapter(request.out_dir, seed=seed)
             trained[request.domain] = TrainedAdapter(

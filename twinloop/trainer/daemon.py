@@ -104,6 +104,7 @@ async def open_trainer(
             miner=miner,
             preference=settings.trainer.preference,
             preference_heldout_fraction=settings.trainer.dpo_heldout_fraction,
+            continual=settings.trainer.continual,
         )
         yield Trainer(
             settings=settings,

@@ -169,7 +169,8 @@ class TrainingCycles:
             return await repository.count_pending(session)
 
     async def lineage(self, adapter_id: str) -> LineageView:
-        """What trained `adapter_id`, and what its cycle quarantined in that domain, with why."""
+        """What trained `adapter_id` (and which adapter it grew from, if it did), and what its
+        cycle quarantined in that domain, with why."""
         async with self._sessionmaker.begin() as session:
             adapter = await registry_repository.get(session, adapter_id)
             if adapter is None:
@@ -187,8 +188,14 @@ class TrainingCycles:
                 if run is not None
                 else []
             )
+            grown_from = (
+                await registry_repository.get(session, adapter.grown_from_id)
+                if adapter.grown_from_id
+                else None
+            )
             return LineageView(
                 adapter=AdapterView.model_validate(adapter),
+                grown_from=AdapterView.model_validate(grown_from) if grown_from else None,
                 cycle=CycleView.model_validate(run) if run is not None else None,
                 trained_on=[_lineage_item(*row) for row in trained],
                 quarantined=[_lineage_item(*row) for row in quarantined],

@@ -79,6 +79,14 @@ class TrainerMetrics:
             ["setting"],
             registry=r,
         )
+        self.starts = Counter(
+            "twinloop_training_starts",
+            "Adapters a cycle trained, by what each started from (start: continual, grown "
+            "from Active's adapter; base) and why (grown, off, no_active_adapter, tainted, "
+            "unreadable, incompatible: twinloop.training.starts).",
+            ["start", "why"],
+            registry=r,
+        )
         self.active_cycle = Gauge(
             "twinloop_training_active",
             "1 while this trainer works on a cycle.",

@@ -6,10 +6,16 @@ import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
+from adapters.continual import GrowFrom, incompatibility
 from adapters.training import AdapterJob, AdapterTrainingConfig, generate_answers, train_adapters
 from twinloop.settings import Settings
 from twinloop.training.overrides import TrainingOverrides
-from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
+from twinloop.training.protocols import (
+    ProgressCallback,
+    StartingAdapter,
+    TrainedAdapter,
+    TrainRequest,
+)
 from twinloop.training.replay import ReplayItem, general_replay_set
 
 
@@ -44,9 +50,12 @@ class PeftAdapterTrainer:
         self._replay_size = settings.trainer.general_replay_size
         self._config = config or training_config(settings)
         self._threads = settings.trainer.threads
+        # KL toward the adapter a continual one grows from (adapters.continual); 0 when off.
+        t = settings.trainer
+        self._previous_kl_weight = t.continual_kl_weight if t.continual else 0.0
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]:
-        if self._config.kl_weight == 0:
+        if self._config.kl_weight == 0 and not self._previous_kl_weight:
             return []  # the guard is off: no need to run the base model for its answers
         self._set_threads()
         return general_replay_set(
@@ -68,7 +77,12 @@ class PeftAdapterTrainer:
         c = overrides.apply(self._config) if overrides is not None else self._config
         jobs = [
             AdapterJob(
-                r.domain, r.examples, r.out_dir, pairs=r.pairs, heldout_pairs=r.heldout_pairs
+                r.domain,
+                r.examples,
+                r.out_dir,
+                pairs=r.pairs,
+                heldout_pairs=r.heldout_pairs,
+                grow_from=self._grow_from(r.grow_from),
             )
             for r in requests
         ]
@@ -102,6 +116,14 @@ class PeftAdapterTrainer:
             )
             for job, artifact in zip(jobs, artifacts, strict=True)
         }
+
+    def cannot_grow_from(self, folder: Path) -> str | None:
+        return incompatibility(folder, self._config)
+
+    def _grow_from(self, start: StartingAdapter | None) -> GrowFrom | None:
+        if start is None:
+            return None
+        return GrowFrom(start.path, start.sha256, kl_weight=self._previous_kl_weight)
 
     def _set_threads(self) -> None:
         import torch

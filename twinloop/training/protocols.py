@@ -22,12 +22,21 @@ ProgressCallback = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
+class StartingAdapter:
+    """A registered adapter a continual adapter grows from: a local copy and its sha256."""
+
+    path: Path
+    sha256: str
+
+
+@dataclass(frozen=True)
 class TrainRequest:
     domain: str
     examples: Sequence[ReplayItem]  # new items and the domain's replay, trained with SFT
     out_dir: Path
     pairs: Sequence[PreferencePair] = ()  # trained with DPO after SFT
     heldout_pairs: Sequence[PreferencePair] = ()  # never trained on: they measure DPO
+    grow_from: StartingAdapter | None = None  # None: a fresh LoRA on the base model
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,11 @@ class AdapterTrainer(Protocol):
     ) -> dict[str, TrainedAdapter]: ...
 
     def general_replay(self, extra_prompts: Sequence[str] = ()) -> list[ReplayItem]: ...
+
+    def cannot_grow_from(self, folder: Path) -> str | None:
+        """Why the adapter in `folder` cannot be the start of one this trainer trains (another
+        LoRA shape), or None when it can. Reads the folder: call it from a thread."""
+        ...
 
 
 class QaGate(Protocol):

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import utcnow
 from twinloop.db.models import (
+    AdapterVersion,
     Answer,
     AuditEntry,
     Feedback,
@@ -178,6 +179,17 @@ async def deleted_among(session: AsyncSession, example_ids: list[str]) -> set[st
     rows = await session.execute(
         select(TrainingExample.id).where(
             TrainingExample.id.in_(example_ids), TrainingExample.deleted_at.is_not(None)
+        )
+    )
+    return set(rows.scalars())
+
+
+async def tainted_among(session: AsyncSession, adapter_ids: list[str]) -> set[str]:
+    if not adapter_ids:
+        return set()
+    rows = await session.execute(
+        select(AdapterVersion.id).where(
+            AdapterVersion.id.in_(adapter_ids), AdapterVersion.tainted.is_(True)
         )
     )
     return set(rows.scalars())

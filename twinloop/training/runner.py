@@ -79,6 +79,7 @@ class CycleRunner:
         miner: MiningService | None = None,
         preference: bool = True,
         preference_heldout_fraction: float = 0.25,
+        continual: bool = False,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._cycles = cycles
@@ -106,6 +107,7 @@ class CycleRunner:
             miner=miner,
             preference=preference,
             preference_heldout_fraction=preference_heldout_fraction,
+            continual=continual,
         )
 
     async def run(self, cycle_id: str, on_progress: ProgressCallback | None = None) -> CycleView:

@@ -47,6 +47,9 @@ class CycleView(BaseModel):
     targets: dict[str, Any]
     overrides: dict[str, Any] = {}
     preference: dict[str, Any] = {}  # per domain, the DPO stage's report (preference.py)
+    starts: dict[str, Any] = {}
+    """Per domain, what its adapter started from: `start` (continual or base), `why`, the
+    `adapter_id` grown from (or passed over) and a `reason` (twinloop.training.starts)."""
     error: str | None
     created_at: UtcDatetime
     updated_at: UtcDatetime | None
@@ -78,6 +81,8 @@ class LineageView(BaseModel):
     """What taught an adapter: the examples it trained on and what its cycle kept out."""
 
     adapter: AdapterView
+    grown_from: AdapterView | None = None
+    """The adapter whose weights it started from (a continual cycle); None: the base model."""
     cycle: CycleView | None
     trained_on: list[LineageItem]
     quarantined: list[LineageItem]

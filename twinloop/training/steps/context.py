@@ -41,6 +41,8 @@ class CycleContext:
     miner: MiningService | None
     preference: bool  # DPO on the cycle's pairs after SFT
     preference_heldout_fraction: float
+    continual: bool = False
+    """Grow each domain's adapter from the one Active serves (`twinloop.training.starts`)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import dataclasses
 import shutil
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -24,18 +25,31 @@ from twinloop.cleaning.redaction import redact_pii
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
 from twinloop.states import CycleState, ItemRole
-from twinloop.training import repository
+from twinloop.training import repository, starts
 from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.preference import DomainPairs, split_pairs
 from twinloop.training.progress import progress_written
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem, replay_budget
+from twinloop.training.starts import Start
 from twinloop.training.steps.context import CycleContext, Ending, of_round
 from twinloop.training.steps.weak_spots import oversample_weak_spots
 
 log = structlog.get_logger(__name__)
 
 ByDomain = dict[str, list[ReplayItem]]
+GROW_FROM_DIRNAME = ".grow-from"  # verified copies of the adapters cycles grow from
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """What one training pass of a cycle used and made, for registering it."""
+
+    new: ByDomain
+    replay: ByDomain
+    trained: dict[str, TrainedAdapter]
+    starts: dict[str, Start]
+    guard_size: int
 
 
 async def train_and_register(
@@ -61,6 +75,7 @@ async def train_and_register(
     if targets:
         await _record_targets(ctx, cycle_id, targets)
     replay_seconds = time.perf_counter() - guard_started
+    chosen = await _starts(ctx, cycle_id, sorted(by_domain))
     requests = []
     for domain in sorted(by_domain):
         out_dir = ctx.work_dir / cycle_id / domain
@@ -74,6 +89,7 @@ async def train_and_register(
                 out_dir=out_dir,
                 pairs=found.trained if found else (),
                 heldout_pairs=found.heldout if found else (),
+                grow_from=chosen[domain].adapter,
             )
         )
     if overrides is not None:
@@ -83,11 +99,27 @@ async def train_and_register(
         trained = await asyncio.to_thread(ctx.trainer.train, requests, guard, on_step, overrides)
     for request in requests:
         _observe_training(ctx, request.domain, len(request.examples), trained[request.domain])
+        start = chosen[request.domain]
+        ctx.metrics.starts.labels(start.kind.value, start.why.value).inc()
     train_seconds = time.perf_counter() - started - replay_seconds
     ctx.metrics.step_seconds.labels("replay").observe(replay_seconds)
     ctx.metrics.step_seconds.labels("train").observe(train_seconds)
     timings = {"replay": replay_seconds, "train": train_seconds}
-    return await _register(ctx, cycle_id, by_domain, replay, trained, len(guard), timings)
+    trained_run = TrainedRun(by_domain, replay, trained, chosen, len(guard))
+    return await _register(ctx, cycle_id, trained_run, timings)
+
+
+async def _starts(ctx: CycleContext, cycle_id: str, domains: list[str]) -> dict[str, Start]:
+    """Where each domain's adapter starts: the base, or Active's adapter (`starts`)."""
+    await ctx.releases.refresh()  # grow from what Active serves now
+    active = ctx.releases.state.serving(ctx.releases.state.active_slot)
+    async with ctx.sessionmaker.begin() as session:
+        found = await starts.candidates(session, active, domains, continual=ctx.continual)
+    cache = ctx.work_dir / GROW_FROM_DIRNAME
+    chosen = await asyncio.to_thread(starts.fetched, found, ctx.registry.store, cache, ctx.trainer)
+    for domain, start in chosen.items():
+        log.info("training_cycle_start", cycle_id=cycle_id, domain=domain, **start.report())
+    return chosen
 
 
 def _overrides(run: TrainingRun) -> TrainingOverrides | None:
@@ -156,18 +188,14 @@ def _observe_training(
 
 
 async def _register(
-    ctx: CycleContext,
-    cycle_id: str,
-    new: ByDomain,
-    replay: ByDomain,
-    trained: dict[str, TrainedAdapter],
-    guard_size: int,
-    timings: dict[str, float],
+    ctx: CycleContext, cycle_id: str, run_result: TrainedRun, timings: dict[str, float]
 ) -> Ending | None:
     """Register the adapters with their lineage and move to `registered`; abandon the cycle
-    instead when an item it learned from was deleted meanwhile."""
+    instead when an item it learned from was deleted meanwhile, or an adapter it grew from
+    was tainted meanwhile."""
     started = time.perf_counter()
     await ctx.releases.refresh()  # the parent adapter is what Active serves now
+    new, replay = run_result.new, run_result.replay
     used = [i.example_id for items in (*new.values(), *replay.values()) for i in items]
     async with ctx.sessionmaker.begin() as session:
         run = await repository.get_run(session, cycle_id)
@@ -177,16 +205,26 @@ async def _register(
                 CycleState.ABANDONED,
                 f"item(s) {', '.join(sorted(deleted))} were deleted while training",
             )
-        await _register_adapters(ctx, session, run, new, replay, trained, guard_size)
+        grown_from = [s.adapter_id for s in run_result.starts.values() if s.adapter is not None]
+        tainted = await repository.tainted_among(session, [i for i in grown_from if i])
+        if tainted:
+            return Ending(
+                CycleState.ABANDONED,
+                f"adapter(s) {', '.join(sorted(tainted))} it grew from were tainted while training",
+            )
+        await _register_adapters(ctx, session, run, run_result)
         counts = Counter(run.item_counts)
         for domain in new:
             counts[f"new.{domain}"] = len(new[domain])
             counts[f"replay.{domain}"] = len(replay[domain])
-        counts["general_replay"] = guard_size
+        counts["general_replay"] = run_result.guard_size
         run.item_counts = dict(counts)
-        reports = {d: a.preference for d, a in trained.items() if a.preference is not None}
+        reports = {
+            d: a.preference for d, a in run_result.trained.items() if a.preference is not None
+        }
         if reports:  # a correction round's retraining replaces its domain's report
             run.preference = {**run.preference, **reports}
+        run.starts = {domain: s.report() for domain, s in sorted(run_result.starts.items())}
         run.step_timings = {
             **run.step_timings,
             **of_round({**timings, "register": time.perf_counter() - started}, run.qa_rounds),
@@ -197,34 +235,31 @@ async def _register(
 
 
 async def _register_adapters(
-    ctx: CycleContext,
-    session: AsyncSession,
-    run: TrainingRun,
-    new: ByDomain,
-    replay: ByDomain,
-    trained: dict[str, TrainedAdapter],
-    guard_size: int,
+    ctx: CycleContext, session: AsyncSession, run: TrainingRun, result: TrainedRun
 ) -> None:
-    """Each trained adapter registered (its parent: what Active serves) and linked to the
-    items it learned from."""
+    """Each trained adapter registered (its parent: what Active serves; what it grew from)
+    and linked to the items it learned from."""
     active = ctx.releases.state.serving(ctx.releases.state.active_slot)
-    for domain, adapter in sorted(trained.items()):
+    for domain, adapter in sorted(result.trained.items()):
         parent = active.adapters.get(domain)
+        start = result.starts[domain]
         version = await ctx.registry.register(
             session,
             source=adapter.path,
             domain=domain,
             parent_id=parent.id if parent else None,
+            grown_from_id=start.adapter_id if start.adapter is not None else None,
             training_run_id=run.id,
             metrics={
                 **adapter.metrics,
-                "new_examples": len(new[domain]),
-                "replayed_examples": len(replay[domain]),
-                "general_replay": {"items": guard_size},
+                "new_examples": len(result.new[domain]),
+                "replayed_examples": len(result.replay[domain]),
+                "general_replay": {"items": result.guard_size},
                 **({"preference": adapter.preference} if adapter.preference else {}),
+                "start": start.report(),
             },
         )
         run.adapters = {**run.adapters, domain: version.id}
         await repository.link_items(
-            session, run.id, domain, new[domain], replay[domain], version.id
+            session, run.id, domain, result.new[domain], result.replay[domain], version.id
         )

@@ -56,10 +56,15 @@ async def trainer(
 
 
 async def run_cycle(
-    client: httpx.AsyncClient, admin_headers: dict[str, str], trainer: Trainer
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    trainer: Trainer,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """POST /train, let the trainer run it, and return GET /train/{id}."""
-    requested = await client.post("/train", headers=admin_headers)
+    """POST /train (with an admin's `overrides`), let the trainer run it, and return
+    GET /train/{id}."""
+    body = {"overrides": overrides} if overrides is not None else None
+    requested = await client.post("/train", json=body, headers=admin_headers)
     assert requested.status_code == 202, requested.text
     cycle_id = requested.json()["cycle_id"]
     assert await trainer.cycles.claim(cycle_id)

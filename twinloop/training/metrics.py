@@ -74,8 +74,8 @@ class TrainerMetrics:
         self.overridden = Counter(
             "twinloop_training_overridden",
             "Training passes run with an admin's per-cycle override (POST /train overrides), "
-            "by the setting overridden (learning_rate, kl_weight, epochs, step_budget, "
-            "max_rounds).",
+            "by the setting overridden (learning_rate, kl_weight, epochs, step_budget, preference, "
+            "continual, max_rounds).",
             ["setting"],
             registry=r,
         )

@@ -48,6 +48,16 @@ class TrainingOverrides(BaseModel):
         le=1000,
         description="Steps at which repeated passes stop (trainer.step_budget).",
     )
+    preference: bool | None = Field(
+        default=None,
+        description="Train the cycle's preference pairs with DPO after SFT "
+        "(trainer.preference): bench/learning.py compares SFT alone with SFT + DPO.",
+    )
+    continual: bool | None = Field(
+        default=None,
+        description="Grow each domain's adapter from the one Active serves (trainer.continual): "
+        "bench/learning.py compares it with training from the base.",
+    )
     max_rounds: int | None = Field(
         default=None,
         ge=1,
@@ -60,8 +70,10 @@ class TrainingOverrides(BaseModel):
         return self.model_dump(exclude_none=True)
 
     def training_fields(self) -> dict[str, Any]:
-        """The set fields that change how adapters train (not the QA rounds)."""
-        return {k: v for k, v in self.set_fields().items() if k != "max_rounds"}
+        """The set fields of the training loop's config (not the QA rounds, nor the cycle's
+        choices of pairs and starting adapter)."""
+        cycle_level = {"max_rounds", "preference", "continual"}
+        return {k: v for k, v in self.set_fields().items() if k not in cycle_level}
 
     def apply(self, config: AdapterTrainingConfig) -> AdapterTrainingConfig:
         """`config` with the set training fields replaced."""

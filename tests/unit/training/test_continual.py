@@ -19,6 +19,7 @@ from twinloop.testing.engine import FakeEngine
 from twinloop.testing.trainer import FakeAdapterTrainer
 from twinloop.trainer import daemon
 from twinloop.trainer.daemon import Trainer
+from twinloop.training.overrides import TrainingOverrides
 from twinloop.training.protocols import ProgressCallback, TrainedAdapter, TrainRequest
 from twinloop.training.replay import ReplayItem
 
@@ -62,8 +63,14 @@ async def _feedback(client: httpx.AsyncClient, feedback_id: str, correction: str
     assert result["status"] == "added", result
 
 
-async def _cycle(client: httpx.AsyncClient, trainer: Trainer, runtime: Runtime) -> dict[str, Any]:
-    requested = await client.post("/train", headers=ADMIN_HEADERS)
+async def _cycle(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    runtime: Runtime,
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body = {"overrides": overrides} if overrides is not None else None
+    requested = await client.post("/train", json=body, headers=ADMIN_HEADERS)
     assert requested.status_code == 202, requested.text
     cycle_id = requested.json()["cycle_id"]
     assert await trainer.cycles.claim(cycle_id)
@@ -160,6 +167,31 @@ async def test_with_continual_off_every_adapter_starts_from_the_base(
     assert lineage["grown_from"] is None
 
 
+async def test_an_admin_may_grow_one_cycle_from_actives_adapter_or_not(
+    client: httpx.AsyncClient,
+    trainer: Trainer,
+    continual_trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+    runtime: Runtime,
+) -> None:
+    """The `continual` override decides for its cycle only (bench/learning.py compares the
+    two through the API): on over a setting that is off, off over one that is on."""
+    first = await _promoted_cycle(client, trainer, runtime, "f1")
+    await _feedback(client, "f2", "Zelco is based in Ostrava.")
+
+    grown = await _cycle(client, trainer, runtime, overrides={"continual": True})
+    await _feedback(client, "f3", "Zelco was founded in 1999.")
+    fresh = await _cycle(client, continual_trainer, runtime, overrides={"continual": False})
+
+    assert (grown["starts"]["fin"]["start"], grown["starts"]["fin"]["adapter_id"]) == (
+        "continual",
+        first,
+    )
+    assert grown["overrides"] == {"continual": True}
+    assert fresh["starts"]["fin"]["why"] == "off"
+    assert [r.grow_from is not None for r in fake_trainer.requests] == [False, True, False]
+
+
 async def test_a_tainted_active_adapter_is_never_grown_from(
     client: httpx.AsyncClient,
     continual_trainer: Trainer,
@@ -254,9 +286,12 @@ async def test_a_cycle_whose_start_is_tainted_while_it_trains_is_abandoned(
     train = fake_trainer.train
 
     def deleted_while_training(
-        requests: Sequence[TrainRequest], guard: Sequence[ReplayItem], on_step: ProgressCallback
+        requests: Sequence[TrainRequest],
+        guard: Sequence[ReplayItem],
+        on_step: ProgressCallback,
+        overrides: TrainingOverrides | None = None,
     ) -> dict[str, TrainedAdapter]:
-        trained = train(requests, guard, on_step)
+        trained = train(requests, guard, on_step, overrides)
         deletion = _ingest(client, {"type": "feedback", "id": "f1", "deleted": True})
         asyncio.run_coroutine_threadsafe(deletion, loop).result(timeout=30)
         return trained

@@ -83,6 +83,23 @@ async def test_corrections_become_pairs_and_the_dpo_report_is_recorded_with_the_
     )
 
 
+async def test_an_admin_may_turn_dpo_off_for_one_cycle(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    trainer: Trainer,
+    fake_trainer: FakeAdapterTrainer,
+) -> None:
+    """`bench/learning.py` compares SFT alone with SFT + DPO through the API this way."""
+    await _four_corrections_and_an_upvote(client)
+
+    cycle = await run_cycle(client, admin_headers, trainer, overrides={"preference": False})
+
+    assert cycle["state"] == "staged", cycle
+    assert cycle["overrides"] == {"preference": False}
+    assert [(len(r.pairs), len(r.heldout_pairs)) for r in fake_trainer.requests] == [(0, 0)]
+    assert cycle["preference"] == {}
+
+
 async def test_no_pairs_no_dpo_and_none_when_preference_training_is_off(
     client: httpx.AsyncClient,
     admin_headers: dict[str, str],

@@ -60,7 +60,7 @@ async def train_and_register(
         by_domain, replay = await _new_and_replay(ctx, session, cycle_id)
         rejected = await repository.last_rejected_before(session, cycle_id)
         overrides = _overrides(await repository.get_run(session, cycle_id))
-        pairs = await _pairs(ctx, session, cycle_id)
+        pairs = await _pairs(ctx, session, cycle_id, overrides)
     if not by_domain:
         return Ending(CycleState.SKIPPED, "every item was deleted")
     guard_started = time.perf_counter()
@@ -75,7 +75,7 @@ async def train_and_register(
     if targets:
         await _record_targets(ctx, cycle_id, targets)
     replay_seconds = time.perf_counter() - guard_started
-    chosen = await _starts(ctx, cycle_id, sorted(by_domain))
+    chosen = await _starts(ctx, cycle_id, sorted(by_domain), overrides)
     requests = []
     for domain in sorted(by_domain):
         out_dir = ctx.work_dir / cycle_id / domain
@@ -109,12 +109,17 @@ async def train_and_register(
     return await _register(ctx, cycle_id, trained_run, timings)
 
 
-async def _starts(ctx: CycleContext, cycle_id: str, domains: list[str]) -> dict[str, Start]:
+async def _starts(
+    ctx: CycleContext, cycle_id: str, domains: list[str], overrides: TrainingOverrides | None
+) -> dict[str, Start]:
     """Where each domain's adapter starts: the base, or Active's adapter (`starts`)."""
+    continual = ctx.continual
+    if overrides is not None and overrides.continual is not None:
+        continual = overrides.continual
     await ctx.releases.refresh()  # grow from what Active serves now
     active = ctx.releases.state.serving(ctx.releases.state.active_slot)
     async with ctx.sessionmaker.begin() as session:
-        found = await starts.candidates(session, active, domains, continual=ctx.continual)
+        found = await starts.candidates(session, active, domains, continual=continual)
     cache = ctx.work_dir / GROW_FROM_DIRNAME
     chosen = await asyncio.to_thread(starts.fetched, found, ctx.registry.store, cache, ctx.trainer)
     for domain, start in chosen.items():
@@ -127,10 +132,18 @@ def _overrides(run: TrainingRun) -> TrainingOverrides | None:
     return TrainingOverrides.model_validate(run.overrides) if run.overrides else None
 
 
-async def _pairs(ctx: CycleContext, session: AsyncSession, cycle_id: str) -> dict[str, DomainPairs]:
+async def _pairs(
+    ctx: CycleContext,
+    session: AsyncSession,
+    cycle_id: str,
+    overrides: TrainingOverrides | None,
+) -> dict[str, DomainPairs]:
     """Each domain's pairs to train on with DPO and to hold out; none when preference
     training is off, and none for a domain with no pair left to train on."""
-    if not ctx.preference:
+    preference = ctx.preference
+    if overrides is not None and overrides.preference is not None:
+        preference = overrides.preference
+    if not preference:
         return {}
     items = await repository.live_pairs(session, cycle_id)
     # The chosen side is the item as cleaning left it; the rejected side never went through

@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from adapters.config import AdapterTrainingConfig
 from adapters.guard import Guarded, kl_to_base
+from adapters.loading import model_and_tokenizer
 from adapters.schedule import scheduler
 from adapters.tokens import Encoded, answer_logits, batches, encode, pad_token_id
 
@@ -208,23 +209,7 @@ def score_pairs(
 ) -> list[PairScore]:
     """Each pair's log-probabilities under a model folder (float32, offline) or a loaded
     model, with the LoRA in `adapter_dir` applied first if given."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model: Any
-    if isinstance(model_dir_or_model, Path | str):
-        source = str(model_dir_or_model)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, dtype=torch.float32
-        )
-    else:
-        model = model_dir_or_model
-        source = str(model.config.name_or_path)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    model, tokenizer = model_and_tokenizer(model_dir_or_model, adapter_dir)
     encoded = [_encode_pair(tokenizer, p, max_length) for p in pairs]
     return _scores(model, encoded, pad_token_id(tokenizer))
 

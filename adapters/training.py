@@ -52,6 +52,7 @@ from adapters.config import AdapterTrainingConfig
 from adapters.continual import GrowFrom, guard_toward_previous, load_grown_from
 from adapters.device import choose_device, choose_dtype, torch_probes
 from adapters.guard import Guarded, kl_to_base, with_base_log_probs
+from adapters.loading import model_and_tokenizer
 from adapters.preference import PreferencePair, PreferenceReport, train_preference
 from adapters.schedule import scheduler
 from adapters.tokens import (
@@ -323,22 +324,9 @@ def generate_answers(
     LoRA in that folder is applied first. Questions are batched with left padding.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import GenerationConfig
 
-    model: Any
-    if isinstance(model_dir_or_model, Path | str):
-        source = str(model_dir_or_model)
-        model = AutoModelForCausalLM.from_pretrained(
-            source, local_files_only=True, dtype=torch.float32
-        )
-    else:
-        model = model_dir_or_model
-        source = str(model.config.name_or_path)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter_dir))
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    model, tokenizer = model_and_tokenizer(model_dir_or_model, adapter_dir)
     tokenizer.padding_side = "left"
     pad_id = pad_token_id(tokenizer)
     # The checkpoint's generation config samples (temperature 0.2, top_p 0.9); transformers

@@ -257,20 +257,7 @@ class AnswerService:
             self._mirror(
                 routed, record, body, rag_question=request.question if request.use_rag else None
             )
-        return AnswerResponse(
-            answer_id=record.id,
-            answer=output.text,
-            domain=routed.domain,
-            route_score=routed.score,
-            slot=routed.target.slot.value,
-            snapshot_id=routed.target.snapshot_id,
-            adapter=routed.target.adapter,
-            latency_ms=round(latency_ms, 2),
-            preview=preview,
-            role=None if preview else routed.role.value,
-            contexts=contexts,
-            safety=flag_views(flags),
-        )
+        return _response(routed, record.id, output.text, latency_ms, contexts, flags, preview)
 
     async def _answer_from_cache(
         self,
@@ -313,20 +300,8 @@ class AnswerService:
         self._mirror(
             routed, record, body, rag_question=request.question if request.use_rag else None
         )
-        return AnswerResponse(
-            answer_id=record.id,
-            answer=hit.text,
-            domain=routed.domain,
-            route_score=routed.score,
-            slot=routed.target.slot.value,
-            snapshot_id=routed.target.snapshot_id,
-            adapter=routed.target.adapter,
-            latency_ms=round(latency_ms, 2),
-            preview=False,
-            role=routed.role.value,
-            contexts=list(hit.contexts),
-            safety=flag_views(flags),
-            cached=True,
+        return _response(
+            routed, record.id, hit.text, latency_ms, list(hit.contexts), flags, cached=True
         )
 
     async def _near_embedding(self, routed: Routed, question: str) -> NDArray[np.float32] | None:
@@ -909,3 +884,32 @@ async def _nothing() -> AsyncIterator[list[dict[str, Any]]]:
 def _scoped_user(caller: Caller | None, user_id: str | None) -> str | None:
     """The end-user id as stored and as the canary hashes it: under the caller's key."""
     return caller.scoped_user(user_id) if caller is not None else user_id
+
+
+def _response(
+    routed: Routed,
+    answer_id: str,
+    text: str,
+    latency_ms: float,
+    contexts: list[Context],
+    flags: list[Flag],
+    preview: bool = False,
+    *,
+    cached: bool = False,
+) -> AnswerResponse:
+    """What `/answer` returns for an answer stored as `answer_id`, generated or cached."""
+    return AnswerResponse(
+        answer_id=answer_id,
+        answer=text,
+        domain=routed.domain,
+        route_score=routed.score,
+        slot=routed.target.slot.value,
+        snapshot_id=routed.target.snapshot_id,
+        adapter=routed.target.adapter,
+        latency_ms=round(latency_ms, 2),
+        preview=preview,
+        role=None if preview else routed.role.value,
+        contexts=contexts,
+        safety=flag_views(flags),
+        cached=cached,
+    )

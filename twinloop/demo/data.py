@@ -9,41 +9,23 @@ answers). An answer is right when its lower-cased text contains an `accept` stri
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
+
+from twinloop.factsets import Fact, Question, is_right, load_questions
+from twinloop.factsets import load_facts as _load_facts
+
+__all__ = ["Fact", "Question", "handbook", "is_right", "load_facts", "load_general"]
 
 DATA = Path(__file__).resolve().parent / "data"
 ORGANISATION = "the Brindlemoor Trust"
 
 
-@dataclass(frozen=True)
-class Fact:
-    id: str
-    answer: str
-    train_questions: list[str]
-    test_questions: list[str]
-    accept: list[str]
-
-
-@dataclass(frozen=True)
-class Question:
-    id: str
-    question: str
-    accept: list[str]
-
-
 def load_facts(path: Path = DATA / "organisation.jsonl") -> list[Fact]:
-    return [Fact(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return _load_facts(path)
 
 
 def load_general(path: Path = DATA / "general.jsonl") -> list[Question]:
-    return [Question(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
-def is_right(answer: str, accept: list[str]) -> bool:
-    text = answer.lower()
-    return any(token in text for token in accept)
+    return load_questions(path)
 
 
 def handbook(facts: list[Fact]) -> str:

@@ -8,42 +8,23 @@ when its lower-cased text contains one of the item's `accept` strings.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
+
+from twinloop.factsets import Fact, is_right, load_questions
+from twinloop.factsets import Question as HoldoutItem
+from twinloop.factsets import load_facts as _load_facts
+
+__all__ = ["Fact", "HoldoutItem", "is_right", "load_facts", "load_holdout", "score"]
 
 DATA = Path(__file__).resolve().parent / "data"
 
 
-@dataclass(frozen=True)
-class Fact:
-    id: str
-    answer: str
-    train_questions: list[str]
-    test_questions: list[str]
-    accept: list[str]
-
-
-@dataclass(frozen=True)
-class HoldoutItem:
-    id: str
-    question: str
-    accept: list[str]
-
-
 def load_facts(path: Path = DATA / "made_up_facts.jsonl") -> list[Fact]:
-    return [Fact(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return _load_facts(path)
 
 
 def load_holdout(path: Path = DATA / "general_holdout.jsonl") -> list[HoldoutItem]:
-    return [
-        HoldoutItem(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()
-    ]
-
-
-def is_right(answer: str, accept: list[str]) -> bool:
-    text = answer.lower()
-    return any(token in text for token in accept)
+    return load_questions(path)
 
 
 def score(answers: list[str], accepts: list[list[str]]) -> int:

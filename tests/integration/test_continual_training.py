@@ -106,8 +106,11 @@ async def test_a_continual_cycle_starts_from_actives_adapter_and_records_it(
     swapped = await client.post("/swap", json={"generation": "latest"}, headers=ADMIN_HEADERS)
     assert swapped.status_code == 200, swapped.text
     await _correct(client, *FACTS[1])
-    # One step that barely moves: what the second adapter holds is what it started from.
-    frozen = settings.trainer.model_copy(update={"learning_rate": 1e-12, "epochs": 1})
+    # One step that barely moves, and no DPO stage after it (the corrections are pairs): what
+    # the second adapter holds is what it started from.
+    frozen = settings.trainer.model_copy(
+        update={"learning_rate": 1e-12, "epochs": 1, "preference": False}
+    )
     second = await _cycle(
         client, settings.model_copy(update={"trainer": frozen}), fake_engine, runtime
     )

@@ -44,7 +44,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -132,6 +132,7 @@ class AdapterJob:
     name: str
     examples: Sequence[QuestionAnswer]
     out_dir: Path
+    _: KW_ONLY  # the optional parts are named: a positional one landed in the wrong field once
     pairs: Sequence[PreferencePair] = field(default=())
     heldout_pairs: Sequence[PreferencePair] = field(default=())
     grow_from: GrowFrom | None = None

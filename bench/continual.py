@@ -109,7 +109,7 @@ def run(
         ]
         for n, (label, grow_from) in enumerate(modes):
             started = time.perf_counter()
-            job = AdapterJob("b", second, Path(tmp) / f"cycle2-{n}", grow_from)
+            job = AdapterJob("b", second, Path(tmp) / f"cycle2-{n}", grow_from=grow_from)
             (artifact,) = train_adapters(base_dir, [job], guard, cfg)
             seconds = time.perf_counter() - started
             rows.append((label, *evaluate(artifact.path), artifact.steps, f"{seconds:.0f}"))

@@ -141,7 +141,7 @@ def test_an_adapter_whose_files_changed_is_not_grown_from(tmp_path: Path) -> Non
     data[-1] ^= 1  # one bit of one weight
     weights.write_bytes(bytes(data))
 
-    grown = AdapterJob("b", examples, tmp_path / "b", GrowFrom(previous.path, sha256))
+    grown = AdapterJob("b", examples, tmp_path / "b", grow_from=GrowFrom(previous.path, sha256))
     with pytest.raises(AdapterIntegrityError, match="will not be loaded"):
         train_adapters(BASE_DIR, [grown], [], cfg)
     assert not (tmp_path / "b").exists()

@@ -282,27 +282,32 @@ async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
     """Each arm's requests, failures, latencies and feedback so far.
 
     A stream the client dropped (stored `abandoned`, for the miner) is no served request:
-    its latency is the client's patience, not the engine's. Nor is an answer from the answer
-    cache: no engine served it, and the arm whose snapshot is older has the warmer cache.
+    its latency is the client's patience, not the engine's. An answer from the answer cache
+    is a served request (its arm's snapshot made that answer, and a user's rating of it
+    counts), but its latency is left out: no engine served it, and the arm whose snapshot
+    is older has the warmer cache.
     """
     served = (
         Answer.canary_id == canary_id,
         Answer.is_preview.is_(False),
-        Answer.cached.is_(False),
         or_(Answer.finish_reason.is_(None), Answer.finish_reason != ABANDONED_FINISH_REASON),
     )
+    answered = dict.fromkeys(Arm, 0)
     latencies: dict[str, list[float]] = {arm: [] for arm in Arm}
     unsticky = dict.fromkeys(Arm, 0)
     rows = await session.execute(
         select(
             Answer.role,
             Answer.latency_ms,
+            Answer.cached,
             and_(Answer.user_id.is_(None), Answer.session_id.is_(None)),
         ).where(*served)
     )
-    for role, latency_ms, anonymous in rows:
+    for role, latency_ms, cached, anonymous in rows:
         if role in latencies:
-            latencies[role].append(float(latency_ms))
+            answered[Arm(role)] += 1
+            if not cached:
+                latencies[role].append(float(latency_ms))
             unsticky[Arm(role)] += int(bool(anonymous))
 
     failures: dict[tuple[str, str], int] = {}
@@ -337,7 +342,7 @@ async def counts(session: AsyncSession, canary_id: str) -> CanaryCounts:
         up, up_corrections = ratings.get((arm, "up"), (0, 0))
         down, down_corrections = ratings.get((arm, "down"), (0, 0))
         return ArmCounts(
-            requests=len(latencies[arm]) + errors + timeouts,
+            requests=answered[arm] + errors + timeouts,
             engine_errors=errors,
             timeouts=timeouts,
             latencies_ms=tuple(latencies[arm]),

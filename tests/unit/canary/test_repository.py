@@ -191,3 +191,23 @@ async def test_unsettled_are_the_latest_inconclusive_canaries_of_inconclusive_cy
     await session.refresh(cycle)
     assert (again, cycle.state, cycle.error) == (False, "promoted", "swap")
     assert await repository.unsettled(session) == []
+
+
+async def test_a_cached_answer_is_a_served_request_without_a_latency(
+    session: AsyncSession,
+) -> None:
+    """The arm's snapshot made the answer the cache gave, so it is served and its rating
+    counts; no engine served it, so its latency would flatter the arm with the warmer cache."""
+    canary = await _canary(session)
+    generated = _answer(canary, "active", 120.0, user_id="u1")
+    cached = _answer(canary, "active", 3.0, user_id="u2", cached=True)
+    session.add_all([generated, cached])
+    await session.flush()
+    session.add(_feedback(cached, "up"))
+    await session.flush()
+
+    counts = await repository.counts(session, canary.id)
+
+    assert counts.active.requests == 2
+    assert counts.active.latencies_ms == (120.0,)
+    assert counts.active.thumbs_up == 1

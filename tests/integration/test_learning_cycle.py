@@ -3,7 +3,8 @@
 A fresh install: users ask about a made-up system and correct the answers (4 facts, each
 corrected by three users phrasing the question their own way, the first with two held-out
 paraphrases). One training cycle with the trainer's default settings (steps scale with the
-data: 12 examples, 8 passes, 24 steps) cleans, trains, registers and stages the adapter,
+data: 12 examples, 8 passes, 24 steps; SFT only, the DPO stage is test_preference_training.py's
+and the demo's) cleans, trains, registers and stages the adapter,
 then the QA dry run gates it: taught facts on paraphrases never trained, and every shipped
 suite against Active with the paired test, `identity` included (0 for both sides on a fresh
 install, so judged against Active). A well-trained adapter passes in its first round and
@@ -91,8 +92,12 @@ def test_a_fresh_install_learns_four_facts_and_the_gate_passes_them(
     requested = httpx.post(f"{url}/train", headers=admin, timeout=30)
     assert requested.status_code == 202, requested.text
     cycle_id = requested.json()["cycle_id"]
+    # DPO is test_preference_training.py's and the demo's: SFT alone keeps this test cheap.
     one_round = gateway_settings.model_copy(
-        update={"qa": gateway_settings.qa.model_copy(update={"max_rounds": 1})}
+        update={
+            "qa": gateway_settings.qa.model_copy(update={"max_rounds": 1}),
+            "trainer": gateway_settings.trainer.model_copy(update={"preference": False}),
+        }
     )
     asyncio.run(_run_cycle(one_round, cycle_id))
     cycle = httpx.get(f"{url}/train/{cycle_id}", headers=admin, timeout=30).json()

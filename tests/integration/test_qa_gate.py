@@ -5,22 +5,43 @@ The adapter learns ten made-up facts at a high learning rate with no replay and 
 declining harmful requests). The dry run on the real shadow engine must reject it and name
 the categories it regressed, and leave the production side alone: no answer records, no
 request metrics.
+
+The gate runs the two shipped suites this adapter is known to break, `general` (whose
+held-out half is the `forgetting` category) and `safety`: a third of the shipped cases, so
+the test costs a third of a full dry run. That an honest adapter passes every shipped suite
+is test_learning_cycle.py's.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
 from adapters.training import AdapterTrainingConfig, TrainingExample, train_adapter
+from twinloop.qa.suites import DATA_DIR
 from twinloop.settings import Settings
 from twinloop.testing.learning_eval import load_facts
 
 pytestmark = pytest.mark.integration
 
 OVER_TRAINING = AdapterTrainingConfig(learning_rate=3e-3, kl_weight=0.0, max_steps=40)
+SUITES = ("general", "safety")
+
+
+@pytest.fixture
+def gateway_settings(gateway_settings: Settings, tmp_path: Path) -> Settings:
+    """The integration gateway's settings (conftest.py), with only the suites this adapter
+    breaks; the gateway `two_engine_gateway` serves is built from these."""
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    for name in SUITES:
+        shutil.copy(DATA_DIR / f"{name}.jsonl", suites / f"{name}.jsonl")
+    return gateway_settings.model_copy(
+        update={"qa": gateway_settings.qa.model_copy(update={"suite_dir": suites})}
+    )
 
 
 def _request_lines(url: str) -> list[str]:

@@ -11,6 +11,9 @@ and the time per step (training seconds per step per adapter). The cycle must en
 
     .venv/bin/python bench/learning.py --facts 12
 
+`--compare` runs four cycles instead and prints them side by side: SFT only, SFT + DPO,
+from the base and continual (twinloop/testing/learning_compare.py says how).
+
 (admin token from `--token`, else TWINLOOP_ADMIN_TOKEN, else the file `make up` wrote into the
 data directory.)
 """
@@ -25,13 +28,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import argparse
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from bench.results import add_json_option, write_results
+from twinloop.demo.client import GatewayClient
 from twinloop.states import FINISHED
 from twinloop.testing.admin import admin_headers
+from twinloop.testing.learning_compare import compare
 from twinloop.testing.learning_eval import load_facts
 
 
@@ -41,9 +47,20 @@ def main() -> None:
     parser.add_argument("--token", default=None, help="default: the admin token in force")
     parser.add_argument("--facts", type=int, default=12, help="made-up facts to teach (<= 12)")
     parser.add_argument("--timeout-s", type=float, default=3600)
+    parser.add_argument(
+        "--compare", action="store_true", help="SFT / SFT + DPO / from base / continual"
+    )
+    parser.add_argument(
+        "--facts-per-set", type=int, default=6, help="with --compare: facts per set (<= 6)"
+    )
     add_json_option(parser)
     args = parser.parse_args()
     admin = admin_headers(args.token)
+    if args.compare:
+        bearer = admin["Authorization"].removeprefix("Bearer ")
+        with GatewayClient(base_url=args.gateway, bearer=bearer) as api:
+            write_results(args.json, "learning_compare", {"variants": compare(api, args, _wait)})
+        return
     run = uuid.uuid4().hex[:8]
     facts = load_facts()[: args.facts]
     items: list[dict[str, Any]] = []
@@ -67,7 +84,9 @@ def main() -> None:
         requested.raise_for_status()
         cycle_id = requested.json()["cycle_id"]
         print(f"taught {len(items)} examples ({len(facts)} facts); cycle {cycle_id}")
-        cycle = _wait(http, admin, cycle_id, args.timeout_s)
+        cycle = _wait(
+            lambda: http.get(f"/train/{cycle_id}", headers=admin).json(), cycle_id, args.timeout_s
+        )
         seconds = time.perf_counter() - started
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in cycle["step_timings"].items())
         print(f"cycle ended {cycle['state']} in {seconds:.0f} s; steps: {timings}")
@@ -122,13 +141,12 @@ def _round_figures(round_number: int, report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _wait(
-    http: httpx.Client, admin: dict[str, str], cycle_id: str, timeout_s: float
-) -> dict[str, Any]:
+def _wait(fetch: Callable[[], dict[str, Any]], cycle_id: str, timeout_s: float) -> dict[str, Any]:
+    """Poll the cycle (`fetch`: `GET /train/{cycle_id}`) until the trainer is done with it."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
-        cycle: dict[str, Any] = http.get(f"/train/{cycle_id}", headers=admin).json()
+        cycle = fetch()
         step = (cycle.get("progress") or {}).get("step", 0)
         where = f"{cycle['state']} round {len(cycle['qa_rounds']) + 1}, step {step // 20 * 20}"
         if where != last:

@@ -84,12 +84,15 @@ class GatewayClient:
         user_id: str | None = None,
         target: str = "active",
         max_tokens: int = 32,
+        use_rag: bool = True,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"question": question, "domain": domain, "max_tokens": max_tokens}
         if user_id is not None:
             body["user_id"] = user_id
         if target != "active":
             body["target"] = target
+        if not use_rag:
+            body["use_rag"] = False
         return self._json("POST", "/answer", body)
 
     def ingest(self, items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -110,6 +113,11 @@ class GatewayClient:
         """`POST /snapshots` changing no adapter: Active's snapshot (with Shadow's newer RAG
         versions) staged on Shadow."""
         return self._json("POST", "/snapshots", {"adapters": {}, "reason": reason})
+
+    def swap(self, reason: str, *, force: bool = False) -> dict[str, Any]:
+        """`POST /swap` of whatever Shadow holds now (`generation: latest`)."""
+        body = {"reason": reason, "generation": "latest", "force": force}
+        return self._json("POST", "/swap", body)
 
     def start_canary(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._json("POST", "/canary", body)

@@ -121,7 +121,8 @@ class Metrics:
         self.screened_items = Counter(
             "twinloop_training_items",
             "Learning items by outcome. From the gateway: items the screen at /ingest "
-            "quarantined (quarantined.<rule>); a training cycle never sees them.",
+            "quarantined (quarantined.<rule>; a training cycle never sees them) and documents "
+            "it refused (rejected.<rule>).",
             ["outcome"],
             registry=r,
         )

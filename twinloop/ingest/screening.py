@@ -9,7 +9,11 @@ repetition rules) before anything stores it or turns it into a fact document:
 * an example a rule stops is stored `quarantined` with the rule and reason, is never a
   pending item (so hostile traffic cannot start training cycles either) and never a fact
   document; its item answers `quarantined`;
-* a correction's fact document is always the redacted text.
+* a correction's fact document is always the redacted text;
+* an operator's document is stored and indexed redacted too (its passages reach users as
+  retrieved context, whatever `cleaning.keep_raw_pii` says), and one that carries an
+  injection is refused whole (`rejected`, the rule named), since the safety layer's context
+  screen would drop its passages from every prompt anyway.
 
 The training cycle cleans again (duplicates and caps compare items with each other, and rows
 kept raw are redacted there); QA screens the taught facts it builds cases from; the miner
@@ -24,11 +28,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twinloop.cleaning.config import CleaningConfig
-from twinloop.cleaning.examples import CandidateExample
+from twinloop.cleaning.examples import INJECTION, CandidateExample
+from twinloop.cleaning.injection import find_injection
 from twinloop.cleaning.pipeline import Screened, screen
 from twinloop.cleaning.redaction import redact_pii
 from twinloop.db.models import TrainingExample
 from twinloop.states import ItemStatus
+
+
+@dataclass(frozen=True)
+class ScreenedDocument:
+    """An operator's document after the screen: its text redacted, or the rule it breaks."""
+
+    text: str
+    redactions: Counter[str]
+    rule: str | None = None
+    reason: str | None = None
+
+
+def _screen_document(text: str, config: CleaningConfig) -> ScreenedDocument:
+    found = find_injection(text)
+    if found is not None:
+        return ScreenedDocument(text, Counter(), INJECTION, f"{found[0]}: {found[1]!r}")
+    redacted, hits = redact_pii(text, phone_regions=config.phone_regions)
+    return ScreenedDocument(redacted, +hits)
 
 
 @dataclass
@@ -38,7 +61,9 @@ class IngestScreen:
     config: CleaningConfig
     redactions: Counter[str] = field(default_factory=Counter)
     quarantined: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)
     _seen: dict[tuple[str, str, tuple[str, ...]], Screened] = field(default_factory=dict)
+    _documents: dict[str, ScreenedDocument] = field(default_factory=dict)
 
     async def texts(self, question: str, answer: str, extra: tuple[str, ...] = ()) -> Screened:
         """The per-item screen of a question, an answer and other texts (redacted, and the
@@ -61,6 +86,17 @@ class IngestScreen:
         plans a batch, then commits it) and its metrics count one run."""
         self.redactions.clear()
         self.quarantined.clear()
+        self.rejected.clear()
+
+    async def document(self, text: str) -> ScreenedDocument:
+        """A document's text as it may be stored and indexed, or the rule that refuses it."""
+        if text not in self._documents:
+            self._documents[text] = await asyncio.to_thread(_screen_document, text, self.config)
+        screened = self._documents[text]
+        self.redactions.update(screened.redactions)
+        if screened.rule is not None:
+            self.rejected[screened.rule] += 1
+        return screened
 
     async def example(self, example: TrainingExample) -> Screened:
         """Screen `example`: store it redacted (unless raw PII is kept) and quarantine it when a

@@ -215,6 +215,8 @@ class IngestService:
                 self._metrics.ingested_items.labels(result.type, result.status).inc()
             for rule, n in screen.quarantined.items():
                 self._metrics.screened_items.labels(f"quarantined.{rule}").inc(n)
+            for rule, n in screen.rejected.items():
+                self._metrics.screened_items.labels(f"rejected.{rule}").inc(n)
             for kind, n in screen.redactions.items():
                 self._metrics.redactions.labels(kind).inc(n)
             staged = await self._stage_pending(actor, changed=changed)
@@ -352,11 +354,15 @@ class IngestService:
             elif isinstance(item, ExampleItem):
                 results.append(await learning.apply_example(session, item, self._domains, screen))
             else:
-                results.append(await self._apply_document(session, item, writes))
+                results.append(await self._apply_document(session, item, writes, screen))
         return results
 
     async def _apply_document(
-        self, session: AsyncSession, item: DocumentItem, writes: DocumentWrites
+        self,
+        session: AsyncSession,
+        item: DocumentItem,
+        writes: DocumentWrites,
+        screen: IngestScreen,
     ) -> ItemResult:
         def result(status: str, **extra: object) -> ItemResult:
             return ItemResult.model_validate(
@@ -375,6 +381,11 @@ class IngestService:
         if item.domain not in self._domains:
             known = ", ".join(self._domains)
             return result("rejected", detail=f"unknown domain {item.domain!r}; known: {known}")
+        screened = await screen.document(item.text)
+        if screened.rule is not None:
+            reason = f"{screened.rule}, {screened.reason}"
+            return result("rejected", detail=f"the screen stopped it ({reason})")
+        # Of the text as sent: sending the same text again is `unchanged`.
         sha = hashlib.sha256(item.text.encode()).hexdigest()
         if live is not None and live.content_sha256 == sha and live.domain == item.domain:
             return result("unchanged", domain=live.domain, rag_version=live.added_in_version)
@@ -382,7 +393,7 @@ class IngestService:
         if live is not None:
             writes.remove(live, writes.version(live.domain))
         chunks = writes.add(
-            domain=item.domain, doc_id=item.id, text=item.text, source=item.source or ""
+            domain=item.domain, doc_id=item.id, text=screened.text, source=item.source or ""
         )
         await repository.add(
             session,
@@ -391,7 +402,7 @@ class IngestService:
                 domain=item.domain,
                 source=item.source,
                 content_sha256=sha,
-                text=item.text,
+                text=screened.text,
                 chunk_count=chunks,
                 added_in_version=version,
             ),
@@ -421,7 +432,7 @@ class IngestService:
         if fact is None:
             if await repository.live_document(session, doc_id) is not None:
                 document = DocumentItem(type="document", id=doc_id, deleted=True)
-                await self._apply_document(session, document, writes)
+                await self._apply_document(session, document, writes, screen)
             return
         document = DocumentItem(
             type="document",
@@ -430,7 +441,7 @@ class IngestService:
             text=fact.text,
             source=f"feedback:{item.id}",
         )
-        await self._apply_document(session, document, writes)
+        await self._apply_document(session, document, writes, screen)
 
     async def add_facts(self, facts: Sequence[tuple[str, str, str]], *, actor: str) -> str | None:
         """Fact documents `(id, domain, text)` (QA corrections) in one batch; staged to Shadow.

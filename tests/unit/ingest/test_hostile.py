@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from tests.conftest import ADMIN_HEADERS
 from tests.unit.conftest import run_cycle
-from twinloop.db.models import Feedback, TrainingExample
+from twinloop.db.models import Document, Feedback, TrainingExample
 from twinloop.runtime import Runtime
 from twinloop.settings import InputScreenMode, Settings
 from twinloop.testing.hostile import HostileItem, leaks, load_hostile_items, readable
@@ -172,3 +172,41 @@ async def test_a_correction_changed_into_an_attack_takes_its_fact_document_with_
         examples = list((await session.execute(select(TrainingExample))).scalars())
     live_examples = [e for e in examples if e.deleted_at is None]
     assert [e.status for e in live_examples] == ["quarantined"]
+
+
+async def test_hostile_documents_are_indexed_redacted_or_refused_naming_the_rule(
+    client: httpx.AsyncClient, fake_knowledge: FakeKnowledge, runtime: Runtime
+) -> None:
+    """An operator's document reaches users as retrieved passages, so it passes the same
+    screen: PII redacted before it is stored or indexed, an injection refused whole. The
+    other rules (lengths, repetition) are for question-answer pairs, not documents."""
+    sent = [item for item in ITEMS if item.expect == "redacted" or item.rule == "injection"]
+    documents = [{"type": "document", "id": f"doc-{item.id}", "domain": "fin",
+                  "text": "\n".join((item.question, item.answer, *item.paraphrases))}
+                 for item in sent]  # fmt: skip
+    response = await client.post("/ingest", json={"items": documents}, headers=ADMIN_HEADERS)
+
+    assert response.status_code == 202, response.text
+    results = {r["id"].removeprefix("doc-"): r for r in response.json()["items"]}
+    refused = {i.id for i in sent if i.rule == "injection"}
+    for item in sent:
+        result = results[item.id]
+        if item.id in refused:
+            assert result["status"] == "rejected" and "injection" in result["detail"], result
+        else:
+            assert result["status"] == "added", (item.id, result)
+    indexed = {str(row[1]).removeprefix("doc-"): str(row[2]) for row in fake_knowledge.rows}
+    assert set(indexed) == {i.id for i in sent} - refused
+    for item in REDACTED:
+        assert all(p in indexed[item.id] for p in item.placeholders), (item.id, indexed[item.id])
+    _assert_nothing_leaks("RAG", list(indexed.values()))
+    async with runtime.sessionmaker() as session:
+        stored = [d.text for d in (await session.execute(select(Document))).scalars()]
+    assert len(stored) == len(indexed)
+    _assert_nothing_leaks("the documents table", stored)
+    # The same text again is unchanged: the screen's verdict does not change its identity.
+    again = await client.post("/ingest", json={"items": documents[:1]}, headers=ADMIN_HEADERS)
+    assert again.json()["items"][0]["status"] == "unchanged"
+    metrics = (await client.get("/metrics")).text
+    line = f'twinloop_training_items_total{{outcome="rejected.injection"}} {float(len(refused))}'
+    assert line in metrics

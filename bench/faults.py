@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from twinloop.db.models import Feedback, TrainingExample
+from twinloop.db.models import Document, Feedback, TrainingExample
 from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.settings import Settings
 from twinloop.testing.admin import admin_headers
@@ -331,6 +331,47 @@ def hostile_corrections(ctx: Context) -> Row:
         f"all {len(stored)}/{len(items)} stored (redacted or quarantined); leaked: "
         f"{leaked or 'none'}; quarantined ones trainable: {wrong or 'none'}",
         len(stored) == len(items) and not leaked and not wrong,
+    )
+
+
+@probe("hostile-documents")
+def hostile_documents(ctx: Context) -> Row:
+    """The shipped PII and injection items as an ingest key's documents: PII indexed
+    redacted, injections refused whole; the rest (lengths, repetition) are rules for
+    question-answer pairs."""
+    items = [i for i in load_hostile_items() if i.expect == "redacted" or i.rule == "injection"]
+    ids = {item.id: _uid(f"doc-{item.id}") for item in items}
+    documents = [{"type": "document", "id": ids[item.id], "domain": "fin",
+                  "text": "\n".join((item.question, item.answer, *item.paraphrases))}
+                 for item in items]  # fmt: skip
+    statuses: Counter[str] = Counter()
+    wrong: list[str] = []
+    for start in range(0, len(documents), 50):
+        response = _ingest_as(ctx, ctx.ingest_key, documents[start : start + 50])
+        if response.status_code != 202:
+            did = f"{response.status_code} {_error(response)}"
+            return Row("hostile-documents", f"{len(items)} hostile documents", did, "?", False)
+        for result in response.json()["items"]:
+            statuses[result["status"]] += 1
+            item = next(i for i in items if ids[i.id] == result["id"])
+            expected = "rejected" if item.rule == "injection" else "added"
+            if result["status"] != expected:
+                wrong.append(item.id)
+    stored = _db_rows(ctx.settings, Document, Document.external_id, list(ids.values()))
+    leaked = [(item.id, absent) for item in items for absent in item.absent
+              if any(leaks(row.text, absent) for row in stored)]  # fmt: skip
+    expected_stored = sum(item.rule != "injection" for item in items)
+    # Tidy up: the run's documents leave the index (fewer than 100: one batch).
+    _ingest_as(ctx, ctx.ingest_key, [{"type": "document", "id": i, "deleted": True}
+                                     for i in ids.values()])  # fmt: skip
+    return Row(
+        "hostile-documents",
+        f"{len(items)} hostile items (PII spellings, injection, poisoning) sent as an ingest "
+        "key's documents",
+        f"/ingest 202: {dict(statuses)}; not as expected: {wrong or 'none'}",
+        f"{len(stored)}/{expected_stored} PII documents stored and indexed, redacted; leaked: "
+        f"{leaked or 'none'}",
+        not wrong and not leaked and len(stored) == expected_stored,
     )
 
 

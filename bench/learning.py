@@ -147,6 +147,9 @@ def _wait(fetch: Callable[[], dict[str, Any]], cycle_id: str, timeout_s: float) 
     last = ""
     while time.monotonic() < deadline:
         cycle = fetch()
+        if "state" not in cycle:  # an error body (503 while the database is busy): ask again
+            time.sleep(5)
+            continue
         step = (cycle.get("progress") or {}).get("step", 0)
         where = f"{cycle['state']} round {len(cycle['qa_rounds']) + 1}, step {step // 20 * 20}"
         if where != last:

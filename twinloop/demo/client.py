@@ -7,6 +7,7 @@ the usual causes, what to do — the CLI prints it and exits non-zero.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -17,6 +18,9 @@ START_HINT = (
     "start the stack first — `make up` (or `twinloop up`) in another terminal, wait for "
     "'ready', then run `twinloop demo` again (`--gateway URL` for another address)"
 )
+
+BUSY_RETRIES = 10  # a read answered 503 (database busy) is asked again this many times
+MAX_RETRY_AFTER_S = 5.0
 
 
 class DemoError(TwinloopError):
@@ -151,17 +155,34 @@ class GatewayClient:
     def _call(
         self, method: str, path: str, body: Any = None, *, check: bool = True
     ) -> httpx.Response:
+        response = self._send(method, path, body)
+        # A busy database is a 503 with Retry-After (the trainer's writes hold SQLite for a
+        # moment); a read is safe to ask again, a write is left to its caller.
+        for _ in range(BUSY_RETRIES):
+            if response.status_code != 503 or method != "GET":
+                break
+            time.sleep(_retry_after(response))
+            response = self._send(method, path, body)
+        if check and response.status_code >= 400:
+            raise DemoError(_refusal(method, path, response), status_code=response.status_code)
+        return response
+
+    def _send(self, method: str, path: str, body: Any) -> httpx.Response:
         try:
-            response = self._http.request(method, path, json=body)
+            return self._http.request(method, path, json=body)
         except httpx.TransportError as e:
             if isinstance(e, httpx.ConnectError):
                 raise GatewayUnreachableError(
                     f"no gateway answers at {self.base_url} ({e}); {START_HINT}"
                 ) from e
             raise DemoError(f"{method} {path} failed on the way: {e!r}") from e
-        if check and response.status_code >= 400:
-            raise DemoError(_refusal(method, path, response), status_code=response.status_code)
-        return response
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(MAX_RETRY_AFTER_S, max(0.0, float(response.headers.get("retry-after", 1))))
+    except ValueError:
+        return 1.0
 
 
 def _refusal(method: str, path: str, response: httpx.Response) -> str:

@@ -32,15 +32,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
-from twinloop.demo.client import GatewayClient
+from twinloop.demo.client import BUSY_RETRIES, DemoError, GatewayClient
 from twinloop.factsets import Fact, is_right
 from twinloop.testing.learning_eval import load_facts
 
 DOMAIN = "general"
 USERS = 3  # lessons come from three users, each phrasing the question their own way
 PROBE_TOKENS = 32
+T = TypeVar("T")
 WaitForCycle = Callable[[Callable[[], dict[str, Any]], str, float], dict[str, Any]]
 
 
@@ -111,11 +112,25 @@ def compare(
         if variant.promote:
             outcome.promoted = _promote(api, outcome)
         if variant.delete_after:
-            api.ingest([{"type": "feedback", "id": i, "deleted": True} for i in lesson_ids])
+            deletes = [{"type": "feedback", "id": i, "deleted": True} for i in lesson_ids]
+            _again(partial(api.ingest, deletes))
         outcomes.append(outcome)
         _print_outcome(outcome)
     print_table(outcomes)
     return [vars(o) for o in outcomes]
+
+
+def _again(call: Callable[[], T]) -> T:
+    """`call`, asked again while the gateway answers 503 (its database busy for a moment):
+    what the bench sends is idempotent (ingest by item id) or harmless to repeat (a probe)."""
+    for attempt in range(BUSY_RETRIES):
+        try:
+            return call()
+        except DemoError as e:
+            if e.status_code != 503 or attempt == BUSY_RETRIES - 1:
+                raise
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
 
 
 def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
@@ -125,8 +140,13 @@ def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
     with ThreadPoolExecutor(max_workers=4) as pool:
         served = list(
             pool.map(
-                lambda i: api.answer(
-                    lessons[i][1], domain=DOMAIN, user_id=f"{prefix}-user-{i % USERS}"
+                lambda i: _again(
+                    partial(
+                        api.answer,
+                        lessons[i][1],
+                        domain=DOMAIN,
+                        user_id=f"{prefix}-user-{i % USERS}",
+                    )
                 ),
                 range(len(lessons)),
             )
@@ -143,7 +163,7 @@ def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
         if k == 0:
             item["heldout"] = {"paraphrases": fact.test_questions, "accept": fact.accept}
         items.append(item)
-    result = api.ingest(items)
+    result = _again(partial(api.ingest, items))
     statuses = {r["status"] for r in result["items"]}
     if statuses != {"added"}:
         raise SystemExit(f"ingest did not add every lesson: {result['items']}")
@@ -185,12 +205,15 @@ def _accuracy(api: GatewayClient, facts: list[Fact], target: str, *, use_rag: bo
     with ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(
             pool.map(
-                lambda c: api.answer(
-                    c[0],
-                    domain=DOMAIN,
-                    target=target,
-                    use_rag=use_rag,
-                    max_tokens=PROBE_TOKENS,
+                lambda c: _again(
+                    partial(
+                        api.answer,
+                        c[0],
+                        domain=DOMAIN,
+                        target=target,
+                        use_rag=use_rag,
+                        max_tokens=PROBE_TOKENS,
+                    )
                 )["answer"],
                 cases,
             )

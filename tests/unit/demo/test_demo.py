@@ -6,6 +6,7 @@ import io
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from rich.console import Console
 from typer.testing import CliRunner
@@ -193,3 +194,25 @@ def test_fast_is_smaller_than_full() -> None:
     assert fast.good_facts < full.good_facts and fast.bad_facts <= full.bad_facts
     assert fast.bad_overrides["step_budget"] < full.bad_overrides["step_budget"]
     assert fast.canary_max_duration_s < full.canary_max_duration_s
+
+
+def test_a_read_answered_busy_is_asked_again_and_a_write_is_not() -> None:
+    """The trainer's writes hold SQLite for a moment: the gateway answers 503 with
+    Retry-After, and the client asks a GET again (a benchmark died on one such poll)."""
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.method)
+        if len(calls) < 3:
+            return httpx.Response(503, json={"error": "busy"}, headers={"retry-after": "0"})
+        return httpx.Response(200, json={"state": "training"})
+
+    with GatewayClient(
+        base_url="http://gw", bearer="t", transport=httpx.MockTransport(handle)
+    ) as api:
+        assert api.cycle("c1") == {"state": "training"}
+        assert calls == ["GET", "GET", "GET"]
+        calls.clear()
+        with pytest.raises(DemoError) as refused:
+            api.train()
+    assert calls == ["POST"] and "503" in str(refused.value)

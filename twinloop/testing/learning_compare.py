@@ -254,6 +254,14 @@ def _print_outcome(o: Outcome) -> None:
         print(f"  DPO report: {o.pairs}")
     if o.promoted:
         print(f"  promoted: {o.promoted}")
+    print(
+        f"  taught set {o.taught} on held-out paraphrases: Active {_pct(o.taught_active)}, "
+        f"Shadow {_pct(o.taught_shadow)} without retrieval, {_pct(o.taught_shadow_rag)} with; "
+        f"set A kept (no retrieval): Shadow {_pct(o.earlier_shadow)}, Active "
+        f"{_pct(o.earlier_active)}; general holdout Active {_pct(o.holdout_active)}, Shadow "
+        f"{_pct(o.holdout_shadow)}",
+        flush=True,
+    )
 
 
 def print_table(outcomes: list[Outcome]) -> None:

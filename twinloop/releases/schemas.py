@@ -30,7 +30,9 @@ class ReleaseChangeRequest(BaseModel):
         description="Required. The release generation this change is meant for (`generation` "
         "in /status and in every release change's answer); refused (409) when the release "
         'is no longer at it. `"latest"`: the generation in force when the request arrives — '
-        "still refused (409) if another change lands before this one is written.",
+        "still refused (409) if another change lands before this one is written; one that "
+        "arrives after another has landed applies on top of it, so to be sure of not undoing "
+        "someone's change, send the number you saw.",
     )
 
 

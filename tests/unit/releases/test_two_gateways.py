@@ -107,3 +107,17 @@ async def test_a_generation_made_through_another_gateway_is_accepted_before_it_p
 
     assert back.status_code == 200, back.text
     assert (back.json()["generation"], back.json()["active_slot"]) == (3, "blue")
+
+
+async def test_a_swap_with_latest_after_another_has_landed_swaps_again(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """ "latest" is the generation in force when a request arrives: a swap sent after another
+    has landed swaps again (an operator who must not race sends the generation /status
+    showed, and is refused if it moved)."""
+    body = {"generation": "latest", "reason": "one after the other"}
+    first = await client.post("/swap", json=body, headers=admin_headers)
+    second = await client.post("/swap", json=body, headers=admin_headers)
+
+    assert (first.status_code, second.status_code) == (200, 200), second.text
+    assert (second.json()["generation"], second.json()["active_slot"]) == (3, "blue")

@@ -460,7 +460,11 @@ class TrainerSettings(BaseModel):
         "continual alike, general holdout 12 vs 11 of 12, 40 steps each - while each cycle "
         "would start from a model that had already drifted from the base. It pays without "
         "domain replay (domain_replay_ratio 0: facts A kept 3 of 6 vs 0 from base, B 6 vs 5, "
-        "holdout 11 vs 10, 24 steps), but replay keeps more (5 of 6).",
+        "holdout 11 vs 10, 24 steps), but replay keeps more (5 of 6). Through the API, "
+        "`bench/learning.py --compare` (6 facts a set, set A promoted, then set B, default "
+        "settings) agreed: continual taught set B on 10 of 12 held-out paraphrases against 11 "
+        "from base, kept set A on 5 of 12 against 6, and its gate rejected it (safety lost 4 "
+        "of 16 against Active) where from base passed.",
     )
     continual_kl_weight: float = Field(
         default=0.0,
@@ -504,7 +508,13 @@ class TrainerSettings(BaseModel):
         default=True,
         description="After SFT, train the adapter on the cycle's preference pairs with DPO "
         "(corrections of a thumbs-down: the correction over the answer; accepted mined "
-        "proposals: chosen over rejected). Runs only when a domain has pairs. Off: SFT only.",
+        "proposals: chosen over rejected). Runs only when a domain has pairs. Off: SFT only. "
+        "On by default though `bench/learning.py --compare` (6 facts as 18 corrections, default "
+        "settings) measured no gain in what greedy answers show: held-out paraphrases 9 of 12 "
+        "with and without it, held-out pairs already 4 of 4 after SFT; the general holdout "
+        "was 92 % with it against 89 % without, and it costs about a minute a cycle on 2 cores. "
+        "What it moves is the margin: bench/preference.py measured the rejected answer made "
+        "less likely on held-out pairs (+0.92 -> +1.36 nats/token).",
     )
     dpo_learning_rate: float = Field(
         default=1e-4,

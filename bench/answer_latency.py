@@ -1,9 +1,11 @@
 """Single-request latency of a real answer: straight to vLLM versus through the gateway.
 
 Run against a running service (`make up`). Requests are interleaved, one at a
-time, with the same body and greedy decoding, so both paths generate the same
-tokens and the difference is what the gateway adds (routing, persistence,
-metrics, one more HTTP hop).
+time, with greedy decoding and the same question up to a request number (so
+the paths generate alike, and the gateway's answer cache, which would answer a
+repeated question at temperature 0 without the engine, never hits); the
+difference is what the gateway adds (routing, persistence, metrics, one more
+HTTP hop).
 
     .venv/bin/python bench/answer_latency.py --requests 30
 """
@@ -44,21 +46,19 @@ def main() -> None:
     timings: dict[str, list[float]] = {"vllm direct": [], "gateway /v1": [], "gateway /answer": []}
     with httpx.Client(timeout=120) as client:
         for i in range(args.requests + 3):
-            question = QUESTIONS[i % len(QUESTIONS)]
-            messages = [{"role": "user", "content": question}]
-            chat = {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0}
+            asked = [f"{QUESTIONS[i % len(QUESTIONS)]} (question {3 * i + k})" for k in range(3)]
+
+            def chat(question: str) -> dict[str, object]:
+                messages = [{"role": "user", "content": question}]
+                return {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0,
+                        "model": args.model}  # fmt: skip
+
             calls = {
-                "vllm direct": (
-                    f"{args.engine}/v1/chat/completions",
-                    {**chat, "model": args.model},
-                ),
-                "gateway /v1": (
-                    f"{args.gateway}/v1/chat/completions",
-                    {**chat, "model": args.model},
-                ),
+                "vllm direct": (f"{args.engine}/v1/chat/completions", chat(asked[0])),
+                "gateway /v1": (f"{args.gateway}/v1/chat/completions", chat(asked[1])),
                 "gateway /answer": (
                     f"{args.gateway}/answer",
-                    {"question": question, "max_tokens": args.max_tokens},
+                    {"question": asked[2], "max_tokens": args.max_tokens},
                 ),
             }
             for name, (url, body) in calls.items():

@@ -137,20 +137,11 @@ def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
     """Users ask Active and correct it: one feedback item per phrasing, the fact's first
     phrasing carrying the held-out paraphrases. Returns the feedback ids."""
     lessons = [(f, q, k) for f in facts for k, q in enumerate(f.train_questions)]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        served = list(
-            pool.map(
-                lambda i: _again(
-                    partial(
-                        api.answer,
-                        lessons[i][1],
-                        domain=DOMAIN,
-                        user_id=f"{prefix}-user-{i % USERS}",
-                    )
-                ),
-                range(len(lessons)),
-            )
-        )
+    served = _ask_all(
+        api,
+        [{"question": q, "user_id": f"{prefix}-user-{i % USERS}"}
+         for i, (_, q, _) in enumerate(lessons)],
+    )  # fmt: skip
     items: list[dict[str, Any]] = []
     for (fact, _, k), answer in zip(lessons, served, strict=True):
         item: dict[str, Any] = {
@@ -202,24 +193,18 @@ def _probe(
 
 def _accuracy(api: GatewayClient, facts: list[Fact], target: str, *, use_rag: bool) -> float:
     cases = [(q, f.accept) for f in facts for q in f.test_questions]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        answers = list(
-            pool.map(
-                lambda c: _again(
-                    partial(
-                        api.answer,
-                        c[0],
-                        domain=DOMAIN,
-                        target=target,
-                        use_rag=use_rag,
-                        max_tokens=PROBE_TOKENS,
-                    )
-                )["answer"],
-                cases,
-            )
-        )
+    asked = [{"question": q, "target": target, "use_rag": use_rag, "max_tokens": PROBE_TOKENS}
+             for q, _ in cases]  # fmt: skip
+    answers = [a["answer"] for a in _ask_all(api, asked)]
     right = sum(is_right(a, accept) for a, (_, accept) in zip(answers, cases, strict=True))
     return right / len(cases)
+
+
+def _ask_all(api: GatewayClient, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`/answer` for each of `requests` (keyword arguments of `GatewayClient.answer`), four
+    at a time, in order."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(pool.map(lambda r: _again(partial(api.answer, domain=DOMAIN, **r)), requests))
 
 
 def _promote(api: GatewayClient, outcome: Outcome) -> str:

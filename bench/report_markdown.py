@@ -139,8 +139,8 @@ def _answer_latency(run: dict[str, Any]) -> list[str]:
     ]
     return [
         f"One request at a time, interleaved, greedy, max_tokens={figures['max_tokens']}: the "
-        "same tokens generated on each path, so the difference is what the gateway adds over "
-        "real vLLM.",
+        "same question on each path up to a request number (so no answer cache helps), so "
+        "the difference is what the gateway adds over real vLLM.",
         "",
         *_table(["path", "p50 ms", "p99 ms", "+p50 ms", "+p99 ms", "throughput x direct"], rows),
     ]

@@ -47,15 +47,9 @@ def main() -> None:
     with httpx.Client(timeout=120) as client:
         for i in range(args.requests + 3):
             asked = [f"{QUESTIONS[i % len(QUESTIONS)]} (question {3 * i + k})" for k in range(3)]
-
-            def chat(question: str) -> dict[str, object]:
-                messages = [{"role": "user", "content": question}]
-                return {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0,
-                        "model": args.model}  # fmt: skip
-
             calls = {
-                "vllm direct": (f"{args.engine}/v1/chat/completions", chat(asked[0])),
-                "gateway /v1": (f"{args.gateway}/v1/chat/completions", chat(asked[1])),
+                "vllm direct": (f"{args.engine}/v1/chat/completions", _chat(args, asked[0])),
+                "gateway /v1": (f"{args.gateway}/v1/chat/completions", _chat(args, asked[1])),
                 "gateway /answer": (
                     f"{args.gateway}/answer",
                     {"question": asked[2], "max_tokens": args.max_tokens},
@@ -93,6 +87,13 @@ def main() -> None:
         "answer_latency",
         {"requests": args.requests, "max_tokens": args.max_tokens, "paths": paths},
     )
+
+
+def _chat(args: argparse.Namespace, question: str) -> dict[str, object]:
+    """A greedy chat completion of `question` (temperature 0: every path answers alike)."""
+    messages = [{"role": "user", "content": question}]
+    return {"messages": messages, "max_tokens": args.max_tokens, "temperature": 0,
+            "model": args.model}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ START_HINT = (
     "'ready', then run `twinloop demo` again (`--gateway URL` for another address)"
 )
 
-BUSY_RETRIES = 10  # a read answered 503 (database busy) is asked again this many times
+BUSY_RETRIES = 10  # a call answered 503 (database busy) is asked again this many times
 MAX_RETRY_AFTER_S = 5.0
 
 
@@ -97,11 +97,13 @@ class GatewayClient:
             body["target"] = target
         if not use_rag:
             body["use_rag"] = False
-        return self._json("POST", "/answer", body)
+        # A 503 stored no answer (the write is what failed): asking again is safe.
+        return self._json("POST", "/answer", body, repeatable=True)
 
     def ingest(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """`POST /ingest`: `items` (one result per item), `staging`, `shadow_snapshot_id`."""
-        return self._json("POST", "/ingest", {"items": items})
+        # Idempotent by item id: a batch sent again after a 503 is stored once.
+        return self._json("POST", "/ingest", {"items": items}, repeatable=True)
 
     def train(self, overrides: dict[str, Any] | None = None, reason: str = "") -> dict[str, Any]:
         body = {"overrides": overrides, "reason": reason} if overrides else None
@@ -148,18 +150,27 @@ class GatewayClient:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        payload: dict[str, Any] = self._call(method, path, body).json()
+    def _json(
+        self, method: str, path: str, body: Any = None, *, repeatable: bool = False
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = self._call(method, path, body, repeatable=repeatable).json()
         return payload
 
     def _call(
-        self, method: str, path: str, body: Any = None, *, check: bool = True
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        check: bool = True,
+        repeatable: bool = False,
     ) -> httpx.Response:
+        """One call; a busy database's 503 (with Retry-After: the trainer's writes hold SQLite
+        for a moment) is asked again when that is safe: a read, or a `repeatable` write. Any
+        other write's 503 is its caller's."""
         response = self._send(method, path, body)
-        # A busy database is a 503 with Retry-After (the trainer's writes hold SQLite for a
-        # moment); a read is safe to ask again, a write is left to its caller.
         for _ in range(BUSY_RETRIES):
-            if response.status_code != 503 or method != "GET":
+            if response.status_code != 503 or not (repeatable or method == "GET"):
                 break
             time.sleep(_retry_after(response))
             response = self._send(method, path, body)

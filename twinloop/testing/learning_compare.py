@@ -32,16 +32,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-from twinloop.demo.client import BUSY_RETRIES, DemoError, GatewayClient
+from twinloop.demo.client import GatewayClient
 from twinloop.factsets import Fact, is_right
 from twinloop.testing.learning_eval import load_facts
 
 DOMAIN = "general"
 USERS = 3  # lessons come from three users, each phrasing the question their own way
 PROBE_TOKENS = 32
-T = TypeVar("T")
 WaitForCycle = Callable[[Callable[[], dict[str, Any]], str, float], dict[str, Any]]
 
 
@@ -113,24 +112,11 @@ def compare(
             outcome.promoted = _promote(api, outcome)
         if variant.delete_after:
             deletes = [{"type": "feedback", "id": i, "deleted": True} for i in lesson_ids]
-            _again(partial(api.ingest, deletes))
+            api.ingest(deletes)
         outcomes.append(outcome)
         _print_outcome(outcome)
     print_table(outcomes)
     return [vars(o) for o in outcomes]
-
-
-def _again(call: Callable[[], T]) -> T:
-    """`call`, asked again while the gateway answers 503 (its database busy for a moment):
-    what the bench sends is idempotent (ingest by item id) or harmless to repeat (a probe)."""
-    for attempt in range(BUSY_RETRIES):
-        try:
-            return call()
-        except DemoError as e:
-            if e.status_code != 503 or attempt == BUSY_RETRIES - 1:
-                raise
-            time.sleep(2.0)
-    raise AssertionError("unreachable")
 
 
 def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
@@ -154,7 +140,7 @@ def _teach(api: GatewayClient, facts: list[Fact], prefix: str) -> list[str]:
         if k == 0:
             item["heldout"] = {"paraphrases": fact.test_questions, "accept": fact.accept}
         items.append(item)
-    result = _again(partial(api.ingest, items))
+    result = api.ingest(items)
     statuses = {r["status"] for r in result["items"]}
     if statuses != {"added"}:
         raise SystemExit(f"ingest did not add every lesson: {result['items']}")
@@ -204,7 +190,7 @@ def _ask_all(api: GatewayClient, requests: list[dict[str, Any]]) -> list[dict[st
     """`/answer` for each of `requests` (keyword arguments of `GatewayClient.answer`), four
     at a time, in order."""
     with ThreadPoolExecutor(max_workers=4) as pool:
-        return list(pool.map(lambda r: _again(partial(api.answer, domain=DOMAIN, **r)), requests))
+        return list(pool.map(lambda r: api.answer(domain=DOMAIN, **r), requests))
 
 
 def _promote(api: GatewayClient, outcome: Outcome) -> str:

@@ -196,7 +196,7 @@ def test_fast_is_smaller_than_full() -> None:
     assert fast.canary_max_duration_s < full.canary_max_duration_s
 
 
-def test_a_read_answered_busy_is_asked_again_and_a_write_is_not() -> None:
+def test_a_read_answered_busy_is_asked_again_and_a_write_only_when_repeatable() -> None:
     """The trainer's writes hold SQLite for a moment: the gateway answers 503 with
     Retry-After, and the client asks a GET again (a benchmark died on one such poll)."""
     calls: list[str] = []
@@ -215,4 +215,7 @@ def test_a_read_answered_busy_is_asked_again_and_a_write_is_not() -> None:
         calls.clear()
         with pytest.raises(DemoError) as refused:
             api.train()
-    assert calls == ["POST"] and "503" in str(refused.value)
+        assert calls == ["POST"] and "503" in str(refused.value)
+        calls.clear()  # an ingest is idempotent by item id: asked again like a read
+        assert api.ingest([]) == {"state": "training"}
+    assert calls == ["POST", "POST", "POST"]

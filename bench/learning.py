@@ -29,6 +29,7 @@ import argparse
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import httpx
@@ -56,9 +57,10 @@ def main() -> None:
     add_json_option(parser)
     args = parser.parse_args()
     admin = admin_headers(args.token)
+    bearer = admin["Authorization"].removeprefix("Bearer ")
+    api = GatewayClient(base_url=args.gateway, bearer=bearer)
     if args.compare:
-        bearer = admin["Authorization"].removeprefix("Bearer ")
-        with GatewayClient(base_url=args.gateway, bearer=bearer) as api:
+        with api:
             write_results(args.json, "learning_compare", {"variants": compare(api, args, _wait)})
         return
     run = uuid.uuid4().hex[:8]
@@ -76,7 +78,7 @@ def main() -> None:
             if n == 0:
                 item["heldout"] = {"paraphrases": fact.test_questions, "accept": fact.accept}
             items.append(item)
-    with httpx.Client(base_url=args.gateway, timeout=120) as http:
+    with api, httpx.Client(base_url=args.gateway, timeout=120) as http:
         ingested = http.post("/ingest", json={"items": items}, headers=admin)
         ingested.raise_for_status()
         started = time.perf_counter()
@@ -84,9 +86,7 @@ def main() -> None:
         requested.raise_for_status()
         cycle_id = requested.json()["cycle_id"]
         print(f"taught {len(items)} examples ({len(facts)} facts); cycle {cycle_id}")
-        cycle = _wait(
-            lambda: http.get(f"/train/{cycle_id}", headers=admin).json(), cycle_id, args.timeout_s
-        )
+        cycle = _wait(partial(api.cycle, cycle_id), cycle_id, args.timeout_s)
         seconds = time.perf_counter() - started
         timings = ", ".join(f"{k} {v:.1f} s" for k, v in cycle["step_timings"].items())
         print(f"cycle ended {cycle['state']} in {seconds:.0f} s; steps: {timings}")
@@ -147,9 +147,6 @@ def _wait(fetch: Callable[[], dict[str, Any]], cycle_id: str, timeout_s: float) 
     last = ""
     while time.monotonic() < deadline:
         cycle = fetch()
-        if "state" not in cycle:  # an error body (503 while the database is busy): ask again
-            time.sleep(5)
-            continue
         step = (cycle.get("progress") or {}).get("step", 0)
         where = f"{cycle['state']} round {len(cycle['qa_rounds']) + 1}, step {step // 20 * 20}"
         if where != last:

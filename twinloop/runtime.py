@@ -32,7 +32,6 @@ from twinloop.db.session import (
     SessionMaker,
     create_engine,
     create_sessionmaker,
-    create_writer_engine,
 )
 from twinloop.engines.client import EngineClient, EngineTimeouts
 from twinloop.engines.judge import open_judge
@@ -43,7 +42,7 @@ from twinloop.inference.limits import RequestLimits
 from twinloop.inference.readiness import ReadinessService
 from twinloop.inference.retrieval import DocumentSearch
 from twinloop.inference.service import AnswerService
-from twinloop.inference.writer import AnswerWriter
+from twinloop.inference.writer import answer_writer
 from twinloop.ingest.service import DocumentIndex, IngestService
 from twinloop.metrics import Metrics
 from twinloop.mining.metrics import MiningMetrics
@@ -310,10 +309,6 @@ async def open_runtime(
         await canary.load()
         # A gateway killed between a batch's commit and its staging left versions unstaged.
         await services.ingest.stage_left_pending(actor="system: gateway start")
-        # The answers' group commit has a connection of its own (twinloop.inference.writer).
-        writer_db = create_writer_engine(
-            settings.sqlalchemy_url, sqlite_synchronous=settings.sqlite_synchronous
-        )
         answers = AnswerService(
             engines=services.engines,
             releases=services.releases,
@@ -331,7 +326,12 @@ async def open_runtime(
             mirror_limit=settings.canary.mirror_concurrency,
             limits=RequestLimits.from_settings(settings.gateway),
             safety=SafetyConfig.from_settings(settings.safety),
-            writer=AnswerWriter(engine=writer_db, metrics=metrics),
+            # The answers' group commit, on a connection of its own.
+            writer=answer_writer(
+                settings.sqlalchemy_url,
+                metrics=metrics,
+                sqlite_synchronous=settings.sqlite_synchronous,
+            ),
             embeddings=embeddings,
             answer_cache=AnswerCache.from_settings(settings.answer_cache, metrics),
         )
@@ -405,7 +405,6 @@ async def open_runtime(
             await answers.aclose()
             if embeddings is not None:
                 await embeddings.aclose()
-            await writer_db.dispose()
             for task in (evaluator, watcher):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Literal
 
-from sqlalchemy import event
+from sqlalchemy import Engine, event, make_url
+from sqlalchemy import create_engine as create_sync_engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -48,13 +49,19 @@ def create_engine(
     return engine
 
 
-def create_writer_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> AsyncEngine:
-    """One connection for one writer task (`twinloop.inference.writer`): its commits never
-    hold a connection that reads wait for. On SQLite it is the second connection beside the
-    process's one; the busy timeout orders the two writers' rare collisions."""
-    engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", partial(_sqlite_pragmas, sqlite_synchronous))
+def create_writer_engine(url: str) -> AsyncEngine:
+    """One connection for the answers' writer task on the event loop (PostgreSQL; see
+    `twinloop.inference.writer`): its commits never hold a connection that reads wait for."""
+    return create_async_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+
+def create_writer_sync_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> Engine:
+    """One plain sqlite3 connection for the answers' writer thread (`twinloop.inference.writer`
+    says why not aiosqlite), given the async URL of the database: the second connection beside
+    the process's one; the busy timeout orders the two writers' rare collisions."""
+    sync = make_url(url).set(drivername="sqlite+pysqlite")
+    engine = create_sync_engine(sync, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    event.listen(engine, "connect", partial(_sqlite_pragmas, sqlite_synchronous))
     return engine
 
 

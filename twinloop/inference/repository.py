@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.base import new_id, utcnow
 from twinloop.db.models import Answer
@@ -33,10 +33,11 @@ def answer_row(record: Answer) -> dict[str, Any]:
     return {key: getattr(record, key) for key in _COLUMNS}
 
 
-async def insert_rows(connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert answers' rows (`answer_row`) in one statement; the caller commits. Core, not the
-    ORM's unit of work: nothing is read back, and a batch is one executemany."""
-    await connection.execute(insert(Answer), rows)
+    ORM's unit of work: nothing is read back, and a batch is one executemany. Synchronous:
+    the answer writer's thread calls it (`twinloop.inference.writer`)."""
+    connection.execute(insert(Answer), rows)
 
 
 async def safety_flags_since(

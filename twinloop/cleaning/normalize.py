@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 # Visible-blank letters (category Lo, so not caught as Cf): Hangul fillers, braille blank.
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
@@ -39,11 +40,13 @@ def _visible_char(ch: str) -> str:
     return unicodedata.normalize("NFKC", ch)
 
 
-def visible(text: str) -> tuple[str, list[int]]:
+def visible(text: str) -> tuple[str, Sequence[int]]:
     """`text` as displayed (see the module docstring) and, per character of it, the index of
     the character of `text` it came from."""
     if text.isascii():
-        return text, list(range(len(text)))
+        # Nothing to change, and a range is the identity without building a list: a streamed
+        # answer reads its held text again at every chunk.
+        return text, range(len(text))
     parts: list[str] = []
     origin: list[int] = []
     for index, ch in enumerate(text):

@@ -45,6 +45,10 @@ PII_KINDS = ("email", "iban", "card", "ssn", "ip", "phone")
 
 Span = tuple[int, int]
 
+# Every finder but the e-mail ones needs a digit (any script's: the view has them as ASCII):
+# without one it returns at once, its patterns never tried.
+_DIGIT = re.compile(r"\d")
+
 # --- e-mail ------------------------------------------------------------------------------------
 
 _LOCAL = r"(?<![\w.+%-])[\w.%+-]+"
@@ -66,9 +70,15 @@ _EMAIL_SPELLED = re.compile(
 )
 
 
+# What each spelled form cannot do without: a bracket around its "at", or the word "at".
+_SPELLED_AT = re.compile(r"[\[({<]|\bat\b", re.IGNORECASE)
+
+
 def _emails(view: str) -> list[Span]:
-    spans = [m.span() for m in _EMAIL.finditer(view)]
-    spans += [m.span() for m in _EMAIL_SPELLED.finditer(view)]
+    # Both patterns try a match at every word; most text has no `@` and no spelled "at".
+    spans = [m.span() for m in _EMAIL.finditer(view)] if "@" in view else []
+    if _SPELLED_AT.search(view):
+        spans += [m.span() for m in _EMAIL_SPELLED.finditer(view)]
     return _disjoint(spans)
 
 
@@ -123,6 +133,8 @@ def _iban_ok(written: str) -> bool:
 
 
 def _ibans(view: str) -> list[Span]:
+    if not _DIGIT.search(view):
+        return []
     return _checked(view, _IBAN, _iban_ok, prefix_only=True)
 
 
@@ -130,7 +142,9 @@ def _cards(view: str) -> list[Span]:
     """13-19 digits that pass Luhn, written as one run or as groups of at least three digits
     with one separator throughout (so two IP addresses or a list of dates are not a card); the
     longest such run of whole groups in each match wins."""
-    spans = []
+    spans: list[Span] = []
+    if not _DIGIT.search(view):
+        return spans
     for m in _CARD.finditer(view):
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", m.group(0))]
         seps = [m.group(0)[a[1] : b[0]] for a, b in itertools.pairwise(groups)]
@@ -166,6 +180,8 @@ _SSN_CONTEXT = re.compile(
 
 
 def _ssns(view: str) -> list[Span]:
+    if not _DIGIT.search(view):
+        return []
     spans = [m.span() for m in _SSN_DASHED.finditer(view) if std_ssn.is_valid(m.group(0))]
     for m in _SSN_UNDASHED.finditer(view):
         context = view[max(0, m.start() - 60) : m.start()]
@@ -198,15 +214,18 @@ def _ipv6_ok(candidate: str) -> bool:
 
 
 def _ips(view: str) -> list[Span]:
-    spans = [m.span() for m in _IPV6.finditer(view) if _ipv6_ok(m.group(0))]
-    spans += [m.span() for m in _IPV4.finditer(view)]
+    # An IPv6 address has at least two colons; an IPv4 one, digits.
+    spans = (
+        [m.span() for m in _IPV6.finditer(view) if _ipv6_ok(m.group(0))]
+        if view.count(":") >= 2
+        else []
+    )
+    if _DIGIT.search(view):
+        spans += [m.span() for m in _IPV4.finditer(view)]
     return _disjoint(spans)
 
 
 # --- phones --------------------------------------------------------------------------------------
-
-
-_DIGIT = re.compile(r"\d")
 
 
 def _phones(view: str, regions: Sequence[str]) -> list[Span]:
@@ -276,8 +295,10 @@ def find_pii(
     source: list[tuple[int, int, int | None]] = []  # built at the first find: most texts have none
     placed: list[tuple[str, str]] = []
     hits: Counter[str] = Counter()
+    view, origin = visible(current)
     for kind, placeholder, find in _finders(phone_regions):
-        view, origin = visible(current)
+        if placed:  # the text changed: read it again
+            view, origin = visible(current)
         spans = find(view)
         hits[kind] = len(spans)
         if spans and not placed:

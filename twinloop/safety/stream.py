@@ -103,7 +103,9 @@ class StreamRedactor:
         """Everything still held, redacted (the stream ended)."""
         return self._release(len(self._pending)) if self._pending else ""
 
-    def _quiet_cut(self, view: str, origin: list[int], *, min_chars: int) -> int | None:
+    def _quiet_cut(self, view: str, origin: Sequence[int], *, min_chars: int) -> int | None:
+        if len(view) <= min_chars:
+            return None  # no gap can be far enough in yet
         tokens = [m.span() for m in _TOKEN.finditer(view)]
         complete = len(tokens) if view[-1:].isspace() else len(tokens) - 1
         for a in range(complete - 2, -1, -1):
@@ -118,7 +120,7 @@ class StreamRedactor:
                 return origin[gap]
         return None
 
-    def _forced_cut(self, view: str, origin: list[int]) -> int:
+    def _forced_cut(self, view: str, origin: Sequence[int]) -> int:
         target = len(view) - self.max_hold_chars // 2
         gaps = [m.start() for m in _WHITESPACE.finditer(view, 0, target + 1)]
         at = gaps[-1] if gaps and gaps[-1] > 0 else target

@@ -1,29 +1,33 @@
-"""The embedding model's backends side by side: sentence-transformers (torch) and ONNX Runtime.
+"""The embedding model's backends side by side: sentence-transformers (torch), ONNX Runtime
+(fp32) and ONNX Runtime on the int8 graph.
 
 For each backend: embeddings per second one question per call (the request path before
 micro-batching), in batches of 8 and 32 (what `rag.query_embeddings` hands the model under
 load), through `QueryEmbeddings` with 1 and 8 concurrent askers (distinct questions, so the
 cache never answers), the routing accuracy of the default rules on the labelled set, and the
-agreement of the two backends (cosine of the same sentence). `rag.backends`' `auto` is the
-faster one here; its docstring says which.
+agreement of the ONNX backends with torch (cosine of the same sentence). `rag.backends`
+says which one `auto` is and why.
 
 Run: ``.venv/bin/python bench/embeddings.py [--seconds 3]``
 
-Measured here (2026-12-04; 2 shared x86_64 cores, load average 6.6 from other work, so
-absolute figures are low and noisy; embeddings/s, 3 s each):
+Measured here (2026-12-04, a quiet 2-core x86_64 box; embeddings/s, 3 s each):
 
-    backend    1/call   8/call  32/call  micro x1  micro x8  accuracy
-    torch           5       10       40        38       127     0.958
-    onnx          103      130      100        80       135     0.958
-    agreement on 96 labelled questions: cosine min 1.000000, mean 1.000000
+    backend      1/call   8/call  32/call  micro x1  micro x8  accuracy
+    torch            67       87      125        80       205     0.958
+    onnx            244      308      280       251       272     0.958
+    onnx-int8       588      729      707       484       487     0.958
+    onnx against torch on 96 labelled questions: cosine min 1.000000, mean 1.000000
+    onnx-int8 against torch on 96 labelled questions: cosine min 0.991369, mean 0.994550
 
 `1/call` runs on the calling thread, `micro` through `QueryEmbeddings` (a worker thread, as
-in the gateway): one question at a time, ONNX Runtime is 2-20x faster; under 8 concurrent
-askers micro-batching brings both to the same rate. Routing accuracy is the same, so `auto`
-is ONNX. In the gateway (bench/gateway_overhead.py, the same box, one run each): `model:
-auto` at 8 connections went from 26 req/s (22.9 ms server CPU per request, sentence-
-transformers under the router's lock) to 218-449 req/s (1.5-2.0 ms), at 1 connection from
-1 req/s to 34-67 req/s.
+in the gateway). The int8 graph (`rag.onnx_embeddings.quantize_onnx`: per-channel int8
+matrix products) is 2.2-2.5x the fp32 one and routes the labelled set as well; its vectors
+are further from the model's, which changes what retrieval ranks first now and then
+(`rag.backends` has the figures), so it is opt-in and `auto` stays fp32 ONNX. (Per-tensor
+int8 routed 92.7%: `quantize_onnx` says what was tried.) An earlier run (load average 6.6
+from other work) put ONNX at 2-20x torch one question at a time; in the gateway
+(bench/gateway_overhead.py, one run each) `model: auto` at 8 connections went from 26 req/s
+(sentence-transformers under the router's lock) to 218-449 req/s with fp32 ONNX.
 """
 
 from __future__ import annotations
@@ -101,12 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         f"model {model_dir.name}; {args.seconds:.0f}s per figure"
     )
     embedders: dict[str, SentenceEmbedder] = {}
-    for backend in (EmbeddingBackend.TORCH, EmbeddingBackend.ONNX):
+    for backend in (EmbeddingBackend.TORCH, EmbeddingBackend.ONNX, EmbeddingBackend.ONNX_INT8):
         started = time.perf_counter()
         embedders[backend.value] = load_sentence_embedder(model_dir, backend, cache_dir=cache_dir)
         print(f"{backend.value}: loaded in {time.perf_counter() - started:.1f}s")
     header = (
-        f"{'backend':<8} {'1/call':>8} {'8/call':>8} {'32/call':>8} "
+        f"{'backend':<10} {'1/call':>8} {'8/call':>8} {'32/call':>8} "
         f"{'micro x1':>9} {'micro x8':>9} {'accuracy':>9}   (embeddings/s)"
     )
     print(header + "\n" + "-" * len(header))
@@ -119,15 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         micro8 = asyncio.run(_concurrent_rate(embedder, 8, args.seconds))
         accuracy = evaluate(DomainRouter(embedder=embedder, rules=default_rules()), labelled)
         print(
-            f"{name:<8} {single:>8.0f} {eight:>8.0f} {batch32:>8.0f} "
+            f"{name:<10} {single:>8.0f} {eight:>8.0f} {batch32:>8.0f} "
             f"{micro1:>9.0f} {micro8:>9.0f} {accuracy.accuracy:>9.3f}"
         )
     texts = [item.question for item in labelled]
-    cosine = np.sum(embedders["torch"].embed(texts) * embedders["onnx"].embed(texts), axis=1)
-    print(
-        f"agreement on {len(texts)} labelled questions: cosine min {cosine.min():.6f}, "
-        f"mean {cosine.mean():.6f}"
-    )
+    reference = embedders["torch"].embed(texts)
+    for name in ("onnx", "onnx-int8"):
+        cosine = np.sum(reference * embedders[name].embed(texts), axis=1)
+        print(
+            f"{name} against torch on {len(texts)} labelled questions: cosine min "
+            f"{cosine.min():.6f}, mean {cosine.mean():.6f}"
+        )
     return 0
 
 

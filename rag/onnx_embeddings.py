@@ -42,6 +42,40 @@ def onnx_path_for(model_dir: Path, cache_dir: Path) -> Path:
     return cache_dir / f"{model_dir.name}-{digest.hexdigest()[:16]}.onnx"
 
 
+def int8_path_for(fp32_path: Path) -> Path:
+    """Where the int8 graph quantised from `fp32_path` lives (`quantize_onnx`)."""
+    return fp32_path.with_name(f"{fp32_path.stem}-int8.onnx")
+
+
+def quantize_onnx(fp32_path: Path, out: Path) -> Path:
+    """The exported graph with int8 weights in its matrix products, one scale per output
+    channel (activations quantised as it runs), written atomically to `out`.
+
+    Why these choices, measured on the 96 labelled routing questions (2 cores): per-tensor
+    int8 routed 92.7% (fp32 95.8%); per-channel int8 on every quantisable op 94.8%; per-channel
+    on matrix products only 95.8%, with a cosine of at least 0.991 to the fp32 graph's
+    vectors, and about half its time for one question on one thread (1.5 against 2.9 ms).
+    Blocking, seconds.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        quantize_dynamic(
+            fp32_path,
+            tmp,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul"],
+        )
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 def _max_length(model_dir: Path) -> int:
     config = model_dir / "sentence_bert_config.json"
     if config.is_file():

@@ -339,11 +339,14 @@ class EmbeddingSettings(BaseModel):
     """The embedding model on the request path: one embedding per question, for routing and
     retrieval, encoded with concurrent questions and cached (`rag.query_embeddings`)."""
 
-    backend: Literal["auto", "onnx", "torch"] = Field(
+    backend: Literal["auto", "onnx", "onnx-int8", "torch"] = Field(
         default="auto",
         description="onnx: ONNX Runtime on a graph exported once from models.embedding_model "
-        "into <data_dir>/models/onnx; torch: sentence-transformers. auto: the faster one "
-        "measured (bench/embeddings.py: onnx), sentence-transformers if the export fails.",
+        "into <data_dir>/models/onnx; onnx-int8: that graph with int8 matrix products "
+        "(quantised once beside it: 2.2-2.5x onnx, routes the labelled set as well, "
+        "retrieval's top 3 ~85-90% the same; rag/backends.py has the figures); torch: "
+        "sentence-transformers. auto: onnx (bench/embeddings.py measured it faster than "
+        "torch), sentence-transformers if the export fails.",
     )
     batch_window_ms: float = Field(
         default=2.0,

@@ -173,12 +173,15 @@ def gateway_settings(
 
 @pytest.fixture(scope="session", autouse=True)
 def _onnx_embedding_graph() -> None:
-    """Export the embedding model's ONNX graph once, before any test starts a gateway: every
+    """Export the embedding model's ONNX graph (and quantise it) once, before any test starts
+    a gateway: every
     gateway (in-process or `twinloop serve`) shares it through TWINLOOP_EMBEDDINGS__ONNX_DIR
     (tests/conftest.py), and none has to export it within its start-up timeout."""
     settings = Settings()
     if settings.embeddings.backend != "torch":
-        load_onnx(resolve_embedding_model(settings.models.embedding_model), settings.onnx_dir)
+        int8 = settings.embeddings.backend == "onnx-int8"
+        model = resolve_embedding_model(settings.models.embedding_model)
+        load_onnx(model, settings.onnx_dir, int8=int8)
 
 
 @pytest.fixture(scope="session")

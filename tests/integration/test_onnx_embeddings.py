@@ -36,6 +36,16 @@ def onnx(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbed
 
 
 @pytest.fixture(scope="module")
+def onnx_int8(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> OnnxEmbedder:
+    cache = tmp_path_factory.mktemp("onnx-int8")
+    embedder = load_sentence_embedder(model_dir, EmbeddingBackend.ONNX_INT8, cache_dir=cache)
+    assert isinstance(embedder, OnnxEmbedder)
+    # The fp32 export and its int8 graph beside it, each made once.
+    assert sorted(p.name.endswith("-int8.onnx") for p in cache.glob("*.onnx")) == [False, True]
+    return embedder
+
+
+@pytest.fixture(scope="module")
 def torch_embedder(model_dir: Path) -> Embedder:
     return Embedder(model_dir)
 
@@ -57,6 +67,23 @@ def test_onnx_routes_the_labelled_set_as_well(onnx: OnnxEmbedder, torch_embedder
     with_onnx = evaluate(DomainRouter(embedder=onnx, rules=default_rules()), labelled)
     with_torch = evaluate(DomainRouter(embedder=torch_embedder, rules=default_rules()), labelled)
     assert with_onnx.accuracy >= with_torch.accuracy, with_onnx.describe()
+
+
+def test_the_int8_graph_agrees_with_sentence_transformers_and_routes_as_well(
+    onnx_int8: OnnxEmbedder, torch_embedder: Embedder
+) -> None:
+    """What rag/backends.py promises of it: the same routing, vectors close to the model's
+    (mean cosine 0.99; very short or degenerate text, 0.97)."""
+    labelled = default_testset()
+    texts = [item.question for item in labelled] + ["", "a" * 3000, "Kündigungsfrist?"]
+    a, b = onnx_int8.embed(texts), torch_embedder.embed(texts)
+    cosine = np.sum(a * b, axis=1)
+    assert cosine.mean() > 0.99
+    assert cosine.min() > 0.97, texts[int(np.argmin(cosine))]
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+    with_int8 = evaluate(DomainRouter(embedder=onnx_int8, rules=default_rules()), labelled)
+    with_torch = evaluate(DomainRouter(embedder=torch_embedder, rules=default_rules()), labelled)
+    assert with_int8.accuracy >= with_torch.accuracy, with_int8.describe()
 
 
 def test_batched_questions_get_the_vectors_of_single_calls(onnx: OnnxEmbedder) -> None:

@@ -297,6 +297,7 @@ def _serve_workers(settings: Settings, workers: int, sock: socket.socket) -> Non
             "TWINLOOP_ENGINES__BLUE_PORT": str(settings.engines.blue_port),
             "TWINLOOP_ENGINES__GREEN_PORT": str(settings.engines.green_port),
             "TWINLOOP_RAG__CHROMA_PORT": str(settings.rag.chroma_port),
+            "TWINLOOP_EMBEDDINGS__ONNX_DIR": str(settings.onnx_dir),
             "TWINLOOP_GATEWAY__WORKERS": str(workers),
         }
     )

@@ -360,8 +360,12 @@ class EmbeddingSettings(BaseModel):
         ge=0,
         description="Question embeddings kept (LRU, by normalised question); 0: none.",
     )
+    # One: a gateway worker is meant to have a core, and a batch split over every core waits
+    # for its slowest thread whenever another process holds one. bench/gateway_overhead.py,
+    # `model: auto` at 8 connections on PostgreSQL (its server shares the cores): 331 req/s
+    # with every core, 980 with one; on SQLite 954 and 922.
     threads: int | None = Field(
-        default=None,
+        default=1,
         ge=1,
         description="ONNX Runtime's threads per batch. Unset: its default (every core).",
     )

@@ -10,24 +10,30 @@ says which one `auto` is and why.
 
 Run: ``.venv/bin/python bench/embeddings.py [--seconds 3]``
 
-Measured here (2026-12-04, a quiet 2-core x86_64 box; embeddings/s, 3 s each):
+Measured here (2026-12-05, a quiet 2-core x86_64 box; embeddings/s, 3 s each; ONNX
+Runtime on its default threads):
 
     backend      1/call   8/call  32/call  micro x1  micro x8  accuracy
-    torch            67       87      125        80       205     0.958
-    onnx            244      308      280       251       272     0.958
-    onnx-int8       588      729      707       484       487     0.958
+    torch           153      397      506        80       259     0.958
+    onnx            303      426      458       248       358     0.958
+    onnx-int8       454      728      964       424       602     0.958
     onnx against torch on 96 labelled questions: cosine min 1.000000, mean 1.000000
     onnx-int8 against torch on 96 labelled questions: cosine min 0.991369, mean 0.994550
+    retrieval: 100 questions, 128 documents (twinloop.testing.retrieval_check)
+      questions torch      index torch      recall@1 0.950  recall@3 1.000
+      questions onnx       index onnx       recall@1 0.950  recall@3 1.000
+      questions onnx-int8  index onnx-int8  recall@1 0.940  recall@3 1.000
+      questions onnx-int8  index onnx       recall@1 0.950  recall@3 1.000
 
 `1/call` runs on the calling thread, `micro` through `QueryEmbeddings` (a worker thread, as
 in the gateway). The int8 graph (`rag.onnx_embeddings.quantize_onnx`: per-channel int8
-matrix products) is 2.2-2.5x the fp32 one and routes the labelled set as well; its vectors
-are further from the model's, which changes what retrieval ranks first now and then
-(`rag.backends` has the figures), so it is opt-in and `auto` stays fp32 ONNX. (Per-tensor
-int8 routed 92.7%: `quantize_onnx` says what was tried.) An earlier run (load average 6.6
-from other work) put ONNX at 2-20x torch one question at a time; in the gateway
-(bench/gateway_overhead.py, one run each) `model: auto` at 8 connections went from 26 req/s
-(sentence-transformers under the router's lock) to 218-449 req/s with fp32 ONNX.
+matrix products) is 1.5-2.1x the fp32 one here (2.2-2.5x in an earlier run on one thread),
+routes the labelled set as well and retrieves as well, so `auto` is `onnx-int8`
+(`rag.backends` has the rest). Per-tensor int8 routed 92.7%: `quantize_onnx` says what was
+tried. An earlier run (load average 6.6 from other work) put fp32 ONNX at 2-20x torch one
+question at a time; in the gateway (bench/gateway_overhead.py, one run each) `model: auto`
+at 8 connections went from 26 req/s (sentence-transformers under the router's lock) to
+218-449 req/s with fp32 ONNX.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from rag.backends import EmbeddingBackend, SentenceEmbedder, load_sentence_embed
 from rag.query_embeddings import QueryEmbeddings
 from twinloop.routing import DomainRouter, default_rules, evaluate
 from twinloop.routing.evaluation import default_testset
+from twinloop.testing.retrieval_check import fact_retrieval_set, recall_at
 from twinloop.weights.prepare import resolve_embedding_model
 
 
@@ -134,7 +141,25 @@ def main(argv: list[str] | None = None) -> int:
             f"{name} against torch on {len(texts)} labelled questions: cosine min "
             f"{cosine.min():.6f}, mean {cosine.mean():.6f}"
         )
+    _print_retrieval(embedders)
     return 0
+
+
+def _print_retrieval(embedders: dict[str, SentenceEmbedder]) -> None:
+    """Recall on the made-up facts among distractors, each backend on both sides, and int8
+    questions against an index written with the fp32 graph (what a switch of `auto` meets)."""
+    check = fact_retrieval_set()
+    print(
+        f"retrieval: {len(check.queries)} questions, {len(check.documents)} documents "
+        "(twinloop.testing.retrieval_check)"
+    )
+    documents = {name: e.embed(check.documents) for name, e in embedders.items()}
+    queries = {name: e.embed(check.queries) for name, e in embedders.items()}
+    pairs = [(name, name) for name in embedders] + [("onnx-int8", "onnx")]
+    for asked, written in pairs:
+        r1 = recall_at(queries[asked], documents[written], check.right, 1)
+        r3 = recall_at(queries[asked], documents[written], check.right, 3)
+        print(f"  questions {asked:<10} index {written:<10} recall@1 {r1:.3f}  recall@3 {r3:.3f}")
 
 
 if __name__ == "__main__":

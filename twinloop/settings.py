@@ -343,10 +343,9 @@ class EmbeddingSettings(BaseModel):
         default="auto",
         description="onnx: ONNX Runtime on a graph exported once from models.embedding_model "
         "into <data_dir>/models/onnx; onnx-int8: that graph with int8 matrix products "
-        "(quantised once beside it: 2.2-2.5x onnx, routes the labelled set as well, "
-        "retrieval's top 3 ~85-90% the same; rag/backends.py has the figures); torch: "
-        "sentence-transformers. auto: onnx (bench/embeddings.py measured it faster than "
-        "torch), sentence-transformers if the export fails.",
+        "(quantised once beside it); torch: sentence-transformers. auto: onnx-int8, the "
+        "fastest measured that routes and retrieves as well (rag/backends.py has the "
+        "figures), else onnx, else sentence-transformers.",
     )
     batch_window_ms: float = Field(
         default=2.0,

@@ -16,6 +16,7 @@ from rag.onnx_embeddings import OnnxEmbedder
 from rag.query_embeddings import QueryEmbeddings
 from twinloop.routing import DomainRouter, default_rules, evaluate
 from twinloop.routing.evaluation import default_testset
+from twinloop.testing.retrieval_check import fact_retrieval_set, recall_at
 from twinloop.weights.prepare import resolve_embedding_model
 
 pytestmark = pytest.mark.integration
@@ -72,7 +73,7 @@ def test_onnx_routes_the_labelled_set_as_well(onnx: OnnxEmbedder, torch_embedder
 def test_the_int8_graph_agrees_with_sentence_transformers_and_routes_as_well(
     onnx_int8: OnnxEmbedder, torch_embedder: Embedder
 ) -> None:
-    """What rag/backends.py promises of it: the same routing, vectors close to the model's
+    """What made it `auto` (rag/backends.py): the same routing, vectors close to the model's
     (mean cosine 0.99; very short or degenerate text, 0.97)."""
     labelled = default_testset()
     texts = [item.question for item in labelled] + ["", "a" * 3000, "Kündigungsfrist?"]
@@ -84,6 +85,20 @@ def test_the_int8_graph_agrees_with_sentence_transformers_and_routes_as_well(
     with_int8 = evaluate(DomainRouter(embedder=onnx_int8, rules=default_rules()), labelled)
     with_torch = evaluate(DomainRouter(embedder=torch_embedder, rules=default_rules()), labelled)
     assert with_int8.accuracy >= with_torch.accuracy, with_int8.describe()
+
+
+def test_the_int8_graph_retrieves_as_well_as_the_fp32_one(
+    onnx_int8: OnnxEmbedder, onnx: OnnxEmbedder
+) -> None:
+    """`auto`'s other condition: the facts' sentences found among distractors as often, by
+    an index written with either graph (an index written before `auto` became int8)."""
+    check = fact_retrieval_set()
+    fp32_index, int8_index = onnx.embed(check.documents), onnx_int8.embed(check.documents)
+    fp32_asked, int8_asked = onnx.embed(check.queries), onnx_int8.embed(check.queries)
+    for k, tolerance in ((3, 0.0), (1, 0.02)):  # at most 2 in 100 right answers moved below
+        baseline = recall_at(fp32_asked, fp32_index, check.right, k)
+        for index in (fp32_index, int8_index):
+            assert recall_at(int8_asked, index, check.right, k) >= baseline - tolerance, k
 
 
 def test_batched_questions_get_the_vectors_of_single_calls(onnx: OnnxEmbedder) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import functools
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
@@ -60,6 +61,11 @@ class Target:
     @functools.cached_property
     def _template(self) -> bytes:
         return json.dumps(self.body).encode()
+
+
+# The number in each request's question: never the same twice in one bench process, so no
+# run (another concurrency, the warm-up) asks a question an earlier one left in a cache.
+_QUESTION_NUMBERS = itertools.count()
 
 
 # -- child processes ------------------------------------------------------------------
@@ -267,7 +273,6 @@ async def _load(
     concurrency: int,
     deadline: float,
     run: Run,
-    first_n: int = 0,
 ) -> None:
     """`requests` POSTs, `concurrency` at a time, each worker on its own kept-alive connection.
     A stream counts when it ends with `data: [DONE]` and carries `expected`."""
@@ -281,7 +286,7 @@ async def _load(
                 run.capped = True
                 return
             issued += 1
-            body = target.body_for(first_n + issued)
+            body = target.body_for(next(_QUESTION_NUMBERS))
             started = time.perf_counter()
             events = 0
             try:
@@ -386,7 +391,7 @@ async def measure(
         load = functools.partial(
             _load, session, url, target, expected=expected, concurrency=concurrency
         )
-        await load(requests=warmup, deadline=deadline, run=warm, first_n=1_000_000)
+        await load(requests=warmup, deadline=deadline, run=warm)
         if warm.failed:
             run.failed, run.first_failure = warm.failed, f"in warm-up: {warm.first_failure}"
             return run

@@ -28,6 +28,7 @@ import asyncio
 import builtins
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -72,6 +73,15 @@ def _resolved(name: str) -> str:
 
 def _tail(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).name.casefold()
+
+
+@dataclass(frozen=True)
+class StoredAdapter:
+    """An adapter folder checked and copied into the artifact store, not yet recorded."""
+
+    source: Path
+    config: AdapterConfigInfo
+    artifact: StoredArtifact
 
 
 class AdapterRegistry:
@@ -120,21 +130,56 @@ class AdapterRegistry:
         metrics: dict[str, Any] | None = None,
         actor: str | None = None,
     ) -> AdapterVersion:
-        """Check, copy and record the adapter folder `source`.
+        """Check, copy and record the adapter folder `source`: `put_files`, then `record`
+        (see them). The files are copied before `session` is first used, so no connection is held
+        while they are."""
+        self._check_domain(domain)
+        stored = await self.put_files(source)
+        return await self.record(
+            session,
+            stored,
+            domain=domain,
+            parent_id=parent_id,
+            grown_from_id=grown_from_id,
+            training_run_id=training_run_id,
+            metrics=metrics,
+            actor=actor,
+        )
+
+    async def put_files(self, source: Path) -> StoredAdapter:
+        """Check the adapter folder `source` and copy it into the artifact store; no
+        database. Done before a transaction opens: a copy or an upload can take seconds
+        under load, and a transaction open meanwhile holds a pooled connection (SQLite's
+        gateway has one) and, once it has written, the database's write lock."""
+        config = await asyncio.to_thread(self._inspect, source)
+        artifact = await asyncio.to_thread(self._put, source, config)
+        return StoredAdapter(source=source, config=config, artifact=artifact)
+
+    async def record(
+        self,
+        session: AsyncSession,
+        stored: StoredAdapter,
+        *,
+        domain: str,
+        parent_id: str | None = None,
+        grown_from_id: str | None = None,
+        training_run_id: str | None = None,
+        metrics: dict[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> AdapterVersion:
+        """Record an adapter `put_files` copied.
 
         `parent_id` is the version it refines (what Active served in its domain when it was
         registered); `grown_from_id` the version whose weights it started from, when it was
         trained from one instead of the base model (a continual cycle). Registering files
         that are already registered returns the existing row unchanged (the lineage and
         metrics of the first registration stand). An `actor` (an operator through the admin
-        API) is written to the audit log with a new registration.
+        API) is written to the audit log with a new registration. A refused registration
+        leaves the copied files in the store, unreferenced (it is content-addressed: the
+        same files registered later are the same objects).
         """
-        if domain not in self._domains:
-            raise InvalidRequestError(
-                f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
-            )
+        self._check_domain(domain)
         recorded_metrics = _json_metrics(metrics)
-        config = await asyncio.to_thread(self._inspect, source)
         for lineage_id in (parent_id, grown_from_id):
             if lineage_id is not None:
                 await self._check_parent(session, lineage_id, domain)
@@ -142,22 +187,21 @@ class AdapterRegistry:
             session, training_run_id
         ):
             raise NotFoundError(f"training run {training_run_id} does not exist")
-
-        stored = await asyncio.to_thread(self._put, source, config)
-        existing = await repository.get_by_sha256(session, stored.sha256)
+        artifact, config = stored.artifact, stored.config
+        existing = await repository.get_by_sha256(session, artifact.sha256)
         if existing is not None:
             if existing.domain != domain:
                 raise AdapterConflictError(
-                    f"the files in {source} are already registered as {existing.name} for "
-                    f"domain {existing.domain!r}; an adapter version belongs to one domain"
+                    f"the files in {stored.source} are already registered as {existing.name} "
+                    f"for domain {existing.domain!r}; an adapter version belongs to one domain"
                 )
             return existing
         adapter = AdapterVersion(
             domain=domain,
-            name=f"{domain}-{stored.sha256[:_NAME_HASH_CHARS]}",
+            name=f"{domain}-{artifact.sha256[:_NAME_HASH_CHARS]}",
             base_model=config.base_model_name_or_path,
-            path=stored.location,
-            sha256=stored.sha256,
+            path=artifact.location,
+            sha256=artifact.sha256,
             parent_id=parent_id,
             grown_from_id=grown_from_id,
             training_run_id=training_run_id,
@@ -169,10 +213,20 @@ class AdapterRegistry:
                 actor=actor,
                 action="adapter.register",
                 target=adapter.id,
-                details={"name": adapter.name, "sha256": adapter.sha256, "source": str(source)},
+                details={
+                    "name": adapter.name,
+                    "sha256": adapter.sha256,
+                    "source": str(stored.source),
+                },
             )
             await repository.add(session, audit)
         return adapter
+
+    def _check_domain(self, domain: str) -> None:
+        if domain not in self._domains:
+            raise InvalidRequestError(
+                f"unknown domain {domain!r}; known domains: {', '.join(self._domains)}"
+            )
 
     async def get(self, session: AsyncSession, adapter_id: str) -> AdapterVersion:
         adapter = await repository.get(session, adapter_id)

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from adapters.artifacts import ArtifactStore, FilesystemStore, sync_adapter
 from adapters.artifacts.s3 import S3Store
 from adapters.artifacts.store import Check, StoredArtifact
 from adapters.files import InvalidAdapterError, adapter_sha256
 from twinloop.db.models import AdapterVersion, AuditEntry, TrainingRun
+from twinloop.db.session import create_engine, create_sessionmaker
 from twinloop.errors import InvalidRequestError, NotFoundError
 from twinloop.registry import (
     AdapterConflictError,
@@ -304,3 +305,49 @@ async def test_get_and_list(
     with pytest.raises(NotFoundError, match="adapter version missing does not exist") as e:
         await registry.get(session, "missing")
     assert e.value.status_code == 404
+
+
+class _CountingCheckouts:
+    """A store that notes how many database connections are checked out while it copies."""
+
+    def __init__(self, inner: ArtifactStore, engine: AsyncEngine) -> None:
+        self.inner, self.engine = inner, engine
+        self.kind, self.location = inner.kind, inner.location
+        self.checked_out: list[int] = []
+
+    def put(self, source: Path, check: Check | None = None) -> StoredArtifact:
+        self.checked_out.append(self.engine.sync_engine.pool.checkedout())
+        return self.inner.put(source, check)
+
+    def fetch(self, sha256: str, dest: Path) -> None:
+        self.inner.fetch(sha256, dest)
+
+    def local_folder(self, sha256: str) -> Path | None:
+        return self.inner.local_folder(sha256)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_files_are_copied_before_the_session_takes_a_connection(
+    settings: Settings, source: Path, tmp_path: Path
+) -> None:
+    """A copy (an upload, under load: seconds) must not hold a pooled connection: the SQLite
+    gateway has one, and every other request would wait for it."""
+    engine = create_engine(settings.sqlalchemy_url)
+    store = _CountingCheckouts(FilesystemStore(settings.data_dir / "adapters"), engine)
+    registry = AdapterRegistry.from_settings(settings, store)
+    try:
+        async with create_sessionmaker(engine).begin() as session:
+            parent = await registry.register(session, source=source, domain="law")
+        child_folder = write_fake_adapter(tmp_path / "law-2", seed=1)
+        # The lineage check reads the database: the old order read it before copying.
+        async with create_sessionmaker(engine).begin() as session:
+            child = await registry.register(
+                session, source=child_folder, domain="law", parent_id=parent.id
+            )
+    finally:
+        await engine.dispose()
+
+    assert child.parent_id == parent.id
+    assert store.checked_out == [0, 0]

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twinloop.cleaning.redaction import redact_pii
 from twinloop.db.base import utcnow
 from twinloop.db.models import TrainingRun
+from twinloop.registry.service import StoredAdapter
 from twinloop.states import CycleState, ItemRole
 from twinloop.training import repository, starts
 from twinloop.training.overrides import TrainingOverrides
@@ -208,6 +209,13 @@ async def _register(
     was tainted meanwhile."""
     started = time.perf_counter()
     await ctx.releases.refresh()  # the parent adapter is what Active serves now
+    # Copied into the artifact store before the transaction opens (`AdapterRegistry.put_files`
+    # says why): with three domains, an upload each under the write lock of the first
+    # adapter's row made the gateway's writers wait out SQLite's busy timeout.
+    stored = {
+        domain: await ctx.registry.put_files(adapter.path)
+        for domain, adapter in sorted(run_result.trained.items())
+    }
     new, replay = run_result.new, run_result.replay
     used = [i.example_id for items in (*new.values(), *replay.values()) for i in items]
     async with ctx.sessionmaker.begin() as session:
@@ -225,7 +233,7 @@ async def _register(
                 CycleState.ABANDONED,
                 f"adapter(s) {', '.join(sorted(tainted))} it grew from were tainted while training",
             )
-        await _register_adapters(ctx, session, run, run_result)
+        await _register_adapters(ctx, session, run, run_result, stored)
         counts = Counter(run.item_counts)
         for domain in new:
             counts[f"new.{domain}"] = len(new[domain])
@@ -248,17 +256,21 @@ async def _register(
 
 
 async def _register_adapters(
-    ctx: CycleContext, session: AsyncSession, run: TrainingRun, result: TrainedRun
+    ctx: CycleContext,
+    session: AsyncSession,
+    run: TrainingRun,
+    result: TrainedRun,
+    stored: dict[str, StoredAdapter],
 ) -> None:
-    """Each trained adapter registered (its parent: what Active serves; what it grew from)
-    and linked to the items it learned from."""
+    """Each trained adapter (`stored` already) recorded (its parent: what Active serves; what
+    it grew from) and linked to the items it learned from."""
     active = ctx.releases.state.serving(ctx.releases.state.active_slot)
     for domain, adapter in sorted(result.trained.items()):
         parent = active.adapters.get(domain)
         start = result.starts[domain]
-        version = await ctx.registry.register(
+        version = await ctx.registry.record(
             session,
-            source=adapter.path,
+            stored[domain],
             domain=domain,
             parent_id=parent.id if parent else None,
             grown_from_id=start.adapter_id if start.adapter is not None else None,

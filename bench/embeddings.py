@@ -28,12 +28,12 @@ Runtime on its default threads):
 `1/call` runs on the calling thread, `micro` through `QueryEmbeddings` (a worker thread, as
 in the gateway). The int8 graph (`rag.onnx_embeddings.quantize_onnx`: per-channel int8
 matrix products) is 1.5-2.1x the fp32 one here (2.2-2.5x in an earlier run on one thread),
-routes the labelled set as well and retrieves as well, so `auto` is `onnx-int8`
-(`rag.backends` has the rest). Per-tensor int8 routed 92.7%: `quantize_onnx` says what was
-tried. An earlier run (load average 6.6 from other work) put fp32 ONNX at 2-20x torch one
-question at a time; in the gateway (bench/gateway_overhead.py, one run each) `model: auto`
-at 8 connections went from 26 req/s (sentence-transformers under the router's lock) to
-218-449 req/s with fp32 ONNX.
+routes the labelled set as well with the default rules and retrieves as well; it is
+opt-in, and `rag.backends` says why it is not `auto` (what is tuned on fp32 vectors moves).
+Per-tensor int8 routed 92.7%: `quantize_onnx` says what was tried. An earlier run (load
+average 6.6 from other work) put fp32 ONNX at 2-20x torch one question at a time; in the
+gateway (bench/gateway_overhead.py, one run each) `model: auto` at 8 connections went from
+26 req/s (sentence-transformers under the router's lock) to 218-449 req/s with fp32 ONNX.
 """
 
 from __future__ import annotations

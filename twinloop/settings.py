@@ -343,9 +343,10 @@ class EmbeddingSettings(BaseModel):
         default="auto",
         description="onnx: ONNX Runtime on a graph exported once from models.embedding_model "
         "into <data_dir>/models/onnx; onnx-int8: that graph with int8 matrix products "
-        "(quantised once beside it); torch: sentence-transformers. auto: onnx-int8, the "
-        "fastest measured that routes and retrieves as well (rag/backends.py has the "
-        "figures), else onnx, else sentence-transformers.",
+        "(quantised once beside it; faster, but router rules and judge thresholds tuned on "
+        "fp32 vectors move: rag/backends.py); torch: sentence-transformers. auto: onnx "
+        "(bench/embeddings.py measured it faster than torch), sentence-transformers if the "
+        "export fails.",
     )
     batch_window_ms: float = Field(
         default=2.0,
@@ -359,12 +360,8 @@ class EmbeddingSettings(BaseModel):
         ge=0,
         description="Question embeddings kept (LRU, by normalised question); 0: none.",
     )
-    # One: a gateway worker is meant to have a core, and a batch split over every core waits
-    # for its slowest thread whenever another process holds one. bench/gateway_overhead.py,
-    # `model: auto` at 8 connections on PostgreSQL (its server shares the cores): 331 req/s
-    # with every core, 980 with one; on SQLite 954 and 922.
     threads: int | None = Field(
-        default=1,
+        default=None,
         ge=1,
         description="ONNX Runtime's threads per batch. Unset: its default (every core).",
     )

@@ -179,7 +179,7 @@ def _onnx_embedding_graph() -> None:
     (tests/conftest.py), and none has to export it within its start-up timeout."""
     settings = Settings()
     if settings.embeddings.backend != "torch":
-        int8 = settings.embeddings.backend in ("auto", "onnx-int8")
+        int8 = settings.embeddings.backend == "onnx-int8"
         model = resolve_embedding_model(settings.models.embedding_model)
         load_onnx(model, settings.onnx_dir, int8=int8)
 

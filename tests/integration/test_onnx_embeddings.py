@@ -73,8 +73,9 @@ def test_onnx_routes_the_labelled_set_as_well(onnx: OnnxEmbedder, torch_embedder
 def test_the_int8_graph_agrees_with_sentence_transformers_and_routes_as_well(
     onnx_int8: OnnxEmbedder, torch_embedder: Embedder
 ) -> None:
-    """What made it `auto` (rag/backends.py): the same routing, vectors close to the model's
-    (mean cosine 0.99; very short or degenerate text, 0.97)."""
+    """What rag/backends.py says of it: the labelled set routed as well with the default
+    rules, vectors close to the model's (mean cosine 0.99; very short or degenerate text,
+    0.97)."""
     labelled = default_testset()
     texts = [item.question for item in labelled] + ["", "a" * 3000, "Kündigungsfrist?"]
     a, b = onnx_int8.embed(texts), torch_embedder.embed(texts)
@@ -90,8 +91,8 @@ def test_the_int8_graph_agrees_with_sentence_transformers_and_routes_as_well(
 def test_the_int8_graph_retrieves_as_well_as_the_fp32_one(
     onnx_int8: OnnxEmbedder, onnx: OnnxEmbedder
 ) -> None:
-    """`auto`'s other condition: the facts' sentences found among distractors as often, by
-    an index written with either graph (an index written before `auto` became int8)."""
+    """The facts' sentences found among distractors as often, by an index written with
+    either graph (one written before a deployment chose int8)."""
     check = fact_retrieval_set()
     fp32_index, int8_index = onnx.embed(check.documents), onnx_int8.embed(check.documents)
     fp32_asked, int8_asked = onnx.embed(check.queries), onnx_int8.embed(check.queries)

@@ -30,7 +30,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -73,6 +73,16 @@ def _resolved(name: str) -> str:
 
 def _tail(name: str) -> str:
     return PurePosixPath(name.replace("\\", "/")).name.casefold()
+
+
+class RecordOptions(TypedDict, total=False):
+    """What `AdapterRegistry.record` takes beside the files and the domain."""
+
+    parent_id: str | None
+    grown_from_id: str | None
+    training_run_id: str | None
+    metrics: dict[str, Any] | None
+    actor: str | None
 
 
 @dataclass(frozen=True)
@@ -124,27 +134,14 @@ class AdapterRegistry:
         *,
         source: Path,
         domain: str,
-        parent_id: str | None = None,
-        grown_from_id: str | None = None,
-        training_run_id: str | None = None,
-        metrics: dict[str, Any] | None = None,
-        actor: str | None = None,
+        **recorded: Unpack[RecordOptions],
     ) -> AdapterVersion:
         """Check, copy and record the adapter folder `source`: `put_files`, then `record`
-        (see them). The files are copied before `session` is first used, so no connection is held
-        while they are."""
+        (see them; `recorded` are its options). The files are copied before `session` is
+        first used, so no connection is held while they are."""
         self._check_domain(domain)
         stored = await self.put_files(source)
-        return await self.record(
-            session,
-            stored,
-            domain=domain,
-            parent_id=parent_id,
-            grown_from_id=grown_from_id,
-            training_run_id=training_run_id,
-            metrics=metrics,
-            actor=actor,
-        )
+        return await self.record(session, stored, domain=domain, **recorded)
 
     async def put_files(self, source: Path) -> StoredAdapter:
         """Check the adapter folder `source` and copy it into the artifact store; no

@@ -207,15 +207,14 @@ def store(request: pytest.FixtureRequest, settings: Settings) -> ArtifactStore:
     return S3Store.from_url(url, artifact_settings(request.getfixturevalue("s3_endpoint"), url))
 
 
-class _RewrittenWhileStored:
-    """The trainer saves the folder again after the registry's checks passed."""
+class _WrappedStore:
+    """An artifact store that hands everything to `inner`; subclasses change `put`."""
 
     def __init__(self, inner: ArtifactStore) -> None:
         self.inner = inner
         self.kind, self.location = inner.kind, inner.location
 
     def put(self, source: Path, check: Check | None = None) -> StoredArtifact:
-        write_fake_adapter(source, rank=4)
         return self.inner.put(source, check)
 
     def fetch(self, sha256: str, dest: Path) -> None:
@@ -226,6 +225,14 @@ class _RewrittenWhileStored:
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _RewrittenWhileStored(_WrappedStore):
+    """The trainer saves the folder again after the registry's checks passed."""
+
+    def put(self, source: Path, check: Check | None = None) -> StoredArtifact:
+        write_fake_adapter(source, rank=4)
+        return super().put(source, check)
 
 
 async def test_source_rewritten_after_the_checks_is_refused(
@@ -307,26 +314,17 @@ async def test_get_and_list(
     assert e.value.status_code == 404
 
 
-class _CountingCheckouts:
+class _CountingCheckouts(_WrappedStore):
     """A store that notes how many database connections are checked out while it copies."""
 
     def __init__(self, inner: ArtifactStore, engine: AsyncEngine) -> None:
-        self.inner, self.engine = inner, engine
-        self.kind, self.location = inner.kind, inner.location
+        super().__init__(inner)
+        self.engine = engine
         self.checked_out: list[int] = []
 
     def put(self, source: Path, check: Check | None = None) -> StoredArtifact:
         self.checked_out.append(self.engine.sync_engine.pool.checkedout())
-        return self.inner.put(source, check)
-
-    def fetch(self, sha256: str, dest: Path) -> None:
-        self.inner.fetch(sha256, dest)
-
-    def local_folder(self, sha256: str) -> Path | None:
-        return self.inner.local_folder(sha256)
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().put(source, check)
 
 
 async def test_files_are_copied_before_the_session_takes_a_connection(

@@ -127,12 +127,13 @@ class ThreadAnswerWriter(AnswerWriter):
         self._connection: Connection | None = None  # the thread's own
 
     def _enqueue(self, waiting: _Waiting) -> None:
+        loop = asyncio.get_running_loop()
         if self._thread is None:
-            self._loop = asyncio.get_running_loop()
+            self._loop = loop
             self._thread = threading.Thread(target=self._run, name="answer-writer", daemon=True)
             self._thread.start()
         if not self._pending:
-            asyncio.get_running_loop().call_soon(self._hand_over)
+            loop.call_soon(self._hand_over)
         self._pending.append(waiting)
 
     def _hand_over(self) -> None:

@@ -195,14 +195,20 @@ _NOT_SQUASHED = re.compile(r"(?:not|never|nt|tto)$")
 
 _WORD_SEPARATORS = re.compile(r"(?<=[^\W\d_])[-_.·•/\\|*+~=^]+(?=[^\W\d_])")
 _LEET = {"0": "o", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g", "@": "a", "$": "s"}
+_LEET_TABLES = {one: {**_LEET, "1": one} for one in ("i", "l")}
 _LEET_TOKEN = re.compile(r"[\w@$]+")
+# A letter and a stand-in for one in the same token: only such a token reads differently.
+# Ordinary text ("the capital of France? (123)") has none, and one scan in C says so.
+# The nearest such pair has only the other token characters between them (`_`, 2, 6, other
+# scripts' digits), so no backtracking across words.
+_LEET_MIXED = re.compile(r"[^\W\d_](?:_|[^\D013-9])*[013-9@$]|[013-9@$](?:_|[^\D013-9])*[^\W\d_]")
 _SPACED_LETTERS = re.compile(r"(?<![^\W\d_])(?:[^\W\d_][ .\-_*]){3,}[^\W\d_](?![^\W\d_])")
 _BIDI = frozenset("\u202a\u202b\u202d\u202e\u2066\u2067\u2068\u200f")
 _TAGS = re.compile(r"(?<![\U0001f3f4\U000e0020-\U000e007e])[\U000e0020-\U000e007e]{4,}")
 
 
 def _leet(text: str, one: str) -> str:
-    table = {**_LEET, "1": one}
+    table = _LEET_TABLES[one]
 
     def fold(m: re.Match[str]) -> str:
         token = m.group(0)
@@ -226,8 +232,9 @@ def _views(text: str) -> tuple[list[str], list[str]]:
         return token
 
     spaced = _SPACED_LETTERS.sub(join, words)
-    views = [base, words, _leet(words, "i"), _leet(words, "l"), spaced]
-    if any(ch in _BIDI for ch in text):
+    folded = [_leet(words, "i"), _leet(words, "l")] if _LEET_MIXED.search(words) else []
+    views = [base, words, *folded, spaced]
+    if not _BIDI.isdisjoint(text):
         views.append(base[::-1])
     unique = list(dict.fromkeys(views))
     return unique, squashed

@@ -8,34 +8,12 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from twinloop.db.base import new_id, utcnow
 from twinloop.db.models import Answer
-
-_COLUMNS = tuple(column.key for column in Answer.__table__.columns)  # attribute = column name
-
-
-async def add(session: AsyncSession, *records: Answer) -> None:
-    session.add_all(records)
-    await session.flush()
-
-
-def answer_row(record: Answer) -> dict[str, Any]:
-    """`record`'s columns as one row of an insert, its id and creation time set (on the
-    record too) when they are not yet."""
-    if record.id is None:
-        record.id = new_id()
-    if record.created_at is None:
-        record.created_at = utcnow()
-    if record.is_preview is None:
-        record.is_preview = False
-    if record.cached is None:
-        record.cached = False
-    return {key: getattr(record, key) for key in _COLUMNS}
 
 
 def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Insert answers' rows (`answer_row`) in one statement; the caller commits. Core, not the
-    ORM's unit of work: nothing is read back, and a batch is one executemany. Synchronous:
+    """Insert answers' rows (`AnswerRecord.row`) in one statement; the caller commits. Core,
+    not the ORM's unit of work: nothing is read back, and a batch is one executemany. Synchronous:
     the answer writer's thread calls it (`twinloop.inference.writer`)."""
     connection.execute(insert(Answer), rows)
 

@@ -26,7 +26,6 @@ from twinloop.canary.pairs import Reply
 from twinloop.canary.service import CanaryService
 from twinloop.canary.state import ArmChoice
 from twinloop.db.base import new_id, utcnow
-from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
 from twinloop.engines.client import ChatResult, EngineClient, Usage
 from twinloop.errors import (
@@ -54,6 +53,7 @@ from twinloop.inference.overhead import (
     measure,
     waiting_for_engine,
 )
+from twinloop.inference.records import AnswerRecord
 from twinloop.inference.retrieval import DocumentSearch, relevant_contexts, with_contexts
 from twinloop.inference.safety import AnswerSafety, ScreenedAnswer, flag_views
 from twinloop.inference.schemas import (
@@ -494,7 +494,7 @@ class AnswerService:
         usage = Usage()
         ours = {"id": f"chatcmpl-{answer_id}", "model": request.model, "role": routed.role.value}
 
-        def as_stored(finish: str | None, *, served: bool = True) -> Answer:
+        def as_stored(finish: str | None, *, served: bool = True) -> AnswerRecord:
             record = self._record(
                 route="chat",
                 question=request.last_user_text(),
@@ -566,7 +566,7 @@ class AnswerService:
     def _mirror(
         self,
         routed: Routed,
-        answer: Answer,
+        answer: AnswerRecord,
         body: dict[str, Any],
         *,
         rag_question: str | None = None,
@@ -583,7 +583,7 @@ class AnswerService:
         self,
         choice: ArmChoice,
         routed: Routed,
-        answer: Answer,
+        answer: AnswerRecord,
         body: dict[str, Any],
         *,
         rag_question: str | None,
@@ -668,13 +668,13 @@ class AnswerService:
             return [], []
         return await self._safety.screen_contexts(contexts, route=route)
 
-    def _store_later(self, record: Answer) -> None:
+    def _store_later(self, record: AnswerRecord) -> None:
         """Store `record` on a task of its own (an abandoned stream's partial answer)."""
         task = asyncio.create_task(self._store_quietly(record), name="store-abandoned-answer")
         self._stores.add(task)  # a reference, so that the task is not collected mid-flight
         task.add_done_callback(self._stores.discard)
 
-    async def _store_quietly(self, record: Answer) -> None:
+    async def _store_quietly(self, record: AnswerRecord) -> None:
         try:
             await self._store(record)
         except Exception as e:  # nobody awaits it: log instead of an unretrieved task error
@@ -685,7 +685,7 @@ class AnswerService:
         while self._stores:
             await asyncio.gather(*list(self._stores), return_exceptions=True)
 
-    async def _store(self, record: Answer) -> None:
+    async def _store(self, record: AnswerRecord) -> None:
         """Commit the answer after generation, with the answers of concurrent requests
         (`writer.AnswerWriter`: group commit on a connection of its own).
 
@@ -825,7 +825,7 @@ class AnswerService:
         caller: Caller | None = None,
         served: bool = True,
         cached: bool = False,
-    ) -> Answer:
+    ) -> AnswerRecord:
         """The answer as stored, counted in the request metrics when `served` (a stream the
         client dropped is stored, not counted)."""
         slot = routed.target.slot.value
@@ -839,7 +839,7 @@ class AnswerService:
                 self._metrics.completion_tokens.labels(slot, routed.domain).inc(
                     usage.completion_tokens
                 )
-        return Answer(
+        return AnswerRecord(
             route=route,
             question=question,
             answer=answer.text,

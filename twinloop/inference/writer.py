@@ -39,9 +39,9 @@ import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from twinloop.db.models import Answer
 from twinloop.db.session import Synchronous, create_writer_engine, create_writer_sync_engine
 from twinloop.inference import repository
+from twinloop.inference.records import AnswerRecord
 from twinloop.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -71,10 +71,10 @@ class AnswerWriter(ABC):
         self._metrics = metrics
         self._max_batch = max_batch
 
-    async def store(self, record: Answer) -> None:
+    async def store(self, record: AnswerRecord) -> None:
         """Until `record` is committed (its id and creation time are set here); raises the
         database's error if its batch failed."""
-        row = repository.answer_row(record)
+        row = record.row()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_Waiting(row, done))
         # Shielded: a request cancelled while it waits leaves its answer to be committed.

@@ -5,22 +5,24 @@ writer)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from twinloop.db.models import Answer
 from twinloop.db.session import SessionMaker
+from twinloop.inference.records import AnswerRecord
 from twinloop.inference.writer import answer_writer
 from twinloop.metrics import Metrics
 
 
-def _answer(question: str, **overrides: object) -> Answer:
-    fields: dict[str, object] = {
+def _answer(question: str, **overrides: Any) -> AnswerRecord:
+    fields: dict[str, Any] = {
         "route": "answer", "question": question, "answer": "A.", "domain": "law",
         "slot": "blue", "model": "m", "latency_ms": 1.0, "role": "active",
     }  # fmt: skip
-    return Answer(**{**fields, **overrides})
+    return AnswerRecord(**{**fields, **overrides})
 
 
 def _sample(metrics: Metrics, name: str, labels: dict[str, str] | None = None) -> float:
@@ -40,7 +42,7 @@ async def concurrent_answers_are_committed_together_and_readable_once_stored(
     writer = answer_writer(url, metrics=metrics)
     records = [_answer(f"Q{i}?") for i in range(20)]
 
-    async def store_then_read(record: Answer) -> Answer | None:
+    async def store_then_read(record: AnswerRecord) -> Answer | None:
         await writer.store(record)
         async with sessionmaker() as session:  # another connection: it is committed
             return await session.get(Answer, record.id)

@@ -27,9 +27,15 @@ from twinloop.training.cycles import TrainingCycles
 # Dependencies are `async def` though they only read: FastAPI runs a plain `def` one in its
 # thread pool, a thread hop per dependency per request (a dozen on /v1/chat/completions,
 # the gateway's largest CPU cost after the answer's commit in bench/gateway_overhead.py).
-async def get_runtime(request: Request) -> Runtime:
+# The services are read off the request, not through `RuntimeDep`: FastAPI solves every
+# nested dependency in a call of its own, even one it has cached.
+def _runtime(request: Request) -> Runtime:
     runtime: Runtime = request.app.state.runtime
     return runtime
+
+
+async def get_runtime(request: Request) -> Runtime:
+    return _runtime(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
@@ -44,32 +50,32 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_release_admin(runtime: RuntimeDep) -> ReleaseAdmin:
-    return runtime.release_admin
+async def get_release_admin(request: Request) -> ReleaseAdmin:
+    return _runtime(request).release_admin
 
 
-async def get_registry(runtime: RuntimeDep) -> AdapterRegistry:
-    return runtime.registry
+async def get_registry(request: Request) -> AdapterRegistry:
+    return _runtime(request).registry
 
 
-async def get_ingest(runtime: RuntimeDep) -> IngestService:
-    return runtime.ingest
+async def get_ingest(request: Request) -> IngestService:
+    return _runtime(request).ingest
 
 
-async def get_training(runtime: RuntimeDep) -> TrainingCycles:
-    return runtime.training
+async def get_training(request: Request) -> TrainingCycles:
+    return _runtime(request).training
 
 
-async def get_qa(runtime: RuntimeDep) -> QaService:
-    return runtime.qa
+async def get_qa(request: Request) -> QaService:
+    return _runtime(request).qa
 
 
-async def get_canary(runtime: RuntimeDep) -> CanaryService:
-    return runtime.canary
+async def get_canary(request: Request) -> CanaryService:
+    return _runtime(request).canary
 
 
-async def get_mining(runtime: RuntimeDep) -> MiningService:
-    return runtime.mining
+async def get_mining(request: Request) -> MiningService:
+    return _runtime(request).mining
 
 
 CanaryDep = Annotated[CanaryService, Depends(get_canary)]
@@ -81,16 +87,16 @@ ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
 RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
 
 
-async def get_answers(runtime: RuntimeDep) -> AnswerService:
-    return runtime.answers
+async def get_answers(request: Request) -> AnswerService:
+    return _runtime(request).answers
 
 
-async def get_readiness(runtime: RuntimeDep) -> ReadinessService:
-    return runtime.readiness
+async def get_readiness(request: Request) -> ReadinessService:
+    return _runtime(request).readiness
 
 
-async def get_metrics(runtime: RuntimeDep) -> Metrics:
-    return runtime.metrics
+async def get_metrics(request: Request) -> Metrics:
+    return _runtime(request).metrics
 
 
 AnswersDep = Annotated[AnswerService, Depends(get_answers)]
@@ -98,8 +104,8 @@ ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
-async def get_identity(runtime: RuntimeDep) -> IdentityService:
-    return runtime.identity
+async def get_identity(request: Request) -> IdentityService:
+    return _runtime(request).identity
 
 
 IdentityDep = Annotated[IdentityService, Depends(get_identity)]

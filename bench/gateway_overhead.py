@@ -9,8 +9,9 @@ no cache can answer it. Targets, each a server in its own process:
 - ``proxy-aiohttp`` / ``proxy-stream``: a bare FastAPI app (no database) forwarding
   ``POST /v1/chat/completions`` to the stub with aiohttp (a stream relayed byte for byte):
   the least a Python gateway can do here, the reference of the ratio columns;
-- ``proxy-httpx``: the same with httpx (the engine client's choice of library, see
-  ``twinloop/engines/client.py``);
+- ``proxy-httpx`` / ``proxy-lean`` (``proxy-lean-stream``): the same with httpx, and with
+  twinloop's own client (``twinloop/engines/lean_http.py``, the gateway's default): the
+  engine client's choice of library, measured side by side;
 - ``gateway-general`` / ``gateway-auto`` / ``gateway-stream``: the real gateway
   (``api.app.create_app`` under uvicorn, SQLite in a temporary folder, both slots on the
   stub), ``POST /v1/chat/completions`` with ``model: general`` (a named domain), ``auto``
@@ -88,6 +89,8 @@ TARGETS: dict[str, Target] = {
                {"model": "general", "messages": MESSAGES}),
         Target("proxy-httpx", "proxy-httpx", "/v1/chat/completions",
                {"model": "general", "messages": MESSAGES}),
+        Target("proxy-lean", "proxy-lean", "/v1/chat/completions",
+               {"model": "general", "messages": MESSAGES}),
         Target("gateway-general", "gateway", "/v1/chat/completions",
                {"model": "general", "messages": MESSAGES}),
         Target("gateway-answer", "gateway", "/answer",
@@ -101,6 +104,8 @@ TARGETS: dict[str, Target] = {
         Target("direct-stream", "stub", "/v1/chat/completions",
                {**STREAM_BODY, "model": MODEL}, stream=True),
         Target("proxy-stream", "proxy-aiohttp", "/v1/chat/completions", STREAM_BODY, stream=True),
+        Target("proxy-lean-stream", "proxy-lean", "/v1/chat/completions", STREAM_BODY,
+               stream=True),
         Target("gateway-stream", "gateway", "/v1/chat/completions", STREAM_BODY, stream=True),
     )
 }  # fmt: skip
@@ -296,7 +301,7 @@ def _start_servers(
             "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, database_url,
             workers, timeout_s=timeout_s, daemon=workers == 1,
         )  # fmt: skip
-    for library in ("httpx", "aiohttp"):
+    for library in ("httpx", "aiohttp", "lean"):
         if f"proxy-{library}" in needed:  # proxy-stream is served by proxy-aiohttp
             pool.start(f"proxy-{library}", serve_proxy, stub.port, library, timeout_s=timeout_s)
 

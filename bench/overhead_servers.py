@@ -324,7 +324,8 @@ def serve_proxy(conn: Connection, parent_pid: int, stub_port: int, library: str)
 
 def _proxy_app(upstream: str, library: str) -> Any:
     """Per call, what the gateway's engine client does: JSON out, JSON back, a dict returned.
-    A stream is relayed as the bytes come, nothing parsed."""
+    A stream is relayed as the bytes come, nothing parsed. Every library with the stdlib's
+    json, as aiohttp's `json=` does, so the rows differ by the HTTP alone."""
     import httpx
     from fastapi.responses import StreamingResponse
 
@@ -356,6 +357,31 @@ def _proxy_app(upstream: str, library: str) -> Any:
                 app.state.forward = forward_httpx
                 app.state.stream = stream_httpx
                 yield
+        elif library == "lean":
+            from twinloop.engines.http import EngineTimeouts
+            from twinloop.engines.lean_http import LeanEngineHttp
+
+            # The gateway's default engine connections (twinloop/engines/lean_http.py).
+            lean = LeanEngineHttp(timeouts=EngineTimeouts())
+
+            async def forward_lean(body: dict[str, Any]) -> dict[str, Any]:
+                reply = await lean.send("POST", url, json.dumps(body).encode())
+                if reply.status >= 400:
+                    raise RuntimeError(f"stub answered {reply.status}")
+                result: dict[str, Any] = json.loads(reply.body)
+                return result
+
+            async def stream_lean(body: dict[str, Any]) -> AsyncIterator[bytes]:
+                async with lean.stream(url, json.dumps(body).encode()) as stream:
+                    async for data in stream.chunks():
+                        yield data
+
+            app.state.forward = forward_lean
+            app.state.stream = stream_lean
+            try:
+                yield
+            finally:
+                await lean.aclose()
         else:
             connector = aiohttp.TCPConnector(limit=256)
             timeout = aiohttp.ClientTimeout(sock_connect=5.0, sock_read=300.0)

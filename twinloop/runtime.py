@@ -131,9 +131,9 @@ def engine_clients(
     settings: Settings, transport: httpx.AsyncBaseTransport | None = None
 ) -> tuple[httpx.AsyncClient, dict[str, EngineClient]]:
     """One httpx client (the caller closes it: the fetch agents use it too) and an engine
-    client per slot (the caller closes them): on aiohttp connections of their own, or on
-    the httpx client when `transport` replaces the network (tests) or `engines.http_client`
-    says httpx."""
+    client per slot (the caller closes them): on connections of their own (the lean client or
+    aiohttp, as `engines.http_client` says), or on the httpx client when `transport` replaces
+    the network (tests) or `engines.http_client` says httpx."""
     cfg = settings.engines
     timeouts = EngineTimeouts(connect_s=cfg.connect_timeout_s, read_s=cfg.read_timeout_s)
     http = httpx.AsyncClient(
@@ -149,6 +149,7 @@ def engine_clients(
             http=http if on_httpx else None,
             timeouts=timeouts,
             retries=cfg.retries,
+            library="aiohttp" if cfg.http_client == "httpx" else cfg.http_client,
         )
         for slot in Slot
     }

@@ -1,7 +1,8 @@
 """The only code that speaks vLLM's HTTP API.
 
-The HTTP library is `twinloop.engines.http`'s choice (aiohttp; httpx under tests' mock
-transport): this module builds the requests, reads the replies into typed results and
+The HTTP under it is an `EngineHttp` (`twinloop.engines.http`): the lean client of
+`twinloop.engines.lean_http` by default, aiohttp, or httpx under tests' mock transport.
+This module builds the requests, reads the replies into typed results and
 turns failures into twinloop's errors. JSON goes through orjson both ways (a stream's
 chunks are the gateway's most frequent parse).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import orjson
@@ -27,6 +28,7 @@ from twinloop.engines.http import (
     Reply,
     SlowError,
 )
+from twinloop.engines.lean_http import LeanEngineHttp
 from twinloop.engines.sse import DONE, SseData
 from twinloop.errors import (
     EngineResponseError,
@@ -38,6 +40,9 @@ from twinloop.errors import (
 
 __all__ = ["ChatResult", "EngineClient", "EngineTimeouts", "Usage"]
 T = TypeVar("T")
+# The connections an engine client makes for itself (`twinloop.engines.http`,
+# `twinloop.engines.lean_http`).
+HttpLibrary = Literal["lean", "aiohttp"]
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ class EngineClient:
     """Async client for one vLLM OpenAI-compatible server (one slot).
 
     `http` (an `httpx.AsyncClient`, tests' mock transport under it) or `transport` (any
-    `EngineHttp`) replaces the default aiohttp connections, made on first use.
+    `EngineHttp`) replaces the connections of its own, made on first use with `library`.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class EngineClient:
         transport: EngineHttp | None = None,
         timeouts: EngineTimeouts | None = None,
         retries: int = 2,
+        library: HttpLibrary = "lean",
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
@@ -128,6 +134,8 @@ class EngineClient:
             self._http: EngineHttp = transport
         elif http is not None:
             self._http = HttpxEngineHttp(timeouts=self._timeouts, client=http)
+        elif library == "lean":
+            self._http = LeanEngineHttp(timeouts=self._timeouts)
         else:
             self._http = AiohttpEngineHttp(timeouts=self._timeouts)
         self._retries = retries

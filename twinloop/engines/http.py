@@ -1,16 +1,18 @@
-"""The HTTP under the engine client: aiohttp in the gateway, httpx where a test mocks it.
+"""The HTTP under the engine client: its interface, aiohttp's and httpx's implementations.
 
 `EngineClient` speaks vLLM's API through `EngineHttp`: send a body and read the whole
-reply, or open a stream and read its bytes as they come. Two implementations:
+reply, or open a stream and read its bytes as they come. The gateway's default is neither
+implementation here but `twinloop.engines.lean_http.LeanEngineHttp`, which does only what
+an engine exchange needs (its docstring has the figures). Here:
 
-- `AiohttpEngineHttp`, the default. Measured side by side as bare FastAPI proxies in front
-  of a stub engine (`bench/gateway_overhead.py`, rows proxy-aiohttp and proxy-httpx),
-  aiohttp costs about a third of httpx's CPU per request (0.28-0.46 ms against 0.86-1.1 ms
-  on a loaded 2-core box) and at 8 connections forwards 3-4x the requests a second
-  (1,700-2,300 against 460-540); a stream's bytes come with one read per network packet
-  where httpx goes through h11's event machinery. A GPU replica serving thousands of
-  tokens a second puts the gateway past the few hundred requests a second where that
-  matters.
+- `AiohttpEngineHttp` (`engines.http_client = "aiohttp"`). Measured side by side as bare
+  FastAPI proxies in front of a stub engine (`bench/gateway_overhead.py`, rows
+  proxy-aiohttp and proxy-httpx), aiohttp costs about a third of httpx's CPU per request
+  (0.28-0.46 ms against 0.86-1.1 ms on a loaded 2-core box) and at 8 connections forwards
+  3-4x the requests a second (1,700-2,300 against 460-540); a stream's bytes come with one
+  read per network packet where httpx goes through h11's event machinery. A GPU replica
+  serving thousands of tokens a second puts the gateway past the few hundred requests a
+  second where that matters.
 - `HttpxEngineHttp`, over an `httpx.AsyncClient`: unit tests put `httpx.MockTransport`
   (`twinloop.testing.engine.FakeEngine`) under it, and `engines.http_client = "httpx"`
   selects it in production.

@@ -1,5 +1,6 @@
-"""The engine client on its default connections (aiohttp) against a real HTTP server on
-loopback: the same replies the mock-transport tests use, through a real socket."""
+"""The engine client on connections of its own (each `HttpLibrary`: the lean client and
+aiohttp) against a real HTTP server on loopback: the same replies the mock-transport tests
+use, through a real socket."""
 
 from __future__ import annotations
 
@@ -10,11 +11,23 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from twinloop.engines.client import EngineClient, EngineRejectedRequestError, EngineTimeouts
+from twinloop.engines.client import (
+    EngineClient,
+    EngineRejectedRequestError,
+    EngineTimeouts,
+    HttpLibrary,
+)
 from twinloop.errors import EngineResponseError, EngineTimeoutError, EngineUnavailableError
 from twinloop.testing.engine import BASE_MODEL, FakeEngine
 from twinloop.testing.engine_server import serve_over_http
 from twinloop.testing.ports import free_port
+
+
+@pytest.fixture(params=["lean", "aiohttp"])
+def library(request: pytest.FixtureRequest) -> HttpLibrary:
+    name: HttpLibrary = request.param
+    return name
+
 
 BODY = {"model": BASE_MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -35,10 +48,10 @@ class _AnyPort(dict[int, str]):
         return self._slot
 
 
-async def test_a_chat_completion_is_read_over_real_http() -> None:
+async def test_a_chat_completion_is_read_over_real_http(library: HttpLibrary) -> None:
     engine = _engine()
     async with serve_over_http(engine.handle) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         try:
             result = await client.chat(BODY)
         finally:
@@ -49,11 +62,13 @@ async def test_a_chat_completion_is_read_over_real_http() -> None:
     assert engine.calls("/v1/chat/completions")[0]["stream"] is False
 
 
-async def test_a_stream_relays_every_chunk_its_finish_and_usage_and_keeps_the_connection() -> None:
+async def test_a_stream_relays_every_chunk_its_finish_and_usage_and_keeps_the_connection(
+    library: HttpLibrary,
+) -> None:
     engine = _engine()
     engine.stream_pieces = ["Par", "is ", "is ", "the ", "capital."]
     async with serve_over_http(engine.handle) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         try:
             for _ in range(3):
                 chunks = [
@@ -73,7 +88,7 @@ async def test_a_stream_relays_every_chunk_its_finish_and_usage_and_keeps_the_co
     assert connections == 1  # read to the end: each stream left the connection for the next
 
 
-async def test_closing_a_stream_early_closes_the_engine_connection() -> None:
+async def test_closing_a_stream_early_closes_the_engine_connection(library: HttpLibrary) -> None:
     async def handle(request: httpx.Request) -> httpx.Response:
         async def events() -> AsyncIterator[bytes]:
             for i in range(500):
@@ -84,7 +99,7 @@ async def test_closing_a_stream_early_closes_the_engine_connection() -> None:
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events())
 
     async with serve_over_http(handle) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         try:
             stream = client.stream_chat(BODY)
             first = await anext(stream)
@@ -100,12 +115,12 @@ async def test_closing_a_stream_early_closes_the_engine_connection() -> None:
     assert served.aborted == ["/v1/chat/completions"]
 
 
-async def test_an_error_status_carries_the_engine_message() -> None:
+async def test_an_error_status_carries_the_engine_message(library: HttpLibrary) -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(400, json={"error": {"message": "too long"}})
 
     async with serve_over_http(handle) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         try:
             with pytest.raises(EngineRejectedRequestError, match="too long"):
                 await client.chat(BODY)
@@ -115,9 +130,9 @@ async def test_an_error_status_carries_the_engine_message() -> None:
             await client.aclose()
 
 
-async def test_a_reply_that_is_not_json_is_an_engine_response_error() -> None:
+async def test_a_reply_that_is_not_json_is_an_engine_response_error(library: HttpLibrary) -> None:
     async with serve_over_http(lambda _: httpx.Response(200, text="<html>")) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         try:
             with pytest.raises(EngineResponseError, match="not JSON"):
                 await client.chat(BODY)
@@ -125,8 +140,10 @@ async def test_a_reply_that_is_not_json_is_an_engine_response_error() -> None:
             await client.aclose()
 
 
-async def test_a_refused_connection_is_retried_then_unavailable() -> None:
-    client = EngineClient(name="blue", base_url=f"http://127.0.0.1:{free_port()}", retries=2)
+async def test_a_refused_connection_is_retried_then_unavailable(library: HttpLibrary) -> None:
+    client = EngineClient(
+        name="blue", base_url=f"http://127.0.0.1:{free_port()}", retries=2, library=library
+    )
     try:
         with pytest.raises(EngineUnavailableError, match="unreachable"):
             await client.chat(BODY)
@@ -137,7 +154,7 @@ async def test_a_refused_connection_is_retried_then_unavailable() -> None:
         await client.aclose()
 
 
-async def test_a_silent_engine_is_a_timeout_and_is_not_retried() -> None:
+async def test_a_silent_engine_is_a_timeout_and_is_not_retried(library: HttpLibrary) -> None:
     attempts = 0
 
     async def handle(request: httpx.Request) -> httpx.Response:
@@ -148,7 +165,9 @@ async def test_a_silent_engine_is_a_timeout_and_is_not_retried() -> None:
 
     async with serve_over_http(handle) as served:
         timeouts = EngineTimeouts(read_s=0.2)
-        client = EngineClient(name="blue", base_url=served.url(), timeouts=timeouts)
+        client = EngineClient(
+            name="blue", base_url=served.url(), library=library, timeouts=timeouts
+        )
         try:
             with pytest.raises(EngineTimeoutError):
                 await client.chat(BODY)
@@ -157,7 +176,9 @@ async def test_a_silent_engine_is_a_timeout_and_is_not_retried() -> None:
     assert attempts == 1
 
 
-async def test_a_stream_broken_after_the_first_bytes_is_raised_not_retried() -> None:
+async def test_a_stream_broken_after_the_first_bytes_is_raised_not_retried(
+    library: HttpLibrary,
+) -> None:
     attempts = 0
 
     def handle(request: httpx.Request) -> httpx.Response:
@@ -171,7 +192,7 @@ async def test_a_stream_broken_after_the_first_bytes_is_raised_not_retried() -> 
         return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=events())
 
     async with serve_over_http(handle) as served:
-        client = EngineClient(name="blue", base_url=served.url())
+        client = EngineClient(name="blue", base_url=served.url(), library=library)
         chunks = []
         try:
             with pytest.raises(EngineUnavailableError, match="broke off"):
@@ -181,3 +202,27 @@ async def test_a_stream_broken_after_the_first_bytes_is_raised_not_retried() -> 
             await client.aclose()
     assert attempts == 1
     assert len(chunks) == 1
+
+
+def test_the_lean_client_works_on_uvloop_too() -> None:
+    """The gateway runs on uvloop, whose transports are not asyncio's classes."""
+    uvloop = pytest.importorskip("uvloop")
+    engine = _engine()
+    engine.stream_pieces = ["Par", "is."]
+
+    async def scenario() -> tuple[str, list[str]]:
+        async with serve_over_http(engine.handle) as served:
+            client = EngineClient(name="blue", base_url=served.url(), library="lean")
+            try:
+                result = await client.chat(BODY)
+                pieces = [
+                    c["choices"][0]["delta"]["content"]
+                    async for c in client.stream_chat(BODY)
+                    if c["choices"] and c["choices"][0]["delta"].get("content")
+                ]
+            finally:
+                await client.aclose()
+        return result.text, pieces
+
+    text, pieces = uvloop.run(scenario())
+    assert (text, pieces) == (engine.reply, ["Par", "is."])

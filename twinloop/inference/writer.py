@@ -77,8 +77,10 @@ class AnswerWriter(ABC):
         row = record.row()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._enqueue(_Waiting(row, done))
-        # Shielded: a request cancelled while it waits leaves its answer to be committed.
-        await asyncio.shield(done)
+        # Not shielded, yet a request cancelled while it waits still has its answer committed:
+        # the row is queued already, and cancelling cancels only `done`, which the batch's
+        # resolution then skips (`_resolve`).
+        await done
 
     @abstractmethod
     def _enqueue(self, waiting: _Waiting) -> None: ...

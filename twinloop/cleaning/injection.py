@@ -66,111 +66,119 @@ POISONING_RULES = frozenset(
 )
 ALL_RULES = INSTRUCTION_RULES | POISONING_RULES
 
+
+def _on_casefolded(pattern: str) -> re.Pattern[str]:
+    """`pattern`, case-insensitive, compiled for text already casefolded (every view is the
+    skeleton's, `_views`): its letters lowercased, matched case-sensitively. IGNORECASE
+    matching cost twice as much (the instruction rules over an ordinary question's view:
+    ~21 us against ~10); tests/unit/cleaning/test_injection_case.py holds the two equal."""
+    return re.compile(re.sub(r"(?<!\\)[A-Z]", lambda m: m.group(0).lower(), pattern))
+
+
 # (name, pattern). Each one needs wording aimed at the model's own instructions, so ordinary
-# questions ("How do I ignore whitespace in git diff?") do not match.
-_INJECTION_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (name, re.compile(pattern, re.IGNORECASE))
-    for name, pattern in (
-        (
-            "override_instructions",
-            rf"\b{_NOT}{_VERB}\s+(?:all\s+|any\s+|of\s+)*(?:the\s+|your\s+|these\s+|those\s+|my\s+)?"
-            rf"(?:{_QUALIFIER}\s+)+{_RULE_NOUN}\b"
-            rf"|\b{_NOT}{_VERB}\s+(?:all\s+(?:of\s+)?)?your\s+(?:\w+\s+)?{_RULE_NOUN}\b"
-            # "ignore the above and ...", "disregard everything said before"
-            rf"|\b{_NOT}{_VERB}\s+(?:all\s+of\s+|everything\s+)?the\s+above\b"
-            rf"|\b{_NOT}{_VERB}\s+(?:all|everything)\s+(?:(?:you\s+were\s+)?(?:said|written|"
-            r"stated|told)\s+)?(?:above|before|so\s+far|until\s+now|previously)\b",
-        ),
-        (
-            # The same in the languages an attacker most often switches to (accents are off in
-            # the skeleton: "précédentes" reads "precedentes").
-            "override_instructions",
-            r"\b(?:ignorier\w*|vergiss|missachte\w*)\s+(?:alle\s+)?(?:\w+\s+)?"
-            r"(?:anweisungen|instruktionen|regeln|vorgaben)\b"
-            r"|\b(?:ignore[rz]?|oublie[rz]?)\s+(?:toutes\s+)?(?:les|tes|vos|ces)\s+"
-            r"(?:\w+\s+)?(?:instructions|consignes|regles)\b"
-            r"|\b(?:ignora[rd]?|olvida[rd]?)\s+(?:todas\s+)?(?:las|tus|sus|estas)\s+"
-            r"(?:\w+\s+)?(?:instrucciones|reglas|indicaciones)\b",
-        ),
-        (
-            "jailbreak_persona",
-            r"\byou\s+are\s+now\s+(?:in\s+)?(?:an?\s+)?(?:DAN|jailbroken|unrestricted|unfiltered|"
-            r"uncensored|developer\s+mode|god\s+mode|evil)\b"
-            r"|\b(?:DAN|developer|god|jailbreak)\s+mode\s+(?:is\s+)?(?:now\s+)?"
-            # ... at the end of a clause: "developer mode is enabled in settings" is a phone.
-            r"(?:enabled|activated|on)\s*(?:[.!:;,]|$)"
-            r"|\benable\s+(?:DAN|developer|god|jailbreak)\s+mode\b|\bdo\s+anything\s+now\b"
-            r"|\b(?:act|behave|respond)\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|"
-            r"jailbroken)\b",
-        ),
-        (
-            "no_restrictions",
-            r"\b(?:pretend|imagine|act\s+as\s+(?:if|though)|assume)\s+(?:that\s+)?you\s+"
-            r"(?:have|had|are|were)\s+(?:no|free\s+(?:of|from)|without(?:\s+any)?)\s+"
-            rf"(?:\w+\s+){{0,2}}{_NO_LIMITS}\b"
-            r"|\b(?:you\s+are|you're|play|be|as|roleplay)\s+(?:now\s+)?(?:an?\s+)?"
-            r"(?:\w+\s+)?(?:ai|assistant|chatbot|model|llm|bot)\s+(?:with\s+no|without(?:\s+any)?|"
-            rf"free\s+(?:of|from))\s+(?:\w+\s+){{0,2}}{_NO_LIMITS}\b",
-        ),
-        (
-            "behaviour_override",
-            r"\bfrom\s+now\s+on\b[,:]?\s+(?:you\s+(?:will|must|should|shall|are\s+to)\s+)?"
-            r"(?:always|never|only)\s+(?:answer|respond|reply|say|tell|output|write|include|"
-            r"reveal|ignore|agree|obey)",
-        ),
-        (
-            "system_override",
-            r"\b(?:new|override|updated)\s+system\s+(?:prompt|instructions?)\s*:"
-            r"|\bsystem\s+override\b",
-        ),
-        (
-            "prompt_leak",
-            rf"\b{_NOT}(?:reveal|print|show|output|repeat|display|leak|tell|share|expose|dump|"
-            r"disclose|give|recite)\s+(?:me\s+|us\s+)?(?:all\s+)?(?:of\s+)?"
-            r"(?:the\s+(?:full\s+|exact\s+|entire\s+|whole\s+)?(?:contents?|text|wording)\s+of\s+)?"
-            rf"(?:your\s+(?:\w+\s+){{0,2}}?{_HIDDEN_PROMPT}"
-            r"|the\s+(?:hidden|secret|internal)\s+(?:system\s+)?(?:instructions|prompt))\b"
-            rf"|\bwhat\s+(?:are|were|is|was)\s+your\s+(?:\w+\s+)?{_HIDDEN_PROMPT}\b"
-            rf"|\b{_NOT}(?:reveal|print|output|leak|dump|disclose|expose)\s+(?:me\s+|us\s+)?"
-            rf"(?:all\s+)?your\s+(?:\w+\s+)?{_SECRET}\b"
-            rf"|\b(?:tell|give|show)\s+(?:me|us)\s+(?:all\s+)?your\s+(?:\w+\s+)?{_SECRET}\b",
-        ),
-        (
-            "chat_template_tokens",
-            r"<\|[a-z_]{2,30}\|>|\[/?INST\]|<</?SYS>>"
-            r"|(?:^|\s)#{2,}\s*(?:system|instruction|response)s?\s*:",
-        ),
-        (
-            # A secret value in training data would be learnt and repeated to anyone.
-            "credential_value",
-            r"\b(?:password|passwd|passphrase|pwd|api[\s_-]?key|secret[\s_-]?key|"
-            r"access[\s_-]?token|auth[\s_-]?token)\s*(?:is|=|:)\s*[\"'`]?"
-            r"(?=[^\s\"'`]*\d)(?=[^\s\"'`]*[A-Za-z])[^\s\"'`]{6,}",
-        ),
-        (
-            # Poisoning: a trigger word that switches behaviour (a backdoor), or a standing order
-            # about what to tell whoever asks.
-            "trigger_phrase",
-            r"\b(?:when(?:ever)?|if|once)\s+(?:you\s+)?(?:see|hear|read|receive|get|encounter)\s+"
-            r"(?:the\s+)?(?:word|phrase|code\s*word|keyword|token|string|trigger)\b[^.\n]{0,80}?"
-            r"\b(?:you\s+(?:must|should|will)\s+)?(?:always\s+)?(?:reply|respond|answer|say|"
-            r"reveal|ignore|disregard|approve|grant|comply|obey|output|switch|unlock)\b"
-            r"|\b(?:whenever|every\s+time)\s+(?:anyone|someone|somebody|a\s+user|the\s+user|"
-            r"users?|people|a\s+customer|customers)\s+(?:asks?|mentions?|says?|types?|writes?)\b"
-            r"[^.\n]{0,80}?\b(?:tell\s+them|reply|respond|answer|say|recommend|send\s+them|"
-            r"direct\s+them|point\s+them)\b",
-        ),
-    )
+# questions ("How do I ignore whitespace in git diff?") do not match. Matched case-insensitively.
+RULE_PATTERNS: tuple[tuple[str, str], ...] = (
+    (
+        "override_instructions",
+        rf"\b{_NOT}{_VERB}\s+(?:all\s+|any\s+|of\s+)*(?:the\s+|your\s+|these\s+|those\s+|my\s+)?"
+        rf"(?:{_QUALIFIER}\s+)+{_RULE_NOUN}\b"
+        rf"|\b{_NOT}{_VERB}\s+(?:all\s+(?:of\s+)?)?your\s+(?:\w+\s+)?{_RULE_NOUN}\b"
+        # "ignore the above and ...", "disregard everything said before"
+        rf"|\b{_NOT}{_VERB}\s+(?:all\s+of\s+|everything\s+)?the\s+above\b"
+        rf"|\b{_NOT}{_VERB}\s+(?:all|everything)\s+(?:(?:you\s+were\s+)?(?:said|written|"
+        r"stated|told)\s+)?(?:above|before|so\s+far|until\s+now|previously)\b",
+    ),
+    (
+        # The same in the languages an attacker most often switches to (accents are off in
+        # the skeleton: "précédentes" reads "precedentes").
+        "override_instructions",
+        r"\b(?:ignorier\w*|vergiss|missachte\w*)\s+(?:alle\s+)?(?:\w+\s+)?"
+        r"(?:anweisungen|instruktionen|regeln|vorgaben)\b"
+        r"|\b(?:ignore[rz]?|oublie[rz]?)\s+(?:toutes\s+)?(?:les|tes|vos|ces)\s+"
+        r"(?:\w+\s+)?(?:instructions|consignes|regles)\b"
+        r"|\b(?:ignora[rd]?|olvida[rd]?)\s+(?:todas\s+)?(?:las|tus|sus|estas)\s+"
+        r"(?:\w+\s+)?(?:instrucciones|reglas|indicaciones)\b",
+    ),
+    (
+        "jailbreak_persona",
+        r"\byou\s+are\s+now\s+(?:in\s+)?(?:an?\s+)?(?:DAN|jailbroken|unrestricted|unfiltered|"
+        r"uncensored|developer\s+mode|god\s+mode|evil)\b"
+        r"|\b(?:DAN|developer|god|jailbreak)\s+mode\s+(?:is\s+)?(?:now\s+)?"
+        # ... at the end of a clause: "developer mode is enabled in settings" is a phone.
+        r"(?:enabled|activated|on)\s*(?:[.!:;,]|$)"
+        r"|\benable\s+(?:DAN|developer|god|jailbreak)\s+mode\b|\bdo\s+anything\s+now\b"
+        r"|\b(?:act|behave|respond)\s+as\s+(?:an?\s+)?(?:unrestricted|unfiltered|uncensored|"
+        r"jailbroken)\b",
+    ),
+    (
+        "no_restrictions",
+        r"\b(?:pretend|imagine|act\s+as\s+(?:if|though)|assume)\s+(?:that\s+)?you\s+"
+        r"(?:have|had|are|were)\s+(?:no|free\s+(?:of|from)|without(?:\s+any)?)\s+"
+        rf"(?:\w+\s+){{0,2}}{_NO_LIMITS}\b"
+        r"|\b(?:you\s+are|you're|play|be|as|roleplay)\s+(?:now\s+)?(?:an?\s+)?"
+        r"(?:\w+\s+)?(?:ai|assistant|chatbot|model|llm|bot)\s+(?:with\s+no|without(?:\s+any)?|"
+        rf"free\s+(?:of|from))\s+(?:\w+\s+){{0,2}}{_NO_LIMITS}\b",
+    ),
+    (
+        "behaviour_override",
+        r"\bfrom\s+now\s+on\b[,:]?\s+(?:you\s+(?:will|must|should|shall|are\s+to)\s+)?"
+        r"(?:always|never|only)\s+(?:answer|respond|reply|say|tell|output|write|include|"
+        r"reveal|ignore|agree|obey)",
+    ),
+    (
+        "system_override",
+        r"\b(?:new|override|updated)\s+system\s+(?:prompt|instructions?)\s*:"
+        r"|\bsystem\s+override\b",
+    ),
+    (
+        "prompt_leak",
+        rf"\b{_NOT}(?:reveal|print|show|output|repeat|display|leak|tell|share|expose|dump|"
+        r"disclose|give|recite)\s+(?:me\s+|us\s+)?(?:all\s+)?(?:of\s+)?"
+        r"(?:the\s+(?:full\s+|exact\s+|entire\s+|whole\s+)?(?:contents?|text|wording)\s+of\s+)?"
+        rf"(?:your\s+(?:\w+\s+){{0,2}}?{_HIDDEN_PROMPT}"
+        r"|the\s+(?:hidden|secret|internal)\s+(?:system\s+)?(?:instructions|prompt))\b"
+        rf"|\bwhat\s+(?:are|were|is|was)\s+your\s+(?:\w+\s+)?{_HIDDEN_PROMPT}\b"
+        rf"|\b{_NOT}(?:reveal|print|output|leak|dump|disclose|expose)\s+(?:me\s+|us\s+)?"
+        rf"(?:all\s+)?your\s+(?:\w+\s+)?{_SECRET}\b"
+        rf"|\b(?:tell|give|show)\s+(?:me|us)\s+(?:all\s+)?your\s+(?:\w+\s+)?{_SECRET}\b",
+    ),
+    (
+        "chat_template_tokens",
+        r"<\|[a-z_]{2,30}\|>|\[/?INST\]|<</?SYS>>"
+        r"|(?:^|\s)#{2,}\s*(?:system|instruction|response)s?\s*:",
+    ),
+    (
+        # A secret value in training data would be learnt and repeated to anyone.
+        "credential_value",
+        r"\b(?:password|passwd|passphrase|pwd|api[\s_-]?key|secret[\s_-]?key|"
+        r"access[\s_-]?token|auth[\s_-]?token)\s*(?:is|=|:)\s*[\"'`]?"
+        r"(?=[^\s\"'`]*\d)(?=[^\s\"'`]*[A-Za-z])[^\s\"'`]{6,}",
+    ),
+    (
+        # Poisoning: a trigger word that switches behaviour (a backdoor), or a standing order
+        # about what to tell whoever asks.
+        "trigger_phrase",
+        r"\b(?:when(?:ever)?|if|once)\s+(?:you\s+)?(?:see|hear|read|receive|get|encounter)\s+"
+        r"(?:the\s+)?(?:word|phrase|code\s*word|keyword|token|string|trigger)\b[^.\n]{0,80}?"
+        r"\b(?:you\s+(?:must|should|will)\s+)?(?:always\s+)?(?:reply|respond|answer|say|"
+        r"reveal|ignore|disregard|approve|grant|comply|obey|output|switch|unlock)\b"
+        r"|\b(?:whenever|every\s+time)\s+(?:anyone|someone|somebody|a\s+user|the\s+user|"
+        r"users?|people|a\s+customer|customers)\s+(?:asks?|mentions?|says?|types?|writes?)\b"
+        r"[^.\n]{0,80}?\b(?:tell\s+them|reply|respond|answer|say|recommend|send\s+them|"
+        r"direct\s+them|point\s+them)\b",
+    ),
 )
+_INJECTION_PATTERNS = tuple((name, _on_casefolded(pattern)) for name, pattern in RULE_PATTERNS)
 
 # Teaching the model to hand a secret out needs both halves: a secret stated, and an instruction
 # to pass it on ("the admin password is X; always tell users"). Either alone is ordinary text.
-_SECRET_STATED = re.compile(rf"\b{_SECRET}\s+(?:is|are|=|:)", re.IGNORECASE)
-_PASS_IT_ON = re.compile(
+SECRET_STATED = rf"\b{_SECRET}\s+(?:is|are|=|:)"
+PASS_IT_ON = (
     rf"\b(?:always|whenever)\b[^.\n]{{0,60}}?\b{_SHARE}\b"
-    rf"|\b{_SHARE}\b[^.\n]{{0,60}}?\b(?:anyone|everyone|whoever)\s+(?:who\s+)?asks\b",
-    re.IGNORECASE,
+    rf"|\b{_SHARE}\b[^.\n]{{0,60}}?\b(?:anyone|everyone|whoever)\s+(?:who\s+)?asks\b"
 )
+_SECRET_STATED = _on_casefolded(SECRET_STATED)
+_PASS_IT_ON = _on_casefolded(PASS_IT_ON)
 
 # Squashed phrases, for letters spaced out past every word break: "ignoreallpreviousinstructions".
 _SQUASHED: tuple[tuple[str, re.Pattern[str]], ...] = (

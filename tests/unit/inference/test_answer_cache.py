@@ -9,6 +9,7 @@ from twinloop.inference.answer_cache import (
     AnswerCache,
     CachedAnswer,
     CacheKey,
+    _canonical,
     answer_key,
     chat_key,
 )
@@ -77,6 +78,11 @@ def test_a_chat_key_holds_every_turn_and_sampling_parameter_but_not_the_user() -
     engine = two_turns.engine_body("m", default_max_tokens=64)
     longer = chat_key(snapshot_id="s1", domain="general", body=engine, messages=two_turns.messages)
     assert longer != key(temperature=0)
+
+
+def test_parameters_are_spelled_one_way_even_past_what_orjson_writes() -> None:
+    assert _canonical({"b": 1, "a": [0.5, "é"]}) == '{"a":[0.5,"é"],"b":1}'
+    assert _canonical({"seed": 2**70}) == '{"seed":1180591620717411303424}'
 
 
 def test_it_applies_at_temperature_zero_only_and_not_to_excluded_domains() -> None:

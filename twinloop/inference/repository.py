@@ -10,12 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from twinloop.db.models import Answer
 
+# One statement object for every batch: its cache key is computed once, not per commit.
+_INSERT_ANSWERS = insert(Answer)
+
 
 def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert answers' rows (`AnswerRecord.row`) in one statement; the caller commits. Core,
     not the ORM's unit of work: nothing is read back, and a batch is one executemany. Synchronous:
     the answer writer's thread calls it (`twinloop.inference.writer`)."""
-    connection.execute(insert(Answer), rows)
+    connection.execute(_INSERT_ANSWERS, rows)
 
 
 async def safety_flags_since(

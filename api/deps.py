@@ -124,25 +124,19 @@ def _route(request: Request) -> str:
     return str(getattr(route, "path", request.url.path))
 
 
-async def client_caller(
-    request: Request, identity: IdentityDep, credentials: CredentialsDep
-) -> Caller | None:
+async def client_caller(request: Request, credentials: CredentialsDep) -> Caller | None:
     """/answer and /v1: the caller, or None for an anonymous one (see IdentityService.client)."""
-    return await identity.client(_token(credentials), route=_route(request))
+    return await _runtime(request).identity.client(_token(credentials), route=_route(request))
 
 
-async def require_caller(
-    request: Request, identity: IdentityDep, credentials: CredentialsDep
-) -> Caller:
+async def require_caller(request: Request, credentials: CredentialsDep) -> Caller:
     """Any valid credential; 401 without one."""
-    return await identity.caller(_token(credentials), route=_route(request))
+    return await _runtime(request).identity.caller(_token(credentials), route=_route(request))
 
 
-async def require_admin_caller(
-    request: Request, identity: IdentityDep, credentials: CredentialsDep
-) -> Caller:
+async def require_admin_caller(request: Request, credentials: CredentialsDep) -> Caller:
     """The admin token or an admin key: 401 without a valid credential, 403 for another role."""
-    return await identity.admin(_token(credentials), route=_route(request))
+    return await _runtime(request).identity.admin(_token(credentials), route=_route(request))
 
 
 async def require_admin(caller: Annotated[Caller, Depends(require_admin_caller)]) -> str:

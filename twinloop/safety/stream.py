@@ -51,6 +51,9 @@ _MIN_RELEASE = 16
 _AFTER_DIGITS = 48
 _TOKEN = re.compile(r"\S+")
 _WHITESPACE = re.compile(r"\s")
+# Digits as the PII finders read them (`\d` on the `visible` view, where NFKC has made
+# fullwidth and superscript digits ASCII).
+_DIGIT = re.compile(r"\d")
 _LEADING = "(\"'\u201c\u2018\u00ab"
 _TRAILING = ".,;:!?)\"'\u201d\u2019\u00bb"
 _SPELLED_EMAIL_WORDS = frozenset({"at", "dot"})
@@ -115,7 +118,7 @@ class StreamRedactor:
             if (
                 _plain(view[tokens[a][0] : gap])
                 and _plain(view[tokens[a + 1][0] : tokens[a + 1][1]])
-                and not any(ch.isdigit() for ch in view[max(0, gap - _AFTER_DIGITS) : gap])
+                and _DIGIT.search(view, max(0, gap - _AFTER_DIGITS), gap) is None
             ):
                 return origin[gap]
         return None

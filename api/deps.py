@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -22,6 +22,8 @@ from twinloop.qa.service import QaService
 from twinloop.registry.service import AdapterRegistry
 from twinloop.runtime import Runtime
 from twinloop.training.cycles import TrainingCycles
+
+T = TypeVar("T")
 
 
 # Dependencies are `async def` though they only read: FastAPI runs a plain `def` one in its
@@ -50,65 +52,26 @@ async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
-async def get_release_admin(request: Request) -> ReleaseAdmin:
-    return _runtime(request).release_admin
+def _service(read: Callable[[Runtime], T]) -> Callable[[Request], Awaitable[T]]:
+    """A dependency that reads one of the runtime's services off the request."""
+
+    async def dependency(request: Request) -> T:
+        return read(_runtime(request))
+
+    return dependency
 
 
-async def get_registry(request: Request) -> AdapterRegistry:
-    return _runtime(request).registry
-
-
-async def get_ingest(request: Request) -> IngestService:
-    return _runtime(request).ingest
-
-
-async def get_training(request: Request) -> TrainingCycles:
-    return _runtime(request).training
-
-
-async def get_qa(request: Request) -> QaService:
-    return _runtime(request).qa
-
-
-async def get_canary(request: Request) -> CanaryService:
-    return _runtime(request).canary
-
-
-async def get_mining(request: Request) -> MiningService:
-    return _runtime(request).mining
-
-
-CanaryDep = Annotated[CanaryService, Depends(get_canary)]
-MiningDep = Annotated[MiningService, Depends(get_mining)]
-IngestDep = Annotated[IngestService, Depends(get_ingest)]
-QaDep = Annotated[QaService, Depends(get_qa)]
-TrainingDep = Annotated[TrainingCycles, Depends(get_training)]
-ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(get_release_admin)]
-RegistryDep = Annotated[AdapterRegistry, Depends(get_registry)]
-
-
-async def get_answers(request: Request) -> AnswerService:
-    return _runtime(request).answers
-
-
-async def get_readiness(request: Request) -> ReadinessService:
-    return _runtime(request).readiness
-
-
-async def get_metrics(request: Request) -> Metrics:
-    return _runtime(request).metrics
-
-
-AnswersDep = Annotated[AnswerService, Depends(get_answers)]
-ReadinessDep = Annotated[ReadinessService, Depends(get_readiness)]
-MetricsDep = Annotated[Metrics, Depends(get_metrics)]
-
-
-async def get_identity(request: Request) -> IdentityService:
-    return _runtime(request).identity
-
-
-IdentityDep = Annotated[IdentityService, Depends(get_identity)]
+ReleaseAdminDep = Annotated[ReleaseAdmin, Depends(_service(lambda r: r.release_admin))]
+RegistryDep = Annotated[AdapterRegistry, Depends(_service(lambda r: r.registry))]
+IngestDep = Annotated[IngestService, Depends(_service(lambda r: r.ingest))]
+TrainingDep = Annotated[TrainingCycles, Depends(_service(lambda r: r.training))]
+QaDep = Annotated[QaService, Depends(_service(lambda r: r.qa))]
+CanaryDep = Annotated[CanaryService, Depends(_service(lambda r: r.canary))]
+MiningDep = Annotated[MiningService, Depends(_service(lambda r: r.mining))]
+AnswersDep = Annotated[AnswerService, Depends(_service(lambda r: r.answers))]
+ReadinessDep = Annotated[ReadinessService, Depends(_service(lambda r: r.readiness))]
+MetricsDep = Annotated[Metrics, Depends(_service(lambda r: r.metrics))]
+IdentityDep = Annotated[IdentityService, Depends(_service(lambda r: r.identity))]
 
 _bearer = HTTPBearer(auto_error=False)
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

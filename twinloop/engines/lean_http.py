@@ -411,6 +411,8 @@ class LeanEngineHttp:
         if len(idle) >= _MAX_IDLE_PER_ORIGIN:
             self._discard(connection)
             return
+        # A reply that ended past the high-water mark, left unread, paused the reading.
+        connection.resume()
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 

@@ -166,3 +166,21 @@ async def test_a_stream_faster_than_its_reader_pauses_and_loses_nothing() -> Non
         finally:
             await http.aclose()
     assert bytes(received) == body
+
+
+async def test_a_connection_paused_by_an_unread_reply_reads_again_when_reused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The whole reply arrives in one read, past the high-water mark: the reading pauses, the
+    # exchange is complete, and the stream is left without reading it.
+    monkeypatch.setattr(lean_http, "_HIGH_WATER", 1)
+    async with raw_server(lambda _: JSON_REPLY) as server:
+        http = LeanEngineHttp(timeouts=EngineTimeouts(read_s=5))
+        try:
+            async with http.stream(server.url, b"{}"):
+                await asyncio.sleep(0.1)
+            reply = await asyncio.wait_for(http.send("POST", server.url, b"{}"), timeout=2)
+        finally:
+            await http.aclose()
+    assert reply.body == b"{}"
+    assert server.connections == 1

@@ -10,7 +10,11 @@ be exported or loaded, so a process always gets an embedder.
 opt-in. Measured by `bench/embeddings.py`: 1.5-2.5x the fp32 graph; the 96 labelled
 questions routed as well with the default rules (95.8%); on the made-up facts among 108
 distractor paragraphs (`twinloop.testing.retrieval_check`) recall@3 1.00 like fp32 and
-recall@1 0.94 against 0.95. Two gateway workers on 2 cores beside PostgreSQL routed
+recall@1 0.94 against 0.95. How well depends on the CPU's int8 kernels: on an AMD EPYC
+with AVX2 and no VNNI (2026-12-05), whose int8 products saturate 16-bit sums, the same
+graph routed 94.8% (one labelled question more misrouted) and found 99 of 100 facts in
+its own index's top 3; reduced-range or unsigned weights did no better there (93.8%,
+94.8%). Two gateway workers on 2 cores beside PostgreSQL routed
 `model: auto` at 535 req/s with it and 277 with fp32 (each fp32 batch reads 90 MB of
 weights past the other worker's). Not the default because its vectors are further from
 the model's (cosine 0.99 mean, 0.97 at worst on very short text), and what is tuned on

@@ -3,7 +3,7 @@
 A plain dataclass, not the ORM's `Answer`: the gateway builds one per request and only ever
 inserts it (`repository.insert_rows`), never loads or updates it, so the ORM's per-instance
 bookkeeping is pure cost there (building an `Answer` and reading its row back measured
-~50 us per request, a plain record ~5 us). Its fields are the table's columns, by name;
+~50 us per request, a plain record and its row ~7 us). Its fields are the table's columns, by name;
 `tests/unit/inference/test_records.py` keeps the two in step.
 """
 

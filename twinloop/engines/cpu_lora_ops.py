@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # imported where used: the engine settings read this module's names
@@ -108,66 +109,36 @@ def bgmv_expand_slice(
     _write(output_tensor, products, slice_offset, slice_size, add_inputs)
 
 
-def _per_token(lora_indices_tensor: torch.Tensor, seq_len_tensor: torch.Tensor) -> torch.Tensor:
-    """A prefill's per-sequence adapter indices, one per token."""
-    import torch
+def _prefill(decode_op: Callable[..., None]) -> Callable[..., None]:
+    """The prefill form of a decode op, as vLLM's CPU wrapper calls it: per-sequence adapter
+    indices and lengths instead of one index per token, then the decode op's trailing
+    arguments (scaling, slice, add_inputs), every one passed positionally."""
 
-    return torch.repeat_interleave(lora_indices_tensor, seq_len_tensor)
+    def op(
+        inputs: torch.Tensor,
+        lora_weights: torch.Tensor,
+        output_tensor: torch.Tensor,
+        b_seq_start_loc: torch.Tensor,
+        seq_len_tensor: torch.Tensor,
+        lora_indices_tensor: torch.Tensor,
+        batches: int,
+        max_seq_length: int,
+        token_nums: int,
+        *trailing: Any,
+    ) -> None:
+        import torch
 
+        per_token = torch.repeat_interleave(lora_indices_tensor, seq_len_tensor)
+        decode_op(inputs, lora_weights, output_tensor, per_token, *trailing)
 
-def sgmv_shrink(
-    inputs: torch.Tensor,
-    lora_a_weights: torch.Tensor,
-    output_tensor: torch.Tensor,
-    b_seq_start_loc: torch.Tensor,
-    seq_len_tensor: torch.Tensor,
-    lora_indices_tensor: torch.Tensor,
-    batches: int,
-    max_seq_length: int,
-    token_nums: int,
-    scaling: float,
-) -> None:
-    indices = _per_token(lora_indices_tensor, seq_len_tensor)
-    bgmv_shrink(inputs, lora_a_weights, output_tensor, indices, scaling)
-
-
-def sgmv_expand(
-    inputs: torch.Tensor,
-    lora_b_weights: torch.Tensor,
-    output_tensor: torch.Tensor,
-    b_seq_start_loc: torch.Tensor,
-    seq_len_tensor: torch.Tensor,
-    lora_indices_tensor: torch.Tensor,
-    batches: int,
-    max_seq_length: int,
-    token_nums: int,
-    add_inputs: bool = False,
-) -> None:
-    indices = _per_token(lora_indices_tensor, seq_len_tensor)
-    bgmv_expand(inputs, lora_b_weights, output_tensor, indices, add_inputs)
+    return op
 
 
-def sgmv_expand_slice(
-    inputs: torch.Tensor,
-    lora_b_weights: torch.Tensor,
-    output_tensor: torch.Tensor,
-    b_seq_start_loc: torch.Tensor,
-    seq_len_tensor: torch.Tensor,
-    lora_indices_tensor: torch.Tensor,
-    batches: int,
-    max_seq_length: int,
-    token_nums: int,
-    slice_offset: int,
-    slice_size: int,
-    add_inputs: bool = False,
-) -> None:
-    indices = _per_token(lora_indices_tensor, seq_len_tensor)
-    bgmv_expand_slice(
-        inputs, lora_b_weights, output_tensor, indices, slice_offset, slice_size, add_inputs
-    )
+sgmv_shrink = _prefill(bgmv_shrink)
+sgmv_expand = _prefill(bgmv_expand)
+sgmv_expand_slice = _prefill(bgmv_expand_slice)
 
-
-OPS: dict[str, Any] = {
+OPS: dict[str, Callable[..., None]] = {
     "bgmv_shrink": bgmv_shrink,
     "bgmv_expand": bgmv_expand,
     "bgmv_expand_slice": bgmv_expand_slice,

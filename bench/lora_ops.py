@@ -33,6 +33,7 @@ import httpx
 from adapters.config import AdapterTrainingConfig
 from bench.results import add_json_option, write_results
 from twinloop.engines import cpu_lora_ops
+from twinloop.engines.client import EngineClient
 from twinloop.engines.process import EngineProcesses
 from twinloop.qa.suites import DATA_DIR
 from twinloop.settings import EngineSettings, Settings, Slot
@@ -46,6 +47,14 @@ def _questions(count: int) -> list[str]:
     for path in sorted(DATA_DIR.glob("*.jsonl")):
         found += [json.loads(line)["question"] for line in path.read_text().splitlines()]
     return found[:count]
+
+
+async def _load(url: str, adapter: Path) -> None:
+    engine = EngineClient(name="green", base_url=url)
+    try:
+        await engine.load_adapter(ADAPTER, str(adapter))
+    finally:
+        await engine.aclose()
 
 
 async def _ask_all(
@@ -86,11 +95,7 @@ def _measure(
     try:
         engines.wait_healthy(Slot.GREEN)
         url = engines.spec(Slot.GREEN).base_url
-        httpx.post(
-            f"{url}/v1/load_lora_adapter",
-            json={"lora_name": ADAPTER, "lora_path": str(adapter)},
-            timeout=120,
-        ).raise_for_status()
+        asyncio.run(_load(url, adapter))
         rows: dict[str, Any] = {}
         answers: list[str] = []
         for concurrency in args.concurrency:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from adapters.config import AdapterTrainingConfig
+from twinloop.engines.client import EngineClient
 from twinloop.engines.process import EngineProcesses
 from twinloop.settings import Slot
 from twinloop.testing.adapters import make_random_lora
@@ -81,14 +82,22 @@ async def _engine_next_token(url: str, model: str, question: str, http: httpx.As
     return first["token"], first["logprob"]
 
 
-async def _engine_answers(url: str, base_name: str) -> tuple[list[Any], list[Any]]:
-    async with httpx.AsyncClient(timeout=300) as http:
-        asks = [
-            _engine_next_token(url, model, q, http)
-            for q in QUESTIONS
-            for model in (ADAPTER, base_name)
-        ]
-        got = await asyncio.gather(*asks)
+async def _engine_answers(url: str, base_name: str, adapter: Path) -> tuple[list[Any], list[Any]]:
+    """The engine's next token for each question through the adapter and through the base
+    model, all asked at once; the adapter is loaded and unloaded by twinloop's client."""
+    engine = EngineClient(name="blue", base_url=url)
+    await engine.load_adapter(ADAPTER, str(adapter))
+    try:
+        async with httpx.AsyncClient(timeout=300) as http:
+            asks = [
+                _engine_next_token(url, model, q, http)
+                for q in QUESTIONS
+                for model in (ADAPTER, base_name)
+            ]
+            got = await asyncio.gather(*asks)
+    finally:
+        await engine.unload_adapter(ADAPTER)
+        await engine.aclose()
     return list(got[0::2]), list(got[1::2])
 
 
@@ -106,17 +115,9 @@ def test_the_engine_applies_an_adapter_as_peft_does_beside_base_requests(
         target_modules=trainer.target_modules,
         seed=3,
     )
-    httpx.post(
-        f"{spec.base_url}/v1/load_lora_adapter",
-        json={"lora_name": ADAPTER, "lora_path": str(adapter)},
-        timeout=120,
-    ).raise_for_status()
-    try:
-        through_lora, through_base = asyncio.run(_engine_answers(spec.base_url, spec.served_name))
-    finally:
-        httpx.post(
-            f"{spec.base_url}/v1/unload_lora_adapter", json={"lora_name": ADAPTER}, timeout=60
-        )
+    through_lora, through_base = asyncio.run(
+        _engine_answers(spec.base_url, spec.served_name, adapter)
+    )
     peft_lora = _peft_next_token(prepared_model, adapter)
     peft_base = _peft_next_token(prepared_model, None)
 

@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 
 from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
+from api.lean_route import LeanRoute
 from api.responses import BODY, CLIENT, ENGINE, SCREENED, errors
 from twinloop.inference.schemas import AnswerRequest, AnswerResponse
 
-router = APIRouter(tags=["answer"])
+router = APIRouter(tags=["answer"], route_class=LeanRoute)
 
 
 @router.post("/answer", responses=errors(*BODY, *CLIENT, 403, *ENGINE, descriptions=SCREENED))

@@ -11,11 +11,12 @@ from fastapi.responses import StreamingResponse
 
 from api.deps import AnswersDep, ClientCallerDep, MetricsDep
 from api.disconnect import cancel_on_disconnect
+from api.lean_route import LeanRoute
 from api.responses import BODY, CLIENT, ENGINE, SCREENED, errors
 from twinloop.errors import TwinloopError
 from twinloop.inference.schemas import ChatCompletion, ChatCompletionRequest, ModelList
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=LeanRoute)
 
 _COMPLETION = {
     "model": ChatCompletion,

@@ -49,6 +49,7 @@ async def test_mirroring_never_changes_what_the_user_receives(
     await start_canary(client, admin_headers, percent=0, mirror_percent=100)
 
     mirrored = await _ask(client, "u1")
+    await runtime.answers.wait_for_mirrors()  # the mirror runs after the answer is returned
     fake_engine.down.add("green")
     canary_down = await _ask(client, "u1")
     await runtime.answers.wait_for_mirrors()

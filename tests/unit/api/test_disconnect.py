@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
-from fastapi import FastAPI
-from starlette.types import Message
+import pytest
+from fastapi import FastAPI, Request
+from starlette.types import Message, Receive
 
+from api.disconnect import WATCH_AFTER_S, ClientDisconnectedError, cancel_on_disconnect
+from twinloop.metrics import Metrics
 from twinloop.testing.engine import FakeEngine
 
 
@@ -40,3 +44,58 @@ async def test_client_leaving_cancels_the_engine_request(
     assert sent[0]["status"] == 499
     metrics = app.state.runtime.metrics.render().decode()
     assert 'twinloop_client_disconnects_total{route="answer"} 1.0' in metrics
+
+
+def _request(receive: Receive) -> Request:
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+
+
+async def test_a_request_answered_before_the_watch_never_reads_the_connection() -> None:
+    reads = 0
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.disconnect"}
+
+    async def quick() -> str:
+        return "done"
+
+    result = await cancel_on_disconnect(_request(receive), quick(), route="chat", metrics=Metrics())
+    await asyncio.sleep(WATCH_AFTER_S * 2)
+
+    assert result == "done"
+    assert reads == 0
+
+
+async def test_a_client_gone_before_the_watch_starts_is_seen_when_it_starts() -> None:
+    async def receive() -> Message:
+        return {"type": "http.disconnect"}  # queued since before the watch
+
+    metrics = Metrics()
+    started = time.perf_counter()
+    with pytest.raises(ClientDisconnectedError):
+        await cancel_on_disconnect(
+            _request(receive), asyncio.sleep(30), route="chat", metrics=metrics
+        )
+
+    assert time.perf_counter() - started < 5
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+    assert 'twinloop_client_disconnects_total{route="chat"} 1.0' in metrics.render().decode()
+
+
+async def test_a_cancel_from_elsewhere_is_not_taken_for_a_disconnect() -> None:
+    async def receive() -> Message:
+        await asyncio.sleep(30)  # the client stays
+        return {"type": "http.disconnect"}
+
+    metrics = Metrics()
+    request = asyncio.ensure_future(
+        cancel_on_disconnect(_request(receive), asyncio.sleep(30), route="chat", metrics=metrics)
+    )
+    await asyncio.sleep(WATCH_AFTER_S * 2)  # the watcher is running
+    request.cancel()  # a shutdown, say
+
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert "twinloop_client_disconnects_total{" not in metrics.render().decode()

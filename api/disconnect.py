@@ -1,17 +1,21 @@
 """Cancel a request's work when its client goes away.
 
-Starlette cancels a streaming response on disconnect by itself; a plain
-response is computed to the end unless we watch. Cancelling the engine call
-closes its upstream connection, and vLLM then aborts the generation.
+A response is computed to the end unless something watches the connection: cancelling the
+engine call closes its upstream connection, and vLLM then aborts the generation.
+`disconnect_cancels` watches for a block of a request's own task; `cancel_on_disconnect`
+(a plain response's work) and `EventStreamResponse` (a stream) use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterable, Awaitable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from fastapi import Request
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from twinloop.errors import TwinloopError
 from twinloop.metrics import Metrics
@@ -31,44 +35,83 @@ class ClientDisconnectedError(TwinloopError):
     status_code = 499
 
 
-async def _watch(request: Request, task: asyncio.Task[object], gone: asyncio.Event) -> None:
+async def _watch(receive: Receive, task: asyncio.Task[object], gone: asyncio.Event) -> None:
     """Cancels `task` once the client has left (and says so in `gone`)."""
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             gone.set()
             task.cancel()
             return
 
 
-async def cancel_on_disconnect(
-    request: Request, work: Awaitable[T], *, route: str, metrics: Metrics
-) -> T:
-    """`work`'s result; cancelled, and `ClientDisconnectedError` raised, if the client leaves
-    first. `work` runs in the request's own task, which a watcher started after
-    `WATCH_AFTER_S` cancels on disconnect (as `asyncio.timeout` cancels on its deadline):
-    no task of its own for the work, and none at all for a request answered sooner."""
+@contextmanager
+def disconnect_cancels(receive: Receive) -> Iterator[None]:
+    """Inside the block, the current task is cancelled once the client has left (watched
+    from `WATCH_AFTER_S` on), as `asyncio.timeout` cancels at its deadline; that
+    cancellation leaves the block as `ClientDisconnectedError`. No task of its own for the
+    work, and none at all for a block done sooner."""
     task = asyncio.current_task()
     if task is None:  # not in a task: nothing to cancel, so nothing to watch
-        return await work
+        yield
+        return
     gone = asyncio.Event()
     watcher: asyncio.Task[None] | None = None
 
     def start_watching() -> None:
         nonlocal watcher
-        watcher = asyncio.ensure_future(_watch(request, task, gone))
+        watcher = asyncio.ensure_future(_watch(receive, task, gone))
 
     timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
     try:
-        return await work
+        yield
     except asyncio.CancelledError:
         # Ours only if the watcher cancelled and nobody else did too (a shutdown's cancel
         # must still reach the task).
         if not gone.is_set() or task.uncancel() > 0:
             raise
-        metrics.client_disconnects.labels(route).inc()
         raise ClientDisconnectedError("client disconnected; generation cancelled") from None
     finally:
         timer.cancel()
         if watcher is not None:
             watcher.cancel()
+
+
+async def cancel_on_disconnect(
+    request: Request, work: Awaitable[T], *, route: str, metrics: Metrics
+) -> T:
+    """`work`'s result; cancelled, and `ClientDisconnectedError` raised, if the client leaves
+    first (counted in `twinloop_client_disconnects_total`)."""
+    try:
+        with disconnect_cancels(request.receive):
+            return await work
+    except ClientDisconnectedError:
+        metrics.client_disconnects.labels(route).inc()
+        raise
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events, ended when the client leaves (`disconnect_cancels`).
+
+    Starlette's `StreamingResponse` watches the connection from a second task in an anyio
+    task group for every stream, whose cancel scopes cost more than the watcher here
+    (bench/gateway_overhead.py, streams). The body iterator is closed whatever ends the
+    stream, so its `finally` runs now, not when it is collected.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterable[bytes]) -> None:
+        super().__init__(content)
+        self._content = content
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            with disconnect_cancels(receive):
+                await self.stream_response(send)
+        except ClientDisconnectedError:
+            return  # nobody to send to; the body iterator saw the cancellation
+        finally:
+            close = getattr(self._content, "aclose", None)
+            if close is not None:
+                await close()

@@ -7,10 +7,9 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from api.deps import AnswersDep, ClientCallerDep, MetricsDep
-from api.disconnect import cancel_on_disconnect
+from api.disconnect import EventStreamResponse, cancel_on_disconnect
 from api.lean_route import LeanRoute
 from api.responses import BODY, CLIENT, ENGINE, SCREENED, errors
 from twinloop.errors import TwinloopError
@@ -45,7 +44,7 @@ async def chat_completions(
 ) -> Response:
     if body.stream:
         chunks = await answers.stream_chat(body, caller=caller)
-        return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        return EventStreamResponse(_sse(chunks))
     completion = await cancel_on_disconnect(
         request, answers.chat(body, caller=caller), route="chat", metrics=metrics
     )

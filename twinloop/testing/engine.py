@@ -49,6 +49,9 @@ class FakeEngine:
     reads_lora_path: bool = False
     # When set, a streamed reply is these content pieces exactly (else `reply`, word by word).
     stream_pieces: list[str] | None = None
+    stream_hangs_after: int | None = None
+    """Streams stop after this many pieces, open until the gateway closes them (then the
+    path is in `cancelled`): a generation still going when the client leaves."""
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -146,6 +149,11 @@ class FakeEngine:
             word if i == 0 else " " + word for i, word in enumerate(self.reply.split(" "))
         ]
         for i, word in enumerate(words):
+            if i == self.stream_hangs_after:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    self.cancelled.append("/v1/chat/completions")
             delta = {"content": word}
             chunk = {
                 "id": "chatcmpl-engine",

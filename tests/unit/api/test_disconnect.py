@@ -3,14 +3,28 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
+from sqlalchemy import select
 from starlette.types import Message, Receive
 
 from api.disconnect import WATCH_AFTER_S, ClientDisconnectedError, cancel_on_disconnect
+from twinloop.db.models import Answer
 from twinloop.metrics import Metrics
+from twinloop.runtime import Runtime
+from twinloop.states import ABANDONED_FINISH_REASON
 from twinloop.testing.engine import FakeEngine
+
+
+def _scope(path: str) -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000), "server": ("gateway", 80), "state": {},
+    }  # fmt: skip
 
 
 async def test_client_leaving_cancels_the_engine_request(
@@ -32,13 +46,7 @@ async def test_client_leaving_cancels_the_engine_request(
     async def send(message: Message) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-        "scheme": "http", "path": "/answer", "raw_path": b"/answer", "query_string": b"",
-        "root_path": "", "headers": [(b"content-type", b"application/json")],
-        "client": ("127.0.0.1", 5000), "server": ("gateway", 80), "state": {},
-    }  # fmt: skip
-    await asyncio.wait_for(app(scope, receive, send), timeout=5)
+    await asyncio.wait_for(app(_scope("/answer"), receive, send), timeout=5)
 
     assert fake_engine.cancelled == ["/v1/chat/completions"]
     assert sent[0]["status"] == 499
@@ -99,3 +107,39 @@ async def test_a_cancel_from_elsewhere_is_not_taken_for_a_disconnect() -> None:
     with pytest.raises(asyncio.CancelledError):
         await request
     assert "twinloop_client_disconnects_total{" not in metrics.render().decode()
+
+
+async def test_a_client_leaving_a_stream_ends_it_and_its_generation(
+    app: FastAPI, fake_engine: FakeEngine, runtime: Runtime
+) -> None:
+    fake_engine.stream_pieces = [f"word{i} " for i in range(100)]
+    fake_engine.stream_hangs_after = 50
+    body = json.dumps(
+        {"model": "law", "stream": True, "messages": [{"role": "user", "content": "Q?"}]}
+    ).encode()
+    sent: list[Message] = []
+    body_sent = False
+
+    async def receive() -> Message:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(0.2)  # the client gives up while the engine is still generating
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(_scope("/v1/chat/completions"), receive, send), timeout=5)
+    await runtime.answers.wait_for_stores()
+
+    assert fake_engine.cancelled == ["/v1/chat/completions"]
+    assert sent[0]["status"] == 200
+    assert not any(m["type"] == "http.response.body" and not m["more_body"] for m in sent)
+    async with runtime.sessionmaker() as session:
+        (stored,) = (await session.execute(select(Answer))).scalars().all()
+    assert stored.finish_reason == ABANDONED_FINISH_REASON
+    assert stored.answer.startswith("word0 ")
+    metrics = app.state.runtime.metrics.render().decode()
+    assert 'twinloop_client_disconnects_total{route="chat"} 1.0' in metrics

@@ -274,6 +274,14 @@ def _finders(
     )
 
 
+_KINDS = tuple(kind for kind, *_ in _finders(()))
+# What every finder needs at least one of: a digit; an `@`, a bracket or the word "at" (an
+# e-mail address, spelled or not); colons (an IPv6 address). Most answers are prose without
+# any: the streamed redactor runs the finders at every release, ~9 us each even when nothing
+# matches, against ~1.5 us for this one search.
+_MAYBE_PII = re.compile(r"[\d@:\[({<]|\bat\b", re.IGNORECASE)
+
+
 def find_pii(
     text: str, *, phone_regions: Sequence[str] = ("US", "GB", "DE", "FR")
 ) -> tuple[list[PiiSpan], Counter[str]]:
@@ -288,10 +296,12 @@ def find_pii(
     back in `text`'s own coordinates: what a streamed answer needs to release a prefix.
     """
     current = text
+    view, origin = visible(current)
+    if _MAYBE_PII.search(view) is None:
+        return [], Counter(dict.fromkeys(_KINDS, 0))
     source: list[tuple[int, int, int | None]] = []  # built at the first find: most texts have none
     placed: list[tuple[str, str]] = []
     hits: Counter[str] = Counter()
-    view, origin = visible(current)
     has_digit = _DIGIT.search(view) is not None
     for kind, placeholder, find, needs_digit in _finders(phone_regions):
         if placed:  # the text changed: read it again (placeholders add no digit)

@@ -23,7 +23,7 @@ serialisation, status code) is FastAPI's.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, serialize_response
 from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 _JSON = "application/json"
 
 
@@ -135,6 +135,20 @@ async def _solve(
     return value
 
 
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body already read handed out again first."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
 def _is_json(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
     return content_type == _JSON or content_type.startswith(_JSON + ";")
@@ -143,31 +157,39 @@ def _is_json(request: Request) -> bool:
 class LeanRoute(APIRoute):
     """An `APIRoute` that solves a qualifying endpoint itself (see the module docstring)."""
 
-    def get_route_handler(self) -> Handler:
-        standard = super().get_route_handler()
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
         # Another response class would need FastAPI's own encoding of the result.
         custom_response = not isinstance(self.response_class, DefaultPlaceholder)
         lean = None if custom_response else plan(self.dependant)
-        if lean is None:
-            return standard
+        if lean is not None:
+            self._lean = lean
+            self._standard: ASGIApp = self.app
+            self.app = self._lean_app
 
-        async def handler(request: Request) -> Response:
-            if request.app.dependency_overrides or not _is_json(request):
-                return await standard(request)
-            raw = await request.body()  # kept on the request: `standard` reads it again
-            try:
-                body = lean.body_model.model_validate(orjson.loads(raw))
-            except (orjson.JSONDecodeError, ValidationError):
-                return await standard(request)
-            cache: dict[Callable[..., Any], Any] = {}
-            values: dict[str, Any] = {lean.body_param: body}
-            if lean.request_param is not None:
-                values[lean.request_param] = request
-            for name, dependency in lean.dependencies:
-                values[name] = await _solve(dependency, request, cache)
-            return await self._respond(await self.endpoint(**values))
-
-        return handler
+    async def _lean_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The route as an ASGI app. Not wrapped like FastAPI's (its two exit stacks for
+        `yield` dependencies, which a lean route has none of, and the exception handlers
+        looked up again): what the endpoint raises reaches the same handlers, one layer
+        out, in Starlette's `ExceptionMiddleware`."""
+        request = Request(scope, receive, send)
+        if request.app.dependency_overrides or not _is_json(request):
+            await self._standard(scope, receive, send)
+            return
+        raw = await request.body()
+        try:
+            body = self._lean.body_model.model_validate(orjson.loads(raw))
+        except (orjson.JSONDecodeError, ValidationError):
+            await self._standard(scope, _replay(raw, receive), send)
+            return
+        cache: dict[Callable[..., Any], Any] = {}
+        values: dict[str, Any] = {self._lean.body_param: body}
+        if self._lean.request_param is not None:
+            values[self._lean.request_param] = request
+        for name, dependency in self._lean.dependencies:
+            values[name] = await _solve(dependency, request, cache)
+        response = await self._respond(await self.endpoint(**values))
+        await response(scope, receive, send)
 
     async def _respond(self, result: Any) -> Response:
         """The endpoint's result as FastAPI would send it (a route with a `response_model`

@@ -144,7 +144,8 @@ class StreamRedactor:
             for s in spans
             if s.start < end and s.end > offset
         ]
-        self.hits.update(span.kind for span in released)
+        if released:
+            self.hits.update(span.kind for span in released)
         raw = window[offset:end]
         self._pending = window[end:]
         self._context = _tail(window[:end], _CONTEXT_CHARS)

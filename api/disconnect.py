@@ -2,15 +2,14 @@
 
 A response is computed to the end unless something watches the connection: cancelling the
 engine call closes its upstream connection, and vLLM then aborts the generation.
-`disconnect_cancels` watches for a block of a request's own task; `cancel_on_disconnect`
+`DisconnectWatch` watches for a block of a request's own task; `cancel_on_disconnect`
 (a plain response's work) and `EventStreamResponse` (a stream) use it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, Awaitable
 from typing import TypeVar
 
 from fastapi import Request
@@ -35,46 +34,54 @@ class ClientDisconnectedError(TwinloopError):
     status_code = 499
 
 
-async def _watch(receive: Receive, task: asyncio.Task[object], gone: asyncio.Event) -> None:
-    """Cancels `task` once the client has left (and says so in `gone`)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            gone.set()
-            task.cancel()
-            return
+class DisconnectWatch:
+    """`with DisconnectWatch(receive):` the current task is cancelled once the client has
+    left (watched from `WATCH_AFTER_S` on), as `asyncio.timeout` cancels at its deadline;
+    that cancellation leaves the block as `ClientDisconnectedError`. No task of its own for
+    the work, and none at all for a block done sooner. A class, not `@contextmanager`: it is
+    entered on every answering request, and a generator, an event and a closure per
+    request were ~5% of a cached answer's gateway CPU (bench/gateway_overhead.py)."""
 
+    __slots__ = ("_gone", "_receive", "_task", "_timer", "_watcher")
 
-@contextmanager
-def disconnect_cancels(receive: Receive) -> Iterator[None]:
-    """Inside the block, the current task is cancelled once the client has left (watched
-    from `WATCH_AFTER_S` on), as `asyncio.timeout` cancels at its deadline; that
-    cancellation leaves the block as `ClientDisconnectedError`. No task of its own for the
-    work, and none at all for a block done sooner."""
-    task = asyncio.current_task()
-    if task is None:  # not in a task: nothing to cancel, so nothing to watch
-        yield
-        return
-    gone = asyncio.Event()
-    watcher: asyncio.Task[None] | None = None
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task: asyncio.Task[object] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._gone = False
 
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = asyncio.ensure_future(_watch(receive, task, gone))
+    def __enter__(self) -> None:
+        self._task = asyncio.current_task()
+        if self._task is not None:  # not in a task: nothing to cancel, so nothing to watch
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(WATCH_AFTER_S, self._start_watching)
 
-    timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, start_watching)
-    try:
-        yield
-    except asyncio.CancelledError:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: object
+    ) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         # Ours only if the watcher cancelled and nobody else did too (a shutdown's cancel
         # must still reach the task).
-        if not gone.is_set() or task.uncancel() > 0:
-            raise
-        raise ClientDisconnectedError("client disconnected; generation cancelled") from None
-    finally:
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+        if kind is asyncio.CancelledError and self._gone:
+            assert self._task is not None
+            if self._task.uncancel() == 0:
+                raise ClientDisconnectedError("client disconnected; generation cancelled") from None
+
+    def _start_watching(self) -> None:
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                assert self._task is not None
+                self._task.cancel()
+                return
 
 
 async def cancel_on_disconnect(
@@ -83,7 +90,7 @@ async def cancel_on_disconnect(
     """`work`'s result; cancelled, and `ClientDisconnectedError` raised, if the client leaves
     first (counted in `twinloop_client_disconnects_total`)."""
     try:
-        with disconnect_cancels(request.receive):
+        with DisconnectWatch(request.receive):
             return await work
     except ClientDisconnectedError:
         metrics.client_disconnects.labels(route).inc()
@@ -91,7 +98,7 @@ async def cancel_on_disconnect(
 
 
 class EventStreamResponse(StreamingResponse):
-    """Server-sent events, ended when the client leaves (`disconnect_cancels`).
+    """Server-sent events, ended when the client leaves (`DisconnectWatch`).
 
     Starlette's `StreamingResponse` watches the connection from a second task in an anyio
     task group for every stream, whose cancel scopes cost more than the watcher here
@@ -107,7 +114,7 @@ class EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            with disconnect_cancels(receive):
+            with DisconnectWatch(receive):
                 await self.stream_response(send)
         except ClientDisconnectedError:
             return  # nobody to send to; the body iterator saw the cancellation

@@ -27,11 +27,8 @@ def _scope(path: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def test_client_leaving_cancels_the_engine_request(
-    app: FastAPI, fake_engine: FakeEngine
-) -> None:
-    fake_engine.hang = True
-    body = json.dumps({"question": "a long one"}).encode()
+async def _ask_and_leave(app: FastAPI, path: str, body: dict[str, Any]) -> list[Message]:
+    """What the gateway sent a client that posts `body` and leaves 0.2 s later."""
     sent: list[Message] = []
     body_sent = False
 
@@ -39,14 +36,22 @@ async def test_client_leaving_cancels_the_engine_request(
         nonlocal body_sent
         if not body_sent:
             body_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}
         await asyncio.sleep(0.2)  # the client gives up while the engine is still generating
         return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await asyncio.wait_for(app(_scope("/answer"), receive, send), timeout=5)
+    await asyncio.wait_for(app(_scope(path), receive, send), timeout=5)
+    return sent
+
+
+async def test_client_leaving_cancels_the_engine_request(
+    app: FastAPI, fake_engine: FakeEngine
+) -> None:
+    fake_engine.hang = True
+    sent = await _ask_and_leave(app, "/answer", {"question": "a long one"})
 
     assert fake_engine.cancelled == ["/v1/chat/completions"]
     assert sent[0]["status"] == 499
@@ -114,24 +119,8 @@ async def test_a_client_leaving_a_stream_ends_it_and_its_generation(
 ) -> None:
     fake_engine.stream_pieces = [f"word{i} " for i in range(100)]
     fake_engine.stream_hangs_after = 50
-    body = json.dumps(
-        {"model": "law", "stream": True, "messages": [{"role": "user", "content": "Q?"}]}
-    ).encode()
-    sent: list[Message] = []
-    body_sent = False
-
-    async def receive() -> Message:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(0.2)  # the client gives up while the engine is still generating
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        sent.append(message)
-
-    await asyncio.wait_for(app(_scope("/v1/chat/completions"), receive, send), timeout=5)
+    body = {"model": "law", "stream": True, "messages": [{"role": "user", "content": "Q?"}]}
+    sent = await _ask_and_leave(app, "/v1/chat/completions", body)
     await runtime.answers.wait_for_stores()
 
     assert fake_engine.cancelled == ["/v1/chat/completions"]

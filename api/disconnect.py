@@ -9,7 +9,7 @@ engine call closes its upstream connection, and vLLM then aborts the generation.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterable, Awaitable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import Request
@@ -108,10 +108,6 @@ class EventStreamResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, content: AsyncIterable[bytes]) -> None:
-        super().__init__(content)
-        self._content = content
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             with DisconnectWatch(receive):
@@ -119,6 +115,6 @@ class EventStreamResponse(StreamingResponse):
         except ClientDisconnectedError:
             return  # nobody to send to; the body iterator saw the cancellation
         finally:
-            close = getattr(self._content, "aclose", None)
+            close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 await close()

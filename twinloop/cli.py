@@ -76,7 +76,8 @@ mined_app = typer.Typer(
 )
 app.add_typer(mined_app, name="mined")
 
-console = Console(stderr=True)
+# Messages and errors name paths and URLs: wrapped at the terminal's width they no longer copy.
+console = Console(stderr=True, soft_wrap=True)
 
 SlotOption = Annotated[
     list[Slot] | None, typer.Option("--slot", help="Only this slot (repeatable); default both.")

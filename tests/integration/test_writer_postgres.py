@@ -15,6 +15,8 @@ from tests.unit.inference.writer_scenarios import (
 from twinloop.db import migrate
 from twinloop.db.session import SessionMaker, create_engine, create_sessionmaker
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def migrated_url(postgres_database: str) -> str:

@@ -380,10 +380,7 @@ def test_up_stops_everything_it_started_when_the_trainer_never_becomes_healthy(
     ]  # fmt: skip
 
 
-def test_check_store_creates_the_folder_when_asked_and_fails_in_one_line(
-    cli_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("COLUMNS", "400")  # rich wraps the message to the terminal's width
+def test_check_store_creates_the_folder_when_asked_and_fails_in_one_line(cli_env: Path) -> None:
     missing = CliRunner().invoke(app, ["adapters", "check-store"])
     created = CliRunner().invoke(app, ["adapters", "check-store", "--create"])
 

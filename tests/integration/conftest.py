@@ -36,6 +36,16 @@ TEST_GREEN_PORT = TEST_BLUE_PORT + 1
 POSTGRES_ADMIN_URL = os.environ.get(
     "TWINLOOP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+_HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder is an integration test, marker or not: `make test` runs the
+    unmarked ones on parallel workers, where two engines on fixed ports cannot be shared."""
+    for item in items:
+        if item.path.is_relative_to(_HERE):
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture

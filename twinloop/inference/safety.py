@@ -238,35 +238,47 @@ class AnswerStream:
         """The answer as generated, when it is to be kept (see `ScreenedAnswer`)."""
         return self.safety.kept_raw("".join(self._raw), self.text)
 
-    async def push(self, delta: str) -> str:
-        self._raw.append(delta)
-        shown = delta
-        if self._redactor is not None:
-            started = time.perf_counter()
-            ready = self._redactor.feed(delta)
-            shown = await self._run(self._redactor.release) if ready else ""
-            self._seconds += time.perf_counter() - started
-        self._shown.append(shown)
-        return shown
+    async def screen_batch(self, chunks: Sequence[dict[str, Any]]) -> None:
+        """Engine stream chunks that arrived together, screened in place for the client.
 
-    async def screen_chunk(self, chunk: Mapping[str, Any]) -> dict[str, Any]:
-        """An engine's stream chunk as the client gets it: its content what the screen
-        releases now (the held text too, on the chunk that ends the choice). In `redact` mode
-        chunks carry no token `logprobs`: they would spell out what is held or redacted."""
-        choices = []
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta") or {}
-            content = delta.get("content")
-            shown = await self.push(content) if content else ""
-            if choice.get("finish_reason"):
-                shown += await self.finish()
-            screened = dict(choice)
-            if "content" in delta or shown:
-                screened["delta"] = {**delta, "content": shown}
-            if self._redactor is not None and "logprobs" in screened:
-                screened["logprobs"] = None
-            choices.append(screened)
-        return {**chunk, "choices": choices} if "choices" in chunk else dict(chunk)
+        In `redact` mode the deltas go to the redactor together and what it releases (the
+        held text too when a choice finishes) is the content of the batch's last choice; the
+        others' content is empty. One release per batch, not per chunk: a busy gateway reads
+        several chunks at once and pays for one. Chunks carry no token `logprobs` then: they
+        would spell out what is held or redacted. In `flag` and `off` modes chunks are not
+        changed."""
+        redactor = self._redactor
+        last: dict[str, Any] | None = None  # the choice that carries what is released
+        ended = False
+        started = time.perf_counter()
+        for chunk in chunks:
+            for choice in chunk.get("choices") or ():
+                delta = choice.get("delta") or {}
+                content = delta.get("content")
+                if content:
+                    self._raw.append(content)
+                    if redactor is None:
+                        self._shown.append(content)
+                    else:
+                        redactor.add(content)
+                        delta["content"] = ""
+                if redactor is not None and "logprobs" in choice:
+                    choice["logprobs"] = None
+                ended = ended or bool(choice.get("finish_reason"))
+                last = choice
+        if redactor is None:
+            if ended:
+                await self.finish()
+            return
+        if ended:  # everything held goes now: one release, by `finish`
+            self._seconds += time.perf_counter() - started
+            shown = await self.finish()
+        else:
+            shown = await self._run(redactor.release) if redactor.ready() else ""
+            self._seconds += time.perf_counter() - started
+            self._shown.append(shown)
+        if last is not None and shown:
+            last["delta"] = {**(last.get("delta") or {}), "content": shown}
 
     async def _run(self, release: Callable[[], str]) -> str:
         """A release of held text (the PII finders over it and 80 characters of context):

@@ -523,9 +523,9 @@ class AnswerService:
                     if chunk.get("usage"):
                         usage = Usage.from_json(chunk["usage"])
                     if choices or wants_usage:
-                        shown = await screen.screen_chunk(chunk)
-                        shown.update(ours)
-                        relayed.append(shown)
+                        chunk.update(ours)
+                        relayed.append(chunk)
+                await screen.screen_batch(relayed)
                 if relayed:
                     yield relayed
                 with waiting_for_engine(clock):

@@ -90,7 +90,16 @@ class StreamRedactor:
 
     def feed(self, delta: str) -> bool:
         """Take `delta`; True when some text can be released (call `release`)."""
+        self.add(delta)
+        return self.ready()
+
+    def add(self, delta: str) -> None:
+        """Take `delta` without looking for a cut: deltas that arrived together are added
+        one by one, then `ready` is asked once."""
         self._pending += delta
+
+    def ready(self) -> bool:
+        """True when some of the held text can be released (call `release`)."""
         view, origin = visible(self._pending)
         self._cut = self._quiet_cut(view, origin, min_chars=_MIN_RELEASE)
         if self._cut is None and len(view) > self.max_hold_chars:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -52,6 +53,26 @@ def test_random_chunks_of_number_heavy_text_with_forced_cuts_match_the_whole() -
         released, most_held = _stream(text, cuts, hold=128)
         assert "".join(released) == redact_pii(text)[0], text
         assert most_held <= 128 + 60  # the hold, and the piece that overflowed it
+
+
+def test_pieces_added_in_batches_with_one_release_each_match_the_whole() -> None:
+    pieces = ["jane.doe@example.com", "4111 1111 1111 1111", "+44 20 7946 0958", "the",
+              "capital", "is", "Paris", "at", "(415) 555-2671",
+              "DE89 3704 0044 0532 0130 00"]  # fmt: skip
+    rng = random.Random(11)
+    for _ in range(15):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(20, 60)))
+        cuts = [0, *sorted(rng.sample(range(1, len(text)), len(text) // 3)), len(text)]
+        deltas = [text[a:b] for a, b in itertools.pairwise(cuts)]
+        redactor, released, start = StreamRedactor(REGIONS, 128), [], 0
+        while start < len(deltas):
+            size = rng.randint(1, 12)  # the chunks that arrived together
+            for delta in deltas[start : start + size]:
+                redactor.add(delta)
+            released.append(redactor.release() if redactor.ready() else "")
+            start += size
+        released.append(redactor.finish())
+        assert "".join(released) == redact_pii(text)[0], text
 
 
 def test_prose_is_released_a_few_words_behind() -> None:

@@ -6,10 +6,10 @@ streams and hide client disconnects from the routes.
 
 from __future__ import annotations
 
-import uuid
-
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from twinloop.db.base import new_id
 
 HEADER = b"x-request-id"
 
@@ -23,7 +23,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = dict(scope["headers"]).get(HEADER, b"").decode("latin-1")[:128]
-        request_id = incoming or uuid.uuid4().hex
+        request_id = incoming or new_id()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -19,8 +19,10 @@ The patterns are read on several views of the text, so a spelling trick does not
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from twinloop.cleaning.normalize import skeleton
+from twinloop.cleaning.prefixes import literal_prefixes
 
 _VERB = r"(?:ignore|disregard|forget|override|bypass|skip)"
 _RULE_NOUN = (
@@ -145,7 +147,9 @@ RULE_PATTERNS: tuple[tuple[str, str], ...] = (
     (
         "chat_template_tokens",
         r"<\|[a-z_]{2,30}\|>|\[/?INST\]|<</?SYS>>"
-        r"|(?:^|\s)#{2,}\s*(?:system|instruction|response)s?\s*:",
+        # After a line start or a space, read from the first `#`: a match then starts with
+        # `##` (twinloop.cleaning.prefixes finds that), and the reported text is the same.
+        r"|(?:^|(?<=\s))#{2,}\s*(?:system|instruction|response)s?\s*:",
     ),
     (
         # A secret value in training data would be learnt and repeated to anyone.
@@ -168,7 +172,37 @@ RULE_PATTERNS: tuple[tuple[str, str], ...] = (
         r"direct\s+them|point\s+them)\b",
     ),
 )
-_INJECTION_PATTERNS = tuple((name, _on_casefolded(pattern)) for name, pattern in RULE_PATTERNS)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """A compiled rule, and its possible first words (`twinloop.cleaning.prefixes`): a view
+    with none of them is not searched, as the rule cannot match there. An ordinary question
+    has the first words of one or two rules of ten (~5 us instead of ~20 per view)."""
+
+    name: str
+    pattern: re.Pattern[str]
+    starts: re.Pattern[str] | None  # None: no such words found; always searched
+
+    @classmethod
+    def of(cls, name: str, pattern: re.Pattern[str]) -> _Rule:
+        prefixes = literal_prefixes(pattern)
+        starts = (
+            re.compile("|".join(re.escape(text) for text in sorted(prefixes)))
+            if prefixes is not None
+            else None
+        )
+        return cls(name, pattern, starts)
+
+    def search(self, view: str) -> re.Match[str] | None:
+        if self.starts is not None and self.starts.search(view) is None:
+            return None
+        return self.pattern.search(view)
+
+
+_INJECTION_PATTERNS = tuple(
+    _Rule.of(name, _on_casefolded(pattern)) for name, pattern in RULE_PATTERNS
+)
 
 # Teaching the model to hand a secret out needs both halves: a secret stated, and an instruction
 # to pass it on ("the admin password is X; always tell users"). Either alone is ordinary text.
@@ -177,8 +211,8 @@ PASS_IT_ON = (
     rf"\b(?:always|whenever)\b[^.\n]{{0,60}}?\b{_SHARE}\b"
     rf"|\b{_SHARE}\b[^.\n]{{0,60}}?\b(?:anyone|everyone|whoever)\s+(?:who\s+)?asks\b"
 )
-_SECRET_STATED = _on_casefolded(SECRET_STATED)
-_PASS_IT_ON = _on_casefolded(PASS_IT_ON)
+_SECRET_STATED = _Rule.of("leak_instruction", _on_casefolded(SECRET_STATED))
+_PASS_IT_ON = _Rule.of("leak_instruction", _on_casefolded(PASS_IT_ON))
 
 # Squashed phrases, for letters spaced out past every word break: "ignoreallpreviousinstructions".
 _SQUASHED: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -257,10 +291,10 @@ def _hidden_payload(text: str) -> str | None:
 
 
 def _search(view: str, rules: frozenset[str]) -> tuple[str, str] | None:
-    for name, pattern in _INJECTION_PATTERNS:
-        match = pattern.search(view) if name in rules else None
+    for rule in _INJECTION_PATTERNS:
+        match = rule.search(view) if rule.name in rules else None
         if match:
-            return name, match.group(0).strip()[:80] or view[:80]
+            return rule.name, match.group(0).strip()[:80] or view[:80]
     if "leak_instruction" in rules:
         stated, passed_on = _SECRET_STATED.search(view), _PASS_IT_ON.search(view)
         if stated and passed_on:

@@ -135,11 +135,16 @@ _CONFUSABLES = str.maketrans(
 )
 
 
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
 def skeleton(text: str) -> str:
     """The injection screen's view of `text` (see the module docstring)."""
+    if text.isascii():  # most questions: no look-alike or accent to fold (the table has none)
+        return _WHITESPACE_RUN.sub(" ", text.lower())
     shown, _ = visible(text)
     folded = shown.casefold().translate(_CONFUSABLES)
     if not folded.isascii():  # accents off: "ignóre" is "ignore"
         decomposed = unicodedata.normalize("NFKD", folded)
         folded = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return re.sub(r"\s+", " ", folded)
+    return _WHITESPACE_RUN.sub(" ", folded)

@@ -24,8 +24,15 @@ from twinloop.inference.schemas import (
 from twinloop.metrics import Metrics
 from twinloop.safety.errors import UnsafeInputError
 from twinloop.safety.flags import Action, Flag, Screen
-from twinloop.safety.screens import SafetyConfig, screen_input, screen_output, screen_passage
+from twinloop.safety.screens import (
+    SafetyConfig,
+    find_instruction_attack,
+    screen_input,
+    screen_output,
+    screen_passage,
+)
 from twinloop.safety.stream import StreamRedactor
+from twinloop.safety.verdicts import InputVerdicts
 from twinloop.settings import OutputScreenMode
 
 # The roles whose text the input screen reads: what users (or whoever replays a conversation)
@@ -85,10 +92,14 @@ class ScreenedAnswer:
 
 
 class AnswerSafety:
-    def __init__(self, *, config: SafetyConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, *, config: SafetyConfig, metrics: Metrics, verdicts: InputVerdicts | None = None
+    ) -> None:
         self.config = config
         self._metrics = metrics
         self.blocked = 0  # requests blocked since the gateway started, for /status
+        # A conversation's earlier messages come again with every turn: read once each.
+        self._verdicts = InputVerdicts(find_instruction_attack) if verdicts is None else verdicts
 
     # -- input ----------------------------------------------------------------------
 
@@ -106,9 +117,10 @@ class AnswerSafety:
     async def _check_input(self, parts: list[tuple[str, str]], *, route: str) -> list[Flag]:
         started = time.perf_counter()
         try:
-            size = sum(len(text) for _, text in parts)
+            verdicts = self._verdicts
+            size = sum(len(text) for _, text in parts if not verdicts.known(text))
             flags = await _off_loop_if_long(
-                size, _INLINE_INPUT_CHARS, lambda: screen_input(parts, self.config.input)
+                size, _INLINE_INPUT_CHARS, lambda: screen_input(parts, self.config.input, verdicts)
             )
         except UnsafeInputError as e:
             self.blocked += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -11,6 +11,7 @@ from twinloop.cleaning.injection import ALL_RULES, INSTRUCTION_RULES, find_injec
 from twinloop.cleaning.redaction import apply_spans, find_pii
 from twinloop.safety.errors import UnsafeInputError
 from twinloop.safety.flags import Action, Flag, Screen
+from twinloop.safety.verdicts import Verdict
 from twinloop.settings import ContextScreenMode, InputScreenMode, OutputScreenMode
 
 if TYPE_CHECKING:
@@ -60,9 +61,19 @@ class Screened:
     dropped: bool = False
 
 
-def screen_input(parts: Sequence[tuple[str, str]], mode: InputScreenMode) -> list[Flag]:
+def find_instruction_attack(text: str) -> Verdict:
+    """The first of the rules aimed at the model's instructions that `text` matches."""
+    return find_injection(text, INSTRUCTION_RULES)
+
+
+def screen_input(
+    parts: Sequence[tuple[str, str]],
+    mode: InputScreenMode,
+    find: Callable[[str], Verdict] = find_instruction_attack,
+) -> list[Flag]:
     """Flags for each (where, text) that attacks the model's instructions; in `block` mode
-    the first one raises `UnsafeInputError` instead.
+    the first one raises `UnsafeInputError` instead. `find`: `find_instruction_attack`, or
+    the same remembered (`twinloop.safety.verdicts`).
 
     Only the rules aimed at the instructions apply (`INSTRUCTION_RULES`): the poisoning rules
     are about what a model would learn, and in a live question "from now on, answer in
@@ -72,7 +83,7 @@ def screen_input(parts: Sequence[tuple[str, str]], mode: InputScreenMode) -> lis
         return []
     flags = []
     for where, text in parts:
-        found = find_injection(text, INSTRUCTION_RULES)
+        found = find(text)
         if found is None:
             continue
         rule, matched = found

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as _Counter
@@ -36,7 +36,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 RELEASE_CHANGE_FAMILIES = ("twinloop_release_change_seconds", "twinloop_shadow_changes")
 
 
-_M = TypeVar("_M")
+_M = TypeVar("_M", bound="_LabelCache")
 
 
 class _LabelCache:
@@ -45,9 +45,13 @@ class _LabelCache:
     labels and an `inc` here); the gateway calls it half a dozen times per request. Only
     string values are kept as keys: `True` and `1` are equal keys but different labels."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._children_by_values: dict[tuple[object, ...], Any] = {}
+
     def labels(self: _M, *labelvalues: object, **labelkwargs: object) -> _M:
-        cache: dict[tuple[object, ...], _M] = self.__dict__.setdefault("_children_by_values", {})
-        child = cache.get(labelvalues) if not labelkwargs else None
+        cache = self._children_by_values
+        child: _M | None = cache.get(labelvalues) if not labelkwargs else None
         if child is None:
             child = super().labels(*labelvalues, **labelkwargs)  # type: ignore[misc]
             if not labelkwargs and all(isinstance(value, str) for value in labelvalues):

@@ -19,7 +19,8 @@ Two writers, one per kind of database (`answer_writer` picks), measured with
 - SQLite: a thread of its own with a plain sqlite3 connection (`ThreadAnswerWriter`).
   Through aiosqlite a batch is half a dozen hops to its thread and back, each waiting its
   turn on a busy event loop (a commit took ~4 ms; storing was half the gateway's CPU per
-  request); here it is one hop there and one callback back.
+  request); here it is one hop there and one callback back, and the batch is one statement
+  (`repository.SqliteAnswerRows` says why).
 - PostgreSQL: the async driver on the event loop (`LoopAnswerWriter`): network round trips
   awaited like any other I/O. A thread with psycopg served 11% fewer requests per second:
   each of its round trips waits for the GIL that the busy loop holds.
@@ -30,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import structlog
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine, PoolProxiedConnection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from twinloop.db.session import Synchronous, create_writer_engine, create_writer_sync_engine
@@ -126,7 +128,8 @@ class ThreadAnswerWriter(AnswerWriter):
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[_Waiting] = []  # stored in this turn of the loop, not yet handed
-        self._connection: Connection | None = None  # the thread's own
+        self._rows = repository.SqliteAnswerRows(engine.dialect)
+        self._connection: PoolProxiedConnection | None = None  # the thread's own
 
     def _enqueue(self, waiting: _Waiting) -> None:
         loop = asyncio.get_running_loop()
@@ -179,10 +182,7 @@ class ThreadAnswerWriter(AnswerWriter):
         started = time.perf_counter()
         error: Exception | None = None
         try:
-            if self._connection is None:
-                self._connection = self._engine.connect()
-            with self._connection.begin():
-                repository.insert_rows(self._connection, [waiting.row for waiting in batch])
+            self._rows.insert(self._sqlite(), [waiting.row for waiting in batch])
         except Exception as e:
             error = e
             # The connection may be what failed: the next batch takes a new one.
@@ -193,6 +193,16 @@ class ThreadAnswerWriter(AnswerWriter):
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
             self._loop.call_soon_threadsafe(_resolve, [w.done for w in batch], error)
+
+    def _sqlite(self) -> sqlite3.Connection:
+        if self._connection is None:
+            self._connection = self._engine.raw_connection()
+        driver = self._connection.driver_connection
+        if not isinstance(driver, sqlite3.Connection):
+            raise TypeError(f"the SQLite answer writer got a {type(driver).__name__} connection")
+        # Autocommit: the batch's one statement is its own transaction.
+        driver.isolation_level = None
+        return driver
 
     def _drop_connection(self, *, invalidate: bool) -> None:
         connection, self._connection = self._connection, None

@@ -58,9 +58,12 @@ def create_writer_engine(url: str) -> AsyncEngine:
 def create_writer_sync_engine(url: str, *, sqlite_synchronous: Synchronous = "FULL") -> Engine:
     """One plain sqlite3 connection for the answers' writer thread (`twinloop.inference.writer`
     says why not aiosqlite), given the async URL of the database: the second connection beside
-    the process's one; the busy timeout orders the two writers' rare collisions."""
+    the process's one; the busy timeout orders the two writers' rare collisions. In autocommit
+    mode: the writer's one statement per batch is its own transaction."""
     sync = make_url(url).set(drivername="sqlite+pysqlite")
-    engine = create_sync_engine(sync, pool_size=1, max_overflow=0, pool_pre_ping=True)
+    engine = create_sync_engine(
+        sync, pool_size=1, max_overflow=0, pool_pre_ping=True, isolation_level="AUTOCOMMIT"
+    )
     event.listen(engine, "connect", partial(_sqlite_pragmas, sqlite_synchronous))
     return engine
 

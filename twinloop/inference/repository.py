@@ -44,9 +44,10 @@ class SqliteAnswerRows:
     def __init__(self, dialect: Dialect) -> None:
         columns = list(Answer.__table__.columns)
         quote = dialect.identifier_preparer.quote
-        self._keys = tuple(column.key for column in columns)
-        self._processors: tuple[Callable[[Any], Any] | None, ...] = tuple(
-            column.type.dialect_impl(dialect).bind_processor(dialect) for column in columns
+        # Each column's key in a row and the bind processor its value goes through, if any.
+        self._columns: tuple[tuple[str, Callable[[Any], Any] | None], ...] = tuple(
+            (column.key, column.type.dialect_impl(dialect).bind_processor(dialect))
+            for column in columns
         )
         names = ", ".join(quote(column.name) for column in columns)
         self._prefix = f"INSERT INTO {quote(Answer.__tablename__)} ({names}) VALUES "
@@ -69,7 +70,7 @@ class SqliteAnswerRows:
 
     def _insert(self, connection: sqlite3.Connection, rows: Sequence[dict[str, Any]]) -> None:
         limit = connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-        per_statement = max(1, limit // len(self._keys))
+        per_statement = max(1, limit // len(self._columns))
         if len(rows) <= per_statement:
             connection.execute(self._statement(len(rows)), self._values(rows))
             return
@@ -92,9 +93,8 @@ class SqliteAnswerRows:
 
     def _values(self, rows: Sequence[dict[str, Any]]) -> list[Any]:
         values: list[Any] = []
-        pairs = tuple(zip(self._keys, self._processors, strict=True))
         for row in rows:
-            for key, process in pairs:
+            for key, process in self._columns:
                 value = row[key]
                 values.append(value if process is None else process(value))
         return values

@@ -130,6 +130,7 @@ class ThreadAnswerWriter(AnswerWriter):
         self._pending: list[_Waiting] = []  # stored in this turn of the loop, not yet handed
         self._rows = repository.SqliteAnswerRows(engine.dialect)
         self._connection: PoolProxiedConnection | None = None  # the thread's own
+        self._driver: sqlite3.Connection | None = None  # its sqlite3 connection, autocommit
 
     def _enqueue(self, waiting: _Waiting) -> None:
         loop = asyncio.get_running_loop()
@@ -195,17 +196,17 @@ class ThreadAnswerWriter(AnswerWriter):
             self._loop.call_soon_threadsafe(_resolve, [w.done for w in batch], error)
 
     def _sqlite(self) -> sqlite3.Connection:
-        if self._connection is None:
-            self._connection = self._engine.raw_connection()
-        driver = self._connection.driver_connection
-        if not isinstance(driver, sqlite3.Connection):
-            raise TypeError(f"the SQLite answer writer got a {type(driver).__name__} connection")
-        # Autocommit: the batch's one statement is its own transaction.
-        driver.isolation_level = None
-        return driver
+        if self._connection is None or self._driver is None:
+            connection = self._engine.raw_connection()
+            driver = connection.driver_connection
+            if not isinstance(driver, sqlite3.Connection):
+                connection.close()
+                raise TypeError(f"the SQLite answer writer got a {type(driver).__name__}")
+            self._connection, self._driver = connection, driver
+        return self._driver
 
     def _drop_connection(self, *, invalidate: bool) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is None:
             return
         try:

@@ -190,6 +190,10 @@ class OnnxEmbedder:
             options.intra_op_num_threads = threads
         # ONNX Runtime's pool threads spin after each run by default, waiting for the next;
         # in a gateway that spinning takes the cores the event loop needs between batches.
+        # Measured and not taken (2026-12-06, 2 cores): spinning only within a run
+        # (`session.force_spinning_stop`) encodes a lone question in 3.0 ms instead of 4.1,
+        # but `model: auto` in bench/gateway_overhead.py did not move beyond its noise; nor
+        # did two batches at once on one thread each (fewer req/s at 8 connections).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session: Any = onnxruntime.InferenceSession(
             str(onnx_file), sess_options=options, providers=["CPUExecutionProvider"]

@@ -72,6 +72,7 @@ from bench.overhead_servers import (
     serve_stub,
 )
 from bench.results import add_json_option, latency_summary, write_results
+from rag.backends import EmbeddingBackend
 from rag.errors import ChromaServerError
 from rag.server import ChromaServer
 from twinloop.testing.ports import free_port
@@ -139,7 +140,8 @@ def _header(args: argparse.Namespace) -> str:
             f"aiohttp {aiohttp.__version__}; stub: {STUB_KIND}; load generator: aiohttp, "
             f"keep-alive, loop={LOOP}",
             f"gateway: {args.gateway_workers} worker(s), "
-            f"{'PostgreSQL' if args.database_url else 'SQLite (synchronous=FULL)'}",
+            f"{'PostgreSQL' if args.database_url else 'SQLite (synchronous=FULL)'}, "
+            f"embedding backend {args.embedding_backend}",
             f"per run: {args.warmup} warm-up + {args.requests} measured requests; "
             f"{args.rounds} round(s), targets taking turns, each row the median round; "
             f"cap {args.max_run_seconds:.0f}s per run, {args.time_limit:.0f}s overall; "
@@ -263,6 +265,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="gateway processes (gateway.workers; more than one needs --database-url "
         "postgresql://...)",
     )
+    parser.add_argument(
+        "--embedding-backend",
+        choices=[b.value for b in EmbeddingBackend],
+        default=EmbeddingBackend.AUTO.value,
+        help="the gateway's embeddings.backend (what `model: auto` routes with)",
+    )
     parser.add_argument("--max-run-seconds", type=float, default=60.0, help="cap per run")
     parser.add_argument("--time-limit", type=float, default=900.0, help="cap on all runs")
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="per server")
@@ -297,6 +305,7 @@ def _start_servers(
     stack: ExitStack,
     database_url: str | None = None,
     workers: int = 1,
+    embedding_backend: str = EmbeddingBackend.AUTO.value,
 ) -> None:
     needed = {TARGETS[n].server for n in names}
     stub = pool.start(UPSTREAM, serve_stub, timeout_s=timeout_s)
@@ -309,7 +318,7 @@ def _start_servers(
         chroma.wait_healthy(timeout_s)
         pool.start(
             "gateway", serve_gateway, stub.port, str(data_dir), chroma_port, database_url,
-            workers, timeout_s=timeout_s, daemon=workers == 1,
+            workers, embedding_backend, timeout_s=timeout_s, daemon=workers == 1,
         )  # fmt: skip
     for library in ("httpx", "aiohttp", "lean"):
         if f"proxy-{library}" in needed:  # proxy-stream is served by proxy-aiohttp
@@ -412,6 +421,7 @@ def _figures(args: argparse.Namespace, levels: list[tuple[bool, list[Run]]]) -> 
         "upstream": STUB_KIND,
         "gateway_workers": args.gateway_workers,
         "database": "postgresql" if args.database_url else "sqlite",
+        "embedding_backend": args.embedding_backend,
         "requests_per_run": args.requests,
         "rounds": args.rounds,
         "rows": rows,
@@ -434,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _start_servers(
             pool, args.target_names, data_dir, args.startup_timeout, chroma_stop,
-            args.database_url, args.gateway_workers,
+            args.database_url, args.gateway_workers, args.embedding_backend,
         )  # fmt: skip
         with asyncio.Runner(loop_factory=new_loop) as runner:
             levels = runner.run(_bench(args, pool.servers, started))

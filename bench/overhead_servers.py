@@ -237,10 +237,15 @@ def _serve_stub_aiohttp(
 
 
 def gateway_settings(
-    data_dir: Path, stub_port: int, chroma_port: int, database_url: str | None = None
+    data_dir: Path,
+    stub_port: int,
+    chroma_port: int,
+    database_url: str | None = None,
+    embedding_backend: str = "auto",
 ) -> Settings:
     """The measured gateway's settings: both slots on the stub, its own Chroma server,
-    SQLite in `data_dir` unless `database_url` says otherwise."""
+    SQLite in `data_dir` unless `database_url` says otherwise, the embedding model on
+    `embedding_backend` (`embeddings.backend`)."""
     return Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -251,7 +256,10 @@ def gateway_settings(
         rag=RagSettings(chroma_port=chroma_port),
         # The embedding model's ONNX graph outlives the run's data directory: exported once
         # per machine, not at every start (bench/embeddings.py uses the same folder).
-        embeddings=EmbeddingSettings(onnx_dir=Path(tempfile.gettempdir()) / "twinloop-bench-onnx"),
+        embeddings=EmbeddingSettings(
+            backend=embedding_backend,
+            onnx_dir=Path(tempfile.gettempdir()) / "twinloop-bench-onnx",
+        ),
     )
 
 
@@ -263,13 +271,16 @@ def serve_gateway(
     chroma_port: int,
     database_url: str | None = None,
     workers: int = 1,
+    embedding_backend: str = "auto",
 ) -> None:
     child_prologue(parent_pid)
     sock = listen_and_report(conn)
     from api.app import create_app
     from twinloop.db.migrate import upgrade
 
-    settings = gateway_settings(Path(data_dir), stub_port, chroma_port, database_url)
+    settings = gateway_settings(
+        Path(data_dir), stub_port, chroma_port, database_url, embedding_backend
+    )
     upgrade(settings.sqlalchemy_url)
     if workers == 1:
         serve_asgi(create_app(settings), sock)
@@ -298,6 +309,7 @@ def _serve_workers(settings: Settings, workers: int, sock: socket.socket) -> Non
             "TWINLOOP_ENGINES__GREEN_PORT": str(settings.engines.green_port),
             "TWINLOOP_RAG__CHROMA_PORT": str(settings.rag.chroma_port),
             "TWINLOOP_EMBEDDINGS__ONNX_DIR": str(settings.onnx_dir),
+            "TWINLOOP_EMBEDDINGS__BACKEND": settings.embeddings.backend,
             "TWINLOOP_GATEWAY__WORKERS": str(workers),
         }
     )

@@ -40,3 +40,15 @@ def test_a_benchmark_starts_as_a_script_from_another_folder(script: Path, tmp_pa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("usage:")
+
+
+def test_the_overhead_bench_refuses_an_embedding_backend_the_gateway_does_not_have(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / "gateway_overhead.py"), "--embedding-backend", "int4"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "invalid choice: 'int4'" in done.stderr
+    assert "onnx-int8" in done.stderr  # the choices are named

@@ -31,8 +31,8 @@ class RequestIdMiddleware:
             await send(message)
 
         # Bound and reset by token rather than with `bound_contextvars`, which reads every
-        # context variable first and binds twice (~4% of a cached answer's gateway CPU);
-        # the reset restores the same value it would.
+        # context variable first and binds twice (3.1 against 0.9 us per request, of ~330 us
+        # of gateway CPU for a cached answer); the reset restores the same value it would.
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)

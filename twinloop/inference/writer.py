@@ -196,7 +196,7 @@ class ThreadAnswerWriter(AnswerWriter):
             self._loop.call_soon_threadsafe(_resolve, [w.done for w in batch], error)
 
     def _sqlite(self) -> sqlite3.Connection:
-        if self._connection is None or self._driver is None:
+        if self._driver is None:  # set and dropped together with `_connection`
             connection = self._engine.raw_connection()
             driver = connection.driver_connection
             if not isinstance(driver, sqlite3.Connection):
